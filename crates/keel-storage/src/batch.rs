@@ -1,0 +1,360 @@
+//! Kafka RecordBatch v2 headers: parsing, validation and the two fields the log rewrites.
+//!
+//! Layout (big-endian), as in Kafka's `DefaultRecordBatch`:
+//!
+//! ```text
+//! 0  baseOffset int64          | 12 partitionLeaderEpoch int32 | 17 crc uint32 (CRC-32C of 21..)
+//! 8  batchLength int32         | 16 magic int8                 | 21 attributes int16
+//! 23 lastOffsetDelta int32     | 27 baseTimestamp int64        | 35 maxTimestamp int64
+//! 43 producerId int64          | 51 producerEpoch int16        | 53 baseSequence int32
+//! 57 recordCount int32         | 61 records...
+//! ```
+//!
+//! Base offset and partition leader epoch lie before the CRC'd region, so the log can assign
+//! them without touching the producer's checksum.
+
+use thiserror::Error;
+
+/// Bytes in a v2 batch header, before the records.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes of `baseOffset` + `batchLength`; `batchLength` counts everything after them.
+pub const LOG_OVERHEAD: usize = 12;
+const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32;
+const CRC_START: usize = 21;
+
+const ATTR_COMPRESSION_MASK: i16 = 0x07;
+const ATTR_TRANSACTIONAL: i16 = 0x10;
+const ATTR_CONTROL: i16 = 0x20;
+
+/// Why a batch was rejected. Nothing of a rejected record set is written.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BatchError {
+    #[error("{available} bytes left, too few for a batch header of {BATCH_HEADER_BYTES} bytes")]
+    Truncated { available: usize },
+    #[error("batch length {declared} is out of range (at least {BATCH_LENGTH_MIN}, at most {limit} bytes available)")]
+    BadLength { declared: i32, limit: usize },
+    #[error("magic byte {0}; keel stores only RecordBatch v2 (magic 2)")]
+    BadMagic(i8),
+    #[error("CRC-32C mismatch: header says {expected:#010x}, bytes give {actual:#010x}")]
+    CrcMismatch { expected: u32, actual: u32 },
+    #[error("batch declares {0} records; a batch must hold at least one")]
+    NoRecords(i32),
+    #[error("record count {count} does not match last offset delta {last_offset_delta}")]
+    CountMismatch { count: i32, last_offset_delta: i32 },
+    #[error("unknown compression codec {0}")]
+    BadCompression(i16),
+    #[error("producer fields inconsistent: id {producer_id}, epoch {producer_epoch}, base sequence {base_sequence}")]
+    BadProducerFields { producer_id: i64, producer_epoch: i16, base_sequence: i32 },
+    #[error("batch offsets {base}..={last} do not follow the previous batch's last offset {previous}")]
+    OffsetsNotIncreasing { base: i64, last: i64, previous: i64 },
+}
+
+impl BatchError {
+    /// The Kafka error a producer gets for this batch: corruption of bytes is CORRUPT_MESSAGE,
+    /// well-formed bytes with impossible contents are INVALID_RECORD.
+    pub fn error_code(&self) -> keel_types::ErrorCode {
+        use keel_types::ErrorCode;
+        match self {
+            BatchError::Truncated { .. }
+            | BatchError::BadLength { .. }
+            | BatchError::BadMagic(_)
+            | BatchError::CrcMismatch { .. } => ErrorCode::CorruptMessage,
+            BatchError::NoRecords(_)
+            | BatchError::CountMismatch { .. }
+            | BatchError::BadCompression(_)
+            | BatchError::BadProducerFields { .. }
+            | BatchError::OffsetsNotIncreasing { .. } => ErrorCode::InvalidRecord,
+        }
+    }
+}
+
+/// The decoded header of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    /// Bytes after the first 12 (`baseOffset` and `batchLength`).
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Total bytes of the batch, header included.
+    pub fn size(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+
+    pub fn compression(&self) -> i16 {
+        self.attributes & ATTR_COMPRESSION_MASK
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+
+    /// Parses the fixed header without checking anything but that the bytes exist.
+    pub fn parse(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+        if bytes.len() < BATCH_HEADER_BYTES {
+            return Err(BatchError::Truncated { available: bytes.len() });
+        }
+        Ok(BatchHeader {
+            base_offset: i64_at(bytes, 0),
+            batch_length: i32_at(bytes, 8),
+            partition_leader_epoch: i32_at(bytes, 12),
+            magic: bytes[16] as i8,
+            crc: u32::from_be_bytes(bytes[17..21].try_into().expect("4 bytes")),
+            attributes: i16_at(bytes, 21),
+            last_offset_delta: i32_at(bytes, 23),
+            base_timestamp: i64_at(bytes, 27),
+            max_timestamp: i64_at(bytes, 35),
+            producer_id: i64_at(bytes, 43),
+            producer_epoch: i16_at(bytes, 51),
+            base_sequence: i32_at(bytes, 53),
+            record_count: i32_at(bytes, 57),
+        })
+    }
+
+    /// Checks the structural fields that do not need the record bytes: magic, length against
+    /// `available` bytes. Used when walking stored data, where the CRC is not recomputed.
+    pub fn check_frame(&self, available: usize) -> Result<(), BatchError> {
+        if self.magic != 2 {
+            return Err(BatchError::BadMagic(self.magic));
+        }
+        let limit = available.saturating_sub(LOG_OVERHEAD);
+        if self.batch_length < BATCH_LENGTH_MIN || self.batch_length as usize > limit {
+            return Err(BatchError::BadLength { declared: self.batch_length, limit });
+        }
+        Ok(())
+    }
+}
+
+/// Parses and fully validates the first batch in `bytes` (frame, CRC, counts, producer fields).
+/// Returns the header; the batch occupies `bytes[..header.size()]`.
+pub fn validate_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(bytes)?;
+    header.check_frame(bytes.len())?;
+    let actual = crc32c::crc32c(&bytes[CRC_START..header.size()]);
+    if actual != header.crc {
+        return Err(BatchError::CrcMismatch { expected: header.crc, actual });
+    }
+    if header.record_count <= 0 {
+        return Err(BatchError::NoRecords(header.record_count));
+    }
+    if header.last_offset_delta < 0 || header.record_count - 1 > header.last_offset_delta {
+        return Err(BatchError::CountMismatch {
+            count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    if header.compression() > 4 {
+        return Err(BatchError::BadCompression(header.compression()));
+    }
+    let idempotent = header.producer_id >= 0;
+    let producer_ok = if idempotent {
+        header.producer_epoch >= 0 && header.base_sequence >= 0
+    } else {
+        header.producer_id == -1 && !header.is_transactional()
+    };
+    if !producer_ok {
+        return Err(BatchError::BadProducerFields {
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            base_sequence: header.base_sequence,
+        });
+    }
+    Ok(header)
+}
+
+/// Validates every batch of a record set as a producer sent it. Producers number records from
+/// zero inside each batch, so the record count must equal `lastOffsetDelta + 1` exactly.
+pub fn validate_produced(records: &[u8]) -> Result<Vec<BatchHeader>, (usize, BatchError)> {
+    let mut headers = Vec::new();
+    let mut position = 0;
+    while position < records.len() {
+        let header = validate_batch(&records[position..]).map_err(|e| (position, e))?;
+        if header.record_count != header.last_offset_delta + 1 {
+            let error =
+                BatchError::CountMismatch { count: header.record_count, last_offset_delta: header.last_offset_delta };
+            return Err((position, error));
+        }
+        position += header.size();
+        headers.push(header);
+    }
+    if headers.is_empty() {
+        return Err((0, BatchError::Truncated { available: 0 }));
+    }
+    Ok(headers)
+}
+
+/// Writes the two fields the log owns into a batch's header bytes.
+pub fn assign_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+
+/// Finds the first record in a batch whose timestamp is at least `target`, returning its
+/// `(timestamp, offset)`. Compressed batches are decompressed; this is the one place the log
+/// looks inside records, and only ListOffsets-by-time calls it.
+pub fn first_record_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)> {
+    let mut buf = bytes::Bytes::copy_from_slice(batch);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
+    set.records.iter().find(|r| r.timestamp >= target).map(|r| (r.timestamp, r.offset))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A minimal valid uncompressed batch with `count` empty records, built by hand so these
+    /// tests do not depend on an encoder.
+    pub(crate) fn raw_batch(count: i32, timestamp: i64) -> Vec<u8> {
+        let mut records = Vec::new();
+        for i in 0..count {
+            // length, attributes, timestampDelta, offsetDelta, keyLen -1, valueLen 0, headers 0
+            let body = [0u8, zigzag(i), zigzag(i), 1, 0, 0];
+            records.push(zigzag(body.len() as i32));
+            records.extend_from_slice(&body);
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&((BATCH_HEADER_BYTES - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&(count - 1).to_be_bytes());
+        b.extend_from_slice(&timestamp.to_be_bytes());
+        b.extend_from_slice(&(timestamp + i64::from(count) - 1).to_be_bytes());
+        b.extend_from_slice(&(-1i64).to_be_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&count.to_be_bytes());
+        b.extend_from_slice(&records);
+        reseal(&mut b);
+        b
+    }
+
+    fn zigzag(v: i32) -> u8 {
+        let z = ((v << 1) ^ (v >> 31)) as u32;
+        assert!(z < 128, "test helper only encodes one-byte varints");
+        z as u8
+    }
+
+    /// Recomputes the CRC after a test edits CRC-covered bytes.
+    pub(crate) fn reseal(b: &mut [u8]) {
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn valid_batch_parses() {
+        let b = raw_batch(3, 1000);
+        let h = validate_batch(&b).unwrap();
+        assert_eq!(h.record_count, 3);
+        assert_eq!(h.size(), b.len());
+        assert_eq!(h.last_offset(), 2);
+        assert_eq!(validate_produced(&b).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn offset_and_epoch_rewrite_keeps_crc_valid() {
+        let mut b = raw_batch(2, 5);
+        assign_offset_and_epoch(&mut b, 1234, 7);
+        let h = validate_batch(&b).unwrap();
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (1234, 7));
+    }
+
+    #[test]
+    fn malformed_batches_are_rejected_with_the_right_code() {
+        use keel_types::ErrorCode;
+        let good = raw_batch(2, 5);
+
+        let mut bad_crc = good.clone();
+        *bad_crc.last_mut().unwrap() ^= 0xff;
+        assert!(matches!(validate_batch(&bad_crc), Err(BatchError::CrcMismatch { .. })));
+
+        let truncated = &good[..good.len() - 1];
+        assert!(matches!(validate_batch(truncated), Err(BatchError::BadLength { .. })));
+        assert!(matches!(validate_batch(&good[..20]), Err(BatchError::Truncated { .. })));
+
+        let mut magic = good.clone();
+        magic[16] = 1;
+        assert_eq!(validate_batch(&magic), Err(BatchError::BadMagic(1)));
+
+        let mut absurd = good.clone();
+        absurd[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(validate_batch(&absurd), Err(BatchError::BadLength { .. })));
+        let mut negative = good.clone();
+        negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(matches!(validate_batch(&negative), Err(BatchError::BadLength { .. })));
+
+        let mut zero = good.clone();
+        zero[57..61].copy_from_slice(&0i32.to_be_bytes());
+        reseal(&mut zero);
+        assert_eq!(validate_batch(&zero), Err(BatchError::NoRecords(0)));
+        assert_eq!(validate_batch(&zero).unwrap_err().error_code(), ErrorCode::InvalidRecord);
+
+        let mut count = good.clone();
+        count[23..27].copy_from_slice(&5i32.to_be_bytes());
+        reseal(&mut count);
+        assert!(validate_batch(&count).is_ok(), "gaps are legal in stored (compacted) batches");
+        assert!(matches!(validate_produced(&count), Err((0, BatchError::CountMismatch { .. }))));
+
+        let mut producer = good.clone();
+        producer[43..51].copy_from_slice(&5i64.to_be_bytes()); // id 5 with epoch -1
+        reseal(&mut producer);
+        assert!(matches!(validate_batch(&producer), Err(BatchError::BadProducerFields { .. })));
+        assert_eq!(bad_crc_code(&bad_crc), ErrorCode::CorruptMessage);
+
+        let mut two = good.clone();
+        two.extend_from_slice(&bad_crc);
+        assert!(matches!(validate_produced(&two), Err((p, BatchError::CrcMismatch { .. })) if p == good.len()));
+        assert!(validate_produced(&[]).is_err());
+    }
+
+    fn bad_crc_code(b: &[u8]) -> keel_types::ErrorCode {
+        validate_batch(b).unwrap_err().error_code()
+    }
+
+    #[test]
+    fn record_scan_finds_first_record_at_or_after_target() {
+        let mut b = raw_batch(4, 100); // records at 100, 101, 102, 103
+        assign_offset_and_epoch(&mut b, 50, 0);
+        assert_eq!(first_record_at_or_after(&b, 0), Some((100, 50)));
+        assert_eq!(first_record_at_or_after(&b, 102), Some((102, 52)));
+        assert_eq!(first_record_at_or_after(&b, 104), None);
+    }
+}

@@ -1,0 +1,63 @@
+//! Shared vocabulary for every keel crate: time as a value, epochs and ids as newtypes, and
+//! Kafka's error codes.
+//!
+//! This crate owns no behaviour. It must never do IO, read a clock or hold global state: every
+//! other crate, the pure protocol cores included, depends on it.
+
+mod error_code;
+mod rng;
+mod time;
+
+pub use error_code::ErrorCode;
+pub use rng::Rng;
+pub use time::{Duration, Instant};
+
+/// A partition leader epoch, as carried in RecordBatch headers and OffsetForLeaderEpoch.
+///
+/// Kafka uses -1 ("no epoch") in several places; that is [`LeaderEpoch::UNDEFINED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LeaderEpoch(pub i32);
+
+impl LeaderEpoch {
+    /// Kafka's `RecordBatch.NO_PARTITION_LEADER_EPOCH` / `UNDEFINED_EPOCH`.
+    pub const UNDEFINED: LeaderEpoch = LeaderEpoch(-1);
+
+    pub fn is_defined(self) -> bool {
+        self.0 >= 0
+    }
+}
+
+impl std::fmt::Display for LeaderEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A producer id handed out by InitProducerId; -1 means "not idempotent".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ProducerId(pub i64);
+
+impl ProducerId {
+    pub const NONE: ProducerId = ProducerId(-1);
+}
+
+/// A producer epoch; -1 means "not idempotent".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ProducerEpoch(pub i16);
+
+impl ProducerEpoch {
+    pub const NONE: ProducerEpoch = ProducerEpoch(-1);
+}
+
+/// A broker (node) id, as Kafka's `node.id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct NodeId(pub i32);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Kafka's "no offset" sentinel (`UNDEFINED_EPOCH_OFFSET`, `-1` in ListOffsets answers).
+pub const UNDEFINED_OFFSET: i64 = -1;
