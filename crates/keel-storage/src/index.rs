@@ -16,6 +16,9 @@ pub(crate) struct OffsetIndex {
     entries: Vec<(u32, u32)>,
     /// Entries already written to the index file.
     pub(crate) persisted: usize,
+    /// The file holds entries past `persisted` that truncation removed; the next write must
+    /// cut them off even if there is nothing new to add.
+    pub(crate) stale_on_disk: bool,
 }
 
 impl OffsetIndex {
@@ -39,6 +42,7 @@ impl OffsetIndex {
     pub(crate) fn truncate_to_position(&mut self, position: u64) {
         let keep = self.entries.partition_point(|&(_, p)| u64::from(p) < position);
         self.entries.truncate(keep);
+        self.stale_on_disk |= keep < self.persisted;
         self.persisted = self.persisted.min(keep);
     }
 
@@ -46,6 +50,7 @@ impl OffsetIndex {
     pub(crate) fn truncate_to_offset(&mut self, relative_offset: u32) {
         let keep = self.entries.partition_point(|&(o, _)| o < relative_offset);
         self.entries.truncate(keep);
+        self.stale_on_disk |= keep < self.persisted;
         self.persisted = self.persisted.min(keep);
     }
 
@@ -93,6 +98,7 @@ pub(crate) struct TimeIndex {
     /// (timestamp, relative offset), both strictly increasing.
     entries: Vec<(i64, u32)>,
     pub(crate) persisted: usize,
+    pub(crate) stale_on_disk: bool,
 }
 
 impl TimeIndex {
@@ -124,6 +130,7 @@ impl TimeIndex {
     pub(crate) fn truncate_to_offset(&mut self, relative_offset: u32) {
         let keep = self.entries.partition_point(|&(_, o)| o < relative_offset);
         self.entries.truncate(keep);
+        self.stale_on_disk |= keep < self.persisted;
         self.persisted = self.persisted.min(keep);
     }
 

@@ -212,6 +212,28 @@ impl Log {
                 let (segment, tail) =
                     recover_segment(&*backend, path, base, recovery_point, &config, now_ms, &mut epochs, &mut report)?;
                 truncated = tail;
+                // Segments roll at the log end, so the next one starts exactly where this one
+                // ends. If this one ends early, its unflushed tail never reached the disk and
+                // whatever the later segments hold cannot follow it.
+                if let Some(&next) = bases.get(i + 1) {
+                    if segment.next_offset < next && !truncated {
+                        if segment.next_offset < recovery_point {
+                            return Err(OpenError::Corrupt {
+                                file: segment.log_path.clone(),
+                                position: segment.size,
+                                reason: format!(
+                                    "segment ends at offset {} but data up to {recovery_point} was flushed",
+                                    segment.next_offset
+                                ),
+                            });
+                        }
+                        truncated = true;
+                        if report.truncated_at.is_none() {
+                            let reason = format!("unflushed tail lost: segment ends at offset {}", segment.next_offset);
+                            report.truncated_at = Some((segment.log_path.clone(), segment.size, reason));
+                        }
+                    }
+                }
                 segment
             };
             if let Some(previous) = segments.last() {
@@ -229,6 +251,11 @@ impl Log {
             segments.push(segment);
         }
 
+        // Recovered segments that are no longer active get their final time index entry, as a
+        // roll would have given them, so later opens can trust their indexes.
+        if let Some((_, rolled)) = segments.split_last_mut() {
+            rolled.iter_mut().for_each(Segment::seal);
+        }
         let mut log_start_offset = checkpoint.map_or(0, |c| c.log_start_offset);
         if let Some(first) = segments.first() {
             log_start_offset = log_start_offset.max(first.base_offset);
@@ -647,16 +674,21 @@ impl Log {
     /// Persists index entries, then the checkpoint. `recovery_point` overrides the flushed
     /// offset (truncation lowers it before cutting the files). Needs the maintenance lock.
     fn write_checkpoint_locked(&self, clean: bool, recovery_point: Option<i64>) -> Result<(), LogError> {
-        let recovery_point = recovery_point.unwrap_or_else(|| self.flushed_offset());
+        // Only flushed data may lie below the recovery point; an override can only lower it.
+        let flushed_offset = self.flushed_offset();
+        let recovery_point = recovery_point.map_or(flushed_offset, |r| r.min(flushed_offset));
         let (mut index_work, checkpoint) = {
             let mut state = self.lock_state();
             let mut index_work = Vec::new();
             for segment in &mut state.segments {
                 let (offset_position, offset_bytes) = segment.offset_index.unpersisted();
                 let (time_position, time_bytes) = segment.time_index.unpersisted();
-                if offset_bytes.is_empty() && time_bytes.is_empty() {
+                let stale = segment.offset_index.stale_on_disk || segment.time_index.stale_on_disk;
+                if offset_bytes.is_empty() && time_bytes.is_empty() && !stale {
                     continue;
                 }
+                segment.offset_index.stale_on_disk = false;
+                segment.time_index.stale_on_disk = false;
                 index_work.push((segment.index_path(INDEX_SUFFIX), offset_position, offset_bytes));
                 index_work.push((segment.index_path(TIME_INDEX_SUFFIX), time_position, time_bytes));
                 segment.offset_index.persisted = segment.offset_index.len();
@@ -822,9 +854,15 @@ impl Log {
         if offset >= self.log_end_offset() {
             return Ok(self.log_end_offset());
         }
-        // Lower the recovery point first: after a crash mid-truncation, recovery re-verifies
-        // the tail instead of trusting what the old checkpoint said was flushed.
-        self.write_checkpoint_locked(false, Some(offset.max(0)))?;
+        // Lower the recovery point first, to the start of the segment the cut falls in (a
+        // batch boundary at or below the new log end): after a crash mid-truncation, or once
+        // new appends reuse the cut offsets, recovery re-verifies from there instead of
+        // trusting what the old checkpoint said was flushed.
+        let lowest_kept = {
+            let state = self.lock_state();
+            state.segments[state.segment_for(offset)].base_offset.min(offset)
+        };
+        self.write_checkpoint_locked(false, Some(lowest_kept))?;
         let mut state = self.lock_state();
         let result = self.truncate_locked(&mut state, offset, now_ms);
         let new_end = state.log_end_offset();
@@ -837,10 +875,12 @@ impl Log {
         state.generation += 1;
         if offset <= state.log_start_offset {
             // Everything goes: start over at `offset`.
-            for segment in state.segments.drain(..) {
+            // The in-memory segments stay until the new one exists, so a failure midway leaves
+            // an offline log that still has an active segment.
+            for segment in &state.segments {
                 remove_segment_files(&*self.backend, &self.dir, segment.base_offset)?;
             }
-            state.segments.push(Segment::create(&*self.backend, &self.dir, offset, now_ms)?);
+            state.segments = vec![Segment::create(&*self.backend, &self.dir, offset, now_ms)?];
             state.log_start_offset = offset;
             self.log_start_offset.store(offset, Ordering::Release);
         } else {
@@ -854,8 +894,9 @@ impl Log {
             active.log.sync_data().io_context("sync", &active.log_path)?;
         }
         self.backend.sync_dir(&self.dir).io_context("sync", &self.dir)?;
-        state.rolled_unsynced.clear();
-        state.active_dirty = false;
+        // Rolled segments below the cut keep their unsynced writes; removed ones are gone.
+        let live: Vec<PathBuf> = state.segments.iter().map(|s| s.log_path.clone()).collect();
+        state.rolled_unsynced.retain(|(path, _)| live.contains(path));
         state.dir_dirty = false;
         let log_end_offset = state.log_end_offset();
         if state.epochs.truncate_from_end(log_end_offset) {

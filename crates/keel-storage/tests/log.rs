@@ -381,3 +381,69 @@ fn closed_log_refuses_writes() {
     let r = log.read(0, 10, 0).unwrap();
     assert_eq!(r.records, Bytes::new());
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// After any appends and truncations, a read at every offset returns the batch that
+        /// holds it, offset_for_timestamp agrees with a linear scan, and a reopen (clean or
+        /// not) gives the same log.
+        #[test]
+        fn reads_and_truncation_agree_with_a_model(
+            ops in prop::collection::vec((1usize..8, 0usize..400, 0u8..10), 1..60),
+            index_interval in prop::sample::select(vec![1u64, 100, 4096]),
+        ) {
+            let config = LogConfig { segment_bytes: 3000, index_interval_bytes: index_interval, ..small_config() };
+            let backend = memory();
+            let log = open(&backend, config.clone());
+            // model: (base, last, timestamps of records)
+            let mut model: Vec<(i64, i64, Vec<i64>)> = Vec::new();
+            let mut epoch = 0;
+            for (i, &(count, value_bytes, action)) in ops.iter().enumerate() {
+                if action == 0 && !model.is_empty() {
+                    let end = log.log_end_offset();
+                    let cut = end - (value_bytes as i64 % 20).min(end);
+                    log.truncate_to(cut, 0).unwrap();
+                    model.retain(|&(_, last, _)| last < cut);
+                    epoch += 1;
+                } else {
+                    // Timestamps wander so the time index sees non-monotonic batches.
+                    let ts = 10_000 + ((i as i64 * 7919) % 50) * 100;
+                    let info = log.append(&batch(count, value_bytes, ts, Compression::None, i as u8), LeaderEpoch(epoch), 0).unwrap();
+                    model.push((info.base_offset, info.last_offset, (0..count as i64).map(|j| ts + j).collect()));
+                }
+                prop_assert_eq!(log.log_end_offset(), model.last().map_or(0, |m| m.1 + 1));
+            }
+            for reopen in 0..3 {
+                let end = log_end(&model);
+                let reopened = match reopen {
+                    0 => None,
+                    1 => { log.checkpoint().unwrap(); Some(open(&backend, config.clone())) }
+                    _ => Some(open(&backend, config.clone())),
+                };
+                let log = reopened.as_ref().unwrap_or(&log);
+                prop_assert_eq!(log.log_end_offset(), end);
+                for &(base, last, _) in &model {
+                    for offset in [base, (base + last) / 2, last] {
+                        let r = log.read(offset, 1, end).unwrap();
+                        let first = split_batches(&r.records)[0].0;
+                        prop_assert_eq!(first, base, "read at {} of batch {}..={}", offset, base, last);
+                    }
+                }
+                for target in [0, 10_000, 10_050, 12_345, 14_900, 20_000] {
+                    let expected = model.iter().flat_map(|(base, _, ts)| ts.iter().enumerate().map(move |(j, &t)| (t, base + j as i64)))
+                        .filter(|&(t, _)| t >= target).min_by_key(|&(_, o)| o);
+                    prop_assert_eq!(log.offset_for_timestamp(target).unwrap(), expected, "target {} reopen {}", target, reopen);
+                }
+            }
+        }
+    }
+
+    fn log_end(model: &[(i64, i64, Vec<i64>)]) -> i64 {
+        model.last().map_or(0, |m| m.1 + 1)
+    }
+}
