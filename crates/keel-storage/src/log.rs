@@ -802,6 +802,12 @@ impl Log {
         }
     }
 
+    /// The largest record timestamp in the log (for ListOffsets with timestamp -3).
+    pub fn max_timestamp(&self) -> Option<i64> {
+        let state = self.lock_state();
+        state.segments.iter().map(|s| s.max_timestamp).filter(|&t| t >= 0).max()
+    }
+
     /// ListOffsets by time: the offset and timestamp of the first record whose timestamp is at
     /// or after `timestamp`, or `None` if every record is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {

@@ -1,0 +1,650 @@
+//! The broker: its topics and the handling of each Kafka request.
+//!
+//! Handlers turn a decoded request into a response. Protocol outcomes (unknown topic, offset
+//! out of range, invalid records) are Kafka error codes in the response; only a request that
+//! cannot be answered at all closes the connection (see `server`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_kafka::kafka_protocol::messages::api_versions_response::ApiVersion;
+use keel_kafka::kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use keel_kafka::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use keel_kafka::kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use keel_kafka::kafka_protocol::messages::fetch_request::FetchTopic;
+use keel_kafka::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use keel_kafka::kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use keel_kafka::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use keel_kafka::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use keel_kafka::kafka_protocol::messages::*;
+use keel_kafka::kafka_protocol::protocol::StrBytes;
+use keel_kafka::SUPPORTED_APIS;
+use keel_storage::ReadError;
+use keel_types::{ErrorCode, LeaderEpoch};
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::config::BrokerConfig;
+use crate::topics::{describe_topic_configs, validate_topic_name, Partition, Topic, TopicError, Topics};
+
+/// The leader epoch of every partition on a single node.
+const LEADER_EPOCH: i32 = 0;
+/// The fetch wait keel honours at most, whatever a client asks.
+const FETCH_WAIT_MS_MAX: i32 = 30_000;
+
+/// What the connection does after a request.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per request, moved once
+pub enum Reply {
+    Response(ResponseKind),
+    /// No response is due (Produce with acks=0).
+    None,
+    /// Close the connection, for the reason given.
+    Close(String),
+}
+
+/// One keel broker.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub topics: Topics,
+    pub cluster_id: String,
+    advertised: (String, u16),
+    /// Woken after every append, so long-polling fetches re-read.
+    appended: Notify,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+fn code(error: ErrorCode) -> i16 {
+    error.code()
+}
+
+impl Broker {
+    /// Opens the data directory (recovering every partition log) and returns a broker ready to
+    /// serve. `shutdown` turning true wakes long-polling fetches so they answer at once.
+    pub fn open(config: BrokerConfig, shutdown: watch::Receiver<bool>) -> Result<Broker, String> {
+        config.validate()?;
+        let advertised = config.advertised()?;
+        let topics = Topics::open(&config.data_dir, config.topic_defaults.clone(), now_ms())?;
+        let cluster_id = load_or_create_cluster_id(&config)?;
+        Ok(Broker { config, topics, cluster_id, advertised, appended: Notify::new(), shutdown })
+    }
+
+    fn node_id(&self) -> BrokerId {
+        BrokerId(self.config.node_id)
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, api_key: ApiKey, version: i16, request: RequestKind) -> Reply {
+        let response = match request {
+            RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(ErrorCode::None)),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, version)),
+            RequestKind::Produce(r) => return self.produce(r, version).await,
+            RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, version).await),
+            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r)),
+            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r, version)),
+            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r, version)),
+            RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),
+            other => {
+                // decode_request only lets supported APIs through; reaching here is a bug.
+                unreachable!("request for {api_key:?} passed decoding but has no handler: {other:?}")
+            }
+        };
+        Reply::Response(response)
+    }
+
+    fn metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {
+        let (host, port) = &self.advertised;
+        let broker = MetadataResponseBroker::default()
+            .with_node_id(self.node_id())
+            .with_host(str_bytes(host.clone()))
+            .with_port(i32::from(*port));
+        // Before v4 there was no flag, and auto-creation was always requested.
+        let allow_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
+        let topics = match request.topics {
+            None => self.topics.list().iter().map(|t| self.topic_metadata(t)).collect(),
+            Some(requested) => requested
+                .into_iter()
+                .map(|r| match r.name {
+                    Some(name) => self.metadata_for_name(&name.0, allow_create),
+                    None => match self.topics.get_by_id(r.topic_id) {
+                        Some(topic) => self.topic_metadata(&topic),
+                        None => MetadataResponseTopic::default()
+                            .with_topic_id(r.topic_id)
+                            .with_error_code(code(ErrorCode::UnknownTopicId)),
+                    },
+                })
+                .collect(),
+        };
+        MetadataResponse::default()
+            .with_brokers(vec![broker])
+            .with_cluster_id(Some(str_bytes(self.cluster_id.clone())))
+            .with_controller_id(self.node_id())
+            .with_topics(topics)
+    }
+
+    fn metadata_for_name(&self, name: &str, allow_create: bool) -> MetadataResponseTopic {
+        let unknown = |error: ErrorCode| {
+            MetadataResponseTopic::default().with_name(Some(TopicName(str_bytes(name)))).with_error_code(code(error))
+        };
+        if let Some(topic) = self.topics.get(name) {
+            return self.topic_metadata(&topic);
+        }
+        if let Err(e) = validate_topic_name(name) {
+            return unknown(e.code);
+        }
+        if !allow_create {
+            return unknown(ErrorCode::UnknownTopicOrPartition);
+        }
+        match self.topics.create(name, None, BTreeMap::new(), false, now_ms()) {
+            Ok(topic) => self.topic_metadata(&topic),
+            // Created concurrently by another request: answer with it.
+            Err(TopicError { code: ErrorCode::TopicAlreadyExists, .. }) => match self.topics.get(name) {
+                Some(topic) => self.topic_metadata(&topic),
+                None => unknown(ErrorCode::LeaderNotAvailable),
+            },
+            Err(e) => {
+                tracing::warn!(topic = name, error = %e, "auto-creating topic failed");
+                unknown(e.code)
+            }
+        }
+    }
+
+    fn topic_metadata(&self, topic: &Topic) -> MetadataResponseTopic {
+        let node = self.node_id();
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                MetadataResponsePartition::default()
+                    .with_partition_index(p.index)
+                    .with_leader_id(node)
+                    .with_leader_epoch(LEADER_EPOCH)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node])
+            })
+            .collect();
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
+            .with_topic_id(topic.id)
+            .with_partitions(partitions)
+    }
+
+    /// Looks a produce or fetch topic up by id (newer versions) or by name.
+    fn find_topic(&self, name: &TopicName, id: Uuid, by_id: bool) -> Result<Arc<Topic>, ErrorCode> {
+        if by_id {
+            self.topics.get_by_id(id).ok_or(ErrorCode::UnknownTopicId)
+        } else {
+            self.topics.get(&name.0).ok_or(ErrorCode::UnknownTopicOrPartition)
+        }
+    }
+
+    async fn produce(&self, request: ProduceRequest, version: i16) -> Reply {
+        let acks = request.acks;
+        let acks_valid = matches!(acks, -1..=1);
+        let mut topic_responses = Vec::with_capacity(request.topic_data.len());
+        let mut appends = Vec::new();
+        for topic_data in request.topic_data {
+            let topic = self.find_topic(&topic_data.name, topic_data.topic_id, version >= 13);
+            let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+            for data in topic_data.partition_data {
+                let response = PartitionProduceResponse::default().with_index(data.index);
+                let partition = match &topic {
+                    _ if !acks_valid => Err(ErrorCode::InvalidRequiredAcks),
+                    Ok(topic) => topic.partition(data.index).cloned().ok_or(ErrorCode::UnknownTopicOrPartition),
+                    Err(error) => Err(*error),
+                };
+                match (partition, data.records) {
+                    (Ok(partition), Some(records)) if !records.is_empty() => {
+                        appends.push((topic_responses.len(), partitions.len(), partition, records));
+                        partitions.push(response);
+                    }
+                    (Ok(_), _) => partitions.push(response.with_error_code(code(ErrorCode::CorruptMessage))),
+                    (Err(error), _) => partitions.push(response.with_error_code(code(error))),
+                }
+            }
+            topic_responses.push(
+                TopicProduceResponse::default()
+                    .with_name(topic_data.name)
+                    .with_topic_id(topic_data.topic_id)
+                    .with_partition_responses(partitions),
+            );
+        }
+        // Appends run on blocking threads, all partitions at once: with flush `always` each
+        // waits for its group commit, and partitions sync in parallel.
+        let now = now_ms();
+        let tasks: Vec<_> = appends
+            .into_iter()
+            .map(|(t, p, partition, records)| {
+                let task = tokio::task::spawn_blocking(move || {
+                    let result = partition.log.append(&records, LeaderEpoch(LEADER_EPOCH), now);
+                    (partition, result)
+                });
+                (t, p, task)
+            })
+            .collect();
+        let mut appended = false;
+        for (t, p, task) in tasks {
+            let response = &mut topic_responses[t].partition_responses[p];
+            match task.await {
+                Ok((_, Ok(info))) => {
+                    appended = true;
+                    response.base_offset = info.base_offset;
+                    response.log_append_time_ms = -1;
+                    response.log_start_offset = info.log_start_offset;
+                }
+                Ok((partition, Err(error))) => {
+                    let level_warn = error.error_code() == ErrorCode::KafkaStorageError;
+                    if level_warn {
+                        tracing::error!(partition = %format!("{}-{}", partition.topic, partition.index), %error, "append failed");
+                    } else {
+                        tracing::debug!(partition = %format!("{}-{}", partition.topic, partition.index), %error, "append refused");
+                    }
+                    response.error_code = code(error.error_code());
+                    response.error_message = Some(str_bytes(error.to_string()));
+                }
+                Err(join_error) => {
+                    tracing::error!(error = %join_error, "append task failed");
+                    response.error_code = code(ErrorCode::UnknownServerError);
+                }
+            }
+        }
+        if appended {
+            self.appended.notify_waiters();
+        }
+        if acks != 0 {
+            return Reply::Response(ResponseKind::Produce(ProduceResponse::default().with_responses(topic_responses)));
+        }
+        // acks=0 has no response to carry an error; Kafka closes the connection so the
+        // producer notices and refreshes its metadata.
+        let failed = topic_responses.iter().flat_map(|t| &t.partition_responses).find(|p| p.error_code != 0);
+        match failed {
+            Some(p) => Reply::Close(format!("acks=0 produce failed with error code {}", p.error_code)),
+            None => Reply::None,
+        }
+    }
+
+    async fn fetch(&self, request: FetchRequest, version: i16) -> FetchResponse {
+        // keel declines fetch sessions (KIP-227): every fetch is a full fetch, answered with
+        // session id 0, so clients never send incremental ones.
+        if request.session_id != 0 {
+            return FetchResponse::default().with_error_code(code(ErrorCode::FetchSessionIdNotFound));
+        }
+        if request.session_epoch > 0 {
+            return FetchResponse::default().with_error_code(code(ErrorCode::InvalidFetchSessionEpoch));
+        }
+        let by_id = version >= 13;
+        let resolved: Vec<(FetchTopic, Result<Arc<Topic>, ErrorCode>)> = request
+            .topics
+            .into_iter()
+            .map(|t| {
+                let topic = self.find_topic(&t.topic, t.topic_id, by_id);
+                (t, topic)
+            })
+            .collect();
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+        let min_bytes = request.min_bytes.max(0) as usize;
+        let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let notified = self.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (responses, bytes) = self.read_fetch(&resolved, max_bytes);
+            let waited_out = tokio::time::Instant::now() >= deadline;
+            if bytes >= min_bytes || bytes > 0 && min_bytes == 0 || waited_out || *shutdown.borrow() {
+                return FetchResponse::default().with_session_id(0).with_responses(responses);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Reads every requested partition once. Returns the responses and the bytes in them.
+    fn read_fetch(
+        &self,
+        topics: &[(FetchTopic, Result<Arc<Topic>, ErrorCode>)],
+        max_bytes: usize,
+    ) -> (Vec<FetchableTopicResponse>, usize) {
+        let mut total = 0usize;
+        let mut responses = Vec::with_capacity(topics.len());
+        for (request, topic) in topics {
+            let mut partitions = Vec::with_capacity(request.partitions.len());
+            for p in &request.partitions {
+                let response = PartitionData::default().with_partition_index(p.partition);
+                let partition = match topic {
+                    Ok(topic) => topic.partition(p.partition).ok_or(ErrorCode::UnknownTopicOrPartition),
+                    Err(error) => Err(*error),
+                };
+                let partition = match partition {
+                    Ok(partition) => partition,
+                    Err(error) => {
+                        partitions.push(response.with_error_code(code(error)).with_high_watermark(-1));
+                        continue;
+                    }
+                };
+                let high_watermark = partition.high_watermark();
+                let response = response
+                    .with_high_watermark(high_watermark)
+                    .with_last_stable_offset(high_watermark)
+                    .with_log_start_offset(partition.log.log_start_offset());
+                let limit = (p.partition_max_bytes.max(0) as usize).min(max_bytes - total);
+                if limit == 0 {
+                    partitions.push(response);
+                    continue;
+                }
+                match partition.log.read(p.fetch_offset, limit, high_watermark) {
+                    // KIP-74: an oversized first batch is returned whole only if the response
+                    // holds nothing yet; later partitions must fit.
+                    Ok(read) if total > 0 && read.records.len() > limit => partitions.push(response),
+                    Ok(read) => {
+                        total += read.records.len();
+                        partitions.push(response.with_records(Some(read.records)));
+                    }
+                    Err(error) => {
+                        if !matches!(error, ReadError::OffsetOutOfRange { .. }) {
+                            tracing::error!(partition = %format!("{}-{}", partition.topic, partition.index), %error, "read failed");
+                        }
+                        partitions
+                            .push(response.with_error_code(code(error.error_code())).with_records(Some(Bytes::new())));
+                    }
+                }
+            }
+            responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(request.topic.clone())
+                    .with_topic_id(request.topic_id)
+                    .with_partitions(partitions),
+            );
+        }
+        (responses, total)
+    }
+
+    fn list_offsets(&self, request: ListOffsetsRequest) -> ListOffsetsResponse {
+        const LATEST: i64 = -1;
+        const EARLIEST: i64 = -2;
+        const MAX_TIMESTAMP: i64 = -3;
+        const EARLIEST_LOCAL: i64 = -4;
+        let topics = request
+            .topics
+            .into_iter()
+            .map(|t| {
+                let topic = self.topics.get(&t.name.0);
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                        let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
+                            return response.with_error_code(code(ErrorCode::UnknownTopicOrPartition));
+                        };
+                        let high_watermark = partition.high_watermark();
+                        let found = match p.timestamp {
+                            LATEST => Ok(Some((-1, high_watermark))),
+                            EARLIEST | EARLIEST_LOCAL => Ok(Some((-1, partition.log.log_start_offset()))),
+                            MAX_TIMESTAMP => max_timestamp(partition),
+                            timestamp if timestamp < 0 => Err(ErrorCode::InvalidRequest),
+                            timestamp => partition
+                                .log
+                                .offset_for_timestamp(timestamp)
+                                .map(|found| found.filter(|&(_, offset)| offset < high_watermark))
+                                .map_err(|e| e.error_code()),
+                        };
+                        match found {
+                            Ok(Some((timestamp, offset))) => {
+                                response.with_timestamp(timestamp).with_offset(offset).with_leader_epoch(LEADER_EPOCH)
+                            }
+                            Ok(None) => response.with_timestamp(-1).with_offset(-1),
+                            Err(error) => response.with_error_code(code(error)),
+                        }
+                    })
+                    .collect();
+                ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+            })
+            .collect();
+        ListOffsetsResponse::default().with_topics(topics)
+    }
+
+    fn create_topics(&self, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+        let node = self.node_id();
+        let results = request
+            .topics
+            .into_iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let result = CreatableTopicResult::default().with_name(t.name.clone());
+                let fail = |e: TopicError| {
+                    result.clone().with_error_code(code(e.code)).with_error_message(Some(str_bytes(e.message)))
+                };
+                if !matches!(t.replication_factor, -1 | 1) {
+                    return fail(TopicError {
+                        code: ErrorCode::InvalidReplicationFactor,
+                        message: format!(
+                            "replication factor {} is larger than the 1 broker in this keel cluster",
+                            t.replication_factor
+                        ),
+                    });
+                }
+                if t.assignments.iter().any(|a| a.broker_ids != [node]) {
+                    return fail(TopicError {
+                        code: ErrorCode::InvalidReplicaAssignment,
+                        message: format!("replicas may only be assigned to broker {}", node.0),
+                    });
+                }
+                let partitions = if !t.assignments.is_empty() {
+                    Some(t.assignments.len() as i32)
+                } else {
+                    (t.num_partitions != -1).then_some(t.num_partitions)
+                };
+                let mut configs = BTreeMap::new();
+                for c in t.configs {
+                    if let Some(value) = c.value {
+                        configs.insert(c.name.to_string(), value.to_string());
+                    }
+                }
+                match self.topics.create(&name, partitions, configs, request.validate_only, now_ms()) {
+                    Ok(topic) => {
+                        let created = result
+                            .with_topic_id(topic.id)
+                            .with_num_partitions(partitions.unwrap_or(self.topics.defaults().num_partitions))
+                            .with_replication_factor(1);
+                        if version >= 5 {
+                            let configs = describe_topic_configs(&topic)
+                                .into_iter()
+                                .map(|(key, value, default)| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(str_bytes(key))
+                                        .with_value(Some(str_bytes(value)))
+                                        .with_config_source(if default { 5 } else { 1 })
+                                })
+                                .collect();
+                            created.with_configs(Some(configs))
+                        } else {
+                            created
+                        }
+                    }
+                    Err(e) => fail(e),
+                }
+            })
+            .collect();
+        CreateTopicsResponse::default().with_topics(results)
+    }
+
+    fn delete_topics(&self, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+        let targets: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
+            request.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        } else {
+            request.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
+        };
+        let responses = targets
+            .into_iter()
+            .map(|(name, id)| {
+                let resolved = match &name {
+                    Some(name) => Some(name.0.to_string()),
+                    None => self.topics.get_by_id(id).map(|t| t.name.clone()),
+                };
+                let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+                let Some(resolved) = resolved else {
+                    return result.with_error_code(code(ErrorCode::UnknownTopicId));
+                };
+                match self.topics.delete(&resolved) {
+                    Ok(id) => result.with_topic_id(id),
+                    Err(e) => result.with_error_code(code(e.code)).with_error_message(Some(str_bytes(e.message))),
+                }
+            })
+            .collect();
+        DeleteTopicsResponse::default().with_responses(responses)
+    }
+
+    fn describe_configs(&self, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+        const TOPIC: i8 = 2;
+        const BROKER: i8 = 4;
+        const SOURCE_TOPIC: i8 = 1;
+        const SOURCE_STATIC_BROKER: i8 = 4;
+        const SOURCE_DEFAULT: i8 = 5;
+        let results = request
+            .resources
+            .into_iter()
+            .map(|resource| {
+                let result = DescribeConfigsResult::default()
+                    .with_resource_type(resource.resource_type)
+                    .with_resource_name(resource.resource_name.clone());
+                let entries: Vec<(String, String, i8)> = match resource.resource_type {
+                    TOPIC => match self.topics.get(&resource.resource_name) {
+                        Some(topic) => describe_topic_configs(&topic)
+                            .into_iter()
+                            .map(|(k, v, default)| {
+                                (k.to_string(), v, if default { SOURCE_DEFAULT } else { SOURCE_TOPIC })
+                            })
+                            .collect(),
+                        None => {
+                            return result.with_error_code(code(ErrorCode::UnknownTopicOrPartition)).with_error_message(
+                                Some(str_bytes(format!("topic {:?} does not exist", resource.resource_name.as_str()))),
+                            )
+                        }
+                    },
+                    BROKER
+                        if resource.resource_name.is_empty()
+                            || resource.resource_name.as_str() == self.config.node_id.to_string() =>
+                    {
+                        self.broker_configs()
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v, SOURCE_STATIC_BROKER))
+                            .collect()
+                    }
+                    BROKER => {
+                        return result.with_error_code(code(ErrorCode::InvalidRequest)).with_error_message(Some(
+                            str_bytes(format!("this broker is node {}", self.config.node_id)),
+                        ))
+                    }
+                    other => {
+                        return result.with_error_code(code(ErrorCode::InvalidRequest)).with_error_message(Some(
+                            str_bytes(format!("resource type {other} is not supported; use 2 (topic) or 4 (broker)")),
+                        ))
+                    }
+                };
+                let wanted =
+                    resource.configuration_keys.map(|keys| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+                let configs = entries
+                    .into_iter()
+                    .filter(|(key, _, _)| wanted.as_ref().is_none_or(|w| w.contains(key)))
+                    .map(|(key, value, source)| {
+                        DescribeConfigsResourceResult::default()
+                            .with_name(str_bytes(key))
+                            .with_value(Some(str_bytes(value)))
+                            .with_read_only(source != SOURCE_TOPIC && resource.resource_type == BROKER)
+                            .with_config_source(source)
+                    })
+                    .collect();
+                result.with_configs(configs)
+            })
+            .collect();
+        DescribeConfigsResponse::default().with_results(results)
+    }
+
+    fn broker_configs(&self) -> Vec<(&'static str, String)> {
+        let c = &self.config;
+        let d = &c.topic_defaults;
+        let (host, port) = &self.advertised;
+        vec![
+            ("node.id", c.node_id.to_string()),
+            ("broker.id", c.node_id.to_string()),
+            ("log.dirs", c.data_dir.display().to_string()),
+            ("listeners", format!("PLAINTEXT://{}", c.listen)),
+            ("advertised.listeners", format!("PLAINTEXT://{host}:{port}")),
+            ("auto.create.topics.enable", c.auto_create_topics_enable.to_string()),
+            ("socket.request.max.bytes", c.socket_request_max_bytes.to_string()),
+            ("num.partitions", d.num_partitions.to_string()),
+            ("default.replication.factor", "1".to_string()),
+            ("log.retention.ms", d.retention_ms.to_string()),
+            ("log.retention.bytes", d.retention_bytes.to_string()),
+            ("log.segment.bytes", d.segment_bytes.to_string()),
+            ("log.roll.ms", d.segment_ms.to_string()),
+            ("message.max.bytes", d.max_message_bytes.to_string()),
+            ("log.flush.policy", d.flush_policy.clone()),
+            ("log.flush.interval.messages", d.flush_messages.to_string()),
+            ("log.flush.interval.ms", d.flush_ms.to_string()),
+        ]
+    }
+
+    /// Flushes due logs; with `full`, also applies retention and writes recovery checkpoints.
+    pub fn maintain(&self, full: bool) {
+        self.topics.maintain(now_ms(), full);
+    }
+
+    /// Flushes everything and closes every log cleanly.
+    pub fn close(&self) -> Result<(), String> {
+        self.topics.close(now_ms())
+    }
+}
+
+/// ListOffsets with timestamp -3: the record with the largest timestamp.
+fn max_timestamp(partition: &Partition) -> Result<Option<(i64, i64)>, ErrorCode> {
+    let Some(max) = partition.log.max_timestamp() else { return Ok(None) };
+    partition.log.offset_for_timestamp(max).map_err(|e| e.error_code())
+}
+
+/// The ApiVersions answer: every API and version range keel serves.
+pub fn api_versions(error: ErrorCode) -> ApiVersionsResponse {
+    let api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|s| {
+            ApiVersion::default()
+                .with_api_key(s.api_key as i16)
+                .with_min_version(s.advertised_min)
+                .with_max_version(s.max)
+        })
+        .collect();
+    ApiVersionsResponse::default().with_error_code(code(error)).with_api_keys(api_keys)
+}
+
+fn load_or_create_cluster_id(config: &BrokerConfig) -> Result<String, String> {
+    let path = config.data_dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let id = Uuid::new_v4().simple().to_string()[..22].to_string();
+    let text = format!("version=1\ncluster.id={id}\nnode.id={}\n", config.node_id);
+    keel_storage::backend::write_atomically(&keel_storage::backend::FileBackend, &path, text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(id)
+}

@@ -1,0 +1,180 @@
+//! Broker configuration: a TOML file, overridden by command-line flags.
+//!
+//! Keys are Kafka's where Kafka has one, written in snake case in the file
+//! (`auto_create_topics_enable` is Kafka's `auto.create.topics.enable`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use keel_storage::{FlushPolicy, LogConfig};
+use serde::Deserialize;
+
+/// Everything `keel serve` needs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Kafka's `node.id`.
+    pub node_id: i32,
+    /// Where partition logs and topic metadata live (Kafka's `log.dirs`, one directory).
+    pub data_dir: PathBuf,
+    /// The Kafka listener address.
+    pub listen: SocketAddr,
+    /// The address clients are told to connect to (Kafka's `advertised.listeners`); defaults
+    /// to `listen`.
+    pub advertise: Option<String>,
+    /// `socket.request.max.bytes`: larger request frames close the connection.
+    pub socket_request_max_bytes: usize,
+    /// `auto.create.topics.enable`: Metadata and Produce for an unknown topic create it.
+    pub auto_create_topics_enable: bool,
+    /// Logs as JSON lines instead of human-readable text.
+    pub log_json: bool,
+    /// Defaults for every topic; CreateTopics may override them per topic.
+    pub topic_defaults: TopicDefaults,
+}
+
+/// Per-topic defaults (Kafka's `num.partitions`, `log.retention.ms`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicDefaults {
+    pub num_partitions: i32,
+    /// -1 keeps data forever.
+    pub retention_ms: i64,
+    /// -1: no size limit.
+    pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub max_message_bytes: u64,
+    /// `never`, `interval` or `always` (group commit).
+    pub flush_policy: String,
+    /// For `interval`: Kafka's `flush.messages` and `flush.ms`.
+    pub flush_messages: u64,
+    pub flush_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 0,
+            data_dir: PathBuf::from("./keel-data"),
+            listen: "127.0.0.1:9092".parse().expect("valid address"),
+            advertise: None,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            auto_create_topics_enable: true,
+            log_json: false,
+            topic_defaults: TopicDefaults::default(),
+        }
+    }
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        TopicDefaults {
+            num_partitions: 1,
+            retention_ms: log.retention_ms.map_or(-1, |ms| ms as i64),
+            retention_bytes: -1,
+            segment_bytes: log.segment_bytes,
+            segment_ms: log.segment_ms,
+            max_message_bytes: log.max_message_bytes,
+            // A single node has no replicas to fall back on: acknowledge only what is on disk.
+            flush_policy: "always".to_string(),
+            flush_messages: 10_000,
+            flush_ms: 1_000,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads a TOML file; unknown keys are errors, missing keys take their defaults.
+    pub fn from_file(path: &Path) -> Result<BrokerConfig, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        let config: BrokerConfig =
+            toml::from_str(&text).map_err(|e| format!("config file {} is not valid: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// The host and port clients should use.
+    pub fn advertised(&self) -> Result<(String, u16), String> {
+        let Some(advertise) = &self.advertise else {
+            return Ok((self.listen.ip().to_string(), self.listen.port()));
+        };
+        let (host, port) =
+            advertise.rsplit_once(':').ok_or_else(|| format!("advertise address {advertise:?} must be HOST:PORT"))?;
+        let port = port.parse().map_err(|_| format!("advertise address {advertise:?} has an invalid port"))?;
+        Ok((host.trim_matches(['[', ']']).to_string(), port))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id < 0 {
+            return Err(format!("node_id must be non-negative, got {}", self.node_id));
+        }
+        if self.socket_request_max_bytes < 1024 {
+            return Err("socket_request_max_bytes must be at least 1024".to_string());
+        }
+        self.advertised()?;
+        if self.topic_defaults.num_partitions < 1 {
+            return Err("topic_defaults.num_partitions must be at least 1".to_string());
+        }
+        self.topic_defaults.log_config()?.validate().map_err(|e| format!("topic_defaults: {e}"))
+    }
+}
+
+impl TopicDefaults {
+    /// The log configuration these defaults give a topic without overrides.
+    pub fn log_config(&self) -> Result<LogConfig, String> {
+        let flush = FlushPolicy::parse(&self.flush_policy, self.flush_messages, self.flush_ms)
+            .ok_or_else(|| format!("flush_policy {:?} is not one of never, interval, always", self.flush_policy))?;
+        Ok(LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            retention_ms: (self.retention_ms >= 0).then_some(self.retention_ms as u64),
+            retention_bytes: (self.retention_bytes >= 0).then_some(self.retention_bytes as u64),
+            max_message_bytes: self.max_message_bytes,
+            flush,
+            ..LogConfig::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe_for_a_single_node() {
+        let config = BrokerConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.topic_defaults.log_config().unwrap().flush, FlushPolicy::Always);
+        assert_eq!(config.advertised().unwrap(), ("127.0.0.1".to_string(), 9092));
+    }
+
+    #[test]
+    fn toml_overrides_and_rejects_unknown_keys() {
+        let config: BrokerConfig = toml::from_str(
+            r#"
+            data_dir = "/var/lib/keel"
+            listen = "0.0.0.0:19092"
+            advertise = "kafka.example:19092"
+            [topic_defaults]
+            num_partitions = 8
+            flush_policy = "interval"
+            flush_ms = 50
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/keel"));
+        assert_eq!(config.topic_defaults.num_partitions, 8);
+        assert_eq!(config.advertised().unwrap(), ("kafka.example".to_string(), 19092));
+        assert_eq!(
+            config.topic_defaults.log_config().unwrap().flush,
+            FlushPolicy::Interval { messages: 10_000, ms: 50 }
+        );
+        assert!(toml::from_str::<BrokerConfig>("colour = \"blue\"").is_err());
+        let bad = BrokerConfig {
+            topic_defaults: TopicDefaults { flush_policy: "sometimes".into(), ..TopicDefaults::default() },
+            ..BrokerConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("flush_policy"));
+    }
+}

@@ -1,0 +1,64 @@
+//! keel's broker shell: the tokio program around the pure parts. It owns sockets, the wall
+//! clock, topics and their partition logs, and the meaning of each Kafka request on a single
+//! node.
+//!
+//! It must stay thin: protocol bytes are `keel-kafka`'s, durability is `keel-storage`'s. What
+//! is here is wiring, request semantics, and lifecycle (start, serve, drain, clean close).
+
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod server;
+pub mod topics;
+
+pub use broker::Broker;
+pub use config::{BrokerConfig, TopicDefaults};
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A running broker: what `keel serve` and the tests start.
+#[derive(Debug)]
+pub struct RunningBroker {
+    pub broker: Arc<Broker>,
+    pub local_addr: std::net::SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningBroker {
+    /// Opens the data directory, binds the listener and starts serving in the background.
+    pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e} (is another broker running there?)", config.listen))?;
+        let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let mut config = config;
+        if config.listen.port() == 0 {
+            // An ephemeral port: advertise the one the OS chose.
+            config.listen = local_addr;
+        }
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config, shutdown_rx))
+            .await
+            .map_err(|e| e.to_string())??;
+        let broker = Arc::new(broker);
+        let tasks = vec![
+            tokio::spawn(server::serve(broker.clone(), listener, shutdown.subscribe())),
+            tokio::spawn(server::maintenance(broker.clone(), shutdown.subscribe())),
+        ];
+        Ok(RunningBroker { broker, local_addr, shutdown, tasks })
+    }
+
+    /// Stops accepting, finishes in-flight requests, flushes and closes every log cleanly.
+    pub async fn shutdown(self) -> Result<(), String> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let broker = self.broker;
+        tokio::task::spawn_blocking(move || broker.close()).await.map_err(|e| e.to_string())?
+    }
+}

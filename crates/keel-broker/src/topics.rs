@@ -1,0 +1,498 @@
+//! Topics and partitions on one broker: creation, deletion, lookup, topic configs, and the
+//! metadata file that lists them (`topics.json` in the data directory).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use keel_storage::backend::{read_all, write_atomically, Backend, FileBackend};
+use keel_storage::{FlushPolicy, Log, LogConfig};
+use keel_types::ErrorCode;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::TopicDefaults;
+
+const METADATA_FILE: &str = "topics.json";
+const TOPIC_NAME_BYTES_MAX: usize = 249;
+const PARTITIONS_MAX: i32 = 10_000;
+
+/// A topic-level refusal, with the Kafka error the client gets and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl TopicError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> TopicError {
+        TopicError { code, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for TopicError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({:?})", self.message, self.code)
+    }
+}
+
+/// One partition of a topic on this broker.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub log: Log,
+}
+
+impl Partition {
+    /// The offset below which consumers may read. On a single node that is everything
+    /// appended, except with flush `always`, where it is everything synced: a consumer never
+    /// sees a record that a power loss could take back.
+    pub fn high_watermark(&self) -> i64 {
+        match self.log.config().flush {
+            FlushPolicy::Always => self.log.flushed_offset(),
+            FlushPolicy::Never | FlushPolicy::Interval { .. } => self.log.log_end_offset(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    /// Overrides given at creation, by Kafka config name.
+    pub configs: BTreeMap<String, String>,
+    pub log_config: LogConfig,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    id: Uuid,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+/// The broker's topics.
+#[derive(Debug)]
+pub struct Topics {
+    data_dir: PathBuf,
+    defaults: TopicDefaults,
+    backend: Arc<dyn Backend>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serializes creations and deletions (and so metadata file writes).
+    changes: Mutex<()>,
+}
+
+/// Kafka's topic name rule: 1 to 249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let invalid = |why: &str| TopicError::new(ErrorCode::InvalidTopicException, format!("topic name {name:?} {why}"));
+    if name.is_empty() {
+        return Err(invalid("is empty"));
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(invalid("is longer than 249 characters"));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid("is not allowed"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(invalid("may contain only ASCII letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// The topic configs keel understands, by Kafka name, and how each maps onto the log.
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "flush.messages",
+    "flush.ms",
+    "flush.policy",
+    "index.interval.bytes",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "min.insync.replicas",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+/// Combines the broker defaults with a topic's overrides into a log configuration, or says
+/// which override is wrong.
+pub fn topic_log_config(
+    defaults: &TopicDefaults,
+    overrides: &BTreeMap<String, String>,
+) -> Result<LogConfig, TopicError> {
+    let bad = |key: &str, value: &str, why: &str| {
+        TopicError::new(ErrorCode::InvalidConfig, format!("invalid value {value:?} for topic config {key}: {why}"))
+    };
+    let mut config = defaults.log_config().map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e))?;
+    let mut policy = None;
+    let (mut flush_messages, mut flush_ms) = (defaults.flush_messages, defaults.flush_ms);
+    let mut interval_keys = false;
+    for (key, value) in overrides {
+        let int = || value.parse::<i64>().map_err(|_| bad(key, value, "expected an integer"));
+        let positive =
+            || int().and_then(|v| if v > 0 { Ok(v as u64) } else { Err(bad(key, value, "must be positive")) });
+        match key.as_str() {
+            "retention.ms" => config.retention_ms = (int()? >= 0).then(|| int().unwrap_or(0) as u64),
+            "retention.bytes" => config.retention_bytes = (int()? >= 0).then(|| int().unwrap_or(0) as u64),
+            "segment.bytes" => config.segment_bytes = positive()?,
+            "segment.ms" => config.segment_ms = positive()?,
+            "max.message.bytes" => config.max_message_bytes = positive()?,
+            "index.interval.bytes" => config.index_interval_bytes = positive()?,
+            "flush.messages" => {
+                flush_messages = positive()?;
+                interval_keys = true;
+            }
+            "flush.ms" => {
+                flush_ms = positive()?;
+                interval_keys = true;
+            }
+            "flush.policy" => policy = Some(value.clone()),
+            "cleanup.policy" if value == "delete" => {}
+            "cleanup.policy" => {
+                return Err(bad(key, value, "keel supports only \"delete\" so far (compaction is not built yet)"))
+            }
+            "compression.type" if value == "producer" => {}
+            "compression.type" => {
+                return Err(bad(
+                    key,
+                    value,
+                    "keel stores batches as the producer compressed them; only \"producer\" is supported",
+                ))
+            }
+            "message.timestamp.type" if value == "CreateTime" => {}
+            "message.timestamp.type" => return Err(bad(key, value, "only CreateTime is supported")),
+            "min.insync.replicas" => {
+                positive()?;
+            }
+            _ => {
+                return Err(TopicError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("unknown topic config {key}; keel understands: {}", TOPIC_CONFIG_KEYS.join(", ")),
+                ))
+            }
+        }
+    }
+    config.flush = match policy.as_deref() {
+        Some(name) => FlushPolicy::parse(name, flush_messages, flush_ms)
+            .ok_or_else(|| bad("flush.policy", name, "expected never, interval or always"))?,
+        // Kafka's own switches: flush.messages=1 means every message is synced.
+        None if interval_keys && flush_messages == 1 => FlushPolicy::Always,
+        None if interval_keys => FlushPolicy::Interval { messages: flush_messages, ms: flush_ms },
+        None => config.flush,
+    };
+    config.validate().map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e))?;
+    Ok(config)
+}
+
+/// Every topic config keel reports for a topic: `(name, value, is_default)`.
+pub fn describe_topic_configs(topic: &Topic) -> Vec<(&'static str, String, bool)> {
+    let c = &topic.log_config;
+    let (flush_messages, flush_ms) = match c.flush {
+        FlushPolicy::Interval { messages, ms } => (messages.to_string(), ms.to_string()),
+        _ => (i64::MAX.to_string(), i64::MAX.to_string()),
+    };
+    let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+    let min_isr = topic.configs.get("min.insync.replicas").cloned().unwrap_or_else(|| "1".to_string());
+    let values = [
+        ("cleanup.policy", "delete".to_string()),
+        ("compression.type", "producer".to_string()),
+        ("flush.messages", flush_messages),
+        ("flush.ms", flush_ms),
+        ("flush.policy", c.flush.name().to_string()),
+        ("index.interval.bytes", c.index_interval_bytes.to_string()),
+        ("max.message.bytes", c.max_message_bytes.to_string()),
+        ("message.timestamp.type", "CreateTime".to_string()),
+        ("min.insync.replicas", min_isr),
+        ("retention.bytes", opt(c.retention_bytes)),
+        ("retention.ms", opt(c.retention_ms)),
+        ("segment.bytes", c.segment_bytes.to_string()),
+        ("segment.ms", c.segment_ms.to_string()),
+    ];
+    values.into_iter().map(|(k, v)| (k, v, !topic.configs.contains_key(k))).collect()
+}
+
+impl Topics {
+    /// Opens every topic listed in the data directory's metadata, recovering each partition
+    /// log, and removes partition directories no topic owns (a deletion cut short).
+    pub fn open(data_dir: &Path, defaults: TopicDefaults, now_ms: i64) -> Result<Topics, String> {
+        let backend: Arc<dyn Backend> = Arc::new(FileBackend);
+        backend
+            .create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+        let metadata_path = data_dir.join(METADATA_FILE);
+        let records: Vec<TopicRecord> = match read_all(&*backend, &metadata_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("topic metadata {} is damaged: {e}", metadata_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", metadata_path.display())),
+        };
+        let topics = Topics {
+            data_dir: data_dir.to_path_buf(),
+            defaults,
+            backend,
+            topics: RwLock::new(BTreeMap::new()),
+            changes: Mutex::new(()),
+        };
+        let mut map = BTreeMap::new();
+        for record in records {
+            let topic = topics
+                .open_topic(record.name.clone(), record.id, record.partitions, record.configs, now_ms)
+                .map_err(|e| format!("cannot open topic {}: {}", record.name, e.message))?;
+            map.insert(record.name, Arc::new(topic));
+        }
+        topics.remove_orphans(&map)?;
+        *topics.topics.write().unwrap_or_else(|p| p.into_inner()) = map;
+        Ok(topics)
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    fn open_topic(
+        &self,
+        name: String,
+        id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Topic, TopicError> {
+        let log_config = topic_log_config(&self.defaults, &configs)?;
+        let mut opened = Vec::with_capacity(partitions as usize);
+        for index in 0..partitions {
+            let dir = self.partition_dir(&name, index);
+            let (log, report) = Log::open(self.backend.clone(), &dir, log_config.clone(), now_ms)
+                .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+            if report.truncated_bytes > 0 || !report.clean_shutdown && report.scanned_bytes > 0 {
+                tracing::warn!(
+                    partition = %format!("{name}-{index}"),
+                    clean_shutdown = report.clean_shutdown,
+                    scanned_bytes = report.scanned_bytes,
+                    truncated_bytes = report.truncated_bytes,
+                    log_end_offset = report.log_end_offset,
+                    "recovered partition log"
+                );
+            }
+            opened.push(Arc::new(Partition { topic: name.clone(), index, log }));
+        }
+        Ok(Topic { name, id, configs, log_config, partitions: opened })
+    }
+
+    fn remove_orphans(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), String> {
+        let names =
+            self.backend.list(&self.data_dir).map_err(|e| format!("cannot list {}: {e}", self.data_dir.display()))?;
+        for name in names {
+            let Some((topic, index)) = name.rsplit_once('-') else { continue };
+            let Ok(index) = index.parse::<i32>() else { continue };
+            let dir = self.data_dir.join(&name);
+            let is_log_dir = self.backend.exists(&dir.join("recovery-checkpoint")).unwrap_or(false);
+            let owned = topics.get(topic).is_some_and(|t| index < t.partitions.len() as i32);
+            if is_log_dir && !owned {
+                tracing::warn!(dir = %dir.display(), "removing partition directory of a deleted topic");
+                self.backend.remove_dir_all(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn persist(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), TopicError> {
+        let records: Vec<TopicRecord> = topics
+            .values()
+            .map(|t| TopicRecord {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partitions.len() as i32,
+                configs: t.configs.clone(),
+            })
+            .collect();
+        let bytes = serde_json::to_vec_pretty(&records).expect("topic records serialize");
+        write_atomically(&*self.backend, &self.data_dir.join(METADATA_FILE), &bytes)
+            .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, format!("cannot write topic metadata: {e}")))
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn defaults(&self) -> &TopicDefaults {
+        &self.defaults
+    }
+
+    /// Creates a topic (or, with `validate_only`, checks that it could be created).
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: Option<i32>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+        now_ms: i64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        validate_topic_name(name)?;
+        let partitions = partitions.unwrap_or(self.defaults.num_partitions);
+        if !(1..=PARTITIONS_MAX).contains(&partitions) {
+            return Err(TopicError::new(
+                ErrorCode::InvalidPartitions,
+                format!("number of partitions must be between 1 and {PARTITIONS_MAX}, got {partitions}"),
+            ));
+        }
+        let log_config = topic_log_config(&self.defaults, &configs)?;
+        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        if self.get(name).is_some() {
+            return Err(TopicError::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
+        }
+        if validate_only {
+            let partitions = Vec::new();
+            return Ok(Arc::new(Topic { name: name.to_string(), id: Uuid::nil(), configs, log_config, partitions }));
+        }
+        let topic = Arc::new(self.open_topic(name.to_string(), Uuid::new_v4(), partitions, configs, now_ms)?);
+        let mut map = self.topics.read().unwrap_or_else(|p| p.into_inner()).clone();
+        map.insert(name.to_string(), topic.clone());
+        self.persist(&map)?;
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = map;
+        tracing::info!(topic = name, partitions, id = %topic.id, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete(&self, name: &str) -> Result<Uuid, TopicError> {
+        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.topics.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let topic = map.remove(name).ok_or_else(|| {
+            TopicError::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
+        })?;
+        self.persist(&map)?;
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = map;
+        for partition in &topic.partitions {
+            let dir = self.partition_dir(name, partition.index);
+            if let Err(e) = self.backend.remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory; it is removed at the next start");
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic.id)
+    }
+
+    /// Periodic upkeep: interval flushes, retention, recovery checkpoints.
+    pub fn maintain(&self, now_ms: i64, checkpoint: bool) {
+        for topic in self.list() {
+            for partition in &topic.partitions {
+                let log = &partition.log;
+                let result = log
+                    .flush_if_due(now_ms)
+                    .and_then(|_| log.enforce_retention(now_ms).map(drop))
+                    .and_then(|()| if checkpoint { log.checkpoint() } else { Ok(()) });
+                if let Err(e) = result {
+                    tracing::error!(partition = %format!("{}-{}", topic.name, partition.index), error = %e, "log maintenance failed");
+                }
+            }
+        }
+    }
+
+    /// Flushes and cleanly closes every log (the next start scans nothing).
+    pub fn close(&self, now_ms: i64) -> Result<(), String> {
+        let mut failures = Vec::new();
+        for topic in self.list() {
+            for partition in &topic.partitions {
+                if let Err(e) = partition.log.close(now_ms) {
+                    failures.push(format!("{}-{}: {e}", topic.name, partition.index));
+                }
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("some logs did not close cleanly: {}", failures.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        for ok in ["orders", "a.b_c-d", "X9", &"x".repeat(249)] {
+            validate_topic_name(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "has space", "émoji", &"x".repeat(250), "a/b"] {
+            assert_eq!(validate_topic_name(bad).unwrap_err().code, ErrorCode::InvalidTopicException, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn topic_configs_map_onto_the_log() {
+        let defaults = TopicDefaults::default();
+        let set = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let c = topic_log_config(&defaults, &set(&[("retention.ms", "-1"), ("segment.bytes", "1048576")])).unwrap();
+        assert_eq!((c.retention_ms, c.segment_bytes, c.flush), (None, 1 << 20, FlushPolicy::Always));
+        let c = topic_log_config(&defaults, &set(&[("flush.policy", "never")])).unwrap();
+        assert_eq!(c.flush, FlushPolicy::Never);
+        let c = topic_log_config(&defaults, &set(&[("flush.ms", "100")])).unwrap();
+        assert_eq!(c.flush, FlushPolicy::Interval { messages: 10_000, ms: 100 });
+        let c = topic_log_config(&defaults, &set(&[("flush.messages", "1")])).unwrap();
+        assert_eq!(c.flush, FlushPolicy::Always);
+        for (key, value) in
+            [("retention.ms", "soon"), ("segment.bytes", "0"), ("cleanup.policy", "compact"), ("nope", "1")]
+        {
+            let error = topic_log_config(&defaults, &set(&[(key, value)])).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidConfig, "{key}={value}");
+            assert!(error.message.contains(key), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn topics_persist_and_deleted_ones_leave_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let topics = Topics::open(tmp.path(), TopicDefaults::default(), 0).unwrap();
+        let configs = [("retention.ms".to_string(), "1000".to_string())].into_iter().collect();
+        let orders = topics.create("orders", Some(3), configs, false, 0).unwrap();
+        topics.create("gone", None, BTreeMap::new(), false, 0).unwrap();
+        assert_eq!(
+            topics.create("orders", None, BTreeMap::new(), false, 0).unwrap_err().code,
+            ErrorCode::TopicAlreadyExists
+        );
+        assert_eq!(
+            topics.create("bad name", None, BTreeMap::new(), false, 0).unwrap_err().code,
+            ErrorCode::InvalidTopicException
+        );
+        assert_eq!(
+            topics.create("p", Some(0), BTreeMap::new(), false, 0).unwrap_err().code,
+            ErrorCode::InvalidPartitions
+        );
+        topics.create("dry", None, BTreeMap::new(), true, 0).unwrap();
+        assert!(topics.get("dry").is_none());
+        topics.delete("gone").unwrap();
+        assert!(!tmp.path().join("gone-0").exists());
+        assert_eq!(topics.delete("gone").unwrap_err().code, ErrorCode::UnknownTopicOrPartition);
+        topics.close(0).unwrap();
+        drop(topics);
+
+        let topics = Topics::open(tmp.path(), TopicDefaults::default(), 0).unwrap();
+        let reopened = topics.get("orders").unwrap();
+        assert_eq!((reopened.id, reopened.partitions.len()), (orders.id, 3));
+        assert_eq!(reopened.log_config.retention_ms, Some(1000));
+        assert!(topics.get("gone").is_none());
+        assert_eq!(topics.get_by_id(orders.id).unwrap().name, "orders");
+    }
+}

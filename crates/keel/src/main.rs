@@ -1,0 +1,155 @@
+//! `keel`: the one binary. `keel serve` runs a broker; `topic`, `produce` and `consume` are
+//! Kafka clients (librdkafka through the rdkafka crate), so they work against any
+//! Kafka-compatible broker.
+#![allow(clippy::print_stdout)] // a command-line program prints
+
+mod client;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keel_broker::{BrokerConfig, RunningBroker};
+
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, about = "keel: a Kafka-compatible, durable event-streaming log")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker (single node; data in ./keel-data, Kafka listener 127.0.0.1:9092).
+    Serve(ServeArgs),
+    /// Create, list, describe or delete topics.
+    #[command(subcommand)]
+    Topic(client::TopicCommand),
+    /// Produce lines from standard input, one record per line.
+    Produce(client::ProduceArgs),
+    /// Consume records and print them.
+    Consume(client::ConsumeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML config file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where partition logs live.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Kafka listener address.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address clients are told to connect to (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Log JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Topic(command) => runtime.block_on(client::topic(command)),
+        Command::Produce(args) => runtime.block_on(client::produce(args)),
+        Command::Consume(args) => runtime.block_on(client::consume(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => BrokerConfig::from_file(path)?,
+        None => BrokerConfig::default(),
+    };
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(listen) = &args.listen {
+        config.listen = resolve(listen).map_err(|e| format!("--listen {listen}: {e}"))?;
+    }
+    if let Some(advertise) = &args.advertise {
+        config.advertise = Some(advertise.clone());
+    }
+    config.log_json |= args.log_json;
+    config.validate()?;
+    Ok(config)
+}
+
+fn resolve(address: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()
+        .map_err(|e| format!("not a HOST:PORT address ({e})"))?
+        .next()
+        .ok_or_else(|| "address resolves to nothing".to_string())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = serve_config(&args)?;
+    init_logging(config.log_json);
+    let data_dir = config.data_dir.clone();
+    let running = RunningBroker::start(config).await?;
+    let (host, port) = running.broker.config.advertised()?;
+    tracing::info!(
+        listen = %running.local_addr,
+        advertised = %format!("{host}:{port}"),
+        data_dir = %data_dir.display(),
+        cluster_id = %running.broker.cluster_id,
+        "keel is serving Kafka clients"
+    );
+    eprintln!("keel listening on {} (clients use {host}:{port}); data in {}", running.local_addr, data_dir.display());
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests, flushing, writing clean-shutdown checkpoints");
+    running.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops keel");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
