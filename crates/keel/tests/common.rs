@@ -1,0 +1,221 @@
+//! Shared helpers for tests that drive keel with real Kafka clients (librdkafka via rdkafka).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use keel_broker::{BrokerConfig, RunningBroker};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A broker running in-process on an ephemeral loopback port, on its own runtime.
+pub struct TestBroker {
+    pub runtime: tokio::runtime::Runtime,
+    pub running: Option<RunningBroker>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl TestBroker {
+    pub fn start(data_dir: &Path) -> TestBroker {
+        TestBroker::start_with(BrokerConfig {
+            data_dir: data_dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..BrokerConfig::default()
+        })
+    }
+
+    pub fn start_with(config: BrokerConfig) -> TestBroker {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let data_dir = config.data_dir.clone();
+        let running = runtime.block_on(RunningBroker::start(config)).expect("broker starts");
+        let addr = running.local_addr;
+        TestBroker { runtime, running: Some(running), addr, data_dir }
+    }
+
+    pub fn brokers(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Clean shutdown: drain, flush, clean checkpoints.
+    pub fn stop(mut self) {
+        let running = self.running.take().expect("running");
+        self.runtime.block_on(running.shutdown()).expect("clean shutdown");
+    }
+}
+
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers).set("log_level", "3").set("enable.idempotence", "false");
+    config
+}
+
+pub fn producer(brokers: &str, settings: &[(&str, &str)]) -> BaseProducer {
+    let mut config = client_config(brokers);
+    config.set("linger.ms", "5").set("message.timeout.ms", "30000");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    config.create().expect("producer")
+}
+
+pub fn consumer(brokers: &str) -> BaseConsumer {
+    client_config(brokers)
+        .set("group.id", "unused-no-groups-yet")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer")
+}
+
+/// A record as the tests compare it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Sent {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub timestamp: i64,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+fn production_index(value: &[u8]) -> u64 {
+    let text = std::str::from_utf8(value).expect("utf-8 value");
+    text.split('-').nth(1).and_then(|i| i.parse().ok()).expect("value-INDEX-...")
+}
+
+/// An hour ago: recent enough that the default 7-day retention keeps the records.
+pub fn base_timestamp() -> i64 {
+    static BASE: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| keel_broker::clock::now_ms() - 3_600_000);
+    *BASE
+}
+
+pub fn record_for(i: u64) -> Sent {
+    Sent {
+        key: (i % 5 != 0).then(|| format!("key-{}", i % 97).into_bytes()),
+        value: format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes(),
+        timestamp: base_timestamp() + i as i64,
+        headers: if i % 3 == 0 {
+            vec![("h1".into(), i.to_be_bytes().to_vec()), ("h2".into(), b"".to_vec())]
+        } else {
+            vec![]
+        },
+    }
+}
+
+/// Produces `records` to `topic` (librdkafka picks partitions: by key hash, or sticky for
+/// keyless records) and waits until every one is acknowledged.
+pub fn produce_all(producer: &BaseProducer, topic: &str, records: &[Sent]) {
+    for (i, r) in records.iter().enumerate() {
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(rdkafka::message::Header { key: k, value: Some(v) });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).payload(&r.value[..]).timestamp(r.timestamp).headers(headers);
+        if let Some(key) = &r.key {
+            record = record.key(&key[..]);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = back;
+                }
+                Err((e, _)) => panic!("send {i}: {e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("all records delivered");
+}
+
+/// Reads every partition of `topic` from the beginning until `expected` records arrived (or
+/// the deadline passes) and returns them by (partition, offset).
+pub fn consume_all(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    deadline: Duration,
+) -> BTreeMap<(i32, i64), Sent> {
+    let consumer = consumer(brokers);
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut got = BTreeMap::new();
+    let start = Instant::now();
+    while got.len() < expected && start.elapsed() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("consume");
+            got.insert((message.partition(), message.offset()), to_sent(&message));
+        }
+    }
+    got
+}
+
+pub fn to_sent(message: &BorrowedMessage<'_>) -> Sent {
+    let headers = message
+        .headers()
+        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+        .unwrap_or_default();
+    Sent {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().unwrap_or_default().to_vec(),
+        timestamp: message.timestamp().to_millis().unwrap_or(-1),
+        headers,
+    }
+}
+
+/// Checks that what was consumed is exactly what was sent: same multiset of records, every
+/// partition dense from 0, and per key the order of production kept (keys map to one
+/// partition).
+pub fn assert_same(sent: &[Sent], got: &BTreeMap<(i32, i64), Sent>) {
+    assert_eq!(got.len(), sent.len(), "record count");
+    let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for &(p, o) in got.keys() {
+        by_partition.entry(p).or_default().push(o);
+    }
+    for (p, offsets) in &by_partition {
+        assert!(offsets.iter().enumerate().all(|(i, &o)| o == i as i64), "partition {p} offsets not dense");
+    }
+    let mut expected: Vec<&Sent> = sent.iter().collect();
+    let mut actual: Vec<&Sent> = got.values().collect();
+    expected.sort();
+    actual.sort();
+    assert!(expected == actual, "consumed records differ from produced ones");
+    // Order per partition: values carry their production index, which must grow with the
+    // offset inside every partition.
+    let mut last: BTreeMap<i32, u64> = BTreeMap::new();
+    for (&(p, o), r) in got {
+        let index = production_index(&r.value);
+        if let Some(&previous) = last.get(&p) {
+            assert!(previous < index, "partition {p} offset {o}: record {index} after {previous}");
+        }
+        last.insert(p, index);
+    }
+}
+
+/// A free loopback port (bind, read, release).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_for_port(addr: &str, timeout: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {addr} after {timeout:?}");
+}
