@@ -72,7 +72,7 @@ fn malformed_requests_close_only_their_connection() {
         ("garbage bytes", b"\x00\x00\x00\x10this is not kafka".to_vec()),
         ("huge length prefix", vec![0x7f, 0xff, 0xff, 0xff, 1, 2, 3]),
         ("negative length prefix", vec![0xff, 0xff, 0xff, 0xf0]),
-        ("frame over socket.request.max.bytes", ((2 << 20) as i32).to_be_bytes().to_vec()),
+        ("frame over socket.request.max.bytes", (2i32 << 20).to_be_bytes().to_vec()),
         ("frame shorter than a header", frame(&[0, 3, 0])),
         ("unknown api key", frame(&[0x7e, 0x01, 0, 0, 0, 0, 0, 7, 0, 0])),
         ("unsupported produce version", frame(&[0, 0, 0, 1, 0, 0, 0, 7, 0, 0])),

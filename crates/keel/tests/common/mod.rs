@@ -1,5 +1,6 @@
 //! Shared helpers for tests that drive keel with real Kafka clients (librdkafka via rdkafka).
 #![allow(dead_code)]
+#![allow(clippy::disallowed_methods)] // tests bound their waits with the real clock
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// A broker running in-process on an ephemeral loopback port, on its own runtime.
+#[derive(Debug)]
 pub struct TestBroker {
     pub runtime: tokio::runtime::Runtime,
     pub running: Option<RunningBroker>,
