@@ -205,6 +205,10 @@ mod tests {
         // A Metadata v4 header claiming a client id longer than the frame.
         let lying = Bytes::from_static(&[0, 3, 0, 4, 0, 0, 0, 1, 0x7f, 0xff, b'a']);
         assert!(matches!(decode_request(lying), Err(DecodeError::Malformed { correlation_id: 1, .. })));
+        // An array count far beyond the frame (the upstream kafka-protocol allocation bug):
+        // a decode error, not an abort.
+        let huge = Bytes::from_static(&[0, 3, 0, 0, 0, 0, 0, 3, 0, 0, 0x03, 0x3c, 0x0c, 0x00, 0xb6]);
+        assert!(matches!(decode_request(huge), Err(DecodeError::Malformed { .. })));
         // A body cut short.
         let full = frame(ApiKey::Metadata, 9, &MetadataRequest::default(), 2);
         let cut = full.slice(..full.len() - 1);
@@ -218,6 +222,40 @@ mod tests {
         assert!(decode_request(full.clone()).is_ok());
         for len in 0..full.len() {
             let _ = decode_request(full.slice(..len));
+        }
+    }
+
+    /// A stable-toolchain stand-in for the cargo-fuzz target: seeded mutations of valid
+    /// requests (bit flips, cut-offs, spliced lengths) must decode or fail, never panic.
+    #[test]
+    fn mutated_requests_never_panic() {
+        use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest};
+        let seeds = [
+            frame(ApiKey::Produce, 9, &ProduceRequest::default().with_acks(-1), 2),
+            frame(ApiKey::Fetch, 12, &FetchRequest::default().with_max_bytes(100), 2),
+            frame(ApiKey::ListOffsets, 7, &ListOffsetsRequest::default(), 2),
+            frame(ApiKey::Metadata, 4, &MetadataRequest::default(), 1),
+            frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default(), 2),
+        ];
+        let mut rng = keel_types::Rng::new(0x5eed);
+        for _ in 0..20_000 {
+            let mut bytes = seeds[rng.below(seeds.len() as u64) as usize].to_vec();
+            for _ in 0..rng.range_inclusive(1, 4) {
+                match rng.below(4) {
+                    0 if !bytes.is_empty() => {
+                        let at = rng.below(bytes.len() as u64) as usize;
+                        bytes[at] ^= 1 << rng.below(8);
+                    }
+                    1 => bytes.truncate(rng.below(bytes.len() as u64 + 1) as usize),
+                    2 if bytes.len() > 12 => {
+                        let at = rng.below(bytes.len() as u64 - 4) as usize;
+                        let value = [0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0xff, 0xfe][rng.below(8) as usize];
+                        bytes[at] = value;
+                    }
+                    _ => bytes.push(rng.next_u64() as u8),
+                }
+            }
+            let _ = decode_request(Bytes::from(bytes));
         }
     }
 

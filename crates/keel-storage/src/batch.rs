@@ -21,6 +21,7 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 pub const LOG_OVERHEAD: usize = 12;
 const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32;
 const CRC_START: usize = 21;
+const RECORD_BYTES_MIN: usize = 7;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
@@ -162,6 +163,15 @@ pub fn validate_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         return Err(BatchError::NoRecords(header.record_count));
     }
     if header.last_offset_delta < 0 || header.record_count - 1 > header.last_offset_delta {
+        return Err(BatchError::CountMismatch {
+            count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    // Every record takes at least 7 bytes (length, attributes, timestamp and offset deltas,
+    // key and value lengths, header count), so an uncompressed batch cannot hold more.
+    let record_bytes = header.size() - BATCH_HEADER_BYTES;
+    if header.compression() == 0 && header.record_count as usize > record_bytes / RECORD_BYTES_MIN {
         return Err(BatchError::CountMismatch {
             count: header.record_count,
             last_offset_delta: header.last_offset_delta,
@@ -332,6 +342,15 @@ pub(crate) mod tests {
         reseal(&mut count);
         assert!(validate_batch(&count).is_ok(), "gaps are legal in stored (compacted) batches");
         assert!(matches!(validate_produced(&count), Err((0, BatchError::CountMismatch { .. }))));
+
+        let mut inflated = good.clone();
+        inflated[23..27].copy_from_slice(&999i32.to_be_bytes());
+        inflated[57..61].copy_from_slice(&1000i32.to_be_bytes());
+        reseal(&mut inflated);
+        assert!(
+            matches!(validate_batch(&inflated), Err(BatchError::CountMismatch { count: 1000, .. })),
+            "more records than bytes"
+        );
 
         let mut producer = good.clone();
         producer[43..51].copy_from_slice(&5i64.to_be_bytes()); // id 5 with epoch -1

@@ -78,6 +78,10 @@ fn malformed_requests_close_only_their_connection() {
         ("unsupported produce version", frame(&[0, 0, 0, 1, 0, 0, 0, 7, 0, 0])),
         ("fetch version too new", frame(&[0, 1, 0x7f, 0, 0, 0, 0, 7, 0, 0])),
         ("truncated metadata body", frame(&[0, 3, 0, 9, 0, 0, 0, 7, 0, 1, b'x', 0, 5])),
+        (
+            "array count of 54 million in a 15-byte frame",
+            frame(&[0, 3, 0, 0, 0, 0, 0, 7, 0, 0, 0x03, 0x3c, 0x0c, 0x00, 0xb6]),
+        ),
         ("client id longer than frame", frame(&[0, 3, 0, 1, 0, 0, 0, 7, 0x7f, 0x00, b'x'])),
         ("truncated api versions v3", frame(&api_versions_v3[..api_versions_v3.len() - 3])),
     ];
