@@ -53,6 +53,9 @@ pub enum AppendError {
     OffsetMismatch { first: i64, log_end_offset: i64 },
     #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
     StaleLeaderEpoch { epoch: i32, latest: i32 },
+    /// An idempotent producer's batch does not fit its sequence or epoch.
+    #[error("idempotent producer {producer_id}: {error}")]
+    Producer { producer_id: i64, error: crate::ProducerError },
     /// An earlier IO failure took the log offline; see the log's error for the cause.
     #[error("log is offline after an IO error: {0}")]
     Offline(String),
@@ -67,6 +70,7 @@ impl AppendError {
             AppendError::TooLarge { .. } => ErrorCode::MessageTooLarge,
             AppendError::OffsetMismatch { .. } => ErrorCode::OffsetOutOfRange,
             AppendError::StaleLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
+            AppendError::Producer { error, .. } => error.error_code(),
             AppendError::Offline(_) | AppendError::Io(_) => ErrorCode::KafkaStorageError,
         }
     }

@@ -18,9 +18,11 @@ mod epoch_cache;
 mod error;
 mod index;
 mod log;
+mod producer_state;
 mod segment;
 
 pub use config::{FlushPolicy, LogConfig};
 pub use epoch_cache::EpochEntry;
 pub use error::{AppendError, IoError, LogError, OpenError, ReadError};
 pub use log::{AppendInfo, DeletedSegment, Log, ReadResult, RecoveryReport};
+pub use producer_state::{ProducerError, BATCHES_REMEMBERED};

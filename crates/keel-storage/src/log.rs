@@ -13,12 +13,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use bytes::Bytes;
 use keel_types::LeaderEpoch;
 
-use crate::backend::{Backend, StorageFile};
+use crate::backend::{read_all, write_atomically, Backend, StorageFile};
 use crate::batch::{assign_offset_and_epoch, first_record_at_or_after, validate_batch, validate_produced, BatchError};
 use crate::checkpoint::Checkpoint;
 use crate::config::{FlushPolicy, LogConfig};
 use crate::epoch_cache::{self, EpochCache, EpochEntry};
 use crate::error::{AppendError, IoContext, IoError, LogError, OpenError, ReadError};
+use crate::producer_state::{ProducerStates, SequenceCheck, SNAPSHOT_FILE};
 use crate::segment::{
     file_name, parse_file_name, write_index, BatchScanner, ScanError, Segment, INDEX_SUFFIX, LOG_SUFFIX,
     SCAN_WINDOW_BYTES, SEEK_WINDOW_BYTES, TIME_INDEX_SUFFIX,
@@ -34,6 +35,9 @@ pub struct AppendInfo {
     pub batches: usize,
     pub bytes: usize,
     pub log_start_offset: i64,
+    /// An idempotent producer's retry of a batch already in the log: nothing was written and
+    /// the offsets are the original batch's.
+    pub duplicate: bool,
 }
 
 /// Whole batches read from the log.
@@ -111,6 +115,7 @@ struct LogState {
     generation: u64,
     /// Reused buffer for rewriting headers of appended batches.
     scratch: Vec<u8>,
+    producers: ProducerStates,
 }
 
 #[derive(Debug)]
@@ -282,6 +287,7 @@ impl Log {
         }
         backend.sync_dir(&dir).io_context("sync", &dir)?;
 
+        let producers = load_producers(&*backend, &dir, &segments, log_start_offset, log_end_offset)?;
         let log = Log {
             dir,
             backend,
@@ -300,6 +306,7 @@ impl Log {
                 last_flush_ms: now_ms,
                 generation: 0,
                 scratch: Vec::new(),
+                producers,
             }),
             flush: Mutex::new(FlushState { flushed_offset: log_end_offset, syncing: false }),
             flush_done: Condvar::new(),
@@ -410,6 +417,36 @@ impl Log {
                 return Err(AppendError::StaleLeaderEpoch { epoch: leader_epoch.0, latest: latest.epoch.0 });
             }
         }
+        if let Some(idempotent) = headers.iter().find(|h| h.producer_id >= 0) {
+            // Producers send one batch per partition per request; sequence checks assume it.
+            if headers.len() > 1 {
+                let error = BatchError::BadProducerFields {
+                    producer_id: idempotent.producer_id,
+                    producer_epoch: idempotent.producer_epoch,
+                    base_sequence: idempotent.base_sequence,
+                };
+                return Err(AppendError::InvalidBatch { position: 0, error });
+            }
+            match state.producers.check(idempotent) {
+                Ok(SequenceCheck::Append) => {}
+                Ok(SequenceCheck::Duplicate { base_offset, last_offset }) => {
+                    let info = AppendInfo {
+                        base_offset,
+                        last_offset,
+                        max_timestamp: idempotent.max_timestamp,
+                        batches: 1,
+                        bytes: 0,
+                        log_start_offset: state.log_start_offset,
+                        duplicate: true,
+                    };
+                    drop(state);
+                    // The original may still be on its way to disk: ack the retry no sooner.
+                    self.after_append(last_offset + 1, 0, now_ms)?;
+                    return Ok(info);
+                }
+                Err(error) => return Err(AppendError::Producer { producer_id: idempotent.producer_id, error }),
+            }
+        }
         let base_offset = state.log_end_offset();
         self.maybe_roll(&mut state, records.len() as u64, base_offset + count - 1, now_ms)?;
         if state.epochs.assign(leader_epoch, base_offset) {
@@ -503,11 +540,14 @@ impl Log {
             batches: 0,
             bytes: bytes.len(),
             log_start_offset: 0,
+            duplicate: false,
         };
         let mut records = 0u64;
+        let mut idempotent = Vec::new();
         while position < bytes.len() {
             let header = crate::batch::BatchHeader::parse(&bytes[position..]).expect("validated before writing");
             segment.on_batch_written(&header, start + position as u64, self.config.index_interval_bytes);
+            idempotent.push(header);
             if info.batches == 0 {
                 info.base_offset = header.base_offset;
             }
@@ -518,6 +558,9 @@ impl Log {
             position += header.size();
         }
         let log_end_offset = segment.next_offset;
+        for header in &idempotent {
+            state.producers.apply(header);
+        }
         state.active_dirty = true;
         state.messages_appended += records;
         state.bytes_since_checkpoint += bytes.len() as u64;
@@ -695,6 +738,8 @@ impl Log {
                 segment.time_index.persisted = segment.time_index.len();
             }
             state.bytes_since_checkpoint = 0;
+            let snapshot = state.producers.encode(state.log_end_offset());
+            index_work.push((self.dir.join(SNAPSHOT_FILE), u64::MAX, snapshot));
             let checkpoint = Checkpoint {
                 clean,
                 recovery_point: recovery_point.min(state.log_end_offset()),
@@ -704,7 +749,12 @@ impl Log {
             (index_work, checkpoint)
         };
         for (path, position, bytes) in index_work.drain(..) {
-            write_index(&*self.backend, &path, position, &bytes).map_err(|e| self.fail(e))?;
+            if position == u64::MAX {
+                // Whole-file replacement (the producer snapshot).
+                write_atomically(&*self.backend, &path, &bytes).io_context("write", &path).map_err(|e| self.fail(e))?;
+            } else {
+                write_index(&*self.backend, &path, position, &bytes).map_err(|e| self.fail(e))?;
+            }
         }
         checkpoint.store(&*self.backend, &self.dir).map_err(|e| self.fail(e))?;
         Ok(())
@@ -808,6 +858,17 @@ impl Log {
         state.segments.iter().map(|s| s.max_timestamp).filter(|&t| t >= 0).max()
     }
 
+    /// Forgets idempotent producers that have not written for `max_idle_ms` (Kafka's
+    /// `producer.id.expiration.ms`). Returns how many were forgotten.
+    pub fn expire_producers(&self, now_ms: i64, max_idle_ms: i64) -> usize {
+        self.lock_state().producers.expire(now_ms, max_idle_ms)
+    }
+
+    /// Idempotent producers this log remembers.
+    pub fn producer_count(&self) -> usize {
+        self.lock_state().producers.len()
+    }
+
     /// ListOffsets by time: the offset and timestamp of the first record whose timestamp is at
     /// or after `timestamp`, or `None` if every record is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
@@ -905,6 +966,7 @@ impl Log {
         state.rolled_unsynced.retain(|(path, _)| live.contains(path));
         state.dir_dirty = false;
         let log_end_offset = state.log_end_offset();
+        state.producers.truncate(log_end_offset);
         if state.epochs.truncate_from_end(log_end_offset) {
             let path = self.dir.join(epoch_cache::FILE_NAME);
             state.epochs.persist(&*self.backend, &path).io_context("write", &path)?;
@@ -1139,4 +1201,39 @@ fn recover_segment(
         report.truncated_at = Some((segment.log_path.clone(), position, reason));
     }
     Ok((segment, true))
+}
+
+/// Rebuilds idempotent producer state: the snapshot from the last checkpoint, then the batch
+/// headers after it. Without a usable snapshot the whole log is replayed (headers only).
+fn load_producers(
+    backend: &dyn Backend,
+    dir: &Path,
+    segments: &[Segment],
+    log_start_offset: i64,
+    log_end_offset: i64,
+) -> Result<ProducerStates, OpenError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let snapshot = if backend.exists(&path).io_context("check", &path)? {
+        let bytes = read_all(backend, &path).io_context("read", &path)?;
+        match ProducerStates::decode(&bytes) {
+            Ok((states, offset)) if offset <= log_end_offset && offset >= log_start_offset => Some((states, offset)),
+            Ok(_) => None,
+            Err(reason) => {
+                tracing::warn!(file = %path.display(), %reason, "ignoring unusable producer snapshot; replaying the log");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (mut states, from) = snapshot.unwrap_or_else(|| (ProducerStates::default(), log_start_offset));
+    for segment in segments.iter().filter(|s| s.next_offset > from) {
+        let mut scanner = BatchScanner::new(&*segment.log, segment.scan_start(from), segment.size, SCAN_WINDOW_BYTES);
+        while let Some(batch) = scanner.next(false).map_err(|e| e.into_open_error(&segment.log_path))? {
+            if batch.header.base_offset >= from {
+                states.apply(&batch.header);
+            }
+        }
+    }
+    Ok(states)
 }

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{batch, decode, encode, read_all, split_batches, TestRecord, CODECS};
+use common::{batch, decode, encode, idempotent_batch, read_all, split_batches, TestRecord, CODECS};
 use kafka_protocol::records::Compression;
 use keel_storage::backend::{Backend, FileBackend, MemoryBackend};
 use keel_storage::{AppendError, FlushPolicy, Log, LogConfig, ReadError};
@@ -370,6 +370,46 @@ fn group_commit_serves_concurrent_appenders() {
     let batches = read_all(&log);
     assert_eq!(batches.len(), 400);
     assert_eq!(log.verify().unwrap(), 400);
+}
+
+#[test]
+fn idempotent_producers_get_exactly_once_appends_across_restarts() {
+    let backend = memory();
+    let log = open(&backend, small_config());
+    let first = log.append(&idempotent_batch(7, 0, 0, 3), E0, 0).unwrap();
+    assert_eq!((first.base_offset, first.duplicate), (0, false));
+    log.append(&batch(2, 10, 0, Compression::None, 1), E0, 0).unwrap(); // a plain producer in between
+    let second = log.append(&idempotent_batch(7, 0, 3, 2), E0, 0).unwrap();
+    assert_eq!(second.base_offset, 5);
+    // A retry of the first batch: success with the original offsets, nothing written.
+    let retry = log.append(&idempotent_batch(7, 0, 0, 3), E0, 0).unwrap();
+    assert_eq!((retry.base_offset, retry.last_offset, retry.duplicate), (0, 2, true));
+    assert_eq!(log.log_end_offset(), 7);
+    // A gap and a stale epoch are refused with Kafka's codes.
+    let gap = log.append(&idempotent_batch(7, 0, 9, 1), E0, 0).unwrap_err();
+    assert_eq!(gap.error_code(), ErrorCode::OutOfOrderSequenceNumber);
+    log.append(&idempotent_batch(7, 1, 0, 1), E0, 0).unwrap();
+    let stale = log.append(&idempotent_batch(7, 0, 5, 1), E0, 0).unwrap_err();
+    assert_eq!(stale.error_code(), ErrorCode::InvalidProducerEpoch);
+    let unknown = log.append(&idempotent_batch(8, 0, 4, 1), E0, 0).unwrap_err();
+    assert_eq!(unknown.error_code(), ErrorCode::UnknownProducerId);
+
+    // State survives an unclean reopen (replayed from the log) and a clean one (snapshot).
+    drop(log);
+    let log = open(&backend, small_config());
+    assert!(log.append(&idempotent_batch(7, 1, 0, 1), E0, 0).unwrap().duplicate);
+    log.append(&idempotent_batch(7, 1, 1, 1), E0, 0).unwrap();
+    log.close(0).unwrap();
+    let log = open(&backend, small_config());
+    assert_eq!(log.producer_count(), 1);
+    assert!(log.append(&idempotent_batch(7, 1, 1, 1), E0, 0).unwrap().duplicate);
+    assert_eq!(log.append(&idempotent_batch(7, 1, 2, 1), E0, 0).unwrap().base_offset, 9);
+    // Idle producers expire (batch timestamps are 1000 here).
+    assert_eq!(log.expire_producers(1_000 + 60_000, 30_000), 1);
+    assert_eq!(
+        log.append(&idempotent_batch(7, 1, 3, 1), E0, 0).unwrap_err().error_code(),
+        ErrorCode::UnknownProducerId
+    );
 }
 
 #[test]

@@ -55,6 +55,31 @@ pub fn encode(records: &[TestRecord], compression: Compression) -> Vec<u8> {
     buf.to_vec()
 }
 
+/// A batch from an idempotent producer: `count` records with sequences from `base_sequence`.
+pub fn idempotent_batch(producer_id: i64, epoch: i16, base_sequence: i32, count: usize) -> Vec<u8> {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: base_sequence + i as i32,
+            timestamp: 1_000,
+            key: None,
+            value: Some(Bytes::from(format!("{producer_id}-{}", base_sequence + i as i32))),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encode batch");
+    buf.to_vec()
+}
+
 /// A batch of `count` records with `value_bytes` values, timestamps from `timestamp`.
 pub fn batch(count: usize, value_bytes: usize, timestamp: i64, compression: Compression, seed: u8) -> Vec<u8> {
     let records: Vec<TestRecord> = (0..count)
