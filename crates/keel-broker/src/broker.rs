@@ -17,6 +17,7 @@ use keel_kafka::kafka_protocol::messages::describe_configs_response::{
 };
 use keel_kafka::kafka_protocol::messages::fetch_request::FetchTopic;
 use keel_kafka::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use keel_kafka::kafka_protocol::messages::find_coordinator_response::Coordinator;
 use keel_kafka::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -34,10 +35,16 @@ use uuid::Uuid;
 
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
+use crate::producer_ids::ProducerIds;
 use crate::topics::{describe_topic_configs, validate_topic_name, Partition, Topic, TopicError, Topics};
 
 /// The leader epoch of every partition on a single node.
 const LEADER_EPOCH: i32 = 0;
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (as bits of
+/// Kafka's AclOperation codes): what Kafka reports for a topic when no authorizer is set.
+const TOPIC_OPERATIONS_ALL: i32 = 3576;
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+const CLUSTER_OPERATIONS_ALL: i32 = 8096;
 /// The fetch wait keel honours at most, whatever a client asks.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
 
@@ -61,6 +68,7 @@ pub struct Broker {
     advertised: (String, u16),
     /// Woken after every append, so long-polling fetches re-read.
     appended: Notify,
+    producer_ids: ProducerIds,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -80,7 +88,8 @@ impl Broker {
         let advertised = config.advertised()?;
         let topics = Topics::open(&config.data_dir, config.topic_defaults.clone(), now_ms())?;
         let cluster_id = load_or_create_cluster_id(&config)?;
-        Ok(Broker { config, topics, cluster_id, advertised, appended: Notify::new(), shutdown })
+        let producer_ids = ProducerIds::open(&config.data_dir)?;
+        Ok(Broker { config, topics, cluster_id, advertised, appended: Notify::new(), producer_ids, shutdown })
     }
 
     fn node_id(&self) -> BrokerId {
@@ -94,10 +103,12 @@ impl Broker {
             RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, version)),
             RequestKind::Produce(r) => return self.produce(r, version).await,
             RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, version).await),
-            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r)),
+            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r, version)),
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r, version)),
             RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r, version)),
             RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),
+            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(self.find_coordinator(r, version)),
+            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(r)),
             other => {
                 // decode_request only lets supported APIs through; reaching here is a bug.
                 unreachable!("request for {api_key:?} passed decoding but has no handler: {other:?}")
@@ -114,7 +125,9 @@ impl Broker {
             .with_port(i32::from(*port));
         // Before v4 there was no flag, and auto-creation was always requested.
         let allow_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
-        let topics = match request.topics {
+        let include_topic_operations = version >= 8 && request.include_topic_authorized_operations;
+        let include_cluster_operations = (8..=10).contains(&version) && request.include_cluster_authorized_operations;
+        let topics: Vec<MetadataResponseTopic> = match request.topics {
             None => self.topics.list().iter().map(|t| self.topic_metadata(t)).collect(),
             Some(requested) => requested
                 .into_iter()
@@ -129,7 +142,21 @@ impl Broker {
                 })
                 .collect(),
         };
+        // Without an authorizer every operation is allowed; say so when asked, as Kafka does
+        // (kafka-python's admin client cannot parse the "not requested" value otherwise).
+        let topics = topics
+            .into_iter()
+            .map(|t| {
+                if include_topic_operations && t.error_code == 0 {
+                    t.with_topic_authorized_operations(TOPIC_OPERATIONS_ALL)
+                } else {
+                    t
+                }
+            })
+            .collect();
+        let cluster_operations = if include_cluster_operations { CLUSTER_OPERATIONS_ALL } else { i32::MIN };
         MetadataResponse::default()
+            .with_cluster_authorized_operations(cluster_operations)
             .with_brokers(vec![broker])
             .with_cluster_id(Some(str_bytes(self.cluster_id.clone())))
             .with_controller_id(self.node_id())
@@ -254,7 +281,9 @@ impl Broker {
                         tracing::debug!(partition = %format!("{}-{}", partition.topic, partition.index), %error, "append refused");
                     }
                     response.error_code = code(error.error_code());
-                    response.error_message = Some(str_bytes(error.to_string()));
+                    if version >= 8 {
+                        response.error_message = Some(str_bytes(error.to_string()));
+                    }
                 }
                 Err(join_error) => {
                     tracing::error!(error = %join_error, "append task failed");
@@ -377,7 +406,7 @@ impl Broker {
         (responses, total)
     }
 
-    fn list_offsets(&self, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    fn list_offsets(&self, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
         const LATEST: i64 = -1;
         const EARLIEST: i64 = -2;
         const MAX_TIMESTAMP: i64 = -3;
@@ -409,7 +438,9 @@ impl Broker {
                         };
                         match found {
                             Ok(Some((timestamp, offset))) => {
-                                response.with_timestamp(timestamp).with_offset(offset).with_leader_epoch(LEADER_EPOCH)
+                                // The leader epoch field exists from v4 on.
+                                let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
+                                response.with_timestamp(timestamp).with_offset(offset).with_leader_epoch(epoch)
                             }
                             Ok(None) => response.with_timestamp(-1).with_offset(-1),
                             Err(error) => response.with_error_code(code(error)),
@@ -577,6 +608,62 @@ impl Broker {
             })
             .collect();
         DescribeConfigsResponse::default().with_results(results)
+    }
+
+    /// Every group's (and transactional id's) coordinator is this broker.
+    fn find_coordinator(&self, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+        const KEY_TYPE_GROUP: i8 = 0;
+        let (host, port) = &self.advertised;
+        let answer = |key: StrBytes| {
+            let coordinator = Coordinator::default().with_key(key);
+            if request.key_type == KEY_TYPE_GROUP {
+                coordinator.with_node_id(self.node_id()).with_host(str_bytes(host.clone())).with_port(i32::from(*port))
+            } else {
+                coordinator
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(code(ErrorCode::CoordinatorNotAvailable))
+                    .with_error_message(Some(str_bytes("keel does not support transactions yet")))
+            }
+        };
+        if version >= 4 {
+            let coordinators = request.coordinator_keys.into_iter().map(answer).collect();
+            return FindCoordinatorResponse::default().with_coordinators(coordinators);
+        }
+        let single = answer(request.key);
+        let response = FindCoordinatorResponse::default()
+            .with_error_code(single.error_code)
+            .with_node_id(single.node_id)
+            .with_host(single.host)
+            .with_port(single.port);
+        if version >= 1 {
+            response.with_error_message(single.error_message)
+        } else {
+            response
+        }
+    }
+
+    /// Hands out producer ids for idempotent producers. A producer that re-initialises with
+    /// its id and epoch (KIP-360) keeps the id with the next epoch.
+    fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+        if request.transactional_id.is_some() {
+            return InitProducerIdResponse::default()
+                .with_error_code(code(ErrorCode::TransactionalIdAuthorizationFailed))
+                .with_producer_id(ProducerId(-1));
+        }
+        let (id, epoch) = if request.producer_id.0 >= 0 && (0..i16::MAX - 1).contains(&request.producer_epoch) {
+            (request.producer_id.0, request.producer_epoch + 1)
+        } else {
+            match self.producer_ids.next() {
+                Ok(id) => (id, 0),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot allocate a producer id");
+                    return InitProducerIdResponse::default()
+                        .with_error_code(code(ErrorCode::KafkaStorageError))
+                        .with_producer_id(ProducerId(-1));
+                }
+            }
+        };
+        InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(epoch)
     }
 
     fn broker_configs(&self) -> Vec<(&'static str, String)> {

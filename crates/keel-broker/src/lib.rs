@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod producer_ids;
 pub mod server;
 pub mod topics;
 

@@ -34,6 +34,8 @@ pub const SUPPORTED_APIS: &[SupportedVersions] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::FindCoordinator, 0, 6),
+    api(ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The range keel serves for `api_key`, if it serves it at all.
@@ -59,6 +61,8 @@ mod tests {
             ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
             ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
             ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
+            ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
+            ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
             other => panic!("add {other:?} to this test"),
         };
         for s in SUPPORTED_APIS {

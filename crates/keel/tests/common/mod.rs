@@ -59,13 +59,39 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
-pub fn producer(brokers: &str, settings: &[(&str, &str)]) -> BaseProducer {
+/// Counts delivery reports, so a test knows every record was acknowledged.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    pub delivered: std::sync::atomic::AtomicUsize,
+    pub failed: std::sync::atomic::AtomicUsize,
+    pub first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::client::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Err((e, _)) => {
+                self.first_error.lock().unwrap().get_or_insert_with(|| e.to_string());
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+pub type TestProducer = BaseProducer<Deliveries>;
+
+pub fn producer(brokers: &str, settings: &[(&str, &str)]) -> TestProducer {
     let mut config = client_config(brokers);
     config.set("linger.ms", "5").set("message.timeout.ms", "30000");
     for (k, v) in settings {
         config.set(*k, *v);
     }
-    config.create().expect("producer")
+    config.create_with_context(Deliveries::default()).expect("producer")
 }
 
 pub fn consumer(brokers: &str) -> BaseConsumer {
@@ -113,7 +139,10 @@ pub fn record_for(i: u64) -> Sent {
 
 /// Produces `records` to `topic` (librdkafka picks partitions: by key hash, or sticky for
 /// keyless records) and waits until every one is acknowledged.
-pub fn produce_all(producer: &BaseProducer, topic: &str, records: &[Sent]) {
+pub fn produce_all(producer: &TestProducer, topic: &str, records: &[Sent]) {
+    use std::sync::atomic::Ordering;
+    let context = producer.context();
+    let before = context.delivered.load(Ordering::Relaxed);
     for (i, r) in records.iter().enumerate() {
         let mut headers = rdkafka::message::OwnedHeaders::new();
         for (k, v) in &r.headers {
@@ -136,6 +165,10 @@ pub fn produce_all(producer: &BaseProducer, topic: &str, records: &[Sent]) {
         }
     }
     producer.flush(Duration::from_secs(60)).expect("all records delivered");
+    let failed = context.failed.load(Ordering::Relaxed);
+    assert_eq!(failed, 0, "{failed} records failed; first error: {:?}", context.first_error.lock().unwrap());
+    let delivered = context.delivered.load(Ordering::Relaxed) - before;
+    assert_eq!(delivered, records.len(), "acknowledged records");
 }
 
 /// Reads every partition of `topic` from the beginning until `expected` records arrived (or
