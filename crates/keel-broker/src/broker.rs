@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
+use crate::groups::{Groups, OFFSETS_TOPIC};
 use crate::producer_ids::ProducerIds;
 use crate::topics::{describe_topic_configs, validate_topic_name, Partition, Topic, TopicError, Topics};
 
@@ -69,6 +70,7 @@ pub struct Broker {
     /// Woken after every append, so long-polling fetches re-read.
     appended: Notify,
     producer_ids: ProducerIds,
+    pub(crate) groups: Arc<Groups>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -89,7 +91,8 @@ impl Broker {
         let topics = Topics::open(&config.data_dir, config.topic_defaults.clone(), now_ms())?;
         let cluster_id = load_or_create_cluster_id(&config)?;
         let producer_ids = ProducerIds::open(&config.data_dir)?;
-        Ok(Broker { config, topics, cluster_id, advertised, appended: Notify::new(), producer_ids, shutdown })
+        let groups = Arc::new(Groups::open(&topics, config.group_config())?);
+        Ok(Broker { config, topics, cluster_id, advertised, appended: Notify::new(), producer_ids, groups, shutdown })
     }
 
     fn node_id(&self) -> BrokerId {
@@ -109,6 +112,16 @@ impl Broker {
             RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),
             RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(self.find_coordinator(r, version)),
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(r)),
+            RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(self.join_group(r, version).await),
+            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r, version).await),
+            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r).await),
+            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave_group(r, version).await),
+            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(r).await),
+            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(r, version)),
+            RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(r, version)),
+            RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe_groups(r, version)),
+            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
+            RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r).await),
             other => {
                 // decode_request only lets supported APIs through; reaching here is a bug.
                 unreachable!("request for {api_key:?} passed decoding but has no handler: {other:?}")
@@ -206,6 +219,7 @@ impl Broker {
             .collect();
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
+            .with_is_internal(topic.name == OFFSETS_TOPIC)
             .with_topic_id(topic.id)
             .with_partitions(partitions)
     }
@@ -231,6 +245,8 @@ impl Broker {
                 let response = PartitionProduceResponse::default().with_index(data.index);
                 let partition = match &topic {
                     _ if !acks_valid => Err(ErrorCode::InvalidRequiredAcks),
+                    // Only the coordinator writes its internal topic.
+                    Ok(topic) if topic.name == OFFSETS_TOPIC => Err(ErrorCode::InvalidTopicException),
                     Ok(topic) => topic.partition(data.index).cloned().ok_or(ErrorCode::UnknownTopicOrPartition),
                     Err(error) => Err(*error),
                 };
@@ -535,6 +551,11 @@ impl Broker {
                 let Some(resolved) = resolved else {
                     return result.with_error_code(code(ErrorCode::UnknownTopicId));
                 };
+                if resolved == OFFSETS_TOPIC {
+                    return result
+                        .with_error_code(code(ErrorCode::InvalidTopicException))
+                        .with_error_message(Some(str_bytes("the consumer offsets topic cannot be deleted")));
+                }
                 match self.topics.delete(&resolved) {
                     Ok(id) => result.with_topic_id(id),
                     Err(e) => result.with_error_code(code(e.code)).with_error_message(Some(str_bytes(e.message))),
@@ -694,6 +715,14 @@ impl Broker {
     /// Flushes due logs; with `full`, also applies retention and writes recovery checkpoints.
     pub fn maintain(&self, full: bool) {
         self.topics.maintain(now_ms(), full);
+        if full {
+            self.groups.compact();
+        }
+    }
+
+    /// Advances group timers (sessions, rebalances, offset expiry).
+    pub fn tick_groups(&self) {
+        self.groups.tick();
     }
 
     /// Flushes everything and closes every log cleanly.

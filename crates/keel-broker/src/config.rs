@@ -28,6 +28,15 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     /// Logs as JSON lines instead of human-readable text.
     pub log_json: bool,
+    /// `group.initial.rebalance.delay.ms`: a new group waits this long for more members.
+    pub group_initial_rebalance_delay_ms: i32,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// `offsets.topic.num.partitions` (fixed once `__consumer_offsets` exists).
+    pub offsets_topic_num_partitions: u32,
+    /// `offsets.retention.minutes`.
+    pub offsets_retention_minutes: i64,
     /// Defaults for every topic; CreateTopics may override them per topic.
     pub topic_defaults: TopicDefaults,
 }
@@ -61,6 +70,11 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             auto_create_topics_enable: true,
             log_json: false,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_topic_num_partitions: 50,
+            offsets_retention_minutes: 7 * 24 * 60,
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -105,7 +119,20 @@ impl BrokerConfig {
         Ok((host.trim_matches(['[', ']']).to_string(), port))
     }
 
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> keel_groups::Config {
+        keel_groups::Config {
+            session_timeout_ms_min: self.group_min_session_timeout_ms,
+            session_timeout_ms_max: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_partitions: self.offsets_topic_num_partitions,
+            ..keel_groups::Config::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        self.group_config().validate()?;
         if self.node_id < 0 {
             return Err(format!("node_id must be non-negative, got {}", self.node_id));
         }

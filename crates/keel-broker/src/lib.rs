@@ -8,6 +8,8 @@
 pub mod broker;
 pub mod clock;
 pub mod config;
+mod group_handlers;
+pub mod groups;
 pub mod producer_ids;
 pub mod server;
 pub mod topics;

@@ -133,6 +133,7 @@ pub async fn maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
             _ = shutdown.changed() => return,
         }
         ticks = (ticks + 1) % FULL_EVERY_TICKS;
+        broker.tick_groups();
         let broker = broker.clone();
         let full = ticks == 0;
         // Flushing and retention do disk IO: keep it off the request threads.

@@ -159,6 +159,76 @@ fn request(api_key: ApiKey, version: i16, topic_id: uuid::Uuid, n: i16) -> Reque
         ApiKey::InitProducerId => RequestKind::InitProducerId(
             InitProducerIdRequest::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1),
         ),
+        ApiKey::JoinGroup => RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(format!("g{n}"))))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_group_instance_id(if version >= 5 { Some(StrBytes::from_static_str("i")) } else { None })
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(bytes::Bytes::from_static(b"m"))]),
+        ),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("nope")))
+                .with_member_id(StrBytes::from_static_str("m")),
+        ),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(
+            HeartbeatRequest::default().with_group_id(GroupId(StrBytes::from_static_str("nope"))),
+        ),
+        ApiKey::LeaveGroup => RequestKind::LeaveGroup(
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("nope")))
+                .with_member_id(if version < 3 { StrBytes::from_static_str("m") } else { StrBytes::default() })
+                .with_members(if version >= 3 {
+                    vec![leave_group_request::MemberIdentity::default().with_member_id(StrBytes::from_static_str("m"))]
+                } else {
+                    vec![]
+                }),
+        ),
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("committer")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1),
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(9)
+                            .with_committed_offset(1),
+                    ])]),
+        ),
+        ApiKey::OffsetFetch => {
+            if version >= 8 {
+                RequestKind::OffsetFetch(
+                    OffsetFetchRequest::default()
+                        .with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(GroupId(StrBytes::from_static_str("committer")))]),
+                )
+            } else {
+                RequestKind::OffsetFetch(
+                    OffsetFetchRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("committer")))
+                        .with_topics(None),
+                )
+            }
+        }
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => RequestKind::DescribeGroups(DescribeGroupsRequest::default().with_groups(vec![
+            GroupId(StrBytes::from_static_str("g1")),
+            GroupId(StrBytes::from_static_str("committer")),
+        ])),
+        ApiKey::DeleteGroups => RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(StrBytes::from_static_str("nope"))]),
+        ),
+        ApiKey::OffsetDelete => RequestKind::OffsetDelete(
+            OffsetDeleteRequest::default().with_group_id(GroupId(StrBytes::from_static_str("committer"))),
+        ),
         other => panic!("add a request for {other:?} to this test"),
     }
 }
@@ -167,7 +237,12 @@ fn request(api_key: ApiKey, version: i16, topic_id: uuid::Uuid, n: i16) -> Reque
 async fn every_supported_version_answers_and_encodes() {
     let dir = tempfile::tempdir().unwrap();
     let (_tx, shutdown) = tokio::sync::watch::channel(false);
-    let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() };
+    let config = BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        group_initial_rebalance_delay_ms: 0,
+        offsets_topic_num_partitions: 3,
+        ..BrokerConfig::default()
+    };
     let broker = Broker::open(config, shutdown).unwrap();
     let topic = broker.topics.create("t", Some(1), Default::default(), false, 0).unwrap();
     let mut n = 0;

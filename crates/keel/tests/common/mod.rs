@@ -16,6 +16,11 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+/// The configuration tests start brokers with: an ephemeral loopback port.
+pub fn test_config(data_dir: &Path) -> BrokerConfig {
+    BrokerConfig { data_dir: data_dir.to_path_buf(), listen: "127.0.0.1:0".parse().unwrap(), ..BrokerConfig::default() }
+}
+
 /// A broker running in-process on an ephemeral loopback port, on its own runtime.
 #[derive(Debug)]
 pub struct TestBroker {
@@ -27,14 +32,11 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub fn start(data_dir: &Path) -> TestBroker {
-        TestBroker::start_with(BrokerConfig {
-            data_dir: data_dir.to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..BrokerConfig::default()
-        })
+        TestBroker::start_with(test_config(data_dir))
     }
 
     pub fn start_with(config: BrokerConfig) -> TestBroker {
+        let config = BrokerConfig { offsets_topic_num_partitions: 4, group_initial_rebalance_delay_ms: 0, ..config };
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let data_dir = config.data_dir.clone();
         let running = runtime.block_on(RunningBroker::start(config)).expect("broker starts");
