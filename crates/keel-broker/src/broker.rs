@@ -45,7 +45,7 @@ const LEADER_EPOCH: i32 = 0;
 /// Kafka's AclOperation codes): what Kafka reports for a topic when no authorizer is set.
 const TOPIC_OPERATIONS_ALL: i32 = 3576;
 /// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
-const CLUSTER_OPERATIONS_ALL: i32 = 8096;
+pub(crate) const CLUSTER_OPERATIONS_ALL: i32 = 8096;
 /// The fetch wait keel honours at most, whatever a client asks.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
 
@@ -95,6 +95,11 @@ impl Broker {
         Ok(Broker { config, topics, cluster_id, advertised, appended: Notify::new(), producer_ids, groups, shutdown })
     }
 
+    /// The host and port clients are told to use.
+    pub fn advertised(&self) -> (String, u16) {
+        self.advertised.clone()
+    }
+
     fn node_id(&self) -> BrokerId {
         BrokerId(self.config.node_id)
     }
@@ -122,6 +127,14 @@ impl Broker {
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe_groups(r, version)),
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
             RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r).await),
+            RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(self.create_partitions(r)),
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r)),
+            RequestKind::IncrementalAlterConfigs(r) => {
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r))
+            }
+            RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r)),
+            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(self.describe_cluster(r, version)),
+            RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)),
             other => {
                 // decode_request only lets supported APIs through; reaching here is a bug.
                 unreachable!("request for {api_key:?} passed decoding but has no handler: {other:?}")

@@ -5,6 +5,7 @@
 //! It must stay thin: protocol bytes are `keel-kafka`'s, durability is `keel-storage`'s. What
 //! is here is wiring, request semantics, and lifecycle (start, serve, drain, clean close).
 
+mod admin_handlers;
 pub mod broker;
 pub mod clock;
 pub mod config;

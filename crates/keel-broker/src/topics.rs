@@ -1,7 +1,7 @@
 //! Topics and partitions on one broker: creation, deletion, lookup, topic configs, and the
 //! metadata file that lists them (`topics.json` in the data directory).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -16,6 +16,9 @@ use crate::config::TopicDefaults;
 const METADATA_FILE: &str = "topics.json";
 const TOPIC_NAME_BYTES_MAX: usize = 249;
 const PARTITIONS_MAX: i32 = 10_000;
+/// Kafka's `producer.id.expiration.ms` default: idempotent producers idle this long are
+/// forgotten.
+const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 3600 * 1000;
 
 /// A topic-level refusal, with the Kafka error the client gets and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,14 +395,101 @@ impl Topics {
         Ok(topic.id)
     }
 
+    /// Changes a topic's config overrides: `set` values, `delete` keys (back to defaults).
+    /// With `replace`, every override not in `set` is dropped (AlterConfigs semantics). The
+    /// new configuration applies to every partition log at once and is persisted.
+    pub fn alter_configs(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: BTreeSet<String>,
+        replace: bool,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self.get(name).ok_or_else(|| {
+            TopicError::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
+        })?;
+        let mut configs = if replace { BTreeMap::new() } else { topic.configs.clone() };
+        for key in &delete {
+            configs.remove(key);
+        }
+        configs.extend(set);
+        let log_config = topic_log_config(&self.defaults, &configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        for partition in &topic.partitions {
+            partition.log.set_config(log_config.clone()).map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e))?;
+        }
+        let updated =
+            Topic { name: topic.name.clone(), id: topic.id, configs, log_config, partitions: topic.partitions.clone() };
+        self.replace(Arc::new(updated))?;
+        tracing::info!(topic = name, "altered topic configs");
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions (Kafka never shrinks them).
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+        now_ms: i64,
+    ) -> Result<(), TopicError> {
+        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self.get(name).ok_or_else(|| {
+            TopicError::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
+        })?;
+        let current = topic.partitions.len() as i32;
+        if count <= current || count > PARTITIONS_MAX {
+            return Err(TopicError::new(
+                ErrorCode::InvalidPartitions,
+                format!("topic {name:?} has {current} partitions; the new count must be larger and at most {PARTITIONS_MAX}, got {count}"),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut partitions = topic.partitions.clone();
+        for index in current..count {
+            let dir = self.partition_dir(name, index);
+            let (log, _) = Log::open(self.backend.clone(), &dir, topic.log_config.clone(), now_ms)
+                .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+            partitions.push(Arc::new(Partition { topic: name.to_string(), index, log }));
+        }
+        let updated = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            configs: topic.configs.clone(),
+            log_config: topic.log_config.clone(),
+            partitions,
+        };
+        self.replace(Arc::new(updated))?;
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Swaps in a changed topic and persists the metadata. Needs the `changes` lock.
+    fn replace(&self, topic: Arc<Topic>) -> Result<(), TopicError> {
+        let mut map = self.topics.read().unwrap_or_else(|p| p.into_inner()).clone();
+        map.insert(topic.name.clone(), topic);
+        self.persist(&map)?;
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = map;
+        Ok(())
+    }
+
     /// Periodic upkeep: interval flushes, retention, recovery checkpoints.
     pub fn maintain(&self, now_ms: i64, checkpoint: bool) {
         for topic in self.list() {
             for partition in &topic.partitions {
                 let log = &partition.log;
+                if checkpoint {
+                    log.expire_producers(now_ms, PRODUCER_ID_EXPIRATION_MS);
+                }
                 let result = log
                     .flush_if_due(now_ms)
-                    .and_then(|_| log.enforce_retention(now_ms).map(drop))
+                    .and_then(|_| if checkpoint { log.enforce_retention(now_ms).map(drop) } else { Ok(()) })
                     .and_then(|()| if checkpoint { log.checkpoint() } else { Ok(()) });
                 if let Err(e) = result {
                     tracing::error!(partition = %format!("{}-{}", topic.name, partition.index), error = %e, "log maintenance failed");

@@ -229,6 +229,46 @@ fn request(api_key: ApiKey, version: i16, topic_id: uuid::Uuid, n: i16) -> Reque
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(
             OffsetDeleteRequest::default().with_group_id(GroupId(StrBytes::from_static_str("committer"))),
         ),
+        ApiKey::CreatePartitions => {
+            RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default().with_name(name("t")).with_count(1),
+                create_partitions_request::CreatePartitionsTopic::default().with_name(name("missing")).with_count(3),
+            ]))
+        }
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(
+            AlterConfigsRequest::default().with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_static_str("86400000")))]),
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_static_str("0")),
+            ]),
+        ),
+        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(vec![incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("segment.bytes"))
+                        .with_config_operation(0)
+                        .with_value(Some(StrBytes::from_static_str("1048576")))]),
+            ]),
+        ),
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default().with_name(name("t")).with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default().with_partition_index(0).with_offset(0),
+                delete_records_request::DeleteRecordsPartition::default().with_partition_index(3).with_offset(0),
+            ]),
+        ])),
+        ApiKey::DescribeCluster => RequestKind::DescribeCluster(
+            DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+        ),
+        ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None)),
         other => panic!("add a request for {other:?} to this test"),
     }
 }

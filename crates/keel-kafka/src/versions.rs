@@ -46,6 +46,12 @@ pub const SUPPORTED_APIS: &[SupportedVersions] = &[
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The range keel serves for `api_key`, if it serves it at all.
@@ -83,6 +89,12 @@ mod tests {
             ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
             ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
             ApiKey::OffsetDelete => OffsetDeleteRequest::VERSIONS,
+            ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+            ApiKey::AlterConfigs => AlterConfigsRequest::VERSIONS,
+            ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
+            ApiKey::DeleteRecords => DeleteRecordsRequest::VERSIONS,
+            ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::DescribeLogDirs => DescribeLogDirsRequest::VERSIONS,
             other => panic!("add {other:?} to this test"),
         };
         for s in SUPPORTED_APIS {

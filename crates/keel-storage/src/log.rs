@@ -81,7 +81,7 @@ pub struct DeletedSegment {
 pub struct Log {
     dir: PathBuf,
     backend: Arc<dyn Backend>,
-    config: LogConfig,
+    config: std::sync::RwLock<Arc<LogConfig>>,
     maintenance: Mutex<()>,
     state: Mutex<LogState>,
     flush: Mutex<FlushState>,
@@ -291,7 +291,7 @@ impl Log {
         let log = Log {
             dir,
             backend,
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             maintenance: Mutex::new(()),
             state: Mutex::new(LogState {
                 segments,
@@ -326,8 +326,17 @@ impl Log {
         &self.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The configuration in force (it can change while the log is open).
+    pub fn config(&self) -> Arc<LogConfig> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies a new configuration to the open log: retention, segment size and age, flush
+    /// policy and the rest take effect from the next operation on.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), String> {
+        config.validate()?;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        Ok(())
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -404,8 +413,8 @@ impl Log {
     /// assigns offsets and the epoch, writes, and flushes as the flush policy says. With
     /// [`FlushPolicy::Always`] it returns only once the data is synced.
     pub fn append(&self, records: &[u8], leader_epoch: LeaderEpoch, now_ms: i64) -> Result<AppendInfo, AppendError> {
-        if records.len() as u64 > self.config.max_message_bytes {
-            return Err(AppendError::TooLarge { size: records.len(), max: self.config.max_message_bytes });
+        if records.len() as u64 > self.config().max_message_bytes {
+            return Err(AppendError::TooLarge { size: records.len(), max: self.config().max_message_bytes });
         }
         let headers =
             validate_produced(records).map_err(|(position, error)| AppendError::InvalidBatch { position, error })?;
@@ -546,7 +555,7 @@ impl Log {
         let mut idempotent = Vec::new();
         while position < bytes.len() {
             let header = crate::batch::BatchHeader::parse(&bytes[position..]).expect("validated before writing");
-            segment.on_batch_written(&header, start + position as u64, self.config.index_interval_bytes);
+            segment.on_batch_written(&header, start + position as u64, self.config().index_interval_bytes);
             idempotent.push(header);
             if info.batches == 0 {
                 info.base_offset = header.base_offset;
@@ -571,7 +580,7 @@ impl Log {
 
     /// Applies the flush policy after an append that ended at `end_offset`.
     fn after_append(&self, end_offset: i64, _records: u64, now_ms: i64) -> Result<(), AppendError> {
-        match self.config.flush {
+        match self.config().flush {
             FlushPolicy::Always => self.sync_to(end_offset, now_ms)?,
             FlushPolicy::Interval { messages, .. } => {
                 let unflushed = {
@@ -592,8 +601,8 @@ impl Log {
     /// the active one.
     fn maybe_roll(&self, state: &mut LogState, bytes: u64, last_offset: i64, now_ms: i64) -> Result<(), AppendError> {
         let active = state.active();
-        let full = active.size + bytes > self.config.segment_bytes;
-        let old = now_ms.saturating_sub(active.created_ms) >= self.config.segment_ms as i64;
+        let full = active.size + bytes > self.config().segment_bytes;
+        let old = now_ms.saturating_sub(active.created_ms) >= self.config().segment_ms as i64;
         if active.size == 0 || !(full || old || !active.can_hold(last_offset)) {
             return Ok(());
         }
@@ -683,7 +692,7 @@ impl Log {
     /// For the interval policy: flushes if `flush.ms` passed since the last flush and
     /// something is unflushed. The broker calls this on a timer; it is cheap otherwise.
     pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, LogError> {
-        let FlushPolicy::Interval { ms, .. } = self.config.flush else { return Ok(false) };
+        let FlushPolicy::Interval { ms, .. } = self.config().flush else { return Ok(false) };
         let due = {
             let state = self.lock_state();
             state.messages_appended > state.messages_synced && now_ms - state.last_flush_ms >= ms as i64
@@ -695,7 +704,7 @@ impl Log {
     }
 
     fn maybe_checkpoint(&self) -> Result<(), LogError> {
-        let due = self.lock_state().bytes_since_checkpoint >= self.config.recovery_checkpoint_bytes
+        let due = self.lock_state().bytes_since_checkpoint >= self.config().recovery_checkpoint_bytes
             && self.flushed_offset() > self.log_start_offset();
         if due {
             self.write_checkpoint(false)?;
@@ -955,7 +964,7 @@ impl Log {
                 let segment = state.segments.pop().expect("more than one segment");
                 remove_segment_files(&*self.backend, &self.dir, segment.base_offset)?;
             }
-            let index_interval_bytes = self.config.index_interval_bytes;
+            let index_interval_bytes = self.config().index_interval_bytes;
             let active = state.active_mut();
             active.truncate(offset, index_interval_bytes)?;
             active.log.sync_data().io_context("sync", &active.log_path)?;
@@ -1051,7 +1060,7 @@ impl Log {
         let _maintenance = self.lock_maintenance();
         self.check_online()?;
         let mut state = self.lock_state();
-        let expired = |segment: &Segment| match self.config.retention_ms {
+        let expired = |segment: &Segment| match self.config().retention_ms {
             Some(ms) => segment.size > 0 && segment.max_timestamp < now_ms.saturating_sub(ms as i64),
             None => false,
         };
@@ -1060,7 +1069,7 @@ impl Log {
             self.roll(&mut state, now_ms)?;
         }
         let mut deleted = self.delete_front_segments(&mut state, |segment, _| expired(segment))?;
-        if let Some(limit) = self.config.retention_bytes {
+        if let Some(limit) = self.config().retention_bytes {
             let mut size = state.size_bytes();
             deleted.extend(self.delete_front_segments(&mut state, |segment, _| {
                 let doomed = size.saturating_sub(segment.size) >= limit && size > limit;

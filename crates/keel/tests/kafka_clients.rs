@@ -167,3 +167,53 @@ fn kill_9_keeps_every_acknowledged_record() {
     child.wait().unwrap();
     assert_same(&sent, &got);
 }
+
+#[test]
+fn admin_partitions_configs_and_record_deletion() {
+    use rdkafka::admin::{AlterConfig, NewPartitions, ResourceSpecifier};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path());
+    create_topic(&broker, "admin", 2);
+    let sent: Vec<Sent> = (0..1_000).map(record_for).collect();
+    produce_all(&producer(&broker.brokers(), &[]), "admin", &sent);
+    let admin = admin(&broker.brokers());
+    let options = AdminOptions::new();
+
+    // More partitions: metadata shows them, they accept records.
+    let grown = broker.runtime.block_on(admin.create_partitions([&NewPartitions::new("admin", 5)], &options)).unwrap();
+    assert_eq!(grown[0], Ok("admin".to_string()));
+    let shrink = broker.runtime.block_on(admin.create_partitions([&NewPartitions::new("admin", 3)], &options)).unwrap();
+    assert_eq!(shrink[0], Err(("admin".to_string(), RDKafkaErrorCode::InvalidPartitions)));
+    let consumer = consumer(&broker.brokers());
+    let metadata = consumer.fetch_metadata(Some("admin"), Duration::from_secs(5)).unwrap();
+    assert_eq!(metadata.topics()[0].partitions().len(), 5);
+
+    // Configs change live and DescribeConfigs shows them.
+    let alter =
+        AlterConfig::new(ResourceSpecifier::Topic("admin")).set("retention.ms", "3600000").set("flush.policy", "never");
+    let altered = broker.runtime.block_on(admin.alter_configs([&alter], &options)).unwrap();
+    assert!(altered[0].is_ok(), "{altered:?}");
+    let described =
+        broker.runtime.block_on(admin.describe_configs([&ResourceSpecifier::Topic("admin")], &options)).unwrap();
+    let resource = described[0].as_ref().unwrap();
+    let entry = |name: &str| resource.entries.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    assert_eq!(entry("retention.ms").as_deref(), Some("3600000"));
+    assert_eq!(entry("flush.policy").as_deref(), Some("never"));
+    let topic = broker.running.as_ref().unwrap().broker.topics.get("admin").unwrap();
+    assert_eq!(topic.partitions[0].log.config().retention_ms, Some(3_600_000), "applied to the open log");
+    let bad = AlterConfig::new(ResourceSpecifier::Topic("admin")).set("retention.ms", "soon");
+    // (rust-rdkafka does not surface per-resource AlterConfigs errors; check the effect.)
+    broker.runtime.block_on(admin.alter_configs([&bad], &options)).unwrap();
+    assert_eq!(topic.partitions[0].log.config().retention_ms, Some(3_600_000), "an invalid value changes nothing");
+    let topic = broker.running.as_ref().unwrap().broker.topics.get("admin").unwrap();
+    assert_eq!(topic.configs.get("retention.ms").map(String::as_str), Some("3600000"));
+
+    // DeleteRecords moves the low watermark.
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset("admin", 0, Offset::Offset(10)).unwrap();
+    let deleted = broker.runtime.block_on(admin.delete_records(&offsets, &options)).unwrap();
+    assert_eq!(deleted.find_partition("admin", 0).unwrap().offset(), Offset::Offset(10));
+    let (low, _) = consumer.fetch_watermarks("admin", 0, Duration::from_secs(5)).unwrap();
+    assert_eq!(low, 10);
+    broker.stop();
+}
