@@ -91,7 +91,7 @@ impl Broker {
         let topics = Topics::open(&config.data_dir, config.topic_defaults.clone(), now_ms())?;
         let cluster_id = load_or_create_cluster_id(&config)?;
         let producer_ids = ProducerIds::open(&config.data_dir)?;
-        let groups = Arc::new(Groups::open(&topics, config.group_config())?);
+        let groups = Arc::new(Groups::open(&topics, config.group_config(), &config.offsets_topic_flush_policy)?);
         Ok(Broker { config, topics, cluster_id, advertised, appended: Notify::new(), producer_ids, groups, shutdown })
     }
 

@@ -37,6 +37,10 @@ pub struct BrokerConfig {
     pub offsets_topic_num_partitions: u32,
     /// `offsets.retention.minutes`.
     pub offsets_retention_minutes: i64,
+    /// Flush policy of `__consumer_offsets` (`never`, `interval`, `always`). `always` (the
+    /// default) acknowledges a commit only once it is on disk; `never` trades the last
+    /// commits before a power loss (consumers then re-read a little) for throughput.
+    pub offsets_topic_flush_policy: String,
     /// Defaults for every topic; CreateTopics may override them per topic.
     pub topic_defaults: TopicDefaults,
 }
@@ -75,6 +79,7 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             offsets_topic_num_partitions: 50,
             offsets_retention_minutes: 7 * 24 * 60,
+            offsets_topic_flush_policy: "always".to_string(),
             topic_defaults: TopicDefaults::default(),
         }
     }
@@ -133,6 +138,12 @@ impl BrokerConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         self.group_config().validate()?;
+        if FlushPolicy::parse(&self.offsets_topic_flush_policy, 1, 1).is_none() {
+            return Err(format!(
+                "offsets_topic_flush_policy {:?} is not one of never, interval, always",
+                self.offsets_topic_flush_policy
+            ));
+        }
         if self.node_id < 0 {
             return Err(format!("node_id must be non-negative, got {}", self.node_id));
         }

@@ -40,13 +40,14 @@ pub struct Groups {
 
 impl Groups {
     /// Opens (creating if needed) `__consumer_offsets` and replays it into a coordinator.
-    pub fn open(topics: &Topics, config: Config) -> Result<Groups, String> {
+    pub fn open(topics: &Topics, config: Config, flush_policy: &str) -> Result<Groups, String> {
         let topic = match topics.get(OFFSETS_TOPIC) {
             Some(topic) => topic,
             None => {
                 let configs = [
                     ("retention.ms".to_string(), "-1".to_string()),
                     ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+                    ("flush.policy".to_string(), flush_policy.to_string()),
                 ]
                 .into_iter()
                 .collect();

@@ -235,8 +235,7 @@ fn request(api_key: ApiKey, version: i16, topic_id: uuid::Uuid, n: i16) -> Reque
                 create_partitions_request::CreatePartitionsTopic::default().with_name(name("missing")).with_count(3),
             ]))
         }
-        ApiKey::AlterConfigs => RequestKind::AlterConfigs(
-            AlterConfigsRequest::default().with_resources(vec![
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
                 alter_configs_request::AlterConfigsResource::default()
                     .with_resource_type(2)
                     .with_resource_name(StrBytes::from_static_str("t"))
@@ -246,10 +245,9 @@ fn request(api_key: ApiKey, version: i16, topic_id: uuid::Uuid, n: i16) -> Reque
                 alter_configs_request::AlterConfigsResource::default()
                     .with_resource_type(4)
                     .with_resource_name(StrBytes::from_static_str("0")),
-            ]),
-        ),
-        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
-            IncrementalAlterConfigsRequest::default().with_resources(vec![
+            ])),
+        ApiKey::IncrementalAlterConfigs => {
+            RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_resources(vec![
                 incremental_alter_configs_request::AlterConfigsResource::default()
                     .with_resource_type(2)
                     .with_resource_name(StrBytes::from_static_str("t"))
@@ -257,8 +255,8 @@ fn request(api_key: ApiKey, version: i16, topic_id: uuid::Uuid, n: i16) -> Reque
                         .with_name(StrBytes::from_static_str("segment.bytes"))
                         .with_config_operation(0)
                         .with_value(Some(StrBytes::from_static_str("1048576")))]),
-            ]),
-        ),
+            ]))
+        }
         ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
             delete_records_request::DeleteRecordsTopic::default().with_name(name("t")).with_partitions(vec![
                 delete_records_request::DeleteRecordsPartition::default().with_partition_index(0).with_offset(0),

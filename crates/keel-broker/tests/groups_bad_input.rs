@@ -99,11 +99,10 @@ async fn bad_group_requests_get_kafka_errors_and_corrupt_nothing() {
 
     // The offsets log replays cleanly and holds only the good commit.
     let broker = open(dir.path());
-    let fetch = RequestKind::OffsetFetch(
-        OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+    let fetch =
+        RequestKind::OffsetFetch(OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
             .with_group_id(GroupId(StrBytes::from_static_str("committer")))
-            .with_topics(None)]),
-    );
+            .with_topics(None)]));
     let ResponseKind::OffsetFetch(r) = ask(&broker, ApiKey::OffsetFetch, 8, fetch).await else { panic!() };
     let committed: Vec<(String, i32, i64)> = r.groups[0]
         .topics
