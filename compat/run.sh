@@ -15,8 +15,19 @@
 #   kafka-python  pure-Python protocol implementation: admin create/delete, acks all/1/0,
 #              gzip/lz4, assign()+seek_to_beginning, beginning/end offsets, offsets_for_times
 #   kcat       Debian's kcat 1.7.1 (librdkafka 2.0.x): -P with keys (plain, snappy), -C, -L
-# keel has no consumer groups and no idempotent producer yet: consumers assign partitions
-# manually and never commit; producers disable idempotence.
+#   confluent-groups  two subscribe()d consumers sharing a 6-partition topic, synchronous
+#              commits, a leave and takeover, resuming from committed offsets; the idempotent
+#              producer (enable.idempotence=true, acks=all) appending exactly once
+#   kafka-python-groups  the same group scenario with kafka-python's own group implementation
+#   confluent-admin  AdminClient: describe_cluster, create_partitions, incremental_alter_configs,
+#              alter_configs, describe_configs, delete_records, list_offsets (max timestamp),
+#              list/describe/delete consumer groups, list/alter consumer group offsets
+#   kafka-python-admin  KafkaAdminClient: describe_cluster, create_partitions, alter_configs,
+#              describe_configs, describe_log_dirs, delete_records, list/describe/delete
+#              consumer groups, list_consumer_group_offsets
+# The first three keep to assign() without commits and non-idempotent producers; the groups
+# tests cover group membership, commits and idempotence. A new group's first rebalance waits
+# group.initial.rebalance.delay.ms (3 s by default, as in Kafka).
 set -euo pipefail
 
 # ---- pinned client versions -------------------------------------------------------------
@@ -162,6 +173,10 @@ if start_keel; then
     run_test confluent "$PY" "$HERE/test_confluent.py" "$BOOTSTRAP"
     run_test kafka-python "$PY" "$HERE/test_kafka_python.py" "$BOOTSTRAP"
     run_test kcat bash "$HERE/test_kcat.sh" "$BOOTSTRAP"
+    run_test confluent-groups "$PY" "$HERE/test_confluent_groups.py" "$BOOTSTRAP"
+    run_test kafka-python-groups "$PY" "$HERE/test_kafka_python_groups.py" "$BOOTSTRAP"
+    run_test confluent-admin "$PY" "$HERE/test_confluent_admin.py" "$BOOTSTRAP"
+    run_test kafka-python-admin "$PY" "$HERE/test_kafka_python_admin.py" "$BOOTSTRAP"
 
     # keel must still be up after all of that, and stop cleanly on SIGTERM.
     echo "---- keel-shutdown"

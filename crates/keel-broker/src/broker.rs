@@ -49,6 +49,14 @@ pub(crate) const CLUSTER_OPERATIONS_ALL: i32 = 8096;
 /// The fetch wait keel honours at most, whatever a client asks.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
 
+/// Who sent a request: the header's client id and the peer address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Client {
+    pub client_id: String,
+    /// Kafka's form: `/` and the IP address.
+    pub host: String,
+}
+
 /// What the connection does after a request.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per request, moved once
@@ -106,6 +114,11 @@ impl Broker {
 
     /// Answers one request.
     pub async fn handle(&self, api_key: ApiKey, version: i16, request: RequestKind) -> Reply {
+        self.handle_from(&Client::default(), api_key, version, request).await
+    }
+
+    /// Answers one request from `client` (its id and address show in group descriptions).
+    pub async fn handle_from(&self, client: &Client, api_key: ApiKey, version: i16, request: RequestKind) -> Reply {
         let response = match request {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(ErrorCode::None)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, version)),
@@ -117,7 +130,7 @@ impl Broker {
             RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),
             RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(self.find_coordinator(r, version)),
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(r)),
-            RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(self.join_group(r, version).await),
+            RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(self.join_group(client, r, version).await),
             RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r, version).await),
             RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r).await),
             RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave_group(r, version).await),

@@ -23,7 +23,7 @@ use keel_kafka::kafka_protocol::messages::*;
 use keel_kafka::kafka_protocol::protocol::{Decodable, StrBytes};
 use keel_types::ErrorCode;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Client};
 
 fn s(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
@@ -47,13 +47,18 @@ pub fn subscribed_topics(metadata: &[u8]) -> Vec<String> {
 }
 
 impl Broker {
-    pub(crate) async fn join_group(&self, request: JoinGroupRequest, version: i16) -> JoinGroupResponse {
+    pub(crate) async fn join_group(
+        &self,
+        client: &Client,
+        request: JoinGroupRequest,
+        version: i16,
+    ) -> JoinGroupResponse {
         let join = JoinRequest {
             group_id: request.group_id.to_string(),
             member_id: request.member_id.to_string(),
             group_instance_id: request.group_instance_id.map(|i| i.to_string()),
-            client_id: String::new(),
-            client_host: String::new(),
+            client_id: client.client_id.clone(),
+            client_host: client.host.clone(),
             session_timeout_ms: request.session_timeout_ms,
             // v0 has no rebalance timeout: the session timeout serves.
             rebalance_timeout_ms: if version >= 1 { request.rebalance_timeout_ms } else { request.session_timeout_ms },

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::broker::{api_versions, Broker, Reply};
+use crate::broker::{api_versions, Broker, Client, Reply};
 
 /// How long shutdown waits for connections to finish their in-flight request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,7 +86,11 @@ async fn connection(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr
                 let version = request.header.api_version;
                 let correlation_id = request.header.correlation_id;
                 let api_key = request.api_key;
-                match broker.handle(api_key, version, request.body).await {
+                let client = Client {
+                    client_id: request.header.client_id.clone().unwrap_or_default(),
+                    host: format!("/{}", peer.ip()),
+                };
+                match broker.handle_from(&client, api_key, version, request.body).await {
                     Reply::Response(response) => encode_response(api_key, version, correlation_id, &response),
                     Reply::None => continue,
                     Reply::Close(reason) => {
