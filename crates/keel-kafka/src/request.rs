@@ -200,8 +200,8 @@ mod tests {
         // Produce v2 is below what keel serves; the body is never looked at.
         let old = Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1, 0xff, 0xff]);
         assert!(matches!(decode_request(old), Err(DecodeError::UnsupportedVersion { version: 2, .. })));
-        let not_ours = decode_request(Bytes::from_static(&[0, 11, 0, 0, 0, 0, 0, 5])).unwrap_err();
-        assert!(matches!(not_ours, DecodeError::UnsupportedApi { api_key: ApiKey::JoinGroup, .. }));
+        let not_ours = decode_request(Bytes::from_static(&[0, 26, 0, 0, 0, 0, 0, 5])).unwrap_err();
+        assert!(matches!(not_ours, DecodeError::UnsupportedApi { api_key: ApiKey::EndTxn, .. }));
         // A Metadata v4 header claiming a client id longer than the frame.
         let lying = Bytes::from_static(&[0, 3, 0, 4, 0, 0, 0, 1, 0x7f, 0xff, b'a']);
         assert!(matches!(decode_request(lying), Err(DecodeError::Malformed { correlation_id: 1, .. })));
