@@ -12,7 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+pub(crate) const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, clap::Subcommand)]
@@ -84,20 +84,20 @@ pub struct ConsumeArgs {
     brokers: String,
 }
 
-fn base_config(brokers: &str) -> ClientConfig {
+pub(crate) fn base_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers).set("client.id", "keel-cli").set("log_level", "3");
     config
 }
 
-fn unreachable(brokers: &str, error: &KafkaError) -> String {
+pub(crate) fn unreachable(brokers: &str, error: &KafkaError) -> String {
     format!(
         "cannot reach a Kafka broker at {brokers} ({error}); start one with: keel serve (or pass --brokers HOST:PORT)"
     )
 }
 
 /// Fails fast, with a message for people, when no broker answers.
-fn check_reachable(consumer: &BaseConsumer, brokers: &str) -> Result<rdkafka::metadata::Metadata, String> {
+pub(crate) fn check_reachable(consumer: &BaseConsumer, brokers: &str) -> Result<rdkafka::metadata::Metadata, String> {
     consumer.fetch_metadata(None, CONNECT_TIMEOUT).map_err(|e| unreachable(brokers, &e))
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout)] // a command-line program prints
 
 mod client;
+mod group;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum Command {
     /// Run a broker (single node; data in ./keel-data, Kafka listener 127.0.0.1:9092).
     Serve(ServeArgs),
@@ -29,6 +31,11 @@ enum Command {
     Produce(client::ProduceArgs),
     /// Consume records and print them.
     Consume(client::ConsumeArgs),
+    /// List consumer groups, describe one with its lag, reset its offsets.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
+    /// Benchmark any Kafka-compatible cluster (OpenMessaging Benchmark style); see bench/README.md.
+    Bench(keel_bench::cli::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +71,9 @@ fn main() -> ExitCode {
         Command::Topic(command) => runtime.block_on(client::topic(command)),
         Command::Produce(args) => runtime.block_on(client::produce(args)),
         Command::Consume(args) => runtime.block_on(client::consume(args)),
+        Command::Group(command) => runtime.block_on(group::group(command)),
+        // Runs its clients on threads of its own, outside the async runtime.
+        Command::Bench(args) => keel_bench::cli::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
