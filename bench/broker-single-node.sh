@@ -56,6 +56,7 @@ run() {
     (while kill -0 "$KEEL_PID" 2>/dev/null; do rss_kib; sleep 0.2; done) >"$OUT/$name.rss" &
     sampler=$!
     echo "== $name: keel bench ${BASE[*]} $*"
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
     /usr/bin/time -f "client: %e s wall, %U s user, %S s system, %P CPU, max RSS %M KiB" \
         "$KEEL" bench "${BASE[@]}" "$@" --name "$name" --json "$OUT/$name.json" --plot "$OUT/$name.svg" --quiet \
         || echo "(exit status $?)"

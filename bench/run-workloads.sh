@@ -25,6 +25,7 @@ for file in bench/workloads/*.toml; do
     sync
     sleep 1
     echo "== $name on $LABEL: keel bench --brokers $BROKERS --workload $file $*"
+    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
     ticks=0
     if [ -n "${BROKER_PID:-}" ]; then ticks=$(awk '{print $14 + $15}' "/proc/$BROKER_PID/stat"); fi
     /usr/bin/time -f "client: %e s wall, %U s user, %S s system, %P CPU, max RSS %M KiB" \

@@ -38,6 +38,8 @@ const PROBLEMS_MAX: usize = 10;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(60);
 const PRODUCER_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often, at the end of a run, the read records are compared with the acknowledged ones.
+const EXACT_CHECK_INTERVAL_S: f64 = 0.25;
 
 /// How the run reports progress on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,31 +284,45 @@ impl ProducerContext for DeliveryMeter {
 #[derive(Debug, Default)]
 struct ConsumerMeter {
     subscription: usize,
+    /// Every record read, valid or not (for rates).
     consumed: AtomicU64,
     consumed_bytes: AtomicU64,
     errors: AtomicU64,
     corrupt: AtomicU64,
-    /// Send time to read (this interval).
-    latency: Mutex<LatencyHistogram>,
+    /// Taken once per record by the consumer thread; read by the monitor.
+    reads: Mutex<Reads>,
     first_problem: Mutex<Option<String>>,
 }
 
+/// The valid records a consumer read.
+#[derive(Debug, Default)]
+struct Reads {
+    /// Send time to read (this interval).
+    latency: LatencyHistogram,
+    /// By producer id: the sequences read.
+    sequences: Vec<SeqSet>,
+    duplicates: u64,
+    out_of_order: u64,
+    /// Per (partition, producer): the next sequence expected, to see reordering.
+    next_expected: Vec<u64>,
+}
+
 impl ConsumerMeter {
+    fn new(subscription: usize, producers: usize, partitions: usize) -> ConsumerMeter {
+        let reads = Reads {
+            sequences: vec![SeqSet::new(); producers],
+            next_expected: vec![0; partitions * producers],
+            ..Reads::default()
+        };
+        ConsumerMeter { subscription, reads: Mutex::new(reads), ..ConsumerMeter::default() }
+    }
+
     fn remember(&self, problem: String) {
         let mut first = lock(&self.first_problem);
         if first.is_none() {
             *first = Some(problem);
         }
     }
-}
-
-/// What a consumer thread hands back when it stops.
-#[derive(Debug, Default)]
-struct ConsumerOutcome {
-    /// By producer id: the sequences this consumer read.
-    sequences: Vec<SeqSet>,
-    duplicates: u64,
-    out_of_order: u64,
 }
 
 /// Everything a producer thread needs.
@@ -416,7 +432,7 @@ struct ConsumerJob {
     meter: Arc<ConsumerMeter>,
 }
 
-fn consume(job: ConsumerJob) -> Result<ConsumerOutcome, String> {
+fn consume(job: ConsumerJob) -> Result<(), String> {
     let mut config = client_config(&job.brokers);
     config
         .set("group.id", &job.group_id)
@@ -442,9 +458,6 @@ fn consume(job: ConsumerJob) -> Result<ConsumerOutcome, String> {
         }
     }
     job.ready.fetch_add(1, Ordering::SeqCst);
-    let mut outcome = ConsumerOutcome { sequences: vec![SeqSet::new(); job.producers], duplicates: 0, out_of_order: 0 };
-    // Per (partition, producer): the next sequence expected, to see reordering.
-    let mut next_expected = vec![0u64; job.partitions_per_topic * job.producers];
     let mut paused = false;
     while !job.control.stop_consumers.load(Ordering::Relaxed) {
         let pause = job.control.pause_consumers.load(Ordering::Relaxed);
@@ -470,20 +483,19 @@ fn consume(job: ConsumerJob) -> Result<ConsumerOutcome, String> {
         job.meter.consumed_bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
         let problem = match payload::verify(value, job.run_id, job.message_size) {
             Ok(header) if (header.producer_id as usize) < job.producers && header.sequence <= SEQUENCE_MAX => {
-                lock(&job.meter.latency).record_us(read_us.saturating_sub(header.send_time_us));
+                let mut reads = lock(&job.meter.reads);
+                reads.latency.record_us(read_us.saturating_sub(header.send_time_us));
                 let producer = header.producer_id as usize;
-                if !outcome.sequences[producer].insert(header.sequence) {
-                    outcome.duplicates += 1;
+                if !reads.sequences[producer].insert(header.sequence) {
+                    reads.duplicates += 1;
                 }
-                if let Some(next) = usize::try_from(message.partition())
-                    .ok()
-                    .filter(|&p| p < job.partitions_per_topic)
-                    .map(|p| &mut next_expected[p * job.producers + producer])
-                {
-                    if header.sequence < *next {
-                        outcome.out_of_order += 1;
+                if let Ok(partition) = usize::try_from(message.partition()) {
+                    if partition < job.partitions_per_topic {
+                        let next = &mut reads.next_expected[partition * job.producers + producer];
+                        let reordered = header.sequence < *next;
+                        *next = (*next).max(header.sequence + 1);
+                        reads.out_of_order += u64::from(reordered);
                     }
-                    *next = (*next).max(header.sequence + 1);
                 }
                 None
             }
@@ -502,7 +514,7 @@ fn consume(job: ConsumerJob) -> Result<ConsumerOutcome, String> {
             ));
         }
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// Running client threads and their meters.
@@ -514,7 +526,7 @@ struct Run<'a> {
     producer_meters: Vec<Arc<ProducerMeter>>,
     producer_threads: Vec<Option<JoinHandle<Result<(), String>>>>,
     consumer_meters: Vec<Arc<ConsumerMeter>>,
-    consumer_threads: Vec<Option<JoinHandle<Result<ConsumerOutcome, String>>>>,
+    consumer_threads: Vec<Option<JoinHandle<Result<(), String>>>>,
 }
 
 impl<'a> Run<'a> {
@@ -544,8 +556,11 @@ impl<'a> Run<'a> {
         for subscription in 0..workload.subscriptions_per_topic {
             for topic in topics {
                 for index in 0..workload.consumers_per_subscription {
-                    let meter =
-                        Arc::new(ConsumerMeter { subscription: subscription as usize, ..ConsumerMeter::default() });
+                    let meter = Arc::new(ConsumerMeter::new(
+                        subscription as usize,
+                        producers,
+                        workload.partitions_per_topic as usize,
+                    ));
                     let job = ConsumerJob {
                         topic: topic.clone(),
                         brokers: options.brokers.clone(),
@@ -640,34 +655,22 @@ impl<'a> Run<'a> {
     fn stop_all(&mut self) {
         self.control.stop_producers.store(true, Ordering::SeqCst);
         self.control.stop_consumers.store(true, Ordering::SeqCst);
-        let _ = self.join();
+        self.join();
     }
 
-    /// Joins every thread; returns the consumers' outcomes and the first thread error.
-    fn join(&mut self) -> (Vec<(usize, ConsumerOutcome)>, Option<String>) {
+    /// Joins every thread; returns the first thread error.
+    fn join(&mut self) -> Option<String> {
         let mut first_error = None;
-        let mut note = |error: String| {
-            if first_error.is_none() {
-                first_error = Some(error);
-            }
-        };
-        for thread in self.producer_threads.drain(..).flatten() {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => note(e),
-                Err(_) => note("a producer thread panicked".to_string()),
-            }
+        let threads = self.producer_threads.drain(..).chain(self.consumer_threads.drain(..)).flatten();
+        for thread in threads {
+            let error = match thread.join() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => "a producer or consumer thread panicked".to_string(),
+            };
+            first_error.get_or_insert(error);
         }
-        let mut outcomes = Vec::new();
-        for (thread, meter) in self.consumer_threads.drain(..).zip(&self.consumer_meters) {
-            let Some(thread) = thread else { continue };
-            match thread.join() {
-                Ok(Ok(outcome)) => outcomes.push((meter.subscription, outcome)),
-                Ok(Err(e)) => note(e),
-                Err(_) => note("a consumer thread panicked".to_string()),
-            }
-        }
-        (outcomes, first_error)
+        first_error
     }
 
     fn producers_finished(&self) -> bool {
@@ -714,6 +717,7 @@ impl<'a> Run<'a> {
         }
         let mut next_sample = interval;
         let mut last_progress = (0u64, 0.0f64);
+        let mut next_exact_check = 0.0;
         loop {
             let now = self.epoch.elapsed().as_secs_f64();
             let wake = next_sample.min(if phase == Phase::Warmup { warmup } else { f64::MAX });
@@ -762,10 +766,16 @@ impl<'a> Run<'a> {
                     if consumed != last_progress.0 {
                         last_progress = (consumed, now);
                     }
-                    let producers_done = self.producers_finished();
-                    let caught_up = self.backlog_messages() == 0;
+                    // Counts can reach the acknowledged total while records are still unread
+                    // (duplicates; records whose delivery failed yet landed), so the end is
+                    // decided by comparing the sets, a few times a second.
                     let idle = now - last_progress.1 > self.options.finish_idle_timeout.as_secs_f64();
-                    if producers_done && (caught_up || idle) {
+                    let mut done = false;
+                    if self.producers_finished() && (idle || now >= next_exact_check) {
+                        next_exact_check = now + EXACT_CHECK_INTERVAL_S;
+                        done = idle || self.all_read();
+                    }
+                    if done {
                         sampler.sample(&self, now, Phase::Finish, false);
                         break;
                     }
@@ -780,11 +790,10 @@ impl<'a> Run<'a> {
         }
         sampler.finish_line();
         self.control.stop_consumers.store(true, Ordering::SeqCst);
-        let (outcomes, error) = self.join();
-        if let Some(error) = error {
+        if let Some(error) = self.join() {
             return Err(error);
         }
-        let verification = self.verify(outcomes);
+        let verification = self.verify();
         let backlog = match backlog {
             BacklogState::Done(result) => Some(result),
             _ => None,
@@ -845,27 +854,52 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn verify(&self, outcomes: Vec<(usize, ConsumerOutcome)>) -> Verification {
+    /// What the producers had acknowledged, by producer id.
+    fn acknowledged_sequences(&self) -> Vec<SeqSet> {
+        self.producer_meters.iter().map(|m| lock(&m.delivered).sequences.clone()).collect()
+    }
+
+    /// Per subscription and producer: the sequences read by any of the subscription's
+    /// consumers; and how many reads repeated a record (within or across consumers).
+    fn read_sequences(&self) -> (Vec<Vec<SeqSet>>, u64) {
         let producers = self.producer_meters.len();
-        let acknowledged: Vec<SeqSet> =
-            self.producer_meters.iter().map(|m| lock(&m.delivered).sequences.clone()).collect();
+        let mut read = vec![vec![SeqSet::new(); producers]; self.workload.subscriptions_per_topic as usize];
+        let mut duplicates = 0;
+        for meter in &self.consumer_meters {
+            let reads = lock(&meter.reads);
+            duplicates += reads.duplicates;
+            for (union, sequences) in read[meter.subscription].iter_mut().zip(&reads.sequences) {
+                duplicates += union.union_with(sequences);
+            }
+        }
+        (read, duplicates)
+    }
+
+    /// Whether every subscription has read every acknowledged record; cheap while the counts
+    /// alone show it has not.
+    fn all_read(&self) -> bool {
+        let (acknowledged, _) = self.acknowledged();
+        if self.consumed_per_subscription().iter().any(|&c| c < acknowledged) {
+            return false;
+        }
+        let acknowledged = self.acknowledged_sequences();
+        let (read, _) = self.read_sequences();
+        read.iter().all(|read| acknowledged.iter().zip(read).all(|(acked, read)| acked.count_not_in(read) == 0))
+    }
+
+    fn verify(&self) -> Verification {
+        let acknowledged = self.acknowledged_sequences();
+        let (read, duplicates) = self.read_sequences();
         let mut v = Verification {
             acknowledged: acknowledged.iter().map(SeqSet::len).sum(),
             publish_failed: self.producer_meters.iter().map(|m| m.failed.load(Ordering::Relaxed)).sum(),
+            duplicates,
+            out_of_order: self.consumer_meters.iter().map(|m| lock(&m.reads).out_of_order).sum(),
             corrupt: self.consumer_meters.iter().map(|m| m.corrupt.load(Ordering::Relaxed)).sum(),
             consume_errors: self.consumer_meters.iter().map(|m| m.errors.load(Ordering::Relaxed)).sum(),
             ..Verification::default()
         };
         let mut problems: Vec<String> = Vec::new();
-        let subscriptions = self.workload.subscriptions_per_topic as usize;
-        let mut read: Vec<Vec<SeqSet>> = vec![vec![SeqSet::new(); producers]; subscriptions];
-        for (subscription, outcome) in outcomes {
-            v.duplicates += outcome.duplicates;
-            v.out_of_order += outcome.out_of_order;
-            for (producer, sequences) in outcome.sequences.iter().enumerate() {
-                v.duplicates += read[subscription][producer].union_with(sequences);
-            }
-        }
         for (subscription, read) in read.iter().enumerate() {
             let mut consumed = 0;
             for (producer, (acked, read)) in acknowledged.iter().zip(read).enumerate() {
@@ -987,9 +1021,9 @@ impl Sampler {
             consumed.0 += meter.consumed.load(Ordering::Relaxed);
             consumed.1 += meter.consumed_bytes.load(Ordering::Relaxed);
             consumed.2 += meter.errors.load(Ordering::Relaxed);
-            let mut latency = lock(&meter.latency);
-            self.interval_e2e.add(&latency);
-            latency.reset();
+            let mut reads = lock(&meter.reads);
+            self.interval_e2e.add(&reads.latency);
+            reads.latency.reset();
         }
         let delta = |now: (u64, u64, u64), last: (u64, u64, u64)| (now.0 - last.0, now.1 - last.1, now.2 - last.2);
         let d_pub = delta(published, self.last_published);

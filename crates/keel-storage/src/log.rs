@@ -113,8 +113,6 @@ struct LogState {
     last_flush_ms: i64,
     /// Bumped by every truncation, so an fsync that raced one does not claim truncated data.
     generation: u64,
-    /// Reused buffer for rewriting headers of appended batches.
-    scratch: Vec<u8>,
     producers: ProducerStates,
 }
 
@@ -305,7 +303,6 @@ impl Log {
                 bytes_since_checkpoint: 0,
                 last_flush_ms: now_ms,
                 generation: 0,
-                scratch: Vec::new(),
                 producers,
             }),
             flush: Mutex::new(FlushState { flushed_offset: log_end_offset, syncing: false }),
@@ -463,9 +460,9 @@ impl Log {
             state.epochs.persist(&*self.backend, &path).io_context("write", &path).map_err(|e| self.fail(e))?;
         }
 
-        let mut buffer = std::mem::take(&mut state.scratch);
-        buffer.clear();
-        buffer.extend_from_slice(records);
+        // A fresh buffer per append: keeping one per log would pin the largest record set
+        // ever seen in memory for every partition.
+        let mut buffer = records.to_vec();
         let mut position = 0;
         let mut next = base_offset;
         for header in &headers {
@@ -473,9 +470,7 @@ impl Log {
             position += header.size();
             next += i64::from(header.last_offset_delta) + 1;
         }
-        let written = self.write_batches(&mut state, &buffer);
-        state.scratch = buffer;
-        let info = written?;
+        let info = self.write_batches(&mut state, &buffer)?;
         drop(state);
         self.after_append(info.last_offset + 1, (info.last_offset + 1 - info.base_offset) as u64, now_ms)?;
         Ok(info)
