@@ -3,9 +3,10 @@
 
 Usage: test_confluent.py BOOTSTRAP   (e.g. 127.0.0.1:9092)
 
-keel has no consumer groups and no idempotent producer yet, so the producer sets
-enable.idempotence=false and the consumer uses assign() with explicit offsets and never
-commits (group.id is set only because librdkafka's Consumer requires one).
+This file covers the data path only: the producer sets enable.idempotence=false and the
+consumer uses assign() with explicit offsets and never commits (group.id is set only because
+librdkafka's Consumer requires one). Groups, idempotence and admin APIs are covered by
+test_confluent_groups.py and test_confluent_admin.py.
 
 Checks, per compression codec (none/gzip/snappy/lz4/zstd), on a fresh 3-partition topic:
 produce ~400 keyed records with headers and explicit CreateTime timestamps (acks=all),

@@ -4,8 +4,9 @@
 Usage: test_kafka_python.py BOOTSTRAP   (e.g. 127.0.0.1:9092)
 
 api_version is left to auto-detection (kafka-python sends ApiVersions and picks request
-versions from the answer). keel has no consumer groups and no idempotent producer yet, so
-the consumer uses assign() with group_id=None and no auto-commit.
+versions from the answer). This file covers the data path only: the consumer uses assign()
+with group_id=None and no auto-commit; groups and admin APIs are covered by
+test_kafka_python_groups.py and test_kafka_python_admin.py.
 
 Checks: KafkaAdminClient create_topics (2 partitions) and delete_topics; KafkaProducer with
 acks='all'/1/0 and compression none/gzip/lz4, keys, headers and explicit timestamps;

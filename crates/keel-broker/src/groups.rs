@@ -23,6 +23,8 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Rewrite a `__consumer_offsets` partition from a snapshot once it holds this many bytes
 /// beyond its start (keel's stand-in for log compaction).
 const OFFSETS_PARTITION_BYTES_MAX: u64 = 64 << 20;
+/// Segment size of `__consumer_offsets` partitions (well below the rewrite threshold).
+const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
 
 /// Group coordination for the broker.
 #[derive(Debug)]
@@ -46,7 +48,10 @@ impl Groups {
             None => {
                 let configs = [
                     ("retention.ms".to_string(), "-1".to_string()),
-                    ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+                    // Smaller than the rewrite threshold, so a snapshot rewrite can delete the
+                    // segments before it; with larger segments the rewrite would repeat every
+                    // round without shrinking anything.
+                    ("segment.bytes".to_string(), OFFSETS_SEGMENT_BYTES.to_string()),
                     ("flush.policy".to_string(), flush_policy.to_string()),
                 ]
                 .into_iter()
@@ -197,9 +202,8 @@ impl Groups {
             let records = coordinator.snapshot(index as u32, self.now());
             let start = log.log_end_offset();
             let result = append_records(log, &records).map_err(|e| e.to_string()).and_then(|()| {
-                log.delete_records_before(start).map_err(|e| e.to_string())?;
-                log.enforce_retention(now_ms()).map_err(|e| e.to_string())?;
-                Ok(())
+                // Deletes every segment wholly before the snapshot.
+                log.delete_records_before(start).map(drop).map_err(|e| e.to_string())
             });
             drop(coordinator);
             match result {

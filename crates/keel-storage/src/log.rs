@@ -447,7 +447,7 @@ impl Log {
                     };
                     drop(state);
                     // The original may still be on its way to disk: ack the retry no sooner.
-                    self.after_append(last_offset + 1, 0, now_ms)?;
+                    self.after_append(last_offset + 1, now_ms)?;
                     return Ok(info);
                 }
                 Err(error) => return Err(AppendError::Producer { producer_id: idempotent.producer_id, error }),
@@ -472,7 +472,7 @@ impl Log {
         }
         let info = self.write_batches(&mut state, &buffer)?;
         drop(state);
-        self.after_append(info.last_offset + 1, (info.last_offset + 1 - info.base_offset) as u64, now_ms)?;
+        self.after_append(info.last_offset + 1, now_ms)?;
         Ok(info)
     }
 
@@ -526,8 +526,7 @@ impl Log {
         }
         let info = self.write_batches(&mut state, records)?;
         drop(state);
-        let records_count = headers.iter().map(|h| h.record_count as u64).sum();
-        self.after_append(info.last_offset + 1, records_count, now_ms)?;
+        self.after_append(info.last_offset + 1, now_ms)?;
         Ok(info)
     }
 
@@ -574,7 +573,7 @@ impl Log {
     }
 
     /// Applies the flush policy after an append that ended at `end_offset`.
-    fn after_append(&self, end_offset: i64, _records: u64, now_ms: i64) -> Result<(), AppendError> {
+    fn after_append(&self, end_offset: i64, now_ms: i64) -> Result<(), AppendError> {
         match self.config().flush {
             FlushPolicy::Always => self.sync_to(end_offset, now_ms)?,
             FlushPolicy::Interval { messages, .. } => {
