@@ -9,7 +9,7 @@ mod rng;
 mod time;
 
 pub use error_code::ErrorCode;
-pub use rng::Rng;
+pub use rng::{Entropy, Rng};
 pub use time::{Duration, Instant};
 
 /// A partition leader epoch, as carried in RecordBatch headers and OffsetForLeaderEpoch.

@@ -3,6 +3,26 @@
 //! Cores, the simulator and crash tests take randomness from here so one `u64` seed reproduces a
 //! run exactly, on every platform and every version of keel's dependencies.
 
+/// Where a core's random choices come from. The shell and the simulator pass an [`Rng`]; the model
+/// checker passes a source that enumerates every possible answer, so each random choice becomes
+/// a branch it explores.
+pub trait Entropy {
+    /// A value in `0..bound`. `bound` must be positive.
+    fn below(&mut self, bound: u64) -> u64;
+
+    /// A value in `low..=high`.
+    fn range_inclusive(&mut self, low: u64, high: u64) -> u64 {
+        assert!(low <= high, "empty range {low}..={high}");
+        low + self.below(high - low + 1)
+    }
+}
+
+impl Entropy for Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        Rng::below(self, bound)
+    }
+}
+
 /// A deterministic pseudo-random generator. Not for cryptography.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rng {

@@ -1,0 +1,227 @@
+//! What Raft nodes say to each other, and what they keep on disk.
+
+use keel_types::NodeId;
+
+/// Raft's election term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Term(pub u64);
+
+impl std::fmt::Display for Term {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A position in the Raft log. Index 0 is the empty prefix; the first entry has index 1.
+pub type LogIndex = u64;
+
+/// What an entry carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Payload {
+    /// The entry a new leader appends so that entries of earlier terms commit with it.
+    Noop,
+    /// A command for the state machine, opaque to Raft.
+    Command(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Entry {
+    pub index: LogIndex,
+    pub term: Term,
+    pub payload: Payload,
+}
+
+/// A state machine snapshot covering every entry up to and including `index`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Snapshot {
+    pub index: LogIndex,
+    pub term: Term,
+    /// The application's serialized state, opaque to Raft.
+    pub data: Vec<u8>,
+}
+
+/// Term and vote: what a node must never forget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct HardState {
+    pub term: Term,
+    pub voted_for: Option<NodeId>,
+}
+
+/// Everything a node persisted, handed back to [`crate::Raft::restart`] after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Durable {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    /// Entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+impl Durable {
+    /// Applies one persist operation, as a storage layer does once it is on disk.
+    pub fn apply(&mut self, persist: &Persist) {
+        if let Some(hard_state) = persist.hard_state {
+            self.hard_state = hard_state;
+        }
+        if let Some(snapshot) = &persist.snapshot {
+            self.entries.retain(|e| e.index > snapshot.index);
+            // Entries after the snapshot survive only if they continue it.
+            if self.entries.first().is_some_and(|e| e.index != snapshot.index + 1) {
+                self.entries.clear();
+            }
+            self.snapshot = Some(snapshot.clone());
+        }
+        if let Some(after) = persist.truncate_after {
+            self.entries.retain(|e| e.index <= after);
+        }
+        self.entries.extend(persist.append.iter().cloned());
+    }
+}
+
+/// One write the shell must make durable, in order, before reporting it with
+/// [`crate::Raft::handle_persisted`]. Its parts apply in field order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Persist {
+    pub id: u64,
+    pub hard_state: Option<HardState>,
+    /// A snapshot that replaces every entry up to its index. Entries after it are kept only
+    /// when they continue the snapshot (their index is its index + 1 onwards).
+    pub snapshot: Option<Snapshot>,
+    /// Remove every entry above this index.
+    pub truncate_after: Option<LogIndex>,
+    pub append: Vec<Entry>,
+}
+
+/// A Raft message. Every message carries the sender's term.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Message {
+    /// "Would you vote for me in `term`?" Asked before a real election so a node that was cut
+    /// off cannot disrupt a healthy leader; nobody changes state for it.
+    PreVote {
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    PreVoteResponse {
+        term: Term,
+        granted: bool,
+    },
+    /// `transfer` is set when the current leader asked for this election (TimeoutNow), which
+    /// lets it through a voter's leader lease.
+    RequestVote {
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+        transfer: bool,
+    },
+    RequestVoteResponse {
+        term: Term,
+        granted: bool,
+    },
+    AppendEntries {
+        term: Term,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    },
+    /// On success `match_index` is the last index known to match the leader. On failure it is a
+    /// hint: the follower holds nothing useful above it.
+    AppendEntriesResponse {
+        term: Term,
+        success: bool,
+        match_index: LogIndex,
+    },
+    InstallSnapshot {
+        term: Term,
+        snapshot: Snapshot,
+    },
+    InstallSnapshotResponse {
+        term: Term,
+        match_index: LogIndex,
+    },
+    /// The leader hands over: the receiver starts an election at once.
+    TimeoutNow {
+        term: Term,
+    },
+}
+
+impl Message {
+    pub fn term(&self) -> Term {
+        match self {
+            Message::PreVote { term, .. }
+            | Message::PreVoteResponse { term, .. }
+            | Message::RequestVote { term, .. }
+            | Message::RequestVoteResponse { term, .. }
+            | Message::AppendEntries { term, .. }
+            | Message::AppendEntriesResponse { term, .. }
+            | Message::InstallSnapshot { term, .. }
+            | Message::InstallSnapshotResponse { term, .. }
+            | Message::TimeoutNow { term } => *term,
+        }
+    }
+
+    /// A short name for traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::PreVote { .. } => "PreVote",
+            Message::PreVoteResponse { .. } => "PreVoteResponse",
+            Message::RequestVote { .. } => "RequestVote",
+            Message::RequestVoteResponse { .. } => "RequestVoteResponse",
+            Message::AppendEntries { .. } => "AppendEntries",
+            Message::AppendEntriesResponse { .. } => "AppendEntriesResponse",
+            Message::InstallSnapshot { .. } => "InstallSnapshot",
+            Message::InstallSnapshotResponse { .. } => "InstallSnapshotResponse",
+            Message::TimeoutNow { .. } => "TimeoutNow",
+        }
+    }
+
+    /// Lowers every term this message mentions by `by` (see [`crate::Raft::relabel`]).
+    pub fn lower_terms(&mut self, by: u64) {
+        let lower = |t: &mut Term| {
+            if t.0 != 0 {
+                assert!(t.0 > by, "relabelling would move term {} to or below zero", t.0);
+                t.0 -= by;
+            }
+        };
+        match self {
+            Message::PreVote { term, last_log_term, .. } | Message::RequestVote { term, last_log_term, .. } => {
+                lower(term);
+                lower(last_log_term);
+            }
+            Message::AppendEntries { term, prev_log_term, entries, .. } => {
+                lower(term);
+                lower(prev_log_term);
+                for e in entries {
+                    lower(&mut e.term);
+                }
+            }
+            Message::InstallSnapshot { term, snapshot } => {
+                lower(term);
+                lower(&mut snapshot.term);
+            }
+            Message::PreVoteResponse { term, .. }
+            | Message::RequestVoteResponse { term, .. }
+            | Message::AppendEntriesResponse { term, .. }
+            | Message::InstallSnapshotResponse { term, .. }
+            | Message::TimeoutNow { term } => lower(term),
+        }
+    }
+
+    /// Every nonzero term this message mentions.
+    pub fn terms(&self) -> Vec<Term> {
+        let mut terms = Vec::new();
+        match self {
+            Message::PreVote { term, last_log_term, .. } | Message::RequestVote { term, last_log_term, .. } => {
+                terms.extend([*term, *last_log_term]);
+            }
+            Message::AppendEntries { term, prev_log_term, entries, .. } => {
+                terms.extend([*term, *prev_log_term]);
+                terms.extend(entries.iter().map(|e| e.term));
+            }
+            Message::InstallSnapshot { term, snapshot } => terms.extend([*term, snapshot.term]),
+            other => terms.push(other.term()),
+        }
+        terms.retain(|t| t.0 != 0);
+        terms
+    }
+}
