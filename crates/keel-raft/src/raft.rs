@@ -274,7 +274,7 @@ impl Raft {
     }
 
     /// The shell made persist `id` (and every earlier one) durable.
-    pub fn handle_persisted(&mut self, _now: Instant, id: u64) {
+    pub fn handle_persisted(&mut self, now: Instant, id: u64) {
         while let Some(&(front, last_index)) = self.persists_in_flight.front() {
             if front > id {
                 break;
@@ -294,6 +294,12 @@ impl Raft {
         self.messages_gated = still_gated;
         if matches!(self.role, Role::Leader(_)) {
             self.maybe_commit();
+        }
+        if matches!(self.role, Role::Candidate { .. })
+            && self.config.election_quorum <= 1
+            && self.persists_in_flight.is_empty()
+        {
+            self.become_leader(now);
         }
     }
 
@@ -701,7 +707,9 @@ impl Raft {
         self.lease_until = None;
         self.role = Role::Candidate { granted: BTreeSet::from([self.config.id]) };
         if self.config.election_quorum <= 1 {
-            self.become_leader(now);
+            // Its own vote is the quorum, but a leader's messages carry its term, which must
+            // be on disk first or a crash could reuse the term for other entries: it leads
+            // once the vote is durable (see handle_persisted).
             return;
         }
         let message = Message::RequestVote {
@@ -889,11 +897,15 @@ impl Raft {
             || index <= self.log.snapshot_index()
             || self.log.term_at(index) == Some(snapshot.term);
         if !covered {
+            // Not covered means our entry at the snapshot's index (if any) has another term, so
+            // every entry after it conflicts with the leader's log: drop them all (Raft,
+            // figure 13, step 7), in memory and on disk.
             self.log.install(snapshot.clone());
+            self.log.truncate_after(index);
             self.commit_index = index;
             self.applied_index = index;
             self.snapshot_to_apply = Some(snapshot.clone());
-            self.persist(false, Some(snapshot), None, Vec::new());
+            self.persist(false, Some(snapshot), Some(index), Vec::new());
         }
         self.send(from, Message::InstallSnapshotResponse { term, match_index: index });
     }

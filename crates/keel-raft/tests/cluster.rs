@@ -416,3 +416,72 @@ fn flexible_quorums_commit_with_r_and_elect_with_e() {
     assert!(c.nodes[&new_leader].last_index() >= index, "{}", c.describe());
     assert!(c.nodes[&new_leader].term() > Term(1));
 }
+
+#[test]
+fn install_snapshot_discards_a_conflicting_log_tail() {
+    // Found by keel-sim (`keel sim raft --seed 2`): a deposed leader holds a long tail of
+    // uncommitted entries from its old term; the new leader's snapshot ends inside that tail
+    // with an entry of a later term. The follower must drop its whole log, not keep the stale
+    // entries after the snapshot index (Raft, figure 13, steps 6 and 7).
+    let mut c = Cluster::voters(3, 11);
+    c.run_for(1000);
+    let old = c.leader();
+    c.propose("a");
+    c.isolate(old);
+    for i in 0..20 {
+        c.nodes.get_mut(&old).unwrap().propose(c.now, format!("stale{i}").into_bytes()).unwrap();
+    }
+    c.deliver_all();
+    let stale_last = c.nodes[&old].last_index();
+    c.run_for(1000);
+    let leader = c.leader();
+    assert_ne!(leader, old);
+    for i in 0..3 {
+        c.propose(&format!("b{i}"));
+    }
+    c.run_for(100);
+    for (id, node) in c.nodes.iter_mut() {
+        if *id != old {
+            let applied = node.applied_index();
+            node.compact(applied, c.applied[id].join(&b","[..]));
+        }
+    }
+    c.collect();
+    let snapshot = c.nodes[&leader].snapshot().cloned().unwrap();
+    assert!(snapshot.index < stale_last, "the snapshot must end inside the stale tail");
+    assert_ne!(c.nodes[&old].term_at(snapshot.index), Some(snapshot.term));
+    c.heal();
+    c.run_for(500);
+    assert_eq!(c.nodes[&old].snapshot(), Some(&snapshot));
+    assert_eq!(c.nodes[&old].entries(), c.nodes[&leader].entries(), "{}", c.describe());
+    assert_eq!(c.disks[&old].entries, c.nodes[&leader].entries());
+    let expected: Vec<Vec<u8>> = ["a", "b0", "b1", "b2"].iter().map(|s| s.as_bytes().to_vec()).collect();
+    assert_eq!(c.applied[&old], expected);
+}
+
+#[test]
+fn a_single_voter_leads_only_once_its_term_is_durable() {
+    // Found by keel-sim (`keel sim raft --seed 78 --nodes 1 --observers 1`): a lone voter
+    // elected itself before its new term reached disk and replicated entries of that term to
+    // its observer; a crash lost the term, so after restart it was elected in the same term
+    // again and appended other entries at the same indexes. The observer, whose entries
+    // matched by index and term, kept the old ones and applied a different state.
+    let configs: Vec<Config> =
+        [1, 2].iter().map(|&i| Config { observers: vec![NodeId(2)], ..config(i, &ids(1)) }).collect();
+    let mut c = Cluster::new(configs, 29);
+    c.slow_disk.insert(NodeId(1));
+    c.run_for(1000);
+    let now = c.now;
+    let early = c.nodes.get_mut(&NodeId(1)).unwrap().propose(now, b"x".to_vec());
+    c.deliver_all();
+    assert!(early.is_err(), "n1 led on a term that is not on disk: {}", c.describe());
+    // Crash: the writes still held are lost.
+    c.held.remove(&NodeId(1));
+    c.slow_disk.remove(&NodeId(1));
+    c.restart(NodeId(1));
+    c.run_for(1000);
+    c.propose("y");
+    c.run_for(200);
+    assert_eq!(c.applied[&NodeId(1)], vec![b"y".to_vec()]);
+    assert_eq!(c.applied[&NodeId(2)], c.applied[&NodeId(1)], "{}", c.describe());
+}

@@ -3,8 +3,10 @@
 //! Kafka-compatible broker.
 #![allow(clippy::print_stdout)] // a command-line program prints
 
+mod check_cmd;
 mod client;
 mod group;
+mod sim_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,12 @@ enum Command {
     Group(group::GroupCommand),
     /// Benchmark any Kafka-compatible cluster (OpenMessaging Benchmark style); see bench/README.md.
     Bench(keel_bench::cli::BenchArgs),
+    /// Model-check a protocol core: every interleaving of a small cluster, safety and liveness.
+    #[command(subcommand)]
+    Check(check_cmd::CheckCommand),
+    /// Simulate a protocol core deterministically from a seed, with faults; see docs/simulator.md.
+    #[command(subcommand)]
+    Sim(sim_cmd::SimCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +82,8 @@ fn main() -> ExitCode {
         Command::Group(command) => runtime.block_on(group::group(command)),
         // Runs its clients on threads of its own, outside the async runtime.
         Command::Bench(args) => keel_bench::cli::main(args),
+        Command::Check(command) => check_cmd::check(command),
+        Command::Sim(command) => sim_cmd::sim(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

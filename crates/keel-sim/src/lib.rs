@@ -1,0 +1,27 @@
+//! keel-sim: a seeded deterministic simulator for keel's protocol cores.
+//!
+//! It owns simulated time and everything around a core that can go wrong in production: a
+//! network that delays, loses, duplicates and reorders messages and is cut by symmetric,
+//! asymmetric and flapping partitions; disks that are slow at times and, on a crash, lose the
+//! writes that were not yet synced (the last surviving one possibly torn); nodes that crash and
+//! restart from what their disk kept; clocks that jump forward; and a client that proposes and
+//! retries commands. After every step it checks each core's own invariants and the
+//! cluster-level ones that only a view of every node can check. A safety phase with faults is
+//! followed by a liveness phase in which the faults stop and the cluster must converge within a
+//! bound.
+//!
+//! One `u64` seed derives every choice, so a seed reproduces a whole run and the trace hash
+//! proves it. The simulator must therefore never read a wall clock, draw unseeded randomness,
+//! iterate a hash-ordered collection or use threads; and it must never change or reach inside
+//! the cores it drives: it runs the code the broker runs, through the same public contract, so
+//! whatever it finds is a bug in that code or in its own checks.
+
+mod raft;
+mod trace;
+
+/// The planted bugs a run can carry (see [`RaftSimOptions::mutation`]).
+pub use keel_raft::Mutation;
+pub use raft::{
+    run_raft, Failure, FaultOptions, Phase, RaftSimOptions, RaftSimReport, Stats, NODES_MAX, OBSERVERS_MAX,
+};
+pub use trace::{trace_hash, Fnv1a};

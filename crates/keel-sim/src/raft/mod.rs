@@ -1,0 +1,1489 @@
+//! The Raft simulation: N nodes of the real [`keel_raft::Raft`] core on simulated time.
+//!
+//! Everything happens in one thread through one event queue ordered by (time, sequence
+//! number). Events are message deliveries, node timers, disk write completions, restarts,
+//! client steps, fault injections and partition changes. After every event the node it touched
+//! hands over its effects (persists to the disk, messages to the network, committed entries to
+//! the state machine), gets its timer re-armed, and is checked.
+
+mod oracle;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use keel_raft::{
+    Apply, Config, Durable, Entry, LogIndex, Message, Mutation, Payload, Persist, ProposeError, Raft, RoleKind,
+};
+use keel_types::{Duration, Instant, NodeId, Rng};
+
+use crate::trace::{Fnv1a, Trace};
+use oracle::{Oracle, Watch};
+
+/// Most voters a simulated cluster may have.
+pub const NODES_MAX: usize = 9;
+/// Most observers a simulated cluster may have.
+pub const OBSERVERS_MAX: usize = 4;
+
+/// Most events one run may take. A correct run of the default length takes well under a
+/// million; hitting the bound means a message storm or a timer that never advances.
+const EVENTS_MAX: u64 = 20_000_000;
+/// Most messages on the wire at once; beyond it the network drops, as a full buffer would.
+const IN_FLIGHT_MAX: usize = 50_000;
+/// Commands the client has proposed and not yet seen applied.
+const CLIENT_OUTSTANDING_MAX: usize = 16;
+/// Commands the client sends in one step.
+const CLIENT_SENDS_PER_STEP: usize = 4;
+/// How long the client waits for a command it handed to a leader to show up applied before
+/// it sends it again (possibly to another leader, which may apply it twice).
+const CLIENT_RETRY: Duration = Duration(300_000_000);
+/// The longest simulated run accepted, safety and liveness phases together: one day.
+const RUN_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+
+/// What to simulate. [`RaftSimOptions::new`] gives the defaults CI sweeps with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftSimOptions {
+    /// Derives every random choice of the run.
+    pub seed: u64,
+    /// Voters.
+    pub nodes: usize,
+    /// Non-voting members that replicate the log.
+    pub observers: usize,
+    /// R, the replication quorum; `None` is a majority of the voters.
+    pub replication_quorum: Option<usize>,
+    /// E, the election quorum; `None` is a majority of the voters.
+    pub election_quorum: Option<usize>,
+    /// Simulated time with faults.
+    pub safety_ms: u64,
+    /// Then faults stop and the network heals: within this much simulated time a leader must
+    /// be elected, every command committed and every node caught up, or the run fails.
+    pub liveness_ms: u64,
+    pub election_timeout_ms_min: u64,
+    pub election_timeout_ms_max: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Each node snapshots its state machine and compacts its log after about this many
+    /// applied entries (jittered per node), so lagging nodes catch up by InstallSnapshot.
+    /// Zero never compacts.
+    pub compact_every_entries: u64,
+    pub faults: FaultOptions,
+    /// A planted bug in every node (see [`keel_raft::Mutation`]); the run should fail.
+    pub mutation: Option<Mutation>,
+    /// Keep the trace lines in the report (the hash covers them either way).
+    pub record_trace: bool,
+}
+
+/// Which faults the safety phase injects and how hard. Probabilities and bounds are maxima:
+/// each seed draws its own values up to them, so a sweep covers gentle and harsh runs alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultOptions {
+    /// One-way network delay bound; each seed draws its own bound between 1 ms and this.
+    pub network_delay_ms_max: u64,
+    pub message_loss_percent_max: u64,
+    pub message_duplicate_percent_max: u64,
+    /// Messages delayed 5-20 times longer than usual, which reorders them well past later
+    /// ones.
+    pub delay_spike_percent_max: u64,
+    /// Symmetric splits, one node isolated, one-way cuts, and links that flap.
+    pub partitions: bool,
+    /// Nodes crash and restart from their disk, losing unsynced writes; now and then the
+    /// whole cluster loses power at once and comes back within a few milliseconds.
+    pub crashes: bool,
+    /// On a crash the last surviving unsynced write may be torn: only a prefix of its entries
+    /// reaches the disk.
+    pub torn_writes: bool,
+    /// A node's disk takes 50-800 ms per write for a while.
+    pub slow_disks: bool,
+    /// A node's monotonic clock jumps forward, so its timers fire early relative to others.
+    pub clock_jumps: bool,
+    /// The leader is asked to hand leadership to another voter.
+    pub leadership_transfers: bool,
+    /// Mean simulated time between two injected faults; each seed draws its own mean
+    /// between a quarter and twice this.
+    pub fault_interval_ms_mean: u64,
+    /// Crash points: a node crashes right after a write of its completes (a vote, an
+    /// append) with this probability in thousandths, drawn per seed up to this bound. Random
+    /// crashes rarely land in the moment between a write and what depends on it; these do.
+    /// Only when `crashes` is on.
+    pub crash_after_write_permille_max: u64,
+    /// Each seed switches off a random subset of the fault kinds enabled above ("swarm
+    /// testing"): a fault that keeps interrupting a scenario can hide the bug that scenario
+    /// needs.
+    pub swarm: bool,
+}
+
+impl FaultOptions {
+    /// No faults at all: a perfect network and disks, nothing crashes.
+    pub fn none() -> FaultOptions {
+        FaultOptions {
+            network_delay_ms_max: 1,
+            message_loss_percent_max: 0,
+            message_duplicate_percent_max: 0,
+            delay_spike_percent_max: 0,
+            partitions: false,
+            crashes: false,
+            torn_writes: false,
+            slow_disks: false,
+            clock_jumps: false,
+            leadership_transfers: false,
+            fault_interval_ms_mean: 500,
+            crash_after_write_permille_max: 0,
+            swarm: false,
+        }
+    }
+}
+
+impl Default for FaultOptions {
+    fn default() -> FaultOptions {
+        FaultOptions {
+            network_delay_ms_max: 30,
+            message_loss_percent_max: 10,
+            message_duplicate_percent_max: 5,
+            delay_spike_percent_max: 5,
+            partitions: true,
+            crashes: true,
+            torn_writes: true,
+            slow_disks: true,
+            clock_jumps: true,
+            leadership_transfers: true,
+            fault_interval_ms_mean: 500,
+            crash_after_write_permille_max: 10,
+            swarm: true,
+        }
+    }
+}
+
+impl RaftSimOptions {
+    /// Three voters with majority quorums, 20 s of faults, then at most 10 s to converge.
+    pub fn new(seed: u64) -> RaftSimOptions {
+        RaftSimOptions {
+            seed,
+            nodes: 3,
+            observers: 0,
+            replication_quorum: None,
+            election_quorum: None,
+            safety_ms: 20_000,
+            liveness_ms: 10_000,
+            election_timeout_ms_min: 150,
+            election_timeout_ms_max: 300,
+            heartbeat_interval_ms: 50,
+            compact_every_entries: 50,
+            faults: FaultOptions::default(),
+            mutation: None,
+            record_trace: false,
+        }
+    }
+
+    /// The configuration every node would run with, or why it is refused.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nodes == 0 || self.nodes > NODES_MAX {
+            return Err(format!("--nodes must lie between 1 and {NODES_MAX}; got {}", self.nodes));
+        }
+        if self.observers > OBSERVERS_MAX {
+            return Err(format!("--observers must be at most {OBSERVERS_MAX}; got {}", self.observers));
+        }
+        if self.liveness_ms == 0 || self.safety_ms.saturating_add(self.liveness_ms) > RUN_MS_MAX {
+            return Err(format!(
+                "the liveness phase must be positive and both phases together at most {RUN_MS_MAX} ms"
+            ));
+        }
+        let f = &self.faults;
+        if f.message_loss_percent_max > 100
+            || f.message_duplicate_percent_max > 100
+            || f.delay_spike_percent_max > 100
+            || f.crash_after_write_permille_max > 1000
+        {
+            return Err("fault percentages must lie between 0 and 100".to_string());
+        }
+        if f.network_delay_ms_max == 0 || f.network_delay_ms_max > 60_000 || f.fault_interval_ms_mean == 0 {
+            return Err("the network delay bound must lie between 1 ms and 60 s, the fault interval be positive".into());
+        }
+        self.node_config(NodeId(1), 0).validate().map_err(|e| format!("invalid Raft configuration: {e}"))
+    }
+
+    fn node_config(&self, id: NodeId, append_entries_max: usize) -> Config {
+        let voters: Vec<NodeId> = (1..=self.nodes as i32).map(NodeId).collect();
+        let observers = (1..=self.observers as i32).map(|i| NodeId(self.nodes as i32 + i)).collect();
+        let majority = self.nodes / 2 + 1;
+        let defaults = Config::new(id, voters);
+        Config {
+            observers,
+            replication_quorum: self.replication_quorum.unwrap_or(majority),
+            election_quorum: self.election_quorum.unwrap_or(majority),
+            election_timeout_min: Duration::from_millis(self.election_timeout_ms_min),
+            election_timeout_max: Duration::from_millis(self.election_timeout_ms_max),
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            append_entries_max: append_entries_max.max(1),
+            uncommitted_entries_max: 1024,
+            transfer_timeout: Duration::from_millis(self.election_timeout_ms_max.saturating_mul(2)),
+            mutation: self.mutation,
+            ..defaults
+        }
+    }
+}
+
+impl Default for RaftSimOptions {
+    fn default() -> RaftSimOptions {
+        RaftSimOptions::new(0)
+    }
+}
+
+/// Where in a run something happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The options were refused before anything ran.
+    Setup,
+    /// Faults are being injected; only safety is checked.
+    Safety,
+    /// Faults stopped; safety is still checked and the cluster must converge in time.
+    Liveness,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Setup => "setup",
+            Phase::Safety => "safety",
+            Phase::Liveness => "liveness",
+        })
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Simulated time of the failing step.
+    pub time: Instant,
+    pub phase: Phase,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.time.0 / 1_000;
+        write!(f, "at {}.{:03} ms ({} phase): {}", micros / 1_000, micros % 1_000, self.phase, self.message)
+    }
+}
+
+/// Counts over one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub simulated_ms: u64,
+    pub events: u64,
+    pub messages_sent: u64,
+    pub messages_delivered: u64,
+    /// Lost, cut by a partition, or addressed to a crashed node.
+    pub messages_dropped: u64,
+    pub messages_duplicated: u64,
+    pub disk_writes: u64,
+    /// Terms in which some node became leader.
+    pub leaders_elected: u64,
+    pub highest_term: u64,
+    /// The highest index seen committed.
+    pub committed_index: u64,
+    pub commands_proposed: u64,
+    pub commands_committed: u64,
+    /// Commands applied at more than one index (a retry raced the first attempt).
+    pub commands_duplicated: u64,
+    pub crashes: u64,
+    /// Unsynced writes a crash threw away (whole or partly).
+    pub writes_lost: u64,
+    pub torn_writes: u64,
+    pub partitions: u64,
+    pub slow_disks: u64,
+    pub clock_jumps: u64,
+    pub transfers: u64,
+    pub compactions: u64,
+    /// Snapshots loaded into a running state machine (from InstallSnapshot or at restart).
+    pub snapshots_applied: u64,
+    /// How long the liveness phase took to converge, if it did.
+    pub liveness_converged_ms: Option<u64>,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct RaftSimReport {
+    pub seed: u64,
+    pub outcome: Result<(), Failure>,
+    /// FNV-1a over every trace line; equal for two runs of one seed with equal options.
+    pub trace_hash: u64,
+    /// The trace, if [`RaftSimOptions::record_trace`] was set.
+    pub trace: Vec<String>,
+    pub stats: Stats,
+}
+
+/// Runs one seed. Never panics on a finding: a violated invariant, a core that panics, or a
+/// cluster that does not converge all come back as a [`Failure`].
+pub fn run_raft(options: &RaftSimOptions) -> RaftSimReport {
+    if let Err(message) = options.validate() {
+        return RaftSimReport {
+            seed: options.seed,
+            outcome: Err(Failure { time: Instant::ZERO, phase: Phase::Setup, message }),
+            trace_hash: Fnv1a::new().finish(),
+            trace: Vec::new(),
+            stats: Stats::default(),
+        };
+    }
+    Sim::new(options).run()
+}
+
+// ---- the simulation --------------------------------------------------------------------------
+
+#[derive(Debug)]
+enum Event {
+    Deliver { from: usize, to: usize, message: Message },
+    Timer { node: usize },
+    DiskDone { node: usize, incarnation: u64 },
+    Restart { node: usize, incarnation: u64 },
+    Client,
+    Fault,
+    PartitionFlap { generation: u64 },
+    PartitionHeal { generation: u64 },
+    LivenessStart,
+}
+
+/// The state machine every node runs: a hash chain over the applied entries, so two nodes
+/// agree on the state after an index exactly when they applied the same entries up to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Machine {
+    pub(crate) index: LogIndex,
+    pub(crate) hash: u64,
+}
+
+impl Machine {
+    fn apply(&mut self, entry: &Entry) -> Result<(), String> {
+        if entry.index != self.index + 1 {
+            return Err(format!("entry {} applied after index {}", entry.index, self.index));
+        }
+        let mut hash = Fnv1a::new();
+        hash.write(&self.hash.to_le_bytes());
+        hash.write(&entry.index.to_le_bytes());
+        match &entry.payload {
+            Payload::Noop => hash.write(&[0]),
+            Payload::Command(c) => {
+                hash.write(&[1]);
+                hash.write(c);
+            }
+        }
+        *self = Machine { index: entry.index, hash: hash.finish() };
+        Ok(())
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut data = self.index.to_le_bytes().to_vec();
+        data.extend_from_slice(&self.hash.to_le_bytes());
+        data
+    }
+
+    pub(crate) fn decode(data: &[u8]) -> Result<Machine, String> {
+        let field = |range: std::ops::Range<usize>| -> Result<u64, String> {
+            let bytes: [u8; 8] = data
+                .get(range)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("snapshot data is {} bytes, not 16", data.len()))?;
+            Ok(u64::from_le_bytes(bytes))
+        };
+        if data.len() != 16 {
+            return Err(format!("snapshot data is {} bytes, not 16", data.len()));
+        }
+        Ok(Machine { index: field(0..8)?, hash: field(8..16)? })
+    }
+}
+
+/// One simulated machine: the core while it runs, and its disk and clock, which outlive it.
+#[derive(Debug)]
+struct Node {
+    id: NodeId,
+    config: Config,
+    /// `None` while crashed.
+    raft: Option<Raft>,
+    rng: Rng,
+    /// Bumped by every crash, so events addressed to an earlier life are ignored.
+    incarnation: u64,
+    /// What is synced.
+    durable: Durable,
+    /// Writes handed out by the core and not yet complete, in order.
+    pending: VecDeque<Persist>,
+    disk_busy_until: Instant,
+    slow_disk_until: Instant,
+    /// Added to simulated time to give this node's monotonic clock; it only grows.
+    clock_offset: Duration,
+    /// The queue key of this node's armed timer.
+    timer: Option<(Instant, u64)>,
+    machine: Machine,
+    compact_every: u64,
+    watch: Watch,
+}
+
+impl Node {
+    fn up(&self) -> bool {
+        self.raft.is_some()
+    }
+}
+
+/// A partition: directed links that drop everything while `active`.
+#[derive(Debug, Default)]
+struct Partition {
+    links: BTreeSet<(usize, usize)>,
+    active: bool,
+    /// Bumped by every new partition and by healing, so a flap or heal scheduled for an
+    /// earlier partition does nothing.
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Network {
+    loss_percent: u64,
+    duplicate_percent: u64,
+    spike_percent: u64,
+    delay_us_max: u64,
+    partition: Partition,
+    in_flight: usize,
+    rng: Rng,
+}
+
+impl Network {
+    fn cut(&self, from: usize, to: usize) -> bool {
+        self.partition.active && self.partition.links.contains(&(from, to))
+    }
+
+    fn delay(&mut self) -> Duration {
+        let mut us = self.rng.range_inclusive(100, self.delay_us_max.max(100));
+        if self.rng.chance(self.spike_percent, 100) {
+            us *= self.rng.range_inclusive(5, 20);
+        }
+        Duration(us * 1_000)
+    }
+}
+
+#[derive(Debug)]
+struct Client {
+    next_number: u64,
+    /// Commands proposed and not yet seen applied, with when to send each (again).
+    pending: BTreeMap<u64, Instant>,
+    /// Where each command was first applied.
+    applied_at: BTreeMap<u64, LogIndex>,
+    /// Commands applied again at another index.
+    duplicates: BTreeSet<(u64, LogIndex)>,
+    believed_leader: Option<usize>,
+    rng: Rng,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    Crash,
+    PowerLoss,
+    Partition,
+    SlowDisk,
+    ClockJump,
+    Transfer,
+}
+
+impl FaultKind {
+    /// How often this kind is drawn relative to the others: a power loss takes the whole
+    /// cluster down, so it comes a third as often as each other fault.
+    fn weight(self) -> u64 {
+        match self {
+            FaultKind::PowerLoss => 1,
+            _ => 3,
+        }
+    }
+}
+
+struct Sim<'a> {
+    options: &'a RaftSimOptions,
+    now: Instant,
+    phase: Phase,
+    liveness_started: Instant,
+    queue: BTreeMap<(Instant, u64), Event>,
+    sequence: u64,
+    nodes: Vec<Node>,
+    network: Network,
+    client: Client,
+    faults: Vec<FaultKind>,
+    fault_interval_ms_mean: u64,
+    crash_after_write_permille: u64,
+    fault_rng: Rng,
+    disk_rng: Rng,
+    oracle: Oracle,
+    trace: Trace,
+    /// The input being fed to a core, to name it if the core panics.
+    current: String,
+    stats: Stats,
+}
+
+fn fork(master: &mut Rng) -> Rng {
+    Rng::new(master.next_u64())
+}
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+impl<'a> Sim<'a> {
+    fn new(options: &'a RaftSimOptions) -> Sim<'a> {
+        // Separate streams, so a change in how one part draws does not reshuffle the others.
+        let mut master = Rng::new(options.seed);
+        let mut knobs = fork(&mut master);
+        let network_rng = fork(&mut master);
+        let fault_rng = fork(&mut master);
+        let client_rng = fork(&mut master);
+        let disk_rng = fork(&mut master);
+        let f = &options.faults;
+        let upto = |rng: &mut Rng, max: u64| if max == 0 { 0 } else { rng.range_inclusive(0, max) };
+        let loss_percent = upto(&mut knobs, f.message_loss_percent_max);
+        let duplicate_percent = upto(&mut knobs, f.message_duplicate_percent_max);
+        let spike_percent = upto(&mut knobs, f.delay_spike_percent_max);
+        let delay_us_max = knobs.range_inclusive(1_000, f.network_delay_ms_max.max(1) * 1_000);
+        let mut faults = Vec::new();
+        for (enabled, kind) in [
+            (f.crashes, FaultKind::Crash),
+            (f.crashes, FaultKind::PowerLoss),
+            (f.partitions, FaultKind::Partition),
+            (f.slow_disks, FaultKind::SlowDisk),
+            (f.clock_jumps, FaultKind::ClockJump),
+            (f.leadership_transfers, FaultKind::Transfer),
+        ] {
+            if enabled && (!f.swarm || knobs.chance(3, 4)) {
+                faults.push(kind);
+            }
+        }
+        let mean = f.fault_interval_ms_mean.max(1);
+        let fault_interval_ms_mean = knobs.range_inclusive(mean.div_ceil(4), mean * 2);
+        let crash_after_write_permille =
+            if faults.contains(&FaultKind::Crash) { upto(&mut knobs, f.crash_after_write_permille_max) } else { 0 };
+        // Small batches make catching up take many round trips; large ones few.
+        let append_entries_max = [4, 16, 64, 256][knobs.below(4) as usize];
+        let total = options.nodes + options.observers;
+        let mut nodes = Vec::with_capacity(total);
+        for i in 0..total {
+            let id = NodeId(i as i32 + 1);
+            let compact_every = match options.compact_every_entries {
+                0 => 0,
+                n => knobs.range_inclusive(n.div_ceil(2), n + n / 2),
+            };
+            nodes.push(Node {
+                id,
+                config: options.node_config(id, append_entries_max),
+                raft: None,
+                rng: fork(&mut master),
+                incarnation: 0,
+                durable: Durable::default(),
+                pending: VecDeque::new(),
+                disk_busy_until: Instant::ZERO,
+                slow_disk_until: Instant::ZERO,
+                clock_offset: Duration::ZERO,
+                timer: None,
+                machine: Machine::default(),
+                compact_every,
+                watch: Watch::default(),
+            });
+        }
+        let mut trace = Trace::new(options.record_trace);
+        trace.line(
+            Instant::ZERO,
+            format_args!(
+                "seed {} nodes {} observers {} R {} E {} mutation {:?}; loss {}% duplicate {}% spike {}% \
+                 delay <= {} us; faults {:?} every {fault_interval_ms_mean} ms, crash after {crash_after_write_permille}/1000 \
+                 of writes; append_entries_max {append_entries_max}; compact every {:?}",
+                options.seed,
+                options.nodes,
+                options.observers,
+                nodes[0].config.replication_quorum,
+                nodes[0].config.election_quorum,
+                options.mutation,
+                loss_percent,
+                duplicate_percent,
+                spike_percent,
+                delay_us_max,
+                faults,
+                nodes.iter().map(|n| n.compact_every).collect::<Vec<_>>(),
+            ),
+        );
+        Sim {
+            options,
+            now: Instant::ZERO,
+            phase: Phase::Safety,
+            liveness_started: Instant::ZERO,
+            queue: BTreeMap::new(),
+            sequence: 0,
+            nodes,
+            network: Network {
+                loss_percent,
+                duplicate_percent,
+                spike_percent,
+                delay_us_max,
+                partition: Partition::default(),
+                in_flight: 0,
+                rng: network_rng,
+            },
+            client: Client {
+                next_number: 1,
+                pending: BTreeMap::new(),
+                applied_at: BTreeMap::new(),
+                duplicates: BTreeSet::new(),
+                believed_leader: None,
+                rng: client_rng,
+            },
+            faults,
+            fault_interval_ms_mean,
+            crash_after_write_permille,
+            fault_rng,
+            disk_rng,
+            oracle: Oracle::default(),
+            trace,
+            current: String::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn run(mut self) -> RaftSimReport {
+        let outcome = self.run_phases();
+        self.stats.simulated_ms = self.now.as_millis();
+        self.stats.leaders_elected = self.oracle.leaders_elected() as u64;
+        self.stats.committed_index = self.oracle.highest_committed();
+        self.stats.commands_committed = self.client.applied_at.len() as u64;
+        self.stats.commands_duplicated = self.client.duplicates.len() as u64;
+        match &outcome {
+            Ok(()) => self.trace.line(self.now, format_args!("PASSED")),
+            Err(failure) => self.trace.line(self.now, format_args!("FAILED: {}", failure.message)),
+        }
+        let (trace_hash, trace) = self.trace.finish();
+        RaftSimReport { seed: self.options.seed, outcome, trace_hash, trace, stats: self.stats }
+    }
+
+    fn run_phases(&mut self) -> Result<(), Failure> {
+        let liveness_at = Instant::ZERO + ms(self.options.safety_ms);
+        let deadline = liveness_at + ms(self.options.liveness_ms);
+        for i in 0..self.nodes.len() {
+            self.guarded(|sim| sim.start_node(i))?;
+        }
+        self.schedule(Instant::ZERO + ms(1), Event::Client);
+        if !self.faults.is_empty() && self.options.safety_ms > 0 {
+            let first = self.fault_interval();
+            self.schedule(Instant::ZERO + first, Event::Fault);
+        }
+        self.schedule(liveness_at, Event::LivenessStart);
+        loop {
+            if self.stats.events >= EVENTS_MAX {
+                return Err(self.failure(format!("gave up after {EVENTS_MAX} events: a message storm?")));
+            }
+            let Some(((time, _), event)) = self.queue.pop_first() else {
+                return Err(self.failure("nothing left to simulate".to_string()));
+            };
+            if time > deadline {
+                self.now = deadline;
+                let message = self.not_converged();
+                return Err(self.failure(message));
+            }
+            self.now = time;
+            self.stats.events += 1;
+            self.guarded(|sim| sim.step(event))?;
+            if self.phase == Phase::Liveness && self.converged() {
+                let took = self.now.saturating_since(self.liveness_started).as_millis();
+                self.stats.liveness_converged_ms = Some(took);
+                self.trace.line(self.now, format_args!("converged {took} ms after faults stopped"));
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs one step, turning an error or a panic (a failed assertion in a core) into a
+    /// failure at the current time and phase.
+    fn guarded(&mut self, step: impl FnOnce(&mut Sim<'a>) -> Result<(), String>) -> Result<(), Failure> {
+        match catch_unwind(AssertUnwindSafe(|| step(self))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(self.failure(message)),
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic without a message".to_string());
+                let during = std::mem::take(&mut self.current);
+                Err(self.failure(format!("a core panicked on \"{during}\": {text}")))
+            }
+        }
+    }
+
+    fn failure(&self, message: String) -> Failure {
+        Failure { time: self.now, phase: self.phase, message }
+    }
+
+    fn schedule(&mut self, at: Instant, event: Event) -> (Instant, u64) {
+        let key = (at.max(self.now), self.sequence);
+        self.sequence += 1;
+        self.queue.insert(key, event);
+        key
+    }
+
+    fn fault_interval(&mut self) -> Duration {
+        let mean = self.fault_interval_ms_mean;
+        ms(self.fault_rng.range_inclusive(mean.div_ceil(4), mean + mean * 3 / 4))
+    }
+
+    /// How long a crashed node stays down.
+    fn downtime(&mut self) -> Duration {
+        // Quick reboots land in the middle of an election or a replication round.
+        if self.fault_rng.chance(1, 3) {
+            ms(self.fault_rng.range_inclusive(1, 50))
+        } else {
+            ms(self.fault_rng.range_inclusive(100, 3_000))
+        }
+    }
+
+    fn node_now(&self, i: usize) -> Instant {
+        self.now + self.nodes[i].clock_offset
+    }
+
+    fn index_of(&self, id: NodeId) -> Result<usize, String> {
+        let i = usize::try_from(id.0 - 1).map_err(|_| format!("a message addressed to unknown node {id}"))?;
+        if i >= self.nodes.len() {
+            return Err(format!("a message addressed to unknown node {id}"));
+        }
+        Ok(i)
+    }
+
+    fn summary(&self, i: usize) -> String {
+        let node = &self.nodes[i];
+        match &node.raft {
+            None => format!("n{} down", node.id),
+            Some(raft) => {
+                let role = match raft.role() {
+                    RoleKind::Follower => "F",
+                    RoleKind::PreCandidate => "P",
+                    RoleKind::Candidate => "C",
+                    RoleKind::Leader => "L",
+                };
+                format!(
+                    "n{} {role} t{} c{} a{} l{}",
+                    node.id,
+                    raft.term(),
+                    raft.commit_index(),
+                    raft.applied_index(),
+                    raft.last_index()
+                )
+            }
+        }
+    }
+
+    fn step(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Deliver { from, to, message } => self.deliver(from, to, message),
+            Event::Timer { node } => {
+                self.nodes[node].timer = None;
+                self.input(node, "tick".to_string(), |raft, now, rng| raft.handle_tick(now, rng), |_| String::new())
+            }
+            Event::DiskDone { node, incarnation } => self.disk_done(node, incarnation),
+            Event::Restart { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation && !self.nodes[node].up() {
+                    self.restart(node)?;
+                }
+                Ok(())
+            }
+            Event::Client => self.client_step(),
+            Event::Fault => self.fault_step(),
+            Event::PartitionFlap { generation } => {
+                if self.network.partition.generation == generation {
+                    self.network.partition.active = !self.network.partition.active;
+                    let state = if self.network.partition.active { "cut" } else { "joined" };
+                    self.trace.line(self.now, format_args!("partition flaps: {state}"));
+                    let next = ms(self.fault_rng.range_inclusive(10, 200));
+                    self.schedule(self.now + next, Event::PartitionFlap { generation });
+                }
+                Ok(())
+            }
+            Event::PartitionHeal { generation } => {
+                if self.network.partition.generation == generation {
+                    self.heal();
+                }
+                Ok(())
+            }
+            Event::LivenessStart => self.start_liveness(),
+        }
+    }
+
+    // ---- nodes ---------------------------------------------------------------------------
+
+    /// Feeds one input to node `i`, then collects its effects, checks it and traces the step.
+    /// `text` describes the input; a core that panics on it is reported with it.
+    fn input<R>(
+        &mut self,
+        i: usize,
+        text: String,
+        feed: impl FnOnce(&mut Raft, Instant, &mut Rng) -> R,
+        outcome: impl FnOnce(&R) -> String,
+    ) -> Result<R, String> {
+        let now = self.node_now(i);
+        let node = &mut self.nodes[i];
+        let Some(raft) = node.raft.as_mut() else {
+            return Err(format!("simulator bug: input to crashed n{}: {text}", node.id));
+        };
+        self.current = text;
+        let value = feed(raft, now, &mut node.rng);
+        let result = self.after_input(i);
+        let summary = self.summary(i);
+        let text = std::mem::take(&mut self.current);
+        let verdict = if result.is_ok() { "" } else { " FAILS" };
+        self.trace.line(self.now, format_args!("{text}{} => {summary}{verdict}", outcome(&value)));
+        result.map(|()| value)
+    }
+
+    fn start_node(&mut self, i: usize) -> Result<(), String> {
+        let now = self.node_now(i);
+        let node = &mut self.nodes[i];
+        let raft = Raft::new(node.config.clone(), now, &mut node.rng);
+        node.raft = Some(raft);
+        node.watch = Watch { log_dirty: true, ..Watch::default() };
+        self.after_input(i)
+    }
+
+    fn restart(&mut self, i: usize) -> Result<(), String> {
+        let now = self.node_now(i);
+        let node = &mut self.nodes[i];
+        let raft = Raft::restart(node.config.clone(), node.durable.clone(), now, &mut node.rng);
+        node.watch = Watch {
+            commit_index: raft.commit_index(),
+            applied_index: raft.applied_index(),
+            leader_checked: None,
+            log_dirty: true,
+        };
+        node.raft = Some(raft);
+        node.machine = Machine::default();
+        node.disk_busy_until = self.now;
+        let result = self.after_input(i);
+        let summary = self.summary(i);
+        self.trace.line(self.now, format_args!("restart => {summary}"));
+        result
+    }
+
+    fn crash(&mut self, i: usize, downtime: Duration) {
+        let node = &mut self.nodes[i];
+        if node.raft.take().is_none() {
+            return;
+        }
+        if let Some(key) = node.timer.take() {
+            self.queue.remove(&key);
+        }
+        // Unsynced writes reach the disk in order, and a crash can stop them anywhere: a
+        // prefix survives, and the write after it may have been half done.
+        let pending: Vec<Persist> = node.pending.drain(..).collect();
+        let survivors = self.disk_rng.below(pending.len() as u64 + 1) as usize;
+        for persist in &pending[..survivors] {
+            node.durable.apply(persist);
+        }
+        let mut torn = false;
+        if let Some(next) = pending.get(survivors) {
+            if self.options.faults.torn_writes && !next.append.is_empty() && self.disk_rng.chance(1, 2) {
+                let mut partial = next.clone();
+                partial.append.truncate(self.disk_rng.below(next.append.len() as u64) as usize);
+                node.durable.apply(&partial);
+                torn = true;
+            }
+        }
+        node.incarnation += 1;
+        node.machine = Machine::default();
+        let incarnation = node.incarnation;
+        let id = node.id;
+        self.stats.crashes += 1;
+        self.stats.writes_lost += (pending.len() - survivors) as u64;
+        self.stats.torn_writes += u64::from(torn);
+        self.trace.line(
+            self.now,
+            format_args!(
+                "crash n{id} for {} ms: {survivors} of {} unsynced writes survive{}",
+                downtime.as_millis(),
+                pending.len(),
+                if torn { ", the next one torn" } else { "" }
+            ),
+        );
+        self.schedule(self.now + downtime, Event::Restart { node: i, incarnation });
+    }
+
+    /// Collects what the core of node `i` produced after an input, re-arms its timer, and
+    /// checks it.
+    fn after_input(&mut self, i: usize) -> Result<(), String> {
+        let Some(mut raft) = self.nodes[i].raft.take() else { return Ok(()) };
+        let result = self.collect(i, &mut raft);
+        self.nodes[i].raft = Some(raft);
+        result?;
+        self.check(i)
+    }
+
+    fn collect(&mut self, i: usize, raft: &mut Raft) -> Result<(), String> {
+        let id = self.nodes[i].id;
+        let mut new_commits = Vec::new();
+        while let Some(apply) = raft.poll_apply() {
+            match apply {
+                Apply::Snapshot(snapshot) => {
+                    let machine = Machine::decode(&snapshot.data)
+                        .map_err(|e| format!("n{id} applies a snapshot at {}: {e}", snapshot.index))?;
+                    if machine.index != snapshot.index {
+                        return Err(format!(
+                            "n{id} applies a snapshot at {} holding the state after {}",
+                            snapshot.index, machine.index
+                        ));
+                    }
+                    self.oracle.record_state(id, machine)?;
+                    self.nodes[i].machine = machine;
+                    self.stats.snapshots_applied += 1;
+                }
+                Apply::Entry(entry) => {
+                    self.nodes[i].machine.apply(&entry).map_err(|e| format!("n{id}: {e}"))?;
+                    self.oracle.record_state(id, self.nodes[i].machine)?;
+                    if self.oracle.record_commit(id, &entry, raft.term())? {
+                        new_commits.push(entry.index);
+                    }
+                    if let Payload::Command(command) = &entry.payload {
+                        self.client_saw_applied(id, command, entry.index)?;
+                    }
+                }
+            }
+        }
+        let node = &mut self.nodes[i];
+        let snapshot_index = raft.snapshot().map_or(0, |s| s.index);
+        if node.compact_every > 0
+            && node.machine.index == raft.applied_index()
+            && node.machine.index >= snapshot_index + node.compact_every
+        {
+            raft.compact(node.machine.index, node.machine.encode());
+            self.stats.compactions += 1;
+        }
+        for persist in raft.drain_persists() {
+            self.write(i, persist);
+        }
+        for (to, message) in raft.drain_messages() {
+            self.send(i, to, message)?;
+        }
+        // Re-arm the timer at the core's deadline, translated from the node's clock.
+        let node = &mut self.nodes[i];
+        if let Some(key) = node.timer.take() {
+            self.queue.remove(&key);
+        }
+        if let Some(deadline) = raft.poll_timeout() {
+            let at = Instant(deadline.0.saturating_sub(node.clock_offset.0));
+            let key = self.schedule(at, Event::Timer { node: i });
+            self.nodes[i].timer = Some(key);
+        }
+        // Entries this node was first to apply: leaders of later terms must hold them.
+        self.check_leaders_hold(i, raft, &new_commits)
+    }
+
+    fn check(&mut self, i: usize) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        let Some(raft) = &node.raft else { return Ok(()) };
+        let mut new_commits = Vec::new();
+        self.oracle.check_node(raft, &mut node.watch, &mut new_commits)?;
+        self.stats.highest_term = self.stats.highest_term.max(raft.term().0);
+        let Some(raft) = &self.nodes[i].raft else { return Ok(()) };
+        self.check_leaders_hold(i, raft, &new_commits)
+    }
+
+    fn check_leaders_hold(&self, i: usize, raft: &Raft, indexes: &[LogIndex]) -> Result<(), String> {
+        if indexes.is_empty() {
+            return Ok(());
+        }
+        for (j, node) in self.nodes.iter().enumerate() {
+            let other = if j == i { Some(raft) } else { node.raft.as_ref() };
+            if let Some(other) = other.filter(|r| r.role() == RoleKind::Leader) {
+                for index in indexes {
+                    self.oracle.check_leader_holds(other, *index)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- disks ---------------------------------------------------------------------------
+
+    fn write(&mut self, i: usize, persist: Persist) {
+        let node = &mut self.nodes[i];
+        if persist.snapshot.is_some() || persist.truncate_after.is_some() || !persist.append.is_empty() {
+            node.watch.log_dirty = true;
+        }
+        let latency_us = if self.now < node.slow_disk_until {
+            self.disk_rng.range_inclusive(50_000, 800_000)
+        } else {
+            self.disk_rng.range_inclusive(20, 2_000)
+        };
+        // Writes complete in order, each no earlier than the one before it; their latencies
+        // overlap, as when one sync covers every write queued behind it (group commit), so a
+        // slow period delays writes without piling up an ever longer backlog.
+        let done = node.disk_busy_until.max(self.now + Duration(latency_us * 1_000));
+        node.disk_busy_until = done;
+        node.pending.push_back(persist);
+        let incarnation = node.incarnation;
+        self.stats.disk_writes += 1;
+        self.schedule(done, Event::DiskDone { node: i, incarnation });
+    }
+
+    fn disk_done(&mut self, i: usize, incarnation: u64) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        if node.incarnation != incarnation {
+            return Ok(());
+        }
+        let Some(persist) = node.pending.pop_front() else {
+            return Err(format!("simulator bug: a write of n{} completed with none pending", node.id));
+        };
+        node.durable.apply(&persist);
+        let id = persist.id;
+        self.input(i, format!("synced write {id}"), |raft, now, _| raft.handle_persisted(now, id), |_| String::new())?;
+        // A term or vote just reached disk and the messages that depended on it just left:
+        // the moment a forgotten vote or term would matter most, so crash there more often.
+        let permille = match persist.hard_state {
+            Some(_) => (self.crash_after_write_permille * 10).min(1000),
+            None => self.crash_after_write_permille,
+        };
+        if self.phase == Phase::Safety && self.fault_rng.chance(permille, 1000) {
+            let downtime = self.downtime();
+            self.crash(i, downtime);
+        }
+        Ok(())
+    }
+
+    // ---- network -------------------------------------------------------------------------
+
+    fn send(&mut self, from: usize, to: NodeId, message: Message) -> Result<(), String> {
+        let to = self.index_of(to)?;
+        self.stats.messages_sent += 1;
+        let lost = if self.network.cut(from, to) {
+            Some("cut")
+        } else if self.network.in_flight >= IN_FLIGHT_MAX {
+            Some("network full")
+        } else if self.network.rng.chance(self.network.loss_percent, 100) {
+            Some("lost")
+        } else {
+            None
+        };
+        if let Some(why) = lost {
+            self.stats.messages_dropped += 1;
+            let (a, b) = (self.nodes[from].id, self.nodes[to].id);
+            self.trace.line(self.now, format_args!("n{a} -> n{b} {}: {why}", describe(&message)));
+            return Ok(());
+        }
+        let copies = if self.network.rng.chance(self.network.duplicate_percent, 100) {
+            self.stats.messages_duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.network.delay();
+            self.network.in_flight += 1;
+            self.schedule(self.now + delay, Event::Deliver { from, to, message: message.clone() });
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, message: Message) -> Result<(), String> {
+        self.network.in_flight -= 1;
+        let (a, b) = (self.nodes[from].id, self.nodes[to].id);
+        let text = describe(&message);
+        let dropped = if !self.nodes[to].up() {
+            Some("receiver down")
+        } else if self.network.cut(from, to) {
+            Some("cut")
+        } else {
+            None
+        };
+        if let Some(why) = dropped {
+            self.stats.messages_dropped += 1;
+            self.trace.line(self.now, format_args!("n{b} <- n{a} {text}: dropped, {why}"));
+            return Ok(());
+        }
+        self.stats.messages_delivered += 1;
+        let text = format!("n{b} <- n{a} {text}");
+        self.input(to, text, |raft, now, rng| raft.handle_message(now, rng, a, message), |_| String::new())
+    }
+
+    fn heal(&mut self) {
+        self.network.partition =
+            Partition { links: BTreeSet::new(), active: false, generation: self.network.partition.generation + 1 };
+        self.trace.line(self.now, format_args!("partition healed"));
+    }
+
+    // ---- client --------------------------------------------------------------------------
+
+    fn client_step(&mut self) -> Result<(), String> {
+        let client = &mut self.client;
+        if self.phase == Phase::Safety && client.pending.len() < CLIENT_OUTSTANDING_MAX && client.rng.chance(1, 2) {
+            client.pending.insert(client.next_number, self.now);
+            client.next_number += 1;
+            self.stats.commands_proposed += 1;
+        }
+        let due: Vec<u64> = client
+            .pending
+            .iter()
+            .filter(|(_, at)| **at <= self.now)
+            .map(|(number, _)| *number)
+            .take(CLIENT_SENDS_PER_STEP)
+            .collect();
+        for number in due {
+            let up: Vec<usize> = (0..self.nodes.len()).filter(|i| self.nodes[*i].up()).collect();
+            if up.is_empty() {
+                break;
+            }
+            let target = match self.client.believed_leader {
+                Some(t) if self.nodes[t].up() => t,
+                _ => up[self.client.rng.below(up.len() as u64) as usize],
+            };
+            let id = self.nodes[target].id;
+            let command = format!("c{number}").into_bytes();
+            let result = self.input(
+                target,
+                format!("client -> n{id} propose c{number}"),
+                |raft, now, _| raft.propose(now, command),
+                |result| match result {
+                    Ok(index) => format!(": appended at {index}"),
+                    Err(ProposeError::NotLeader { leader: Some(l) }) => format!(": not leader, try n{l}"),
+                    Err(ProposeError::NotLeader { leader: None }) => ": not leader, leader unknown".to_string(),
+                    Err(ProposeError::Busy) => ": busy".to_string(),
+                },
+            )?;
+            let retry_at = match result {
+                Ok(_) => self.now + CLIENT_RETRY,
+                Err(ProposeError::NotLeader { leader }) => {
+                    self.client.believed_leader = leader.and_then(|l| self.index_of(l).ok());
+                    self.now
+                }
+                Err(ProposeError::Busy) => self.now + ms(50),
+            };
+            if let Some(at) = self.client.pending.get_mut(&number) {
+                *at = retry_at;
+            }
+        }
+        let next = ms(self.client.rng.range_inclusive(5, 50));
+        self.schedule(self.now + next, Event::Client);
+        Ok(())
+    }
+
+    fn client_saw_applied(&mut self, node: NodeId, command: &[u8], index: LogIndex) -> Result<(), String> {
+        let number = std::str::from_utf8(command)
+            .ok()
+            .and_then(|s| s.strip_prefix('c'))
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n < self.client.next_number)
+            .ok_or_else(|| {
+                format!("n{node} applied {:?} at {index}, which no client proposed", String::from_utf8_lossy(command))
+            })?;
+        self.client.pending.remove(&number);
+        match self.client.applied_at.get(&number) {
+            None => {
+                self.client.applied_at.insert(number, index);
+            }
+            Some(first) if *first != index => {
+                self.client.duplicates.insert((number, index));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    // ---- faults --------------------------------------------------------------------------
+
+    fn fault_step(&mut self) -> Result<(), String> {
+        if self.phase != Phase::Safety {
+            return Ok(());
+        }
+        let weights: u64 = self.faults.iter().map(|k| k.weight()).sum();
+        let mut draw = self.fault_rng.below(weights);
+        let mut kind = self.faults[0];
+        for candidate in &self.faults {
+            if draw < candidate.weight() {
+                kind = *candidate;
+                break;
+            }
+            draw -= candidate.weight();
+        }
+        let total = self.nodes.len();
+        match kind {
+            FaultKind::Crash => {
+                let up: Vec<usize> = (0..total).filter(|i| self.nodes[*i].up()).collect();
+                if !up.is_empty() {
+                    // Half the time the leader: what follows its loss (elections, a new leader
+                    // reconciling logs) is where Raft's subtle cases live.
+                    let victim = match self.leader() {
+                        Some(leader) if self.fault_rng.chance(1, 2) => leader,
+                        _ => up[self.fault_rng.below(up.len() as u64) as usize],
+                    };
+                    let downtime = self.downtime();
+                    self.crash(victim, downtime);
+                }
+            }
+            FaultKind::PowerLoss => {
+                // Every node loses its unsynced writes at the same moment, and they boot
+                // again close together, so their election timers race as at a cold start.
+                let base = self.fault_rng.range_inclusive(10, 1_000);
+                self.trace.line(self.now, format_args!("power loss: every node crashes"));
+                for i in 0..total {
+                    let downtime = ms(base + self.fault_rng.range_inclusive(0, 30));
+                    self.crash(i, downtime);
+                }
+            }
+            FaultKind::Partition => self.partition(),
+            FaultKind::SlowDisk => {
+                let victim = self.fault_rng.below(total as u64) as usize;
+                let until = self.now + ms(self.fault_rng.range_inclusive(100, 3_000));
+                let node = &mut self.nodes[victim];
+                node.slow_disk_until = node.slow_disk_until.max(until);
+                self.stats.slow_disks += 1;
+                let id = node.id;
+                self.trace.line(self.now, format_args!("disk of n{id} slow until {} ms", until.as_millis()));
+            }
+            FaultKind::ClockJump => {
+                let victim = self.fault_rng.below(total as u64) as usize;
+                let jump = ms(self.fault_rng.range_inclusive(10, 2_000));
+                let offset = &mut self.nodes[victim].clock_offset;
+                *offset = Duration(offset.0.saturating_add(jump.0));
+                self.stats.clock_jumps += 1;
+                let id = self.nodes[victim].id;
+                self.trace.line(self.now, format_args!("clock of n{id} jumps {} ms forward", jump.as_millis()));
+                // Its timer deadline now lies earlier in simulated time.
+                self.after_input(victim)?;
+            }
+            FaultKind::Transfer => {
+                if let Some(leader) = self.leader() {
+                    let target = NodeId(self.fault_rng.below(self.options.nodes as u64) as i32 + 1);
+                    self.stats.transfers += 1;
+                    let id = self.nodes[leader].id;
+                    // Refusals (the target is the leader itself) are part of what is tested.
+                    let _refused = self.input(
+                        leader,
+                        format!("n{id} asked to transfer leadership to n{target}"),
+                        |raft, now, _| raft.transfer_leadership(now, target),
+                        |result| format!(": {result:?}"),
+                    )?;
+                }
+            }
+        }
+        let next = self.fault_interval();
+        self.schedule(self.now + next, Event::Fault);
+        Ok(())
+    }
+
+    /// The running leader of the highest term, if any.
+    fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter_map(|i| self.nodes[i].raft.as_ref().map(|r| (i, r)))
+            .filter(|(_, r)| r.role() == RoleKind::Leader)
+            .max_by_key(|(_, r)| r.term())
+            .map(|(i, _)| i)
+    }
+
+    fn partition(&mut self) {
+        let total = self.nodes.len();
+        if total < 2 {
+            return;
+        }
+        let leader = self.leader();
+        let rng = &mut self.fault_rng;
+        let mut links = BTreeSet::new();
+        let both = |links: &mut BTreeSet<(usize, usize)>, a: usize, b: usize| {
+            links.insert((a, b));
+            links.insert((b, a));
+        };
+        let variant = rng.below(4);
+        let shape = match variant {
+            0 => {
+                let loner = match leader {
+                    Some(leader) if rng.chance(1, 2) => leader,
+                    _ => rng.below(total as u64) as usize,
+                };
+                for other in (0..total).filter(|o| *o != loner) {
+                    both(&mut links, loner, other);
+                }
+                format!("n{} isolated", loner + 1)
+            }
+            1 | 3 => {
+                // A random split into two non-empty sides.
+                let mut side: Vec<bool> = (0..total).map(|_| rng.chance(1, 2)).collect();
+                let first = rng.below(total as u64) as usize;
+                side[first] = true;
+                let mut second = rng.below(total as u64 - 1) as usize;
+                if second >= first {
+                    second += 1;
+                }
+                side[second] = false;
+                for a in 0..total {
+                    for b in 0..total {
+                        if side[a] && !side[b] {
+                            both(&mut links, a, b);
+                        }
+                    }
+                }
+                let names = |want: bool| {
+                    (0..total).filter(|i| side[*i] == want).map(|i| format!("n{}", i + 1)).collect::<Vec<_>>().join(",")
+                };
+                format!("{} | {}", names(true), names(false))
+            }
+            _ => {
+                // One-way: a node that can send but not hear, or hear but not send, or random
+                // directed links.
+                let node = rng.below(total as u64) as usize;
+                match rng.below(3) {
+                    0 => {
+                        links.extend((0..total).filter(|o| *o != node).map(|o| (o, node)));
+                        format!("n{} cannot hear", node + 1)
+                    }
+                    1 => {
+                        links.extend((0..total).filter(|o| *o != node).map(|o| (node, o)));
+                        format!("n{} cannot send", node + 1)
+                    }
+                    _ => {
+                        for a in 0..total {
+                            for b in (0..total).filter(|b| *b != a) {
+                                if rng.chance(1, 3) {
+                                    links.insert((a, b));
+                                }
+                            }
+                        }
+                        links.insert((node, (node + 1) % total));
+                        let shown: Vec<String> = links.iter().map(|(a, b)| format!("n{}->n{}", a + 1, b + 1)).collect();
+                        format!("cut {}", shown.join(" "))
+                    }
+                }
+            }
+        };
+        let flapping = variant == 3;
+        let generation = self.network.partition.generation + 1;
+        self.network.partition = Partition { links, active: true, generation };
+        let duration = ms(self.fault_rng.range_inclusive(100, 4_000));
+        self.stats.partitions += 1;
+        self.trace.line(
+            self.now,
+            format_args!(
+                "partition {shape}{} for {} ms",
+                if flapping { ", flapping" } else { "" },
+                duration.as_millis()
+            ),
+        );
+        if flapping {
+            let next = ms(self.fault_rng.range_inclusive(10, 200));
+            self.schedule(self.now + next, Event::PartitionFlap { generation });
+        }
+        self.schedule(self.now + duration, Event::PartitionHeal { generation });
+    }
+
+    // ---- liveness ------------------------------------------------------------------------
+
+    fn start_liveness(&mut self) -> Result<(), String> {
+        self.phase = Phase::Liveness;
+        self.liveness_started = self.now;
+        self.trace
+            .line(self.now, format_args!("liveness phase: faults stop, the network heals, crashed nodes restart"));
+        self.network.loss_percent = 0;
+        self.network.duplicate_percent = 0;
+        self.network.spike_percent = 0;
+        self.heal();
+        for i in 0..self.nodes.len() {
+            self.nodes[i].slow_disk_until = self.now;
+            if !self.nodes[i].up() {
+                self.restart(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Some node leads, every command is applied somewhere, the leader has committed its
+    /// whole log and every node has applied all of it.
+    fn converged(&self) -> bool {
+        if !self.client.pending.is_empty() {
+            return false;
+        }
+        let mut leader: Option<&Raft> = None;
+        for node in &self.nodes {
+            let Some(raft) = &node.raft else { return false };
+            if raft.role() == RoleKind::Leader && leader.is_none_or(|l| l.term() < raft.term()) {
+                leader = Some(raft);
+            }
+        }
+        let Some(leader) = leader else { return false };
+        let commit = leader.commit_index();
+        commit == leader.last_index()
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.raft.as_ref().is_some_and(|r| r.applied_index() >= commit && r.term() == leader.term()))
+    }
+
+    fn not_converged(&self) -> String {
+        let mut message = format!(
+            "the cluster did not converge within {} ms after faults stopped: {}",
+            self.options.liveness_ms,
+            if self.client.pending.is_empty() {
+                "every command is applied, but not on every node or the leader has uncommitted entries".to_string()
+            } else {
+                let shown: Vec<String> = self.client.pending.keys().take(10).map(|n| format!("c{n}")).collect();
+                format!("{} commands still unapplied ({})", self.client.pending.len(), shown.join(" "))
+            }
+        );
+        for node in &self.nodes {
+            message.push_str("\n  ");
+            match &node.raft {
+                Some(raft) => message.push_str(&raft.describe()),
+                None => message.push_str(&format!("n{} down", node.id)),
+            }
+        }
+        message
+    }
+}
+
+/// A message for the trace: its kind, term and the fields that matter, never whole entries.
+fn describe(message: &Message) -> String {
+    match message {
+        Message::PreVote { term, last_log_index, last_log_term } => {
+            format!("PreVote t{term} last {last_log_index}:t{last_log_term}")
+        }
+        Message::PreVoteResponse { term, granted } => format!("PreVoteResponse t{term} granted {granted}"),
+        Message::RequestVote { term, last_log_index, last_log_term, transfer } => {
+            format!(
+                "RequestVote t{term} last {last_log_index}:t{last_log_term}{}",
+                if *transfer { " transfer" } else { "" }
+            )
+        }
+        Message::RequestVoteResponse { term, granted } => format!("RequestVoteResponse t{term} granted {granted}"),
+        Message::AppendEntries { term, prev_log_index, prev_log_term, entries, leader_commit } => {
+            let range = match (entries.first(), entries.last()) {
+                (Some(first), Some(last)) => format!(" [{}..{}]", first.index, last.index),
+                _ => String::new(),
+            };
+            format!("AppendEntries t{term} prev {prev_log_index}:t{prev_log_term}{range} commit {leader_commit}")
+        }
+        Message::AppendEntriesResponse { term, success, match_index } => {
+            format!("AppendEntriesResponse t{term} success {success} match {match_index}")
+        }
+        Message::InstallSnapshot { term, snapshot } => {
+            format!("InstallSnapshot t{term} snapshot {}:t{}", snapshot.index, snapshot.term)
+        }
+        Message::InstallSnapshotResponse { term, match_index } => {
+            format!("InstallSnapshotResponse t{term} match {match_index}")
+        }
+        Message::TimeoutNow { term } => format!("TimeoutNow t{term}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_round_trips_and_rejects_bad_snapshots() {
+        let mut machine = Machine::default();
+        machine.apply(&Entry { index: 1, term: keel_raft::Term(1), payload: Payload::Noop }).unwrap();
+        assert_eq!(Machine::decode(&machine.encode()).unwrap(), machine);
+        assert!(Machine::decode(&[1, 2, 3]).is_err());
+        let skip = Entry { index: 3, term: keel_raft::Term(1), payload: Payload::Noop };
+        assert!(machine.apply(&skip).is_err());
+    }
+
+    #[test]
+    fn invalid_options_fail_in_setup() {
+        let options =
+            RaftSimOptions { replication_quorum: Some(1), election_quorum: Some(2), ..RaftSimOptions::new(1) };
+        let report = run_raft(&options);
+        let failure = report.outcome.unwrap_err();
+        assert_eq!(failure.phase, Phase::Setup);
+        assert!(failure.message.contains("must exceed the 3 voters"), "{}", failure.message);
+        assert!(run_raft(&RaftSimOptions { nodes: 0, ..RaftSimOptions::new(1) }).outcome.is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! keel-sim against keel-raft: determinism, a fixed sweep that must pass, and a planted bug
+//! that must be caught.
+
+use keel_sim::{run_raft, trace_hash, FaultOptions, Mutation, Phase, RaftSimOptions};
+
+/// The fixed CI sweep: this many seeds of the default options must pass. A longer sweep runs
+/// on demand with `keel sim raft --seeds N`.
+const CI_SEEDS: u64 = 300;
+
+#[test]
+fn one_seed_gives_one_trace_and_another_seed_another() {
+    let options = RaftSimOptions { record_trace: true, ..RaftSimOptions::new(7) };
+    let first = run_raft(&options);
+    let second = run_raft(&options);
+    assert!(first.outcome.is_ok(), "{:?}", first.outcome);
+    assert_eq!(first.trace_hash, second.trace_hash);
+    assert_eq!(first.trace, second.trace);
+    assert_eq!(first.stats, second.stats);
+    // The hash covers exactly the recorded lines, and recording does not change the run.
+    assert_eq!(trace_hash(&first.trace), first.trace_hash);
+    let unrecorded = run_raft(&RaftSimOptions { record_trace: false, ..options.clone() });
+    assert_eq!(unrecorded.trace_hash, first.trace_hash);
+    assert!(unrecorded.trace.is_empty());
+    let other = run_raft(&RaftSimOptions { seed: 8, ..options });
+    assert_ne!(other.trace_hash, first.trace_hash);
+}
+
+#[test]
+fn fixed_sweep_passes() {
+    let mut simulated_ms = 0;
+    for seed in 0..CI_SEEDS {
+        let report = run_raft(&RaftSimOptions::new(seed));
+        if let Err(failure) = &report.outcome {
+            panic!("seed {seed} failed {failure}\nreproduce with: keel sim raft --seed {seed} --trace");
+        }
+        // Every run reaches the liveness phase and converges in it.
+        assert!(report.stats.liveness_converged_ms.is_some(), "seed {seed}");
+        simulated_ms += report.stats.simulated_ms;
+    }
+    assert!(simulated_ms >= CI_SEEDS * 20_000);
+}
+
+#[test]
+fn other_cluster_shapes_pass() {
+    let shapes = [
+        (1, 0, None, None),
+        (1, 2, None, None),
+        (2, 0, None, None),
+        (3, 1, Some(1), Some(3)),
+        (3, 0, Some(3), Some(2)),
+        (5, 0, None, None),
+        (5, 1, Some(2), Some(4)),
+    ];
+    for (nodes, observers, replication_quorum, election_quorum) in shapes {
+        for seed in 0..20 {
+            let options =
+                RaftSimOptions { nodes, observers, replication_quorum, election_quorum, ..RaftSimOptions::new(seed) };
+            if let Err(failure) = &run_raft(&options).outcome {
+                panic!("{nodes} voters, {observers} observers, R {replication_quorum:?}, E {election_quorum:?}, seed {seed}: {failure}");
+            }
+        }
+    }
+}
+
+#[test]
+fn without_faults_everything_commits_quickly() {
+    let options = RaftSimOptions { faults: FaultOptions::none(), ..RaftSimOptions::new(3) };
+    let report = run_raft(&options);
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+    let stats = &report.stats;
+    assert_eq!(stats.crashes + stats.partitions + stats.messages_dropped, 0, "{stats:?}");
+    assert_eq!(stats.leaders_elected, 1, "one election and no churn without faults: {stats:?}");
+    assert_eq!(stats.commands_committed, stats.commands_proposed);
+    assert!(stats.commands_proposed > 100, "{stats:?}");
+}
+
+#[test]
+fn unsafe_quorums_are_caught() {
+    // R + E = N: a leader commits alone, and two other voters elect a leader without it.
+    let mut caught = Vec::new();
+    for seed in 0..20 {
+        let options = RaftSimOptions {
+            replication_quorum: Some(1),
+            election_quorum: Some(2),
+            mutation: Some(Mutation::UnsafeQuorums),
+            ..RaftSimOptions::new(seed)
+        };
+        if let Err(failure) = run_raft(&options).outcome {
+            assert_ne!(failure.phase, Phase::Setup);
+            caught.push((seed, failure.message));
+        }
+    }
+    assert!(caught.len() >= 5, "only {} of 20 seeds caught the mutant: {caught:?}", caught.len());
+    assert!(caught.iter().any(|(_, m)| m.contains("leader completeness") || m.contains("committed entry changed")));
+}
+
+#[test]
+fn the_same_quorums_without_the_mutation_are_refused() {
+    let options = RaftSimOptions { replication_quorum: Some(1), election_quorum: Some(2), ..RaftSimOptions::new(0) };
+    let failure = run_raft(&options).outcome.unwrap_err();
+    assert_eq!(failure.phase, Phase::Setup);
+}

@@ -1,0 +1,160 @@
+//! `keel check`: run the model checker on the real protocol cores.
+
+use keel_check::{check_raft as explore_raft, Limits, RaftModelOptions, Report, Verdict};
+use keel_raft::Mutation;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CheckCommand {
+    /// Explore every interleaving of a small Raft cluster (keel-raft's real code).
+    Raft(RaftCheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RaftCheckArgs {
+    /// Voters.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Replication quorum R (default: majority).
+    #[arg(long)]
+    replication_quorum: Option<usize>,
+    /// Election quorum E (default: majority).
+    #[arg(long)]
+    election_quorum: Option<usize>,
+    /// Largest spread of terms in one state (terms are relabelled so the lowest is 1).
+    #[arg(long, default_value_t = 3)]
+    max_term: u64,
+    /// Client proposals.
+    #[arg(long, default_value_t = 1)]
+    proposals: u8,
+    /// Messages the network may lose.
+    #[arg(long, default_value_t = 1)]
+    losses: u8,
+    /// Messages the network may duplicate.
+    #[arg(long, default_value_t = 0)]
+    duplications: u8,
+    /// Messages the network may hold back past ticks (arbitrarily late delivery).
+    #[arg(long, default_value_t = 0)]
+    delays: u8,
+    /// Node crashes (each followed by a restart from disk). Each one multiplies the state space
+    /// many times over; see docs/benchmarks.md.
+    #[arg(long, default_value_t = 0)]
+    crashes: u8,
+    /// Only leaders crash.
+    #[arg(long)]
+    crash_leaders_only: bool,
+    /// States with more messages in flight are cut off.
+    #[arg(long, default_value_t = 8)]
+    max_in_flight: usize,
+    /// When each node boots, in ticks: "staggered" (0,1,2,...), "together", or a list like 0,0,1.
+    #[arg(long, default_value = "staggered")]
+    boot: String,
+    /// Plant a bug the checker must find: unsafe-quorums, commit-older-term, forget-vote,
+    /// fixed-timeout.
+    #[arg(long)]
+    mutation: Option<String>,
+    /// Give up (verdict unknown) after this many states.
+    #[arg(long, default_value_t = 20_000_000)]
+    max_states: usize,
+    /// Safety only.
+    #[arg(long)]
+    no_liveness: bool,
+}
+
+pub fn check(command: CheckCommand) -> Result<(), String> {
+    match command {
+        CheckCommand::Raft(args) => check_raft(args),
+    }
+}
+
+fn parse_mutation(name: &str) -> Result<Mutation, String> {
+    match name {
+        "unsafe-quorums" => Ok(Mutation::UnsafeQuorums),
+        "commit-older-term" => Ok(Mutation::CommitOlderTermByCount),
+        "forget-vote" => Ok(Mutation::ForgetVoteOnRestart),
+        "fixed-timeout" => Ok(Mutation::FixedElectionTimeout),
+        other => Err(format!(
+            "unknown mutation \"{other}\"; use unsafe-quorums, commit-older-term, forget-vote or fixed-timeout"
+        )),
+    }
+}
+
+fn parse_boot(boot: &str, nodes: usize) -> Result<Vec<u64>, String> {
+    match boot {
+        "staggered" => Ok(Vec::new()),
+        "together" => Ok(vec![0; nodes]),
+        list => {
+            let ticks: Result<Vec<u64>, _> = list.split(',').map(|t| t.trim().parse::<u64>()).collect();
+            match ticks {
+                Ok(ticks) if ticks.len() == nodes => Ok(ticks),
+                _ => Err(format!(
+                    "--boot takes \"staggered\", \"together\" or {nodes} comma-separated ticks, not \"{list}\""
+                )),
+            }
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the CLI times the run; the checker itself never reads a clock
+fn check_raft(args: RaftCheckArgs) -> Result<(), String> {
+    let mutation = args.mutation.as_deref().map(parse_mutation).transpose()?;
+    if args.nodes == 0 || args.nodes > 5 {
+        return Err("--nodes must be between 1 and 5 (the state space grows fast)".into());
+    }
+    let options = RaftModelOptions {
+        nodes: args.nodes,
+        replication_quorum: args.replication_quorum,
+        election_quorum: args.election_quorum,
+        max_term: args.max_term,
+        proposals: args.proposals,
+        losses: args.losses,
+        duplications: args.duplications,
+        delays: args.delays,
+        crashes: args.crashes,
+        crash_leaders_only: args.crash_leaders_only,
+        max_in_flight: args.max_in_flight,
+        boot_ticks: parse_boot(&args.boot, args.nodes)?,
+        mutation,
+        ..RaftModelOptions::default()
+    };
+    println!("checking keel-raft: {options:?}");
+    let limits = Limits { max_states: args.max_states, check_liveness: !args.no_liveness, ..Limits::default() };
+    let started = std::time::Instant::now();
+    let report = explore_raft(options, limits).map_err(|e| format!("invalid configuration: {e}"))?;
+    let elapsed = started.elapsed();
+    print_report(&report, elapsed);
+    let failed = !report.safety.holds() || report.liveness.iter().any(|(_, v)| !v.holds());
+    if failed {
+        Err("the model checker found a violation (or stopped at a limit); see above".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn print_report(report: &Report, elapsed: std::time::Duration) {
+    let seconds = elapsed.as_secs_f64();
+    println!(
+        "explored {} states, {} transitions, depth {}, {} states with steps beyond the bounds, in {:.1} s ({:.0} states/s)",
+        report.states,
+        report.transitions,
+        report.depth,
+        report.cut_off,
+        seconds,
+        report.states as f64 / seconds.max(1e-9)
+    );
+    print_verdict("safety (all invariants on every state)", &report.safety);
+    for (name, verdict) in &report.liveness {
+        print_verdict(&format!("liveness: {name}"), verdict);
+    }
+}
+
+fn print_verdict(name: &str, verdict: &Verdict) {
+    match verdict {
+        Verdict::Holds => println!("{name}: holds"),
+        Verdict::Unknown(why) => println!("{name}: UNKNOWN ({why})"),
+        Verdict::Violated { message, trace } => {
+            println!("{name}: VIOLATED: {message}");
+            println!("shortest trace ({} steps):", trace.steps.len());
+            print!("{trace}");
+        }
+    }
+}

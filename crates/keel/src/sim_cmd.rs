@@ -1,0 +1,336 @@
+//! `keel sim`: run the deterministic simulator (keel-sim) on the real protocol cores.
+//!
+//! One seed reproduces one run exactly; a sweep runs many seeds on every core and, when one
+//! fails, prints the command that reproduces it with its trace.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use keel_sim::{run_raft, Mutation, RaftSimOptions, RaftSimReport, Stats};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SimCommand {
+    /// Simulate a Raft cluster (keel-raft's real code) under network, disk, crash and clock
+    /// faults, then check that it converges once they stop. See docs/simulator.md.
+    Raft(RaftSimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("runs").required(true).args(["seed", "seeds"])))]
+pub struct RaftSimArgs {
+    /// Run this one seed.
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Sweep this many seeds, from --start on.
+    #[arg(long, value_name = "N")]
+    seeds: Option<u64>,
+    /// The first seed of a sweep.
+    #[arg(long, value_name = "S", default_value_t = 0, requires = "seeds")]
+    start: u64,
+    /// Voters.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Replication quorum R (default: a majority of the voters).
+    #[arg(long, value_name = "R")]
+    replication_quorum: Option<usize>,
+    /// Election quorum E (default: a majority of the voters).
+    #[arg(long, value_name = "E")]
+    election_quorum: Option<usize>,
+    /// Non-voting members that replicate the log.
+    #[arg(long, default_value_t = 0)]
+    observers: usize,
+    /// Simulated milliseconds of faults (default 20000).
+    #[arg(long, value_name = "MS")]
+    safety_ms: Option<u64>,
+    /// Simulated milliseconds the cluster has to converge once faults stop (default 10000).
+    #[arg(long, value_name = "MS")]
+    liveness_ms: Option<u64>,
+    /// Plant a bug the simulator should find.
+    #[arg(long, value_enum)]
+    mutation: Option<MutationArg>,
+    /// Print the trace of the run, one line per event.
+    #[arg(long, requires = "seed")]
+    trace: bool,
+    /// Threads for a sweep (default: one per core).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Stop a sweep at its first failure.
+    #[arg(long, requires = "seeds")]
+    fail_fast: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MutationArg {
+    /// Accept R + E <= N (use with --replication-quorum 1 --election-quorum 2).
+    UnsafeQuorums,
+    /// A leader commits an entry of an older term by counting replicas (Raft figure 8).
+    CommitOlderTerm,
+    /// A restarting node forgets its vote.
+    ForgetVote,
+    /// Election timeouts are not randomized.
+    FixedTimeout,
+}
+
+impl MutationArg {
+    fn mutation(self) -> Mutation {
+        match self {
+            MutationArg::UnsafeQuorums => Mutation::UnsafeQuorums,
+            MutationArg::CommitOlderTerm => Mutation::CommitOlderTermByCount,
+            MutationArg::ForgetVote => Mutation::ForgetVoteOnRestart,
+            MutationArg::FixedTimeout => Mutation::FixedElectionTimeout,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            MutationArg::UnsafeQuorums => "unsafe-quorums",
+            MutationArg::CommitOlderTerm => "commit-older-term",
+            MutationArg::ForgetVote => "forget-vote",
+            MutationArg::FixedTimeout => "fixed-timeout",
+        }
+    }
+}
+
+/// Prints one line. A reader that went away (`keel sim raft --seed 1 --trace | head`) is
+/// not an error worth a panic: the rest of the output is simply dropped.
+fn say(text: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(text);
+    let _ = out.write_all(b"\n");
+}
+
+macro_rules! say {
+    ($($arg:tt)*) => { say(format_args!($($arg)*)) };
+}
+
+/// Sweeps longer than this many seeds are refused; split them with --start.
+const SEEDS_MAX: u64 = 100_000_000;
+/// Failing seeds listed in a sweep's summary.
+const FAILURES_SHOWN: usize = 20;
+
+pub fn sim(command: SimCommand) -> Result<(), String> {
+    match command {
+        SimCommand::Raft(args) => sim_raft(&args),
+    }
+}
+
+fn sim_raft(args: &RaftSimArgs) -> Result<(), String> {
+    let options = options(args, args.seed.unwrap_or(args.start));
+    options.validate()?;
+    match (args.seed, args.seeds) {
+        (Some(seed), _) => run_one(args, &RaftSimOptions { seed, record_trace: args.trace, ..options }),
+        (None, Some(count)) => sweep(args, &options, count),
+        (None, None) => Err("give --seed S to run one seed or --seeds N to sweep".to_string()),
+    }
+}
+
+fn options(args: &RaftSimArgs, seed: u64) -> RaftSimOptions {
+    let defaults = RaftSimOptions::new(seed);
+    RaftSimOptions {
+        nodes: args.nodes,
+        observers: args.observers,
+        replication_quorum: args.replication_quorum,
+        election_quorum: args.election_quorum,
+        safety_ms: args.safety_ms.unwrap_or(defaults.safety_ms),
+        liveness_ms: args.liveness_ms.unwrap_or(defaults.liveness_ms),
+        mutation: args.mutation.map(MutationArg::mutation),
+        ..defaults
+    }
+}
+
+/// The command line that reruns `seed` with these arguments and prints its trace.
+fn reproduce(args: &RaftSimArgs, seed: u64) -> String {
+    let mut command = format!("keel sim raft --seed {seed}");
+    if args.nodes != 3 {
+        command.push_str(&format!(" --nodes {}", args.nodes));
+    }
+    if let Some(r) = args.replication_quorum {
+        command.push_str(&format!(" --replication-quorum {r}"));
+    }
+    if let Some(e) = args.election_quorum {
+        command.push_str(&format!(" --election-quorum {e}"));
+    }
+    if args.observers != 0 {
+        command.push_str(&format!(" --observers {}", args.observers));
+    }
+    if let Some(ms) = args.safety_ms {
+        command.push_str(&format!(" --safety-ms {ms}"));
+    }
+    if let Some(ms) = args.liveness_ms {
+        command.push_str(&format!(" --liveness-ms {ms}"));
+    }
+    if let Some(m) = args.mutation {
+        command.push_str(&format!(" --mutation {}", m.name()));
+    }
+    command.push_str(" --trace");
+    command
+}
+
+fn describe_cluster(options: &RaftSimOptions) -> String {
+    let majority = options.nodes / 2 + 1;
+    let mut text = format!(
+        "{} voters, {} observers, R {}, E {}",
+        options.nodes,
+        options.observers,
+        options.replication_quorum.unwrap_or(majority),
+        options.election_quorum.unwrap_or(majority)
+    );
+    if let Some(m) = options.mutation {
+        text.push_str(&format!(", mutation {m:?}"));
+    }
+    text
+}
+
+/// The wall clock, read only to report how much faster than real time the simulation ran;
+/// nothing the simulator does depends on it.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+fn run_one(args: &RaftSimArgs, options: &RaftSimOptions) -> Result<(), String> {
+    let started = wall_clock();
+    let report = run_raft(options);
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    {
+        // Buffered: a trace has tens of thousands of lines.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for line in &report.trace {
+            if writeln!(out, "{line}").is_err() {
+                break;
+            }
+        }
+        let _ = out.flush();
+    }
+    say!("keel sim raft: seed {}, {}", options.seed, describe_cluster(options));
+    match &report.outcome {
+        Ok(()) => {
+            say!("PASSED: converged {} ms after faults stopped", report.stats.liveness_converged_ms.unwrap_or_default())
+        }
+        Err(failure) => say!("FAILED {failure}"),
+    }
+    say!("trace hash {:016x}", report.trace_hash);
+    print_stats(&report.stats, wall_ms);
+    match &report.outcome {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            say!("reproduce with: {}", reproduce(args, options.seed));
+            Err(format!("seed {} failed", options.seed))
+        }
+    }
+}
+
+fn print_stats(stats: &Stats, wall_ms: f64) {
+    say!(
+        "simulated {:.1} s in {:.3} s wall: {:.0}x real time",
+        stats.simulated_ms as f64 / 1000.0,
+        wall_ms / 1000.0,
+        stats.simulated_ms as f64 / wall_ms.max(0.001)
+    );
+    say!(
+        "events {}; messages {} sent, {} delivered, {} dropped, {} duplicated; disk writes {}",
+        stats.events,
+        stats.messages_sent,
+        stats.messages_delivered,
+        stats.messages_dropped,
+        stats.messages_duplicated,
+        stats.disk_writes
+    );
+    say!(
+        "leaders elected {} (highest term {}); committed index {}; commands {} proposed, {} committed, {} applied twice",
+        stats.leaders_elected,
+        stats.highest_term,
+        stats.committed_index,
+        stats.commands_proposed,
+        stats.commands_committed,
+        stats.commands_duplicated
+    );
+    say!(
+        "faults: {} crashes ({} unsynced writes lost, {} torn), {} partitions, {} slow disks, {} clock jumps, \
+         {} transfers; {} compactions, {} snapshots applied",
+        stats.crashes,
+        stats.writes_lost,
+        stats.torn_writes,
+        stats.partitions,
+        stats.slow_disks,
+        stats.clock_jumps,
+        stats.transfers,
+        stats.compactions,
+        stats.snapshots_applied
+    );
+}
+
+fn sweep(args: &RaftSimArgs, options: &RaftSimOptions, count: u64) -> Result<(), String> {
+    if count == 0 || count > SEEDS_MAX {
+        return Err(format!("--seeds must lie between 1 and {SEEDS_MAX}"));
+    }
+    let end = args.start.checked_add(count).ok_or("--start + --seeds overflows a u64 seed")?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256)
+        .min(count as usize);
+    say!("keel sim raft: seeds {}..{end} ({count} runs), {}, on {jobs} threads", args.start, describe_cluster(options));
+    let started = wall_clock();
+    let next = AtomicU64::new(args.start);
+    let stop = AtomicBool::new(false);
+    let results: Mutex<Vec<RaftSimReport>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    return;
+                }
+                let report = run_raft(&RaftSimOptions { seed, ..options.clone() });
+                if let Err(failure) = &report.outcome {
+                    say!("seed {seed} FAILED {}", failure.to_string().lines().next().unwrap_or_default());
+                    say!("  reproduce with: {}", reproduce(args, seed));
+                    if args.fail_fast {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                // A poisoned lock means another sweep thread panicked; its report is lost
+                // either way, so keep what the others produced.
+                results.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+            });
+        }
+    });
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut reports = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    reports.sort_by_key(|r| r.seed);
+    let failed: Vec<u64> = reports.iter().filter(|r| r.outcome.is_err()).map(|r| r.seed).collect();
+    let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
+    let events: u64 = reports.iter().map(|r| r.stats.events).sum();
+    let converged: Vec<u64> = reports.iter().filter_map(|r| r.stats.liveness_converged_ms).collect();
+    say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
+    say!(
+        "simulated {:.1} s in {:.3} s wall: {:.0}x real time on {jobs} threads ({:.0}x per thread); {events} events",
+        simulated_ms as f64 / 1000.0,
+        wall_ms / 1000.0,
+        simulated_ms as f64 / wall_ms.max(0.001),
+        simulated_ms as f64 / wall_ms.max(0.001) / jobs as f64,
+    );
+    if let Some(max) = converged.iter().max() {
+        let mean = converged.iter().sum::<u64>() / converged.len() as u64;
+        say!("converged after faults stopped: mean {mean} ms, max {max} ms");
+    }
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => {
+            let shown: Vec<String> = failed.iter().take(FAILURES_SHOWN).map(u64::to_string).collect();
+            let more = if failed.len() > FAILURES_SHOWN { " ..." } else { "" };
+            say!("failing seeds: {}{more}", shown.join(" "));
+            Err(format!(
+                "{} of {} seeds failed; reproduce the first with: {}",
+                failed.len(),
+                reports.len(),
+                reproduce(args, *first)
+            ))
+        }
+    }
+}
