@@ -90,8 +90,10 @@ fn forgetting_the_vote_on_restart_elects_two_leaders() {
         mutation: Some(Mutation::ForgetVoteOnRestart),
         ..quiet()
     };
-    let message = safety_violation(&run_safety(options));
+    let mutant = run_safety(options.clone());
+    let message = safety_violation(&mutant);
     assert!(message.contains("two leaders in term"), "{message}");
+    assert_correct_core_survives(options, mutant.states);
 }
 
 #[test]
