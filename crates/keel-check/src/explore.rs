@@ -259,13 +259,7 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Report {
     };
 
     let trace_to = |meta: &Vec<Meta>, target: u32, extra: Option<(u32, u32)>| -> Trace {
-        let mut path = Vec::new();
-        let mut at = target;
-        while meta[at as usize].parent != NONE {
-            path.push((meta[at as usize].action, meta[at as usize].outcome));
-            at = meta[at as usize].parent;
-        }
-        path.reverse();
+        let mut path = path_to(meta, target);
         if let Some(last) = extra {
             path.push(last);
         }
@@ -376,14 +370,11 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Report {
             let verdict = match find_fair_bad_component(&bad, &enabled, &fair_edges) {
                 None => Verdict::Holds,
                 Some(cycle) => {
-                    let entry = cycle[0].0;
-                    let mut trace = trace_to(&meta, entry, None);
-                    let prefix_len = trace.steps.len();
-                    // Replay the cycle from the entry state.
-                    let mut path = path_to(&meta, entry);
+                    // The path to the component's entry state, then once around the cycle.
+                    let mut path = path_to(&meta, cycle[0].0);
+                    let prefix_len = path.len();
                     path.extend(cycle.iter().map(|(_, edge)| *edge));
-                    let full = replay(model, &initial, &path, limits);
-                    trace.steps = full.steps;
+                    let mut trace = replay(model, &initial, &path, limits);
                     trace.cycle_from = Some(prefix_len);
                     Verdict::Violated {
                         message: format!("\"{}\" never holds again on a fair run", property.name),

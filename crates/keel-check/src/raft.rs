@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 
-use keel_raft::{Config, Durable, Entry, Message, Mutation, Payload, Raft, RoleKind, Term};
+use keel_raft::{Config, Durable, Entry, Message, Mutation, Raft, RoleKind, Term};
 use keel_types::{Duration, Instant, NodeId};
 
 use crate::explore::{Choices, Model, Property};
@@ -224,46 +224,6 @@ impl RaftModel {
 
     fn node_mut(state: &mut RaftState, id: NodeId) -> &mut Raft {
         &mut state.nodes[(id.0 - 1) as usize]
-    }
-}
-
-fn describe_message(m: &Message) -> String {
-    match m {
-        Message::PreVote { term, last_log_index, last_log_term } => {
-            format!("PreVote(term {term}, last {last_log_index}:t{last_log_term})")
-        }
-        Message::PreVoteResponse { term, granted } => format!("PreVoteResponse(term {term}, granted {granted})"),
-        Message::RequestVote { term, last_log_index, last_log_term, transfer } => {
-            let t = if *transfer { ", transfer" } else { "" };
-            format!("RequestVote(term {term}, last {last_log_index}:t{last_log_term}{t})")
-        }
-        Message::RequestVoteResponse { term, granted } => {
-            format!("RequestVoteResponse(term {term}, granted {granted})")
-        }
-        Message::AppendEntries { term, prev_log_index, prev_log_term, entries, leader_commit } => {
-            let entries: Vec<String> = entries.iter().map(describe_entry).collect();
-            format!(
-                "AppendEntries(term {term}, prev {prev_log_index}:t{prev_log_term}, [{}], commit {leader_commit})",
-                entries.join(" ")
-            )
-        }
-        Message::AppendEntriesResponse { term, success, match_index } => {
-            format!("AppendEntriesResponse(term {term}, success {success}, match {match_index})")
-        }
-        Message::InstallSnapshot { term, snapshot } => {
-            format!("InstallSnapshot(term {term}, up to {}:t{})", snapshot.index, snapshot.term)
-        }
-        Message::InstallSnapshotResponse { term, match_index } => {
-            format!("InstallSnapshotResponse(term {term}, match {match_index})")
-        }
-        Message::TimeoutNow { term } => format!("TimeoutNow(term {term})"),
-    }
-}
-
-fn describe_entry(e: &Entry) -> String {
-    match &e.payload {
-        Payload::Noop => format!("{}:t{}:noop", e.index, e.term),
-        Payload::Command(c) => format!("{}:t{}:{}", e.index, e.term, String::from_utf8_lossy(c)),
     }
 }
 
@@ -471,12 +431,7 @@ impl Model for RaftModel {
                 }
                 if let Some(held) = node.entries().iter().find(|e| e.index == entry.index) {
                     if held != entry {
-                        return Err(format!(
-                            "committed entry {} changed on n{}: now {}",
-                            describe_entry(entry),
-                            node.id().0,
-                            describe_entry(held)
-                        ));
+                        return Err(format!("committed entry {} changed on n{}: now {}", entry, node.id().0, held));
                     }
                 }
             }
@@ -487,7 +442,7 @@ impl Model for RaftModel {
                             "leader completeness: n{} leads term {} without committed entry {}",
                             node.id().0,
                             node.term(),
-                            describe_entry(entry)
+                            entry
                         ));
                     }
                 }
@@ -509,14 +464,14 @@ impl Model for RaftModel {
     fn describe_action(&self, _state: &RaftState, action: &RaftAction) -> String {
         match action {
             RaftAction::Tick => "one tick passes".to_string(),
-            RaftAction::Deliver(f, t, m) => format!("n{} -> n{}: {}", f.0, t.0, describe_message(m)),
-            RaftAction::Drop(f, t, m) => format!("LOST n{} -> n{}: {}", f.0, t.0, describe_message(m)),
+            RaftAction::Deliver(f, t, m) => format!("n{} -> n{}: {}", f.0, t.0, m),
+            RaftAction::Drop(f, t, m) => format!("LOST n{} -> n{}: {}", f.0, t.0, m),
             RaftAction::Duplicate(f, t, m) => {
-                format!("DUPLICATED n{} -> n{}: {} (a copy stays in flight)", f.0, t.0, describe_message(m))
+                format!("DUPLICATED n{} -> n{}: {} (a copy stays in flight)", f.0, t.0, m)
             }
-            RaftAction::Delay(f, t, m) => format!("DELAYED n{} -> n{}: {}", f.0, t.0, describe_message(m)),
+            RaftAction::Delay(f, t, m) => format!("DELAYED n{} -> n{}: {}", f.0, t.0, m),
             RaftAction::DeliverDelayed(f, t, m) => {
-                format!("n{} -> n{} (late): {}", f.0, t.0, describe_message(m))
+                format!("n{} -> n{} (late): {}", f.0, t.0, m)
             }
             RaftAction::Crash(id) => format!("n{} CRASHES and restarts from its disk", id.0),
             RaftAction::Propose(id) => format!("client proposes to n{}", id.0),

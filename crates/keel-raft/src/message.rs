@@ -62,17 +62,17 @@ impl Durable {
         if let Some(hard_state) = persist.hard_state {
             self.hard_state = hard_state;
         }
+        // The same rules the in-memory log follows, so disk and memory cannot drift apart.
+        let mut log =
+            crate::log::RaftLog { snapshot: self.snapshot.take(), entries: std::mem::take(&mut self.entries) };
         if let Some(snapshot) = &persist.snapshot {
-            self.entries.retain(|e| e.index > snapshot.index);
-            // Entries after the snapshot survive only if they continue it.
-            if self.entries.first().is_some_and(|e| e.index != snapshot.index + 1) {
-                self.entries.clear();
-            }
-            self.snapshot = Some(snapshot.clone());
+            log.install(snapshot.clone());
         }
         if let Some(after) = persist.truncate_after {
-            self.entries.retain(|e| e.index <= after);
+            log.truncate_after(after);
         }
+        self.snapshot = log.snapshot;
+        self.entries = log.entries;
         self.entries.extend(persist.append.iter().cloned());
     }
 }
@@ -177,51 +177,106 @@ impl Message {
 
     /// Lowers every term this message mentions by `by` (see [`crate::Raft::relabel`]).
     pub fn lower_terms(&mut self, by: u64) {
-        let lower = |t: &mut Term| {
+        for t in self.terms_mut() {
             if t.0 != 0 {
                 assert!(t.0 > by, "relabelling would move term {} to or below zero", t.0);
                 t.0 -= by;
             }
-        };
-        match self {
+        }
+    }
+
+    /// Every nonzero term this message mentions (the same fields as `terms_mut`, read without
+    /// copying the message: the model checker asks for every message after every step).
+    pub fn terms(&self) -> Vec<Term> {
+        let mut terms = match self {
             Message::PreVote { term, last_log_term, .. } | Message::RequestVote { term, last_log_term, .. } => {
-                lower(term);
-                lower(last_log_term);
+                vec![*term, *last_log_term]
             }
             Message::AppendEntries { term, prev_log_term, entries, .. } => {
-                lower(term);
-                lower(prev_log_term);
-                for e in entries {
-                    lower(&mut e.term);
-                }
+                let mut terms = vec![*term, *prev_log_term];
+                terms.extend(entries.iter().map(|e| e.term));
+                terms
             }
-            Message::InstallSnapshot { term, snapshot } => {
-                lower(term);
-                lower(&mut snapshot.term);
+            Message::InstallSnapshot { term, snapshot } => vec![*term, snapshot.term],
+            other => vec![other.term()],
+        };
+        terms.retain(|t| t.0 != 0);
+        terms
+    }
+
+    /// Every term field: the message's own, and the log terms it carries.
+    fn terms_mut(&mut self) -> Vec<&mut Term> {
+        match self {
+            Message::PreVote { term, last_log_term, .. } | Message::RequestVote { term, last_log_term, .. } => {
+                vec![term, last_log_term]
             }
+            Message::AppendEntries { term, prev_log_term, entries, .. } => {
+                let mut terms = vec![term, prev_log_term];
+                terms.extend(entries.iter_mut().map(|e| &mut e.term));
+                terms
+            }
+            Message::InstallSnapshot { term, snapshot } => vec![term, &mut snapshot.term],
             Message::PreVoteResponse { term, .. }
             | Message::RequestVoteResponse { term, .. }
             | Message::AppendEntriesResponse { term, .. }
             | Message::InstallSnapshotResponse { term, .. }
-            | Message::TimeoutNow { term } => lower(term),
+            | Message::TimeoutNow { term } => vec![term],
         }
     }
+}
 
-    /// Every nonzero term this message mentions.
-    pub fn terms(&self) -> Vec<Term> {
-        let mut terms = Vec::new();
-        match self {
-            Message::PreVote { term, last_log_term, .. } | Message::RequestVote { term, last_log_term, .. } => {
-                terms.extend([*term, *last_log_term]);
-            }
-            Message::AppendEntries { term, prev_log_term, entries, .. } => {
-                terms.extend([*term, *prev_log_term]);
-                terms.extend(entries.iter().map(|e| e.term));
-            }
-            Message::InstallSnapshot { term, snapshot } => terms.extend([*term, snapshot.term]),
-            other => terms.push(other.term()),
+/// Entries show as `index:tTERM:command` (`noop` for a no-op), for traces.
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.payload {
+            Payload::Noop => write!(f, "{}:t{}:noop", self.index, self.term),
+            Payload::Command(c) => write!(f, "{}:t{}:{}", self.index, self.term, String::from_utf8_lossy(c)),
         }
-        terms.retain(|t| t.0 != 0);
-        terms
+    }
+}
+
+/// Most entries a message lists one by one in its text; longer runs show as a range.
+const ENTRIES_LISTED_MAX: usize = 4;
+
+/// One line per message, for traces of the simulator and the model checker.
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::PreVote { term, last_log_index, last_log_term } => {
+                write!(f, "PreVote(term {term}, last {last_log_index}:t{last_log_term})")
+            }
+            Message::PreVoteResponse { term, granted } => write!(f, "PreVoteResponse(term {term}, granted {granted})"),
+            Message::RequestVote { term, last_log_index, last_log_term, transfer } => {
+                let transfer = if *transfer { ", transfer" } else { "" };
+                write!(f, "RequestVote(term {term}, last {last_log_index}:t{last_log_term}{transfer})")
+            }
+            Message::RequestVoteResponse { term, granted } => {
+                write!(f, "RequestVoteResponse(term {term}, granted {granted})")
+            }
+            Message::AppendEntries { term, prev_log_index, prev_log_term, entries, leader_commit } => {
+                write!(f, "AppendEntries(term {term}, prev {prev_log_index}:t{prev_log_term}, [")?;
+                match (entries.first(), entries.last()) {
+                    (Some(first), Some(last)) if entries.len() > ENTRIES_LISTED_MAX => {
+                        write!(f, "{}..{}, {} entries", first.index, last.index, entries.len())?
+                    }
+                    _ => {
+                        for (i, e) in entries.iter().enumerate() {
+                            write!(f, "{}{e}", if i == 0 { "" } else { " " })?;
+                        }
+                    }
+                }
+                write!(f, "], commit {leader_commit})")
+            }
+            Message::AppendEntriesResponse { term, success, match_index } => {
+                write!(f, "AppendEntriesResponse(term {term}, success {success}, match {match_index})")
+            }
+            Message::InstallSnapshot { term, snapshot } => {
+                write!(f, "InstallSnapshot(term {term}, up to {}:t{})", snapshot.index, snapshot.term)
+            }
+            Message::InstallSnapshotResponse { term, match_index } => {
+                write!(f, "InstallSnapshotResponse(term {term}, match {match_index})")
+            }
+            Message::TimeoutNow { term } => write!(f, "TimeoutNow(term {term})"),
+        }
     }
 }

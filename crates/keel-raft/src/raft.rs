@@ -546,11 +546,7 @@ impl Raft {
             log.push_str(&format!("snap@{}:{} ", s.index, s.term));
         }
         for e in &self.log.entries {
-            let kind = match &e.payload {
-                Payload::Noop => "noop".to_string(),
-                Payload::Command(c) => String::from_utf8_lossy(c).into_owned(),
-            };
-            log.push_str(&format!("{}:t{}:{} ", e.index, e.term, kind));
+            log.push_str(&format!("{e} "));
         }
         format!(
             "n{} t{} vote {} {} commit {} log [{}]",

@@ -1058,7 +1058,7 @@ impl<'a> Sim<'a> {
         if let Some(why) = lost {
             self.stats.messages_dropped += 1;
             let (a, b) = (self.nodes[from].id, self.nodes[to].id);
-            self.trace.line(self.now, format_args!("n{a} -> n{b} {}: {why}", describe(&message)));
+            self.trace.line(self.now, format_args!("n{a} -> n{b} {message}: {why}"));
             return Ok(());
         }
         let copies = if self.network.rng.chance(self.network.duplicate_percent, 100) {
@@ -1078,7 +1078,7 @@ impl<'a> Sim<'a> {
     fn deliver(&mut self, from: usize, to: usize, message: Message) -> Result<(), String> {
         self.network.in_flight -= 1;
         let (a, b) = (self.nodes[from].id, self.nodes[to].id);
-        let text = describe(&message);
+        let text = message.to_string();
         let dropped = if !self.nodes[to].up() {
             Some("receiver down")
         } else if self.network.cut(from, to) {
@@ -1425,40 +1425,6 @@ impl<'a> Sim<'a> {
             }
         }
         message
-    }
-}
-
-/// A message for the trace: its kind, term and the fields that matter, never whole entries.
-fn describe(message: &Message) -> String {
-    match message {
-        Message::PreVote { term, last_log_index, last_log_term } => {
-            format!("PreVote t{term} last {last_log_index}:t{last_log_term}")
-        }
-        Message::PreVoteResponse { term, granted } => format!("PreVoteResponse t{term} granted {granted}"),
-        Message::RequestVote { term, last_log_index, last_log_term, transfer } => {
-            format!(
-                "RequestVote t{term} last {last_log_index}:t{last_log_term}{}",
-                if *transfer { " transfer" } else { "" }
-            )
-        }
-        Message::RequestVoteResponse { term, granted } => format!("RequestVoteResponse t{term} granted {granted}"),
-        Message::AppendEntries { term, prev_log_index, prev_log_term, entries, leader_commit } => {
-            let range = match (entries.first(), entries.last()) {
-                (Some(first), Some(last)) => format!(" [{}..{}]", first.index, last.index),
-                _ => String::new(),
-            };
-            format!("AppendEntries t{term} prev {prev_log_index}:t{prev_log_term}{range} commit {leader_commit}")
-        }
-        Message::AppendEntriesResponse { term, success, match_index } => {
-            format!("AppendEntriesResponse t{term} success {success} match {match_index}")
-        }
-        Message::InstallSnapshot { term, snapshot } => {
-            format!("InstallSnapshot t{term} snapshot {}:t{}", snapshot.index, snapshot.term)
-        }
-        Message::InstallSnapshotResponse { term, match_index } => {
-            format!("InstallSnapshotResponse t{term} match {match_index}")
-        }
-        Message::TimeoutNow { term } => format!("TimeoutNow t{term}"),
     }
 }
 
