@@ -3,7 +3,7 @@
 use keel_types::NodeId;
 
 /// Raft's election term.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Term(pub u64);
 
 impl std::fmt::Display for Term {
@@ -16,7 +16,7 @@ impl std::fmt::Display for Term {
 pub type LogIndex = u64;
 
 /// What an entry carries.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Payload {
     /// The entry a new leader appends so that entries of earlier terms commit with it.
     Noop,
@@ -24,7 +24,7 @@ pub enum Payload {
     Command(Vec<u8>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub index: LogIndex,
     pub term: Term,
@@ -32,7 +32,7 @@ pub struct Entry {
 }
 
 /// A state machine snapshot covering every entry up to and including `index`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub index: LogIndex,
     pub term: Term,
@@ -41,14 +41,14 @@ pub struct Snapshot {
 }
 
 /// Term and vote: what a node must never forget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct HardState {
     pub term: Term,
     pub voted_for: Option<NodeId>,
 }
 
 /// Everything a node persisted, handed back to [`crate::Raft::restart`] after a crash.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Durable {
     pub hard_state: HardState,
     pub snapshot: Option<Snapshot>,
@@ -79,7 +79,7 @@ impl Durable {
 
 /// One write the shell must make durable, in order, before reporting it with
 /// [`crate::Raft::handle_persisted`]. Its parts apply in field order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Persist {
     pub id: u64,
     pub hard_state: Option<HardState>,
@@ -92,7 +92,7 @@ pub struct Persist {
 }
 
 /// A Raft message. Every message carries the sender's term.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Message {
     /// "Would you vote for me in `term`?" Asked before a real election so a node that was cut
     /// off cannot disrupt a healthy leader; nobody changes state for it.

@@ -15,7 +15,7 @@ pub use time::{Duration, Instant};
 /// A partition leader epoch, as carried in RecordBatch headers and OffsetForLeaderEpoch.
 ///
 /// Kafka uses -1 ("no epoch") in several places; that is [`LeaderEpoch::UNDEFINED`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct LeaderEpoch(pub i32);
 
 impl LeaderEpoch {
@@ -34,7 +34,7 @@ impl std::fmt::Display for LeaderEpoch {
 }
 
 /// A producer id handed out by InitProducerId; -1 means "not idempotent".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct ProducerId(pub i64);
 
 impl ProducerId {
@@ -42,7 +42,7 @@ impl ProducerId {
 }
 
 /// A producer epoch; -1 means "not idempotent".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct ProducerEpoch(pub i16);
 
 impl ProducerEpoch {
@@ -50,7 +50,7 @@ impl ProducerEpoch {
 }
 
 /// A broker (node) id, as Kafka's `node.id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct NodeId(pub i32);
 
 impl std::fmt::Display for NodeId {
