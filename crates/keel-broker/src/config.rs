@@ -43,6 +43,33 @@ pub struct BrokerConfig {
     pub offsets_topic_flush_policy: String,
     /// Defaults for every topic; CreateTopics may override them per topic.
     pub topic_defaults: TopicDefaults,
+    /// The cluster: Kafka's `controller.quorum.voters`, `1@host:port,2@host:port,...` (each
+    /// controller's cluster port). Empty: a single node, no controller quorum.
+    pub controllers: String,
+    /// Kafka's `process.roles`: `broker,controller` (the default for a node listed in
+    /// `controllers`) or `broker` (a broker-only node).
+    pub process_roles: Option<String>,
+    /// Kafka's `broker.rack`: replicas of a partition are spread over racks.
+    pub rack: Option<String>,
+    /// Raft quorums of the controller quorum (see docs/raft.md); default: majorities.
+    pub controller_replication_quorum: Option<usize>,
+    pub controller_election_quorum: Option<usize>,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced and its partitions
+    /// fail over. Lower than Kafka's 9 s so failover completes within about 2 s.
+    pub broker_session_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `default.replication.factor` for topics created in a cluster (capped at the number of
+    /// brokers). keel defaults to 3, not Kafka's 1: replication is what keeps acknowledged
+    /// writes when a cluster does not fsync.
+    pub default_replication_factor: i16,
+    /// `min.insync.replicas` default for topics created in a cluster (capped at their
+    /// replication factor).
+    pub min_insync_replicas: i32,
+    /// `unclean.leader.election.enable` default.
+    pub unclean_leader_election_enable: bool,
 }
 
 /// Per-topic defaults (Kafka's `num.partitions`, `log.retention.ms`, ...).
@@ -81,6 +108,17 @@ impl Default for BrokerConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_topic_flush_policy: "always".to_string(),
             topic_defaults: TopicDefaults::default(),
+            controllers: String::new(),
+            process_roles: None,
+            rack: None,
+            controller_replication_quorum: None,
+            controller_election_quorum: None,
+            broker_heartbeat_interval_ms: 250,
+            broker_session_timeout_ms: 1_500,
+            replica_lag_time_max_ms: 10_000,
+            default_replication_factor: 3,
+            min_insync_replicas: 2,
+            unclean_leader_election_enable: false,
         }
     }
 }
@@ -151,10 +189,76 @@ impl BrokerConfig {
             return Err("socket_request_max_bytes must be at least 1024".to_string());
         }
         self.advertised()?;
+        let controllers = self.controller_voters()?;
+        if !controllers.is_empty() {
+            let roles = self.roles()?;
+            if roles.controller && !controllers.contains_key(&keel_types::NodeId(self.node_id)) {
+                return Err(format!(
+                    "node {} runs the controller role but is not in controllers {:?}; add it or set process_roles = \"broker\"",
+                    self.node_id, self.controllers
+                ));
+            }
+            if self.broker_heartbeat_interval_ms == 0
+                || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+            {
+                return Err("broker_session_timeout_ms must exceed broker_heartbeat_interval_ms (> 0)".to_string());
+            }
+            if self.default_replication_factor < 1 || self.min_insync_replicas < 1 {
+                return Err("default_replication_factor and min_insync_replicas must be at least 1".to_string());
+            }
+        }
         if self.topic_defaults.num_partitions < 1 {
             return Err("topic_defaults.num_partitions must be at least 1".to_string());
         }
         self.topic_defaults.log_config()?.validate().map_err(|e| format!("topic_defaults: {e}"))
+    }
+}
+
+/// Which roles a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+impl BrokerConfig {
+    /// The controller quorum, by node id; empty for a single node.
+    pub fn controller_voters(
+        &self,
+    ) -> Result<std::collections::BTreeMap<keel_types::NodeId, std::net::SocketAddr>, String> {
+        let mut voters = std::collections::BTreeMap::new();
+        for entry in self.controllers.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let bad = || format!("controllers entry {entry:?} must look like 1@127.0.0.1:9093");
+            let (id, address) = entry.split_once('@').ok_or_else(bad)?;
+            let id: i32 = id.parse().map_err(|_| bad())?;
+            use std::net::ToSocketAddrs;
+            let address = address
+                .to_socket_addrs()
+                .map_err(|e| format!("controllers entry {entry:?}: {e}"))?
+                .next()
+                .ok_or_else(bad)?;
+            if voters.insert(keel_types::NodeId(id), address).is_some() {
+                return Err(format!("controllers lists node {id} twice"));
+            }
+        }
+        Ok(voters)
+    }
+
+    /// Whether this configuration forms or joins a cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.controllers.trim().is_empty()
+    }
+
+    pub fn roles(&self) -> Result<Roles, String> {
+        match self.process_roles.as_deref().map(str::trim) {
+            None => Ok(Roles {
+                broker: true,
+                controller: self.controller_voters()?.contains_key(&keel_types::NodeId(self.node_id)),
+            }),
+            Some("broker") => Ok(Roles { broker: true, controller: false }),
+            Some("broker,controller") | Some("controller,broker") => Ok(Roles { broker: true, controller: true }),
+            Some(other) => Err(format!("process_roles {other:?} must be \"broker\" or \"broker,controller\"")),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 mod admin_handlers;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 mod group_handlers;
 pub mod groups;
@@ -64,5 +65,39 @@ impl RunningBroker {
         }
         let broker = self.broker;
         tokio::task::spawn_blocking(move || broker.close()).await.map_err(|e| e.to_string())?
+    }
+}
+
+/// A running cluster member (`keel serve --node-id N --controllers ...`): the controller role
+/// when this node has it, registration, heartbeats and metadata replay.
+///
+/// Serving Kafka clients from replicated partitions is not wired in yet (see the README).
+#[derive(Debug)]
+pub struct RunningClusterNode {
+    pub node: cluster::ClusterNode,
+    shutdown: watch::Sender<bool>,
+}
+
+impl RunningClusterNode {
+    pub async fn start(config: BrokerConfig) -> Result<RunningClusterNode, String> {
+        config.validate()?;
+        let advertised = config.advertised()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let node = cluster::ClusterNode::start(&config, advertised, shutdown_rx).await?;
+        Ok(RunningClusterNode { node, shutdown })
+    }
+
+    /// Stops every task at once, without a controlled shutdown or the clean-shutdown marker:
+    /// what a crash looks like to the rest of the cluster (tests use it).
+    pub fn crash(self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Controlled shutdown: the controller moves leadership away first; then everything stops
+    /// and the clean-shutdown marker is written.
+    pub async fn shutdown(self) -> Result<(), String> {
+        self.node.controlled_shutdown(std::time::Duration::from_secs(5)).await;
+        let _ = self.shutdown.send(true);
+        self.node.mark_clean_shutdown()
     }
 }

@@ -1,11 +1,35 @@
-//! keel's cluster metadata, as pure code.
+//! keel's cluster metadata, as pure code: the records of the controller's Raft log, the image
+//! every node replays from them, and the active controller's decisions.
 //!
-//! [`partition`] holds the rules every partition change follows: leader election from the ISR,
-//! then the Eligible Leader Replicas (KIP-966), else no leader; ELR and last-known ELR upkeep;
-//! the unclean-shutdown rule; the partition-epoch compare-and-set of AlterPartition. The
-//! controller, the model checker (`keel check isr`) and the simulator all use these functions,
-//! so what is checked is what runs.
+//! - [`records`]: [`MetadataRecord`], one fact each (a broker registered, was fenced, a topic,
+//!   a partition's whole state), with a versioned, bounded encoding.
+//! - [`image`]: [`MetadataImage`], the state the records describe. [`MetadataImage::apply`] is
+//!   the one replay function; brokers, controllers and tests all use it. It encodes whole, for
+//!   Raft snapshots.
+//! - [`partition`]: the rules every partition change follows: leader election from the ISR,
+//!   then the Eligible Leader Replicas (KIP-966), else no leader; ELR and last-known ELR upkeep;
+//!   the unclean-shutdown rule; the partition-epoch compare-and-set of AlterPartition. The
+//!   controller, the model checker (`keel check isr`) and the simulator all use these
+//!   functions, so what is checked is what runs.
+//! - [`controller`]: [`Controller`], the active controller: registration and broker epochs,
+//!   heartbeats, session expiry and fencing, controlled shutdown, replica placement, topic and
+//!   config changes, preferred-leader rebalancing. Each decision returns the records to append
+//!   and has already applied them to its working image.
+//!
+//! This crate owns the meaning of the metadata log. It never does IO, reads a clock, spawns
+//! threads or draws unseeded randomness: time comes in as [`keel_types::Instant`] arguments and
+//! random choices (topic ids, placement) from a caller's [`keel_types::Entropy`]. Appending the
+//! records to Raft, waiting for them to commit and answering the caller are the shell's job.
 
+pub mod controller;
+pub mod image;
 pub mod partition;
+pub mod records;
 
+#[cfg(test)]
+mod tests;
+
+pub use controller::{Controller, ControllerConfig, ControllerError, Decision, HeartbeatReply};
+pub use image::{BrokerRegistration, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE};
 pub use partition::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
+pub use records::{Endpoint, MetadataRecord};

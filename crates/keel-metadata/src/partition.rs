@@ -145,6 +145,17 @@ impl PartitionRegistration {
         self.finish(before)
     }
 
+    /// The topic's `min.insync.replicas` changed. Once the ISR meets the new minimum, the high
+    /// watermark may advance without the ELR members, so they no longer hold every committed
+    /// record: the ELR and last-known ELR are cleared, as [`Self::alter_isr`] would. Returns
+    /// whether anything changed.
+    pub fn handle_min_isr_change(&mut self, eligibility: &Eligibility) -> bool {
+        let before = self.clone();
+        let isr = self.isr.clone();
+        self.set_isr(isr, eligibility);
+        self.finish(before)
+    }
+
     /// Moves leadership to the preferred replica when it is active, in the ISR and not leading.
     pub fn elect_preferred(&mut self, eligibility: &Eligibility) -> bool {
         let Some(&preferred) = self.replicas.first() else { return false };
@@ -400,6 +411,21 @@ mod tests {
         p.alter_isr(&expand, &rules(&active)).unwrap();
         assert_eq!((p.isr.clone(), p.elr.clone(), p.partition_epoch), (n(&[1, 3]), n(&[]), 2));
         p.check_invariants(&rules(&active)).unwrap();
+    }
+
+    #[test]
+    fn lowering_min_isr_clears_the_elr_once_the_isr_meets_it() {
+        let mut p = three();
+        let active = n(&[1, 2, 3]);
+        let shrink = AlterIsr { leader: NodeId(1), leader_epoch: LeaderEpoch(0), partition_epoch: 0, new_isr: n(&[1]) };
+        p.alter_isr(&shrink, &rules(&active)).unwrap();
+        assert_eq!(p.elr, n(&[2, 3]));
+        let three_needed = Eligibility { min_isr: 3, ..rules(&active) };
+        assert!(!p.handle_min_isr_change(&three_needed), "raising it keeps the ELR");
+        let one_needed = Eligibility { min_isr: 1, ..rules(&active) };
+        assert!(p.handle_min_isr_change(&one_needed));
+        assert_eq!((p.isr.clone(), p.elr.clone(), p.partition_epoch), (n(&[1]), n(&[]), 2));
+        p.check_invariants(&one_needed).unwrap();
     }
 
     #[test]

@@ -4,11 +4,11 @@ use std::ops::{Add, Sub};
 
 /// A point in time in nanoseconds since an arbitrary origin chosen by the caller (the broker
 /// uses a monotonic clock; the simulator starts at zero).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Instant(pub u64);
 
 /// A span of time in nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Duration(pub u64);
 
 impl Instant {

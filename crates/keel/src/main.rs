@@ -5,6 +5,7 @@
 
 mod check_cmd;
 mod client;
+mod cluster_cmd;
 mod group;
 mod sim_cmd;
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keel_broker::{BrokerConfig, RunningBroker};
+use keel_broker::{BrokerConfig, RunningBroker, RunningClusterNode};
 
 #[derive(Debug, Parser)]
 #[command(name = "keel", version, about = "keel: a Kafka-compatible, durable event-streaming log")]
@@ -36,6 +37,9 @@ enum Command {
     /// List consumer groups, describe one with its lag, reset its offsets.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Inspect a keel cluster.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
     /// Benchmark any Kafka-compatible cluster (OpenMessaging Benchmark style); see bench/README.md.
     Bench(keel_bench::cli::BenchArgs),
     /// Model-check a protocol core: every interleaving of a small cluster, safety and liveness.
@@ -63,6 +67,19 @@ struct ServeArgs {
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// This node's id (Kafka's `node.id`), in a cluster.
+    #[arg(long, value_name = "ID")]
+    node_id: Option<i32>,
+    /// The controller quorum, `1@127.0.0.1:9093,2@127.0.0.1:9193,...` (Kafka's
+    /// `controller.quorum.voters`): forms or joins a cluster.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controllers: Option<String>,
+    /// `broker,controller` (default for a node listed in --controllers) or `broker`.
+    #[arg(long, value_name = "ROLES")]
+    process_roles: Option<String>,
+    /// This broker's rack (Kafka's `broker.rack`).
+    #[arg(long, value_name = "RACK")]
+    rack: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +97,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => runtime.block_on(client::produce(args)),
         Command::Consume(args) => runtime.block_on(client::consume(args)),
         Command::Group(command) => runtime.block_on(group::group(command)),
+        Command::Cluster(command) => runtime.block_on(cluster_cmd::cluster(command)),
         // Runs its clients on threads of its own, outside the async runtime.
         Command::Bench(args) => keel_bench::cli::main(args),
         Command::Check(command) => check_cmd::check(command),
@@ -124,6 +142,18 @@ fn serve_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
         config.advertise = Some(advertise.clone());
     }
     config.log_json |= args.log_json;
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+    }
+    if let Some(controllers) = &args.controllers {
+        config.controllers = controllers.clone();
+    }
+    if let Some(roles) = &args.process_roles {
+        config.process_roles = Some(roles.clone());
+    }
+    if let Some(rack) = &args.rack {
+        config.rack = Some(rack.clone());
+    }
     config.validate()?;
     Ok(config)
 }
@@ -140,6 +170,9 @@ fn resolve(address: &str) -> Result<std::net::SocketAddr, String> {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = serve_config(&args)?;
     init_logging(config.log_json);
+    if config.is_cluster() {
+        return serve_cluster(config).await;
+    }
     let data_dir = config.data_dir.clone();
     let running = RunningBroker::start(config).await?;
     let (host, port) = running.broker.config.advertised()?;
@@ -153,6 +186,23 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     eprintln!("keel listening on {} (clients use {host}:{port}); data in {}", running.local_addr, data_dir.display());
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight requests, flushing, writing clean-shutdown checkpoints");
+    running.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn serve_cluster(config: BrokerConfig) -> Result<(), String> {
+    let data_dir = config.data_dir.clone();
+    let node_id = config.node_id;
+    let roles = config.roles()?;
+    let running = RunningClusterNode::start(config).await?;
+    eprintln!(
+        "keel node {node_id} ({}) joined the cluster; data in {}. Serving Kafka clients from replicated partitions is not available yet: see the README.",
+        if roles.controller { "broker,controller" } else { "broker" },
+        data_dir.display()
+    );
+    wait_for_signal().await;
+    tracing::info!("controlled shutdown: moving leadership away, then stopping");
     running.shutdown().await?;
     tracing::info!("stopped cleanly");
     Ok(())

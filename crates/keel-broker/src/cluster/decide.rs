@@ -1,0 +1,40 @@
+//! Cluster calls mapped onto the active controller's decisions.
+
+use keel_metadata::{Controller, ControllerError, MetadataRecord};
+use keel_types::{Instant, Rng};
+
+use super::protocol::{Request, Response};
+
+/// What a decision produced: the answer to give once its records commit, and the records.
+pub type Decided = Result<(Response, Vec<MetadataRecord>), ControllerError>;
+
+pub fn decide(controller: &mut Controller, now: Instant, rng: &mut Rng, request: Request) -> Decided {
+    Ok(match request {
+        Request::RegisterBroker { node, listeners, rack, clean_shutdown, incarnation } => {
+            let d = controller.register_broker(now, node, listeners, rack, clean_shutdown, incarnation)?;
+            // The index is filled in when the registration commits.
+            (Response::Registered { broker_epoch: d.reply, metadata_index: 0 }, d.records)
+        }
+        Request::Heartbeat { node, broker_epoch, caught_up, want_shutdown, .. } => {
+            let d = controller.heartbeat(now, node, broker_epoch, caught_up, want_shutdown)?;
+            let reply = Response::Heartbeat { fenced: d.reply.fenced, should_shut_down: d.reply.should_shut_down };
+            (reply, d.records)
+        }
+        Request::AlterPartition { node, broker_epoch, topic_id, partition, change } => {
+            let d = controller.alter_partition(node, broker_epoch, topic_id, partition, &change)?;
+            (Response::AlterPartition { registration: d.reply }, d.records)
+        }
+        Request::CreateTopic { name, partitions, replication_factor, configs } => {
+            let d = controller.create_topic(&name, partitions, replication_factor, configs, rng)?;
+            (Response::TopicCreated { topic_id: d.reply }, d.records)
+        }
+        Request::DeleteTopic { name } => (Response::Done, controller.delete_topic(&name)?.records),
+        Request::CreatePartitions { name, total } => {
+            (Response::Done, controller.create_partitions(&name, total, rng)?.records)
+        }
+        Request::AlterConfigs { name, configs } => (Response::Done, controller.alter_configs(&name, configs)?.records),
+        Request::FetchMetadata { .. } | Request::Status => {
+            unreachable!("the controller task answers metadata fetches and status itself")
+        }
+    })
+}

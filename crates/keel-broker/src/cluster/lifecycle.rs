@@ -1,0 +1,172 @@
+//! The broker's side of the cluster: replay the metadata log, register, heartbeat, and shut
+//! down under the controller's control.
+//!
+//! A broker registers with whether its previous run ended cleanly (the marker its last clean
+//! shutdown wrote after the final flush), gets a new broker epoch, and stays fenced until it
+//! has replayed the metadata log up to where it stood at registration. Heartbeats carry how far
+//! it has replayed; a missed session gets it fenced, after which it simply heartbeats again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_metadata::{MetadataImage, MetadataRecord};
+use keel_types::{ErrorCode, NodeId};
+use tokio::sync::watch;
+
+use super::client::ControllerClient;
+use super::protocol::{Listener, Request, Response};
+
+/// How long a metadata fetch waits for new records.
+const FETCH_WAIT: Duration = Duration::from_millis(1000);
+
+/// The replayed metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Replayed {
+    pub index: u64,
+    pub image: Arc<MetadataImage>,
+}
+
+/// Where this broker stands with the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Standing {
+    pub broker_epoch: Option<i64>,
+    pub fenced: bool,
+    /// The controller has moved everything away; the broker may stop.
+    pub may_shut_down: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub node: NodeId,
+    pub listeners: Vec<Listener>,
+    pub rack: Option<String>,
+    pub clean_shutdown: bool,
+    pub incarnation: u64,
+    pub heartbeat_interval: Duration,
+}
+
+/// Starts metadata replay; returns its watch.
+pub fn replay(client: ControllerClient, mut shutdown: watch::Receiver<bool>) -> watch::Receiver<Replayed> {
+    let (sender, receiver) = watch::channel(Replayed::default());
+    tokio::spawn(async move {
+        let mut image = MetadataImage::default();
+        let mut index = 0u64;
+        loop {
+            let fetched = tokio::select! {
+                fetched = client.fetch_metadata(index, FETCH_WAIT) => fetched,
+                _ = shutdown.changed() => return,
+            };
+            match fetched {
+                Ok(Response::Metadata { snapshot, records }) => {
+                    if snapshot.is_none() && records.is_empty() {
+                        continue;
+                    }
+                    if let Some((at, bytes)) = snapshot {
+                        match MetadataImage::decode(&bytes) {
+                            Ok(decoded) => {
+                                image = decoded;
+                                index = at;
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "metadata snapshot cannot be decoded");
+                                tokio::time::sleep(FETCH_WAIT).await;
+                                continue;
+                            }
+                        }
+                    }
+                    for (at, bytes) in records {
+                        if at <= index {
+                            continue;
+                        }
+                        match MetadataRecord::decode_batch(&bytes) {
+                            Ok(batch) => batch.iter().for_each(|record| image.apply(record)),
+                            Err(error) => {
+                                tracing::error!(%error, index = at, "metadata entry cannot be decoded; skipping it");
+                            }
+                        }
+                        index = at;
+                    }
+                    sender.send_replace(Replayed { index, image: Arc::new(image.clone()) });
+                }
+                Ok(other) => tracing::debug!(?other, "unexpected answer to a metadata fetch"),
+                Err(error) => {
+                    tracing::debug!(%error, "metadata fetch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    receiver
+}
+
+/// Registers and heartbeats until shutdown. `want_shutdown` turning true starts a controlled
+/// shutdown; the returned standing shows `may_shut_down` once the controller agrees.
+pub fn run(
+    client: ControllerClient,
+    mut registration: Registration,
+    replayed: watch::Receiver<Replayed>,
+    want_shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> watch::Receiver<Standing> {
+    let (sender, receiver) = watch::channel(Standing { broker_epoch: None, fenced: true, may_shut_down: false });
+    tokio::spawn(async move {
+        let mut broker_epoch: Option<i64> = None;
+        // The metadata index of this broker's registration: once replayed, it is caught up.
+        let mut registered_at = u64::MAX;
+        let mut ticker = tokio::time::interval(registration.heartbeat_interval);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let Some(epoch) = broker_epoch else {
+                let request = Request::RegisterBroker {
+                    node: registration.node,
+                    listeners: registration.listeners.clone(),
+                    rack: registration.rack.clone(),
+                    clean_shutdown: registration.clean_shutdown,
+                    incarnation: registration.incarnation,
+                };
+                match client.call_active(request, registration.heartbeat_interval * 4).await {
+                    Ok(Response::Registered { broker_epoch: epoch, metadata_index }) => {
+                        registered_at = metadata_index;
+                        tracing::info!(node = %registration.node, broker_epoch = epoch, clean_shutdown = registration.clean_shutdown, "registered with the controller");
+                        broker_epoch = Some(epoch);
+                        // This process lost nothing since: a later registration (after the
+                        // controller forgot this epoch) is not an unclean restart.
+                        registration.clean_shutdown = true;
+                        sender.send_modify(|s| s.broker_epoch = Some(epoch));
+                    }
+                    Ok(other) => tracing::warn!(?other, "registration refused; retrying"),
+                    Err(error) => tracing::debug!(%error, "cannot reach the controller to register; retrying"),
+                }
+                continue;
+            };
+            let metadata_index = replayed.borrow().index;
+            let request = Request::Heartbeat {
+                node: registration.node,
+                broker_epoch: epoch,
+                metadata_index,
+                caught_up: metadata_index >= registered_at,
+                want_shutdown: *want_shutdown.borrow(),
+            };
+            match client.call_active(request, registration.heartbeat_interval * 2).await {
+                Ok(Response::Heartbeat { fenced, should_shut_down }) => {
+                    let before = *sender.borrow();
+                    if before.fenced != fenced {
+                        tracing::info!(node = %registration.node, fenced, "broker fencing changed");
+                    }
+                    sender.send_replace(Standing { broker_epoch, fenced, may_shut_down: should_shut_down });
+                }
+                Ok(Response::Error { code, message }) if code == ErrorCode::StaleBrokerEpoch.code() => {
+                    tracing::warn!(%message, "broker epoch is stale; registering again");
+                    broker_epoch = None;
+                    sender.send_replace(Standing { broker_epoch: None, fenced: true, may_shut_down: false });
+                }
+                Ok(other) => tracing::debug!(?other, "unexpected heartbeat answer"),
+                Err(error) => tracing::debug!(%error, "heartbeat failed"),
+            }
+        }
+    });
+    receiver
+}

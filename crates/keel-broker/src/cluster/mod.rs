@@ -1,0 +1,140 @@
+//! keel as a cluster member: the controller role (Raft + the active controller), the cluster
+//! port, and the broker's registration, heartbeats and metadata replay.
+
+pub mod client;
+pub mod controller;
+mod decide;
+pub mod lifecycle;
+mod listener;
+pub mod protocol;
+pub mod raft_store;
+pub mod transport;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keel_metadata::controller::ControllerConfig;
+use keel_types::NodeId;
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use client::ControllerClient;
+use lifecycle::{Registration, Replayed, Standing};
+use protocol::Listener;
+
+/// The file a clean shutdown leaves after the final flush; its absence at start means the
+/// previous run may have lost unflushed data.
+const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
+
+/// A running cluster member.
+#[derive(Debug)]
+pub struct ClusterNode {
+    pub node: NodeId,
+    pub client: ControllerClient,
+    pub replayed: watch::Receiver<Replayed>,
+    pub standing: watch::Receiver<Standing>,
+    want_shutdown: watch::Sender<bool>,
+    data_dir: PathBuf,
+}
+
+/// Reads and removes the clean-shutdown marker: whether the previous run ended cleanly.
+/// The removal is synced so that a crash in this run is never mistaken for a clean stop.
+pub fn take_clean_shutdown_marker(data_dir: &Path) -> Result<bool, String> {
+    let path = data_dir.join(CLEAN_SHUTDOWN_MARKER);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            std::fs::File::open(data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("cannot sync {}: {e}", data_dir.display()))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+    }
+}
+
+/// Writes the clean-shutdown marker, after everything was flushed and closed.
+pub fn write_clean_shutdown_marker(data_dir: &Path, broker_epoch: Option<i64>) -> Result<(), String> {
+    let path = data_dir.join(CLEAN_SHUTDOWN_MARKER);
+    let text = format!("{}\n", broker_epoch.unwrap_or(-1));
+    std::fs::write(&path, text)
+        .and_then(|_| std::fs::File::open(&path)?.sync_all())
+        .and_then(|_| std::fs::File::open(data_dir)?.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+impl ClusterNode {
+    /// Starts the controller role (if this node has it), the cluster port, metadata replay and
+    /// the broker lifecycle. `advertised` is the Kafka listener brokers register.
+    pub async fn start(
+        config: &BrokerConfig,
+        advertised: (String, u16),
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<ClusterNode, String> {
+        let node = NodeId(config.node_id);
+        let voters = config.controller_voters()?;
+        let roles = config.roles()?;
+        // A node starting on an empty data directory has nothing it could have lost.
+        let fresh = std::fs::read_dir(&config.data_dir).map_or(true, |mut entries| entries.next().is_none());
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+        let clean_shutdown = take_clean_shutdown_marker(&config.data_dir)? || fresh;
+        let local = if roles.controller {
+            let address = voters[&node];
+            let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                format!("cannot listen on the cluster port {address}: {e} (is another keel node using it?)")
+            })?;
+            let store = raft_store::RaftStore::open(&config.data_dir.join("__cluster_metadata"))?;
+            let mut raft_config = keel_raft::Config::new(node, voters.keys().copied().collect());
+            if let Some(r) = config.controller_replication_quorum {
+                raft_config.replication_quorum = r;
+            }
+            if let Some(e) = config.controller_election_quorum {
+                raft_config.election_quorum = e;
+            }
+            let controller_config = ControllerConfig {
+                session_timeout: keel_types::Duration::from_millis(config.broker_session_timeout_ms),
+                default_partitions: config.topic_defaults.num_partitions,
+                default_replication_factor: config.default_replication_factor,
+                default_min_isr: config.min_insync_replicas.max(1) as usize,
+                ..ControllerConfig::default()
+            };
+            let peers = voters.iter().filter(|(&id, _)| id != node).map(|(&id, &a)| (id, a)).collect();
+            let handle = controller::start(raft_config, store, controller_config, peers, shutdown.clone())?;
+            tokio::spawn(listener::serve(listener, handle.clone(), shutdown.clone()));
+            tracing::info!(%node, cluster_port = %address, voters = voters.len(), "controller role started");
+            Some(handle)
+        } else {
+            None
+        };
+        let client = ControllerClient::new(node, local, &voters);
+        let replayed = lifecycle::replay(client.clone(), shutdown.clone());
+        let (want_shutdown, want_shutdown_rx) = watch::channel(false);
+        let registration = Registration {
+            node,
+            listeners: vec![Listener { name: "PLAINTEXT".to_string(), host: advertised.0, port: advertised.1 }],
+            rack: config.rack.clone(),
+            clean_shutdown,
+            incarnation: 0,
+            heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+        };
+        let standing = lifecycle::run(client.clone(), registration, replayed.clone(), want_shutdown_rx, shutdown);
+        Ok(ClusterNode { node, client, replayed, standing, want_shutdown, data_dir: config.data_dir.clone() })
+    }
+
+    /// Controlled shutdown: asks the controller to move leadership away and waits (at most
+    /// `timeout`) until it agrees.
+    pub async fn controlled_shutdown(&self, timeout: Duration) {
+        let _ = self.want_shutdown.send(true);
+        let mut standing = self.standing.clone();
+        let agreed = tokio::time::timeout(timeout, standing.wait_for(|s| s.may_shut_down)).await;
+        if agreed.is_err() {
+            tracing::warn!("the controller did not confirm the controlled shutdown in time; stopping anyway");
+        }
+    }
+
+    /// After the final flush: leaves the clean-shutdown marker for the next start.
+    pub fn mark_clean_shutdown(&self) -> Result<(), String> {
+        write_clean_shutdown_marker(&self.data_dir, self.standing.borrow().broker_epoch)
+    }
+}

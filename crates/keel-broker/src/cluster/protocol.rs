@@ -1,0 +1,126 @@
+//! What keel nodes say to each other on the cluster port.
+
+use std::collections::BTreeMap;
+
+use keel_metadata::{AlterIsr, PartitionRegistration};
+use keel_raft::Message;
+use keel_types::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// One frame on the cluster port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Frame {
+    /// A one-way Raft message between controllers.
+    Raft { from: NodeId, to: NodeId, message: Message },
+    /// A call; the answer is a [`Response`] frame on the same connection.
+    Request(Request),
+}
+
+/// A listener of a broker, as registered.
+pub use keel_metadata::Endpoint as Listener;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// A broker starts: it gets a new broker epoch and stays fenced until it has caught up.
+    RegisterBroker {
+        node: NodeId,
+        listeners: Vec<Listener>,
+        rack: Option<String>,
+        /// Whether the previous run ended with a clean-shutdown marker.
+        clean_shutdown: bool,
+        incarnation: u64,
+    },
+    /// A broker is alive. `metadata_index` is how far it has replayed the metadata log;
+    /// `caught_up` that it has replayed its own registration (it may then be unfenced).
+    Heartbeat {
+        node: NodeId,
+        broker_epoch: i64,
+        metadata_index: u64,
+        caught_up: bool,
+        want_shutdown: bool,
+    },
+    /// A partition leader's ISR change.
+    AlterPartition {
+        node: NodeId,
+        broker_epoch: i64,
+        topic_id: u128,
+        partition: i32,
+        change: AlterIsr,
+    },
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        total: i32,
+    },
+    AlterConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// Committed metadata after `after` (a Raft index), waiting up to `max_wait_ms` for some.
+    FetchMetadata {
+        after: u64,
+        max_wait_ms: u32,
+    },
+    /// This controller's view, for `keel cluster status`.
+    Status,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// This node is not the active controller; `leader` is who it thinks is.
+    NotController {
+        leader: Option<NodeId>,
+    },
+    /// A Kafka error code and a message for people.
+    Error {
+        code: i16,
+        message: String,
+    },
+    Registered {
+        broker_epoch: i64,
+        metadata_index: u64,
+    },
+    Heartbeat {
+        fenced: bool,
+        should_shut_down: bool,
+    },
+    AlterPartition {
+        registration: PartitionRegistration,
+    },
+    TopicCreated {
+        topic_id: u128,
+    },
+    Done,
+    Metadata {
+        /// A snapshot of the whole image when the records after `after` were compacted away:
+        /// (index, encoded image).
+        snapshot: Option<(u64, Vec<u8>)>,
+        /// Committed entries: (Raft index, encoded records).
+        records: Vec<(u64, Vec<u8>)>,
+    },
+    Status(ControllerStatus),
+}
+
+/// One controller's view of the quorum and the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerStatus {
+    pub node: NodeId,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub voters: Vec<NodeId>,
+    pub replication_quorum: usize,
+    pub election_quorum: usize,
+    /// The encoded committed image, so the caller can show brokers and partitions.
+    pub image: Vec<u8>,
+}

@@ -1,0 +1,792 @@
+//! The active controller's decisions: broker registration, heartbeats and fencing, controlled
+//! shutdown, topic creation with replica placement, partition changes, config changes.
+//!
+//! A decision never changes anything by itself: it returns the records to append to the
+//! metadata log, and has already applied them to the controller's working image (the committed
+//! image plus every record decided since, as KRaft does), so the next decision sees them. If the
+//! records never commit (leadership lost, a failed append), the caller must
+//! [`Controller::reset`] to the committed image or drop the controller. A refused request
+//! returns a [`ControllerError`] and changes nothing.
+//!
+//! The caller reports every committed record with [`Controller::handle_committed`]: an answer
+//! that releases a broker (controlled shutdown) is only given from committed state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use keel_types::{Duration, Entropy, ErrorCode, Instant, NodeId};
+
+use crate::image::{self, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE};
+use crate::partition::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
+use crate::records::{Endpoint, MetadataRecord};
+
+/// The controller's settings (Kafka's names in each field's documentation).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ControllerConfig {
+    /// `broker.session.timeout.ms`: a broker that has not heartbeated for this long is fenced.
+    pub session_timeout: Duration,
+    /// `num.partitions`: for a topic created with -1 partitions.
+    pub default_partitions: i32,
+    /// `default.replication.factor`: for a topic created with replication factor -1.
+    pub default_replication_factor: i16,
+    /// `min.insync.replicas`: written into a new topic's configs when the request does not set
+    /// it, capped at the topic's replication factor so the topic can meet it.
+    pub default_min_isr: usize,
+    /// The most partitions one topic may have.
+    pub topic_partitions_max: i32,
+    /// `auto.leader.rebalance.enable`: move leadership back to preferred replicas.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often.
+    pub leader_imbalance_check_interval: Duration,
+    /// A planted bug, for checker tests.
+    pub mutation: Option<Mutation>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            session_timeout: Duration::from_secs(9),
+            default_partitions: 1,
+            default_replication_factor: 1,
+            default_min_isr: 1,
+            topic_partitions_max: 10_000,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval: Duration::from_secs(300),
+            mutation: None,
+        }
+    }
+}
+
+impl ControllerConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.session_timeout == Duration::ZERO {
+            return Err("broker session timeout must be positive".to_string());
+        }
+        if self.topic_partitions_max < 1 {
+            return Err("the partition limit per topic must be at least 1".to_string());
+        }
+        if !(1..=self.topic_partitions_max).contains(&self.default_partitions) {
+            return Err(format!(
+                "default partitions {} must be between 1 and the limit per topic {}",
+                self.default_partitions, self.topic_partitions_max
+            ));
+        }
+        if self.default_replication_factor < 1 || self.default_min_isr < 1 {
+            return Err("default replication factor and default min ISR must be at least 1".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// A refused request: a Kafka error code, and what happened and what to do, for people.
+/// A refusal changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ControllerError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ControllerError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> ControllerError {
+        ControllerError { code, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ControllerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ControllerError {}
+
+/// What a decision produced: the answer for the caller, and the records to append to the
+/// metadata log as one entry (already applied to the working image). Answer only once the
+/// records have committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "the records must be appended to the metadata log"]
+pub struct Decision<T> {
+    pub reply: T,
+    pub records: Vec<MetadataRecord>,
+}
+
+/// The answer to a broker heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HeartbeatReply {
+    pub fenced: bool,
+    /// The broker asked to shut down and, as committed, leads nothing any more: it may stop.
+    pub should_shut_down: bool,
+}
+
+/// The active controller. See the module documentation for the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Controller {
+    config: ControllerConfig,
+    /// The image of every committed record.
+    committed: MetadataImage,
+    /// `committed` plus the records decided since.
+    image: MetadataImage,
+    /// When each broker last heartbeated. Controller memory, not log: a new active controller
+    /// starts without it.
+    last_heartbeat: BTreeMap<NodeId, Instant>,
+    /// When this controller became active. A broker it has not heard from yet gets a full
+    /// session from here.
+    active_since: Instant,
+    rebalance_deadline: Instant,
+}
+
+impl Controller {
+    /// Becomes the active controller on top of `committed`, the image of every committed
+    /// record. Panics on an invalid config: check it with [`ControllerConfig::validate`].
+    pub fn new(config: ControllerConfig, committed: MetadataImage, now: Instant) -> Controller {
+        if let Err(e) = config.validate() {
+            panic!("invalid controller config: {e}");
+        }
+        Controller {
+            rebalance_deadline: now + config.leader_imbalance_check_interval,
+            config,
+            image: committed.clone(),
+            committed,
+            last_heartbeat: BTreeMap::new(),
+            active_since: now,
+        }
+    }
+
+    /// Starts over from the committed image, forgetting uncommitted records and heartbeats:
+    /// call it when this node becomes the active controller again, or when records it decided
+    /// could not be appended.
+    pub fn reset(&mut self, committed: MetadataImage, now: Instant) {
+        *self = Controller::new(self.config.clone(), committed, now);
+    }
+
+    /// A record committed in the metadata log (in log order, each exactly once).
+    pub fn handle_committed(&mut self, record: &MetadataRecord) {
+        self.committed.apply(record);
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// The working image: committed state plus every record decided since.
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    pub fn committed(&self) -> &MetadataImage {
+        &self.committed
+    }
+
+    /// When [`Controller::tick`] next has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let sessions = self.image.brokers().iter().filter(|(_, b)| !b.fenced).map(|(&n, _)| self.session_deadline(n));
+        let rebalance = self.config.auto_leader_rebalance.then_some(self.rebalance_deadline);
+        sessions.chain(rebalance).min()
+    }
+
+    // ---- brokers ------------------------------------------------------------------------
+
+    /// A broker process starts. It gets a broker epoch greater than any handed out before and
+    /// starts fenced. An earlier registration of the node belongs to a process that is gone:
+    /// its replicas leave leadership and the ISR (for the ELR if that leaves the ISR short),
+    /// and if this start found no clean-shutdown marker they leave the ELR too, since their
+    /// unflushed tail may be lost.
+    pub fn register_broker(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        listeners: Vec<Endpoint>,
+        rack: Option<String>,
+        clean_shutdown: bool,
+        incarnation: u64,
+    ) -> Result<Decision<i64>, ControllerError> {
+        if node.0 < 0 {
+            let message = format!("broker id {node} is negative; give the broker a node id of 0 or more");
+            return Err(ControllerError::new(ErrorCode::InvalidRequest, message));
+        }
+        let broker_epoch = self.image.broker_epoch_last() + 1;
+        let mut records = Vec::new();
+        let registration =
+            MetadataRecord::RegisterBroker { node, broker_epoch, listeners, rack, clean_shutdown, incarnation };
+        self.emit(&mut records, registration);
+        self.change_partitions(
+            &mut records,
+            |_, p| p.replicas.contains(&node),
+            |p, e| {
+                let removed = p.remove_replica(node, e);
+                let unclean = !clean_shutdown && p.handle_unclean_shutdown(node, e);
+                removed || unclean
+            },
+        );
+        self.last_heartbeat.insert(node, now);
+        Ok(Decision { reply: broker_epoch, records })
+    }
+
+    /// A broker is alive. `caught_up`: it has replayed the metadata log at least up to its own
+    /// registration, so it may be unfenced (and then lead where nobody does). `want_shutdown`
+    /// starts a controlled shutdown: it stops leading and leaves the ISRs at once, and is told
+    /// it may stop once that has committed.
+    pub fn heartbeat(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        broker_epoch: i64,
+        caught_up: bool,
+        want_shutdown: bool,
+    ) -> Result<Decision<HeartbeatReply>, ControllerError> {
+        let broker = self.registered(node, broker_epoch)?;
+        let (fenced, shutting_down) = (broker.fenced, broker.shutting_down);
+        self.last_heartbeat.insert(node, now);
+        let mut records = Vec::new();
+        if want_shutdown && !shutting_down {
+            self.emit(&mut records, MetadataRecord::BeginControlledShutdown { node, broker_epoch });
+            self.change_partitions(&mut records, |_, p| p.replicas.contains(&node), |p, e| p.remove_replica(node, e));
+        } else if !want_shutdown && fenced && !shutting_down && caught_up {
+            self.emit(&mut records, MetadataRecord::UnfenceBroker { node, broker_epoch });
+            self.change_partitions(&mut records, |_, p| p.replicas.contains(&node), |p, e| p.try_elect(e));
+        }
+        let fenced = self.image.broker(node).is_some_and(|b| b.fenced);
+        let should_shut_down =
+            self.committed.broker(node).is_some_and(|b| b.broker_epoch == broker_epoch && b.shutting_down)
+                && self.committed.leader_count(node) == 0;
+        Ok(Decision { reply: HeartbeatReply { fenced, should_shut_down }, records })
+    }
+
+    /// The membership layer declares the broker of `node` dead: it is fenced now rather than
+    /// at the end of its session.
+    pub fn fence_broker(&mut self, node: NodeId) -> Result<Decision<()>, ControllerError> {
+        let Some(broker) = self.image.broker(node) else {
+            return Err(ControllerError::new(
+                ErrorCode::BrokerIdNotRegistered,
+                format!("broker {node} is not registered"),
+            ));
+        };
+        let mut records = Vec::new();
+        if !broker.fenced {
+            let broker_epoch = broker.broker_epoch;
+            self.fence(&mut records, &[(node, broker_epoch)]);
+        }
+        Ok(Decision { reply: (), records })
+    }
+
+    /// Fences brokers whose session expired, and (every leader imbalance check interval)
+    /// moves leadership back to preferred replicas that are in the ISR.
+    pub fn tick(&mut self, now: Instant) -> Vec<MetadataRecord> {
+        let mut records = Vec::new();
+        let expired: Vec<(NodeId, i64)> = self
+            .image
+            .brokers()
+            .iter()
+            .filter(|(&node, broker)| !broker.fenced && now >= self.session_deadline(node))
+            .map(|(&node, broker)| (node, broker.broker_epoch))
+            .collect();
+        if !expired.is_empty() {
+            self.fence(&mut records, &expired);
+        }
+        if self.config.auto_leader_rebalance && now >= self.rebalance_deadline {
+            self.rebalance_deadline = now + self.config.leader_imbalance_check_interval;
+            self.change_partitions(&mut records, |_, _| true, |p, e| p.elect_preferred(e));
+        }
+        records
+    }
+
+    fn session_deadline(&self, node: NodeId) -> Instant {
+        // Heartbeats are forgotten on becoming active, so `heard` is never before `active_since`.
+        let heard = self.last_heartbeat.get(&node).copied().unwrap_or(self.active_since);
+        heard + self.config.session_timeout
+    }
+
+    fn fence(&mut self, records: &mut Vec<MetadataRecord>, brokers: &[(NodeId, i64)]) {
+        for &(node, broker_epoch) in brokers {
+            self.emit(records, MetadataRecord::FenceBroker { node, broker_epoch });
+        }
+        self.change_partitions(
+            records,
+            |_, p| brokers.iter().any(|(node, _)| p.replicas.contains(node)),
+            // Every broker leaves, whichever changed the partition (no short circuit).
+            |p, e| brokers.iter().fold(false, |changed, &(node, _)| p.remove_replica(node, e) | changed),
+        );
+    }
+
+    /// The registration of `node`, if `broker_epoch` is its current one.
+    fn registered(&self, node: NodeId, broker_epoch: i64) -> Result<&image::BrokerRegistration, ControllerError> {
+        match self.image.broker(node) {
+            Some(broker) if broker.broker_epoch == broker_epoch => Ok(broker),
+            Some(broker) => Err(ControllerError::new(
+                ErrorCode::StaleBrokerEpoch,
+                format!(
+                    "broker {node} sent epoch {broker_epoch} but is registered with epoch {}; register again",
+                    broker.broker_epoch
+                ),
+            )),
+            None => Err(ControllerError::new(
+                ErrorCode::StaleBrokerEpoch,
+                format!("broker {node} is not registered; register before sending heartbeats"),
+            )),
+        }
+    }
+
+    // ---- topics -------------------------------------------------------------------------
+
+    /// Creates a topic; `partitions` -1 and `replication_factor` -1 mean the defaults, as in
+    /// CreateTopics. Replicas go on active brokers only: leaders round-robin from a random
+    /// start, each partition's replicas on as many distinct racks as there are. Returns the
+    /// new topic's id.
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        rng: &mut impl Entropy,
+    ) -> Result<Decision<u128>, ControllerError> {
+        image::validate_topic_name(name).map_err(|m| ControllerError::new(ErrorCode::InvalidTopicException, m))?;
+        if self.image.topic_by_name(name).is_some() {
+            return Err(ControllerError::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
+        }
+        // Kafka refuses names that differ only in '.' versus '_': their metrics names collide.
+        let normalized = |n: &str| n.replace('.', "_");
+        if let Some(other) = self.image.topics().find(|t| normalized(&t.name) == normalized(name)) {
+            let message =
+                format!("topic {name:?} collides with existing topic {:?} ('.' and '_' are alike)", other.name);
+            return Err(ControllerError::new(ErrorCode::InvalidTopicException, message));
+        }
+        let partitions = if partitions == -1 { self.config.default_partitions } else { partitions };
+        self.check_partition_count(name, partitions)?;
+        let replication_factor =
+            if replication_factor == -1 { self.config.default_replication_factor } else { replication_factor };
+        if replication_factor < 1 {
+            let message = format!("replication factor {replication_factor} for topic {name:?} must be at least 1");
+            return Err(ControllerError::new(ErrorCode::InvalidReplicationFactor, message));
+        }
+        let replication_factor = replication_factor as usize;
+        let brokers = self.placement_order();
+        check_replication_factor(replication_factor, brokers.len())?;
+        let configs = self.topic_configs(name, configs, replication_factor)?;
+
+        let id = self.new_topic_id(rng);
+        let start = rng.below(brokers.len() as u64) as usize;
+        let shift = rng.below(brokers.len() as u64) as usize;
+        let assignment = place(&brokers, 0, partitions as usize, replication_factor, start, shift);
+        let mut records = Vec::new();
+        self.emit(&mut records, MetadataRecord::Topic { name: name.to_string(), id, configs });
+        self.add_partitions(&mut records, id, assignment);
+        Ok(Decision { reply: id, records })
+    }
+
+    /// Grows a topic to `total` partitions, continuing its round-robin of leaders.
+    pub fn create_partitions(
+        &mut self,
+        name: &str,
+        total: i32,
+        rng: &mut impl Entropy,
+    ) -> Result<Decision<()>, ControllerError> {
+        let topic = self.topic_named(name)?;
+        let (id, current, replication_factor) = (topic.id, topic.partitions.len(), topic.replication_factor());
+        let first_leader = topic.partitions.first().and_then(|p| p.replicas.first().copied());
+        if total < 1 || total as usize <= current {
+            let message = format!(
+                "topic {name:?} has {current} partitions; the new total {total} must be larger (partitions cannot be removed)"
+            );
+            return Err(ControllerError::new(ErrorCode::InvalidPartitions, message));
+        }
+        self.check_partition_count(name, total)?;
+        let brokers = self.placement_order();
+        check_replication_factor(replication_factor, brokers.len())?;
+        // Continue where partition 0's preferred leader started the round-robin.
+        let start = match brokers.iter().position(|(node, _)| Some(*node) == first_leader) {
+            Some(position) => position,
+            None => rng.below(brokers.len() as u64) as usize,
+        };
+        let shift = rng.below(brokers.len() as u64) as usize;
+        let assignment = place(&brokers, current, total as usize - current, replication_factor, start, shift);
+        let mut records = Vec::new();
+        self.add_partitions(&mut records, id, assignment);
+        Ok(Decision { reply: (), records })
+    }
+
+    /// Deletes a topic; returns its id.
+    pub fn delete_topic(&mut self, name: &str) -> Result<Decision<u128>, ControllerError> {
+        let id = self.topic_named(name)?.id;
+        let mut records = Vec::new();
+        self.emit(&mut records, MetadataRecord::RemoveTopic { id });
+        Ok(Decision { reply: id, records })
+    }
+
+    /// Replaces a topic's configs (AlterConfigs). The controller checks only the configs it
+    /// reads (`min.insync.replicas`, `unclean.leader.election.enable`); the caller checks the
+    /// rest. Partitions follow: a lower min ISR the ISR now meets clears the ELR, and enabling
+    /// unclean election elects leaders where nobody else can.
+    pub fn alter_configs(
+        &mut self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Decision<()>, ControllerError> {
+        let topic = self.topic_named(name)?;
+        let (id, replication_factor) = (topic.id, topic.replication_factor());
+        let configs = self.topic_configs(name, configs, replication_factor)?;
+        let mut records = Vec::new();
+        self.emit(&mut records, MetadataRecord::TopicConfigs { id, configs });
+        self.change_partitions(
+            &mut records,
+            |t, _| t.id == id,
+            // Both rules apply (no short circuit).
+            |p, e| p.handle_min_isr_change(e) | p.try_elect(e),
+        );
+        Ok(Decision { reply: (), records })
+    }
+
+    /// A partition leader's ISR change (AlterPartition): a compare-and-set on the partition
+    /// epoch, from the current incarnation of the leader's broker. Returns the partition as it
+    /// now stands.
+    pub fn alter_partition(
+        &mut self,
+        node: NodeId,
+        broker_epoch: i64,
+        topic_id: u128,
+        index: i32,
+        request: &AlterIsr,
+    ) -> Result<Decision<PartitionRegistration>, ControllerError> {
+        self.registered(node, broker_epoch)?;
+        if request.leader != node {
+            let message = format!("broker {node} asked for an ISR change on behalf of broker {}", request.leader);
+            return Err(ControllerError::new(ErrorCode::InvalidRequest, message));
+        }
+        let Some(topic) = self.image.topic(topic_id) else {
+            let message = format!("no topic has id {topic_id:032x}; it may have been deleted");
+            return Err(ControllerError::new(ErrorCode::UnknownTopicId, message));
+        };
+        let Some(current) = usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)) else {
+            let message = format!("topic {:?} has no partition {index}", topic.name);
+            return Err(ControllerError::new(ErrorCode::UnknownTopicOrPartition, message));
+        };
+        let active = self.image.active_brokers();
+        let mut next = current.clone();
+        if let Err(code) = next.alter_isr(request, &topic.eligibility(&active, self.config.mutation)) {
+            let at = format!("{}-{index}", topic.name);
+            let message = match code {
+                ErrorCode::NotLeaderOrFollower => {
+                    format!("broker {node} does not lead {at} (leader {:?})", current.leader)
+                }
+                ErrorCode::FencedLeaderEpoch => {
+                    format!("leader epoch {} of {at} is not the current {}", request.leader_epoch, current.leader_epoch)
+                }
+                ErrorCode::InvalidUpdateVersion => format!(
+                    "partition epoch {} of {at} is not the current {}; refresh the partition state and retry",
+                    request.partition_epoch, current.partition_epoch
+                ),
+                ErrorCode::IneligibleReplica => format!(
+                    "ISR {:?} for {at} adds a broker that is fenced or shutting down (active: {active:?})",
+                    request.new_isr
+                ),
+                _ => format!(
+                    "ISR {:?} for {at} must list distinct replicas of {:?}, the leader included",
+                    request.new_isr, current.replicas
+                ),
+            };
+            return Err(ControllerError::new(code, message));
+        }
+        let mut records = Vec::new();
+        if next != *current {
+            let record = MetadataRecord::Partition { topic_id, index, registration: next.clone() };
+            self.emit(&mut records, record);
+        }
+        Ok(Decision { reply: next, records })
+    }
+
+    fn topic_named(&self, name: &str) -> Result<&TopicImage, ControllerError> {
+        self.image.topic_by_name(name).ok_or_else(|| {
+            ControllerError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name:?} does not exist; create it with: keel topic create {name}"),
+            )
+        })
+    }
+
+    fn check_partition_count(&self, name: &str, partitions: i32) -> Result<(), ControllerError> {
+        if !(1..=self.config.topic_partitions_max).contains(&partitions) {
+            let message = format!(
+                "topic {name:?} cannot have {partitions} partitions: between 1 and {} are allowed",
+                self.config.topic_partitions_max
+            );
+            return Err(ControllerError::new(ErrorCode::InvalidPartitions, message));
+        }
+        Ok(())
+    }
+
+    /// Checks the configs the controller reads and writes in the default min ISR.
+    fn topic_configs(
+        &self,
+        name: &str,
+        mut configs: BTreeMap<String, String>,
+        replication_factor: usize,
+    ) -> Result<BTreeMap<String, String>, ControllerError> {
+        let invalid = |message: String| ControllerError::new(ErrorCode::InvalidConfig, message);
+        match configs.get(MIN_INSYNC_REPLICAS) {
+            None => {
+                let min_isr = self.config.default_min_isr.min(replication_factor);
+                configs.insert(MIN_INSYNC_REPLICAS.to_string(), min_isr.to_string());
+            }
+            Some(value) => match image::parse_min_isr(value) {
+                None => return Err(invalid(format!("min.insync.replicas must be a positive integer, not {value:?}"))),
+                Some(min_isr) if min_isr > replication_factor => {
+                    return Err(invalid(format!(
+                        "min.insync.replicas {min_isr} is above the replication factor {replication_factor} of \
+                         topic {name:?}: no write with acks=all could succeed"
+                    )))
+                }
+                Some(_) => {}
+            },
+        }
+        if let Some(value) = configs.get(UNCLEAN_LEADER_ELECTION_ENABLE) {
+            if image::parse_bool(value).is_none() {
+                return Err(invalid(format!("unclean.leader.election.enable must be true or false, not {value:?}")));
+            }
+        }
+        Ok(configs)
+    }
+
+    /// A random version-4 UUID no topic has (never zero, so never Kafka's "no topic id").
+    fn new_topic_id(&self, rng: &mut impl Entropy) -> u128 {
+        const RANDOM_LOW: u128 = (1 << 62) - 1;
+        let mut id = 0u128;
+        for _ in 0..4 {
+            id = (id << 32) | u128::from(rng.below(1 << 32));
+        }
+        id = (id & !(0xf << 76)) | (0x4 << 76);
+        id = (id & !(0b11 << 62)) | (0b10 << 62);
+        // A collision moves to the next free id; each step passes an existing topic, so this
+        // ends within as many steps as there are topics.
+        while self.image.topic(id).is_some() {
+            id = (id & !RANDOM_LOW) | (id.wrapping_add(1) & RANDOM_LOW);
+        }
+        id
+    }
+
+    /// Active brokers with their racks, ordered for placement: racks take turns (Kafka's rack
+    /// alternated list), so consecutive positions fall on different racks.
+    fn placement_order(&self) -> Vec<(NodeId, Option<String>)> {
+        let mut by_rack: BTreeMap<Option<&str>, Vec<NodeId>> = BTreeMap::new();
+        for (&node, broker) in self.image.brokers() {
+            if broker.is_active() {
+                by_rack.entry(broker.rack.as_deref()).or_default().push(node);
+            }
+        }
+        let rounds = by_rack.values().map(Vec::len).max().unwrap_or(0);
+        let mut order = Vec::new();
+        for round in 0..rounds {
+            for (rack, nodes) in &by_rack {
+                if let Some(&node) = nodes.get(round) {
+                    order.push((node, rack.map(str::to_string)));
+                }
+            }
+        }
+        order
+    }
+
+    /// Appends new partitions `first..` of a topic with these replica lists.
+    fn add_partitions(&mut self, records: &mut Vec<MetadataRecord>, topic_id: u128, assignment: Vec<Vec<NodeId>>) {
+        let topic = self.image.topic(topic_id).expect("the topic exists");
+        let first = topic.partitions.len();
+        let active = self.image.active_brokers();
+        let eligibility = topic.eligibility(&active, self.config.mutation);
+        let new: Vec<MetadataRecord> = assignment
+            .into_iter()
+            .enumerate()
+            .map(|(i, replicas)| MetadataRecord::Partition {
+                topic_id,
+                index: (first + i) as i32,
+                registration: PartitionRegistration::new(replicas, &eligibility),
+            })
+            .collect();
+        for record in new {
+            self.emit(records, record);
+        }
+    }
+
+    // ---- records ------------------------------------------------------------------------
+
+    fn emit(&mut self, records: &mut Vec<MetadataRecord>, record: MetadataRecord) {
+        self.image.apply(&record);
+        records.push(record);
+    }
+
+    /// Runs `change` on every partition in `scope` (in topic name and partition order) with
+    /// its topic's eligibility as of now, and records each partition that changed.
+    fn change_partitions(
+        &mut self,
+        records: &mut Vec<MetadataRecord>,
+        scope: impl Fn(&TopicImage, &PartitionRegistration) -> bool,
+        mut change: impl FnMut(&mut PartitionRegistration, &Eligibility) -> bool,
+    ) {
+        let active = self.image.active_brokers();
+        let mut changed = Vec::new();
+        for topic in self.image.topics() {
+            let eligibility = topic.eligibility(&active, self.config.mutation);
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                if !scope(topic, partition) {
+                    continue;
+                }
+                let mut next = partition.clone();
+                if change(&mut next, &eligibility) {
+                    changed.push(MetadataRecord::Partition {
+                        topic_id: topic.id,
+                        index: index as i32,
+                        registration: next,
+                    });
+                }
+            }
+        }
+        for record in changed {
+            self.emit(records, record);
+        }
+    }
+
+    // ---- invariants ---------------------------------------------------------------------
+
+    /// Both images' invariants, plus: ISR members are active brokers (their broker leaves
+    /// every ISR when it is fenced or shuts down; only under [`Mutation::NoElr`] may the last
+    /// member stay), and heartbeats are remembered only for registered brokers.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.image.check_invariants().map_err(|e| format!("working image: {e}"))?;
+        self.committed.check_invariants().map_err(|e| format!("committed image: {e}"))?;
+        if self.config.mutation != Some(Mutation::NoElr) {
+            let active = self.image.active_brokers();
+            for topic in self.image.topics() {
+                for (index, partition) in topic.partitions.iter().enumerate() {
+                    if let Some(member) = partition.isr.iter().find(|r| !active.contains(r)) {
+                        return Err(format!(
+                            "{}-{index} has {member} in its ISR {:?}, but {member} is not active",
+                            topic.name, partition.isr
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(node) = self.last_heartbeat.keys().find(|n| self.image.broker(**n).is_none()) {
+            return Err(format!("a heartbeat time is kept for unregistered broker {node}"));
+        }
+        Ok(())
+    }
+}
+
+fn check_replication_factor(replication_factor: usize, brokers: usize) -> Result<(), ControllerError> {
+    if replication_factor > brokers {
+        let message = format!(
+            "replication factor {replication_factor} cannot be reached: only {brokers} broker(s) are registered, \
+             unfenced and not shutting down; start more brokers or lower the replication factor"
+        );
+        return Err(ControllerError::new(ErrorCode::InvalidReplicationFactor, message));
+    }
+    Ok(())
+}
+
+/// Replica lists for partitions `first..first + count`, Kafka's way. The preferred leader of
+/// partition `p` is at position `(start + p) % n` of `brokers` (placement order), so leaders
+/// take turns. Followers are taken walking on from the leader with a rotation that grows by
+/// one every `n` partitions, so they take turns too; a follower on a rack the partition does
+/// not use yet is preferred while there is one.
+fn place(
+    brokers: &[(NodeId, Option<String>)],
+    first: usize,
+    count: usize,
+    replication_factor: usize,
+    start: usize,
+    shift: usize,
+) -> Vec<Vec<NodeId>> {
+    let n = brokers.len();
+    assert!((1..=n).contains(&replication_factor), "replication factor {replication_factor} with {n} brokers");
+    (first..first + count)
+        .map(|p| {
+            let leader = (start + p) % n;
+            let followers = n - 1;
+            let rotation = if followers == 0 { 0 } else { (shift + p / n) % followers };
+            let walk: Vec<usize> = (0..followers).map(|j| (leader + 1 + (rotation + j) % followers) % n).collect();
+            let mut chosen = vec![leader];
+            let mut racks: BTreeSet<&Option<String>> = BTreeSet::from([&brokers[leader].1]);
+            while chosen.len() < replication_factor {
+                let unused = || walk.iter().copied().filter(|c| !chosen.contains(c));
+                let next = unused()
+                    .find(|&c| !racks.contains(&brokers[c].1))
+                    .or_else(|| unused().next())
+                    .expect("replication factor is at most the broker count");
+                racks.insert(&brokers[next].1);
+                chosen.push(next);
+            }
+            chosen.into_iter().map(|c| brokers[c].0).collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brokers(racks: &[(i32, Option<&str>)]) -> Vec<(NodeId, Option<String>)> {
+        racks.iter().map(|&(node, rack)| (NodeId(node), rack.map(str::to_string))).collect()
+    }
+
+    fn count_by_broker(lists: &[Vec<NodeId>], leaders_only: bool) -> BTreeMap<NodeId, usize> {
+        let mut counts = BTreeMap::new();
+        for replicas in lists {
+            let take = if leaders_only { 1 } else { replicas.len() };
+            for &r in &replicas[..take] {
+                *counts.entry(r).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_followers_evenly() {
+        let three = brokers(&[(1, None), (2, None), (3, None)]);
+        let four = brokers(&[(1, None), (2, None), (3, None), (4, None)]);
+        for start in 0..4 {
+            for shift in 0..4 {
+                let lists = place(&three, 0, 6, 3, start, shift);
+                assert_eq!(count_by_broker(&lists, true).values().collect::<Vec<_>>(), [&2, &2, &2]);
+                for replicas in &lists {
+                    assert_eq!(replicas.iter().collect::<BTreeSet<_>>().len(), 3, "{replicas:?}");
+                }
+                let lists = place(&four, 0, 8, 2, start, shift);
+                assert_eq!(count_by_broker(&lists, true).values().collect::<Vec<_>>(), [&2; 4]);
+                assert_eq!(count_by_broker(&lists, false).values().collect::<Vec<_>>(), [&4; 4], "{lists:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn placement_puts_replicas_on_distinct_racks() {
+        // Placement order alternates racks: a, b, c, a, b, c.
+        let six =
+            brokers(&[(1, Some("a")), (3, Some("b")), (5, Some("c")), (2, Some("a")), (4, Some("b")), (6, Some("c"))]);
+        let rack = |node: NodeId| six.iter().find(|(n, _)| *n == node).unwrap().1.clone();
+        for start in 0..6 {
+            for shift in 0..6 {
+                for replicas in place(&six, 0, 12, 3, start, shift) {
+                    let racks: BTreeSet<_> = replicas.iter().map(|&r| rack(r)).collect();
+                    assert_eq!(racks.len(), 3, "{replicas:?}");
+                }
+            }
+        }
+        // One broker alone on rack b: every partition with two replicas uses it.
+        let uneven = brokers(&[(1, Some("a")), (4, Some("b")), (2, Some("a")), (3, Some("a"))]);
+        for replicas in place(&uneven, 0, 8, 2, 1, 2) {
+            assert!(replicas.contains(&NodeId(4)), "{replicas:?}");
+        }
+    }
+
+    #[test]
+    fn config_validation() {
+        assert_eq!(ControllerConfig::default().validate(), Ok(()));
+        let bad = [
+            ControllerConfig { session_timeout: Duration::ZERO, ..ControllerConfig::default() },
+            ControllerConfig { default_partitions: 0, ..ControllerConfig::default() },
+            ControllerConfig { default_partitions: 11, topic_partitions_max: 10, ..ControllerConfig::default() },
+            ControllerConfig { default_replication_factor: 0, ..ControllerConfig::default() },
+            ControllerConfig { default_min_isr: 0, ..ControllerConfig::default() },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Scenario tests of the controller, driven the way the shell drives it: every decision's
+//! records are committed in order, replayed into a separate image (a broker's), and reported
+//! back to the controller. After every step both images and the controller's invariants are
+//! checked, and after every commit the replayed image must equal the controller's.
+
+use std::collections::BTreeMap;
+
+use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng};
+
+use crate::{
+    AlterIsr, Controller, ControllerConfig, ControllerError, Decision, Endpoint, HeartbeatReply, MetadataImage,
+    MetadataRecord, PartitionRegistration, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE,
+};
+
+const SESSION: Duration = Duration(9_000_000_000);
+
+fn n(ids: &[i32]) -> Vec<NodeId> {
+    ids.iter().map(|&i| NodeId(i)).collect()
+}
+
+struct Cluster {
+    controller: Controller,
+    /// What a broker has replayed: every committed record.
+    replayed: MetadataImage,
+    /// Decided and not yet committed.
+    pending: Vec<MetadataRecord>,
+    /// Every record ever committed, in order.
+    log: Vec<MetadataRecord>,
+    epochs: BTreeMap<NodeId, i64>,
+    racks: BTreeMap<NodeId, String>,
+    now: Instant,
+    rng: Rng,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster::with(ControllerConfig::default())
+    }
+
+    fn with(config: ControllerConfig) -> Cluster {
+        Cluster {
+            controller: Controller::new(config, MetadataImage::default(), Instant::ZERO),
+            replayed: MetadataImage::default(),
+            pending: Vec::new(),
+            log: Vec::new(),
+            epochs: BTreeMap::new(),
+            racks: BTreeMap::new(),
+            now: Instant::ZERO,
+            rng: Rng::new(7),
+        }
+    }
+
+    /// Takes a decision's records for the log; checks invariants.
+    fn take<T>(&mut self, decision: Result<Decision<T>, ControllerError>) -> Result<T, ErrorCode> {
+        self.controller.check_invariants().unwrap();
+        let decision = decision.map_err(|e| e.code)?;
+        self.pending.extend(decision.records);
+        Ok(decision.reply)
+    }
+
+    fn commit(&mut self) {
+        for record in std::mem::take(&mut self.pending) {
+            let bytes = MetadataRecord::encode_batch(std::slice::from_ref(&record));
+            let [decoded]: [MetadataRecord; 1] = MetadataRecord::decode_batch(&bytes).unwrap().try_into().unwrap();
+            self.replayed.apply(&decoded);
+            self.controller.handle_committed(&decoded);
+            self.log.push(decoded);
+        }
+        self.replayed.check_invariants().unwrap();
+        self.controller.check_invariants().unwrap();
+        assert_eq!(&self.replayed, self.controller.image(), "replay differs from the controller's image");
+        assert_eq!(&self.replayed, self.controller.committed());
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now = self.now + by;
+    }
+
+    fn register(&mut self, node: i32, clean_shutdown: bool) -> i64 {
+        let listeners = vec![Endpoint { name: "PLAINTEXT".into(), host: format!("broker-{node}"), port: 9092 }];
+        let rack = self.racks.get(&NodeId(node)).cloned();
+        let decision =
+            self.controller.register_broker(self.now, NodeId(node), listeners, rack, clean_shutdown, node as u64);
+        let epoch = self.take(decision).unwrap();
+        self.epochs.insert(NodeId(node), epoch);
+        epoch
+    }
+
+    fn heartbeat(&mut self, node: i32, caught_up: bool, want_shutdown: bool) -> HeartbeatReply {
+        let epoch = self.epochs[&NodeId(node)];
+        let decision = self.controller.heartbeat(self.now, NodeId(node), epoch, caught_up, want_shutdown);
+        self.take(decision).unwrap()
+    }
+
+    /// Registers and unfences brokers, committing everything.
+    fn start(&mut self, nodes: &[i32]) {
+        for &node in nodes {
+            self.register(node, true);
+            self.commit();
+            assert!(!self.heartbeat(node, true, false).fenced);
+            self.commit();
+        }
+    }
+
+    fn tick(&mut self) {
+        let records = self.controller.tick(self.now);
+        self.take(Ok(Decision { reply: (), records })).unwrap();
+        self.commit();
+    }
+
+    fn create(&mut self, name: &str, partitions: i32, rf: i16, min_isr: Option<usize>) -> Result<u128, ErrorCode> {
+        let configs = min_isr.map(|m| (MIN_INSYNC_REPLICAS.to_string(), m.to_string())).into_iter().collect();
+        let decision = self.controller.create_topic(name, partitions, rf, configs, &mut self.rng);
+        let id = self.take(decision)?;
+        self.commit();
+        Ok(id)
+    }
+
+    fn fence(&mut self, node: NodeId) {
+        let decision = self.controller.fence_broker(node);
+        self.take(decision).unwrap();
+        self.commit();
+    }
+
+    fn partition(&self, topic_id: u128, index: i32) -> PartitionRegistration {
+        self.controller.image().partition(topic_id, index).unwrap().clone()
+    }
+
+    fn alter_isr(&mut self, topic_id: u128, index: i32, new_isr: &[i32]) -> Result<PartitionRegistration, ErrorCode> {
+        let p = self.partition(topic_id, index);
+        let leader = p.leader.unwrap();
+        let request =
+            AlterIsr { leader, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, new_isr: n(new_isr) };
+        let decision = self.controller.alter_partition(leader, self.epochs[&leader], topic_id, index, &request);
+        let registration = self.take(decision)?;
+        self.commit();
+        Ok(registration)
+    }
+}
+
+#[test]
+fn replaying_the_log_rebuilds_the_controllers_image() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let orders = c.create("orders", 3, 3, Some(2)).unwrap();
+    c.create("audit", 2, 2, None).unwrap();
+    let leader = c.partition(orders, 0).leader.unwrap();
+    c.alter_isr(orders, 0, &[leader.0]).unwrap();
+    c.fence(NodeId(2));
+    c.register(2, false);
+    c.commit();
+    let configs = BTreeMap::from([(UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), "true".to_string())]);
+    let decision = c.controller.alter_configs("orders", configs);
+    c.take(decision).unwrap();
+    let decision = c.controller.create_partitions("audit", 4, &mut c.rng);
+    c.take(decision).unwrap();
+    let decision = c.controller.delete_topic("audit");
+    c.take(decision).unwrap();
+    c.commit();
+    // A fresh replay of the whole log, and a snapshot of it, give the same image.
+    let mut fresh = MetadataImage::default();
+    c.log.iter().for_each(|r| fresh.apply(r));
+    assert_eq!(&fresh, c.controller.image());
+    assert_eq!(MetadataImage::decode(&fresh.encode()).unwrap(), fresh);
+    assert!(c.log.iter().any(|r| matches!(r, MetadataRecord::RemoveTopic { .. })));
+}
+
+#[test]
+fn brokers_register_fenced_and_heartbeats_unfence_them_once_caught_up() {
+    let mut c = Cluster::new();
+    let first = c.register(1, true);
+    c.commit();
+    assert!(c.controller.image().broker(NodeId(1)).unwrap().fenced);
+    assert_eq!(c.heartbeat(1, false, false), HeartbeatReply { fenced: true, should_shut_down: false });
+    assert!(c.pending.is_empty());
+    assert_eq!(c.heartbeat(1, true, false), HeartbeatReply { fenced: false, should_shut_down: false });
+    c.commit();
+    assert_eq!(c.controller.image().active_brokers(), n(&[1]));
+    // Epochs grow across nodes and re-registrations; a re-registration starts fenced again.
+    let second = c.register(2, true);
+    let again = c.register(1, true);
+    c.commit();
+    assert!(first < second && second < again, "{first} {second} {again}");
+    assert!(c.controller.image().broker(NodeId(1)).unwrap().fenced);
+    // The old epoch is stale now, as is an unknown broker.
+    let stale = c.controller.heartbeat(c.now, NodeId(1), first, true, false);
+    assert_eq!(stale.map(|_| ()).unwrap_err().code, ErrorCode::StaleBrokerEpoch);
+    let unknown = c.controller.heartbeat(c.now, NodeId(9), 1, true, false);
+    assert_eq!(unknown.map(|_| ()).unwrap_err().code, ErrorCode::StaleBrokerEpoch);
+    assert!(c.pending.is_empty(), "refusals change nothing");
+}
+
+#[test]
+fn an_expired_session_fences_the_broker_and_its_partitions_fail_over() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let t = c.create("t", 1, 3, Some(2)).unwrap();
+    let leader = c.partition(t, 0).leader.unwrap();
+    let replicas = c.partition(t, 0).replicas;
+    assert_eq!(replicas[0], leader);
+    let others: Vec<i32> = [1, 2, 3].into_iter().filter(|&b| NodeId(b) != leader).collect();
+    c.advance(Duration::from_secs(5));
+    for &b in &others {
+        c.heartbeat(b, true, false);
+    }
+    c.advance(Duration(SESSION.0 - Duration::from_secs(5).0 - 1));
+    c.tick();
+    assert_eq!(c.partition(t, 0).leader, Some(leader), "a session lasts its full timeout");
+    assert_eq!(c.controller.poll_timeout(), Some(Instant::ZERO + SESSION));
+    c.advance(Duration(1));
+    c.tick();
+    assert!(c.controller.image().broker(leader).unwrap().fenced);
+    let p = c.partition(t, 0);
+    assert_eq!((p.leader, p.isr, p.leader_epoch), (Some(replicas[1]), replicas[1..].to_vec(), LeaderEpoch(1)));
+    // A new active controller gives every broker a full session from when it took over.
+    c.advance(Duration::from_secs(60));
+    let committed = c.controller.committed().clone();
+    c.controller.reset(committed, c.now);
+    c.advance(Duration(SESSION.0 - 1));
+    c.tick();
+    assert_eq!(c.controller.image().active_brokers(), n(&others));
+    c.advance(Duration(1));
+    c.tick();
+    assert_eq!(c.controller.image().active_brokers(), n(&[]));
+}
+
+#[test]
+fn a_fenced_leader_fails_over_to_the_isr_then_the_elr() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let t = c.create("t", 1, 3, Some(2)).unwrap();
+    let replicas = c.partition(t, 0).replicas;
+    let [a, b, z] = [replicas[0], replicas[1], replicas[2]];
+    c.fence(a);
+    let p = c.partition(t, 0);
+    assert_eq!((p.leader, p.isr.clone(), p.elr.clone()), (Some(b), vec![b, z], vec![]));
+    c.fence(b);
+    let p = c.partition(t, 0);
+    assert_eq!((p.leader, p.isr.clone(), p.elr.clone()), (Some(z), vec![z], vec![b]));
+    c.fence(z);
+    let p = c.partition(t, 0);
+    assert_eq!((p.leader, p.isr.clone(), p.elr.clone()), (None, vec![], vec![b, z]));
+    // `a` comes back cleanly, but it left while the ISR met min ISR: it may not lead.
+    c.register(a.0, true);
+    c.commit();
+    c.heartbeat(a.0, true, false);
+    c.commit();
+    assert_eq!(c.partition(t, 0).leader, None);
+    // `b` comes back cleanly: elected from the ELR.
+    c.register(b.0, true);
+    c.commit();
+    c.heartbeat(b.0, true, false);
+    c.commit();
+    let p = c.partition(t, 0);
+    assert_eq!((p.leader, p.isr, p.elr), (Some(b), vec![b], vec![z]));
+}
+
+#[test]
+fn an_unclean_restart_loses_the_elr_and_leadership() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let t = c.create("t", 1, 3, Some(2)).unwrap();
+    let leader = c.partition(t, 0).leader.unwrap();
+    // The leader shrinks the ISR to itself: the others join the ELR.
+    c.alter_isr(t, 0, &[leader.0]).unwrap();
+    let elr = c.partition(t, 0).elr;
+    assert_eq!(elr.len(), 2);
+    // The leader's process dies and restarts without its clean-shutdown marker, before its
+    // session ends: the new registration replaces the old one at once.
+    c.register(leader.0, false);
+    c.commit();
+    let p = c.partition(t, 0);
+    assert_ne!(p.leader, Some(leader));
+    assert!(!p.isr.contains(&leader) && !p.elr.contains(&leader), "{p:?}");
+    assert!(p.leader.is_some_and(|l| elr.contains(&l)), "an ELR member takes over: {p:?}");
+    // An ELR member that restarts uncleanly leaves the ELR.
+    let remaining = p.elr[0];
+    c.register(remaining.0, false);
+    c.commit();
+    assert_eq!(c.partition(t, 0).elr, vec![]);
+    // Caught up and unfenced, the unclean leader still may not lead: it is in neither set.
+    c.heartbeat(leader.0, true, false);
+    c.commit();
+    assert!(!c.partition(t, 0).isr.contains(&leader));
+}
+
+#[test]
+fn controlled_shutdown_moves_leadership_before_the_broker_may_stop() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let t = c.create("t", 6, 3, Some(2)).unwrap();
+    assert_eq!(c.controller.image().leader_count(NodeId(1)), 2);
+    let reply = c.heartbeat(1, true, true);
+    assert_eq!(reply, HeartbeatReply { fenced: false, should_shut_down: false });
+    assert!(matches!(c.pending[0], MetadataRecord::BeginControlledShutdown { node: NodeId(1), .. }));
+    assert_eq!(c.controller.image().leader_count(NodeId(1)), 0);
+    // Not committed yet: the broker must keep waiting.
+    assert!(!c.heartbeat(1, true, true).should_shut_down);
+    c.commit();
+    assert!(c.heartbeat(1, true, true).should_shut_down);
+    for index in 0..6 {
+        let p = c.partition(t, index);
+        assert!(p.leader.is_some() && p.leader != Some(NodeId(1)) && !p.isr.contains(&NodeId(1)), "{p:?}");
+    }
+    // Shutting down, it gets no new replicas and is not unfenced by later heartbeats.
+    assert_eq!(c.create("u", 1, 3, None), Err(ErrorCode::InvalidReplicationFactor));
+    assert_eq!(c.controller.image().active_brokers(), n(&[2, 3]));
+}
+
+#[test]
+fn preferred_leaders_return_once_back_in_the_isr() {
+    let config = ControllerConfig { leader_imbalance_check_interval: Duration::from_secs(1), ..Default::default() };
+    let mut c = Cluster::with(config);
+    c.start(&[1, 2, 3]);
+    let t = c.create("t", 3, 3, Some(2)).unwrap();
+    let preferred = c.partition(t, 0).replicas[0];
+    c.fence(preferred);
+    c.register(preferred.0, true);
+    c.commit();
+    c.heartbeat(preferred.0, true, false);
+    c.commit();
+    let p = c.partition(t, 0);
+    assert_ne!(p.leader, Some(preferred), "not in the ISR yet");
+    let mut isr: Vec<i32> = p.isr.iter().map(|r| r.0).collect();
+    isr.push(preferred.0);
+    c.alter_isr(t, 0, &isr).unwrap();
+    c.advance(Duration::from_secs(1));
+    for b in [1, 2, 3] {
+        c.heartbeat(b, true, false);
+    }
+    c.tick();
+    assert_eq!(c.partition(t, 0).leader, Some(preferred));
+}
+
+#[test]
+fn topics_are_placed_evenly_and_on_distinct_racks() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let t = c.create("t", 6, 3, None).unwrap();
+    let mut leaders = BTreeMap::new();
+    for index in 0..6 {
+        *leaders.entry(c.partition(t, index).leader.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(leaders, BTreeMap::from([(NodeId(1), 2), (NodeId(2), 2), (NodeId(3), 2)]));
+    // Growing the topic continues the round-robin.
+    let decision = c.controller.create_partitions("t", 9, &mut c.rng);
+    c.take(decision).unwrap();
+    c.commit();
+    let mut leaders = BTreeMap::new();
+    for index in 0..9 {
+        *leaders.entry(c.partition(t, index).replicas[0]).or_insert(0) += 1;
+    }
+    assert_eq!(leaders, BTreeMap::from([(NodeId(1), 3), (NodeId(2), 3), (NodeId(3), 3)]));
+
+    let mut c = Cluster::new();
+    for (node, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
+        c.racks.insert(NodeId(node), rack.to_string());
+    }
+    c.start(&[1, 2, 3, 4, 5, 6]);
+    let t = c.create("racked", 12, 3, None).unwrap();
+    for index in 0..12 {
+        let racks: std::collections::BTreeSet<_> =
+            c.partition(t, index).replicas.iter().map(|r| c.racks[r].clone()).collect();
+        assert_eq!(racks.len(), 3, "partition {index}");
+    }
+}
+
+#[test]
+fn create_topic_refuses_what_kafka_refuses() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    c.register(4, true); // Registered but fenced: not counted for placement.
+    c.commit();
+    c.create("a.b", 1, 1, None).unwrap();
+    let long = "x".repeat(250);
+    let with = |key: &str, value: &str| BTreeMap::from([(key.to_string(), value.to_string())]);
+    let table = vec![
+        ("", 1, 1, BTreeMap::new(), ErrorCode::InvalidTopicException),
+        ("..", 1, 1, BTreeMap::new(), ErrorCode::InvalidTopicException),
+        ("a b", 1, 1, BTreeMap::new(), ErrorCode::InvalidTopicException),
+        (&long, 1, 1, BTreeMap::new(), ErrorCode::InvalidTopicException),
+        ("a_b", 1, 1, BTreeMap::new(), ErrorCode::InvalidTopicException),
+        ("a.b", 1, 1, BTreeMap::new(), ErrorCode::TopicAlreadyExists),
+        ("p", 0, 1, BTreeMap::new(), ErrorCode::InvalidPartitions),
+        ("p", -2, 1, BTreeMap::new(), ErrorCode::InvalidPartitions),
+        ("p", 10_001, 1, BTreeMap::new(), ErrorCode::InvalidPartitions),
+        ("p", 1, 0, BTreeMap::new(), ErrorCode::InvalidReplicationFactor),
+        ("p", 1, 4, BTreeMap::new(), ErrorCode::InvalidReplicationFactor),
+        ("p", 1, 3, with(MIN_INSYNC_REPLICAS, "x"), ErrorCode::InvalidConfig),
+        ("p", 1, 3, with(MIN_INSYNC_REPLICAS, "0"), ErrorCode::InvalidConfig),
+        ("p", 1, 3, with(MIN_INSYNC_REPLICAS, "4"), ErrorCode::InvalidConfig),
+        ("p", 1, 3, with(UNCLEAN_LEADER_ELECTION_ENABLE, "maybe"), ErrorCode::InvalidConfig),
+    ];
+    for (name, partitions, rf, configs, code) in table {
+        let before = c.controller.clone();
+        let result = c.controller.create_topic(name, partitions, rf, configs, &mut c.rng);
+        assert_eq!(result.map(|d| d.reply).map_err(|e| e.code), Err(code), "{name:?} {partitions} {rf}");
+        assert_eq!(c.controller, before, "a refusal changes nothing");
+    }
+    // Defaults: -1 partitions and replication factor, and min ISR capped at the factor.
+    let config = ControllerConfig { default_min_isr: 2, default_partitions: 4, ..Default::default() };
+    let mut c = Cluster::with(config);
+    c.start(&[1, 2]);
+    let id = c.create("d", -1, -1, None).unwrap();
+    let topic = c.controller.image().topic(id).unwrap();
+    assert_eq!((topic.partitions.len(), topic.replication_factor(), topic.min_isr()), (4, 1, 1));
+    let id = c.create("e", 1, 2, None).unwrap();
+    assert_eq!(c.controller.image().topic(id).unwrap().min_isr(), 2);
+    assert_eq!((id >> 76) & 0xf, 4, "topic ids are version-4 UUIDs");
+}
+
+#[test]
+fn alter_partition_needs_the_current_broker_epoch_and_partition_state() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let t = c.create("t", 1, 3, Some(2)).unwrap();
+    let p = c.partition(t, 0);
+    let leader = p.leader.unwrap();
+    let epoch = c.epochs[&leader];
+    let request =
+        AlterIsr { leader, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, new_isr: vec![leader] };
+    let code = |result: Result<Decision<PartitionRegistration>, ControllerError>| result.map(|_| ()).unwrap_err().code;
+    assert_eq!(code(c.controller.alter_partition(leader, epoch - 1, t, 0, &request)), ErrorCode::StaleBrokerEpoch);
+    assert_eq!(code(c.controller.alter_partition(leader, epoch, t + 1, 0, &request)), ErrorCode::UnknownTopicId);
+    assert_eq!(code(c.controller.alter_partition(leader, epoch, t, 1, &request)), ErrorCode::UnknownTopicOrPartition);
+    let follower = p.isr.iter().copied().find(|&r| r != leader).unwrap();
+    let as_follower = c.controller.alter_partition(follower, c.epochs[&follower], t, 0, &request);
+    assert_eq!(code(as_follower), ErrorCode::InvalidRequest);
+    let decision = c.controller.alter_partition(leader, epoch, t, 0, &request);
+    let registration = c.take(decision).unwrap();
+    c.commit();
+    assert_eq!((registration.isr, registration.partition_epoch), (vec![leader], p.partition_epoch + 1));
+    assert_eq!(code(c.controller.alter_partition(leader, epoch, t, 0, &request)), ErrorCode::InvalidUpdateVersion);
+    // After the leader re-registers, its old epoch is stale.
+    c.register(leader.0, true);
+    c.commit();
+    assert_eq!(code(c.controller.alter_partition(leader, epoch, t, 0, &request)), ErrorCode::StaleBrokerEpoch);
+}
+
+#[test]
+fn config_changes_reach_the_partitions() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let t = c.create("t", 1, 3, Some(3)).unwrap();
+    let leader = c.partition(t, 0).leader.unwrap();
+    c.alter_isr(t, 0, &[leader.0]).unwrap();
+    assert_eq!(c.partition(t, 0).elr.len(), 2);
+    // min ISR 1: the ISR meets it, so the ELR members are no longer safe leaders.
+    let configs = BTreeMap::from([(MIN_INSYNC_REPLICAS.to_string(), "1".to_string())]);
+    let decision = c.controller.alter_configs("t", configs);
+    c.take(decision).unwrap();
+    c.commit();
+    assert_eq!(c.partition(t, 0).elr, vec![]);
+    let too_high = BTreeMap::from([(MIN_INSYNC_REPLICAS.to_string(), "4".to_string())]);
+    let refused = c.controller.alter_configs("t", too_high).map(|_| ()).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::InvalidConfig);
+    assert_eq!(
+        c.controller.alter_configs("nope", BTreeMap::new()).map(|_| ()).unwrap_err().code,
+        ErrorCode::UnknownTopicOrPartition
+    );
+    // The last ISR member goes: nobody may lead...
+    c.fence(leader);
+    assert_eq!(c.partition(t, 0).leader, None);
+    // ...until unclean election is enabled. Leaving min ISR out brings the default back.
+    let configs = BTreeMap::from([(UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), "true".to_string())]);
+    let decision = c.controller.alter_configs("t", configs);
+    c.take(decision).unwrap();
+    c.commit();
+    let p = c.partition(t, 0);
+    assert!(p.leader.is_some() && p.leader != Some(leader), "{p:?}");
+    assert_eq!(c.controller.image().topic(t).unwrap().configs.get(MIN_INSYNC_REPLICAS).map(String::as_str), Some("1"));
+}
+
+#[test]
+fn deleting_a_topic_frees_its_name() {
+    let mut c = Cluster::new();
+    c.start(&[1]);
+    let first = c.create("t", 1, 1, None).unwrap();
+    let decision = c.controller.delete_topic("t");
+    assert_eq!(c.take(decision), Ok(first));
+    c.commit();
+    assert_eq!(c.controller.delete_topic("t").map(|_| ()).unwrap_err().code, ErrorCode::UnknownTopicOrPartition);
+    let second = c.create("t", 1, 1, None).unwrap();
+    assert_ne!(first, second);
+}
