@@ -234,6 +234,12 @@ impl PartitionRegistration {
             if let Some(leader) = in_elr {
                 self.elr.retain(|&r| r != leader);
                 self.isr = vec![leader];
+                // Found by `keel check isr --min-isr-changes`: after min ISR was lowered, the
+                // new leader alone may meet it, and the HW may then advance without the rest of
+                // the ELR, so they are no longer safe leaders.
+                if self.isr.len() >= eligibility.min_isr {
+                    self.elr.clear();
+                }
                 self.last_known_elr.clear();
                 self.leader = Some(leader);
                 return;
@@ -426,6 +432,23 @@ mod tests {
         assert!(p.handle_min_isr_change(&one_needed));
         assert_eq!((p.isr.clone(), p.elr.clone(), p.partition_epoch), (n(&[1]), n(&[]), 2));
         p.check_invariants(&one_needed).unwrap();
+    }
+
+    #[test]
+    fn a_leader_from_the_elr_that_meets_a_lowered_min_isr_clears_the_elr() {
+        let mut p = three();
+        let active = n(&[1, 3]);
+        p.remove_replica(NodeId(2), &rules(&active));
+        let active = n(&[3]);
+        p.remove_replica(NodeId(1), &rules(&active));
+        let active = n(&[]);
+        p.remove_replica(NodeId(3), &rules(&active));
+        assert_eq!((p.isr.clone(), p.elr.clone()), (n(&[]), n(&[1, 3])));
+        let active = n(&[1]);
+        let lowered = Eligibility { min_isr: 1, ..rules(&active) };
+        assert!(p.try_elect(&lowered));
+        assert_eq!((p.leader, p.isr.clone(), p.elr.clone()), (Some(NodeId(1)), n(&[1]), n(&[])));
+        p.check_invariants(&lowered).unwrap();
     }
 
     #[test]
