@@ -59,8 +59,6 @@ pub struct BrokerConfig {
     /// `broker.session.timeout.ms`: a broker silent this long is fenced and its partitions
     /// fail over. Lower than Kafka's 9 s so failover completes within about 2 s.
     pub broker_session_timeout_ms: u64,
-    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the ISR.
-    pub replica_lag_time_max_ms: u64,
     /// `default.replication.factor` for topics created in a cluster (capped at the number of
     /// brokers). keel defaults to 3, not Kafka's 1: replication is what keeps acknowledged
     /// writes when a cluster does not fsync.
@@ -68,8 +66,6 @@ pub struct BrokerConfig {
     /// `min.insync.replicas` default for topics created in a cluster (capped at their
     /// replication factor).
     pub min_insync_replicas: i32,
-    /// `unclean.leader.election.enable` default.
-    pub unclean_leader_election_enable: bool,
 }
 
 /// Per-topic defaults (Kafka's `num.partitions`, `log.retention.ms`, ...).
@@ -115,10 +111,8 @@ impl Default for BrokerConfig {
             controller_election_quorum: None,
             broker_heartbeat_interval_ms: 250,
             broker_session_timeout_ms: 1_500,
-            replica_lag_time_max_ms: 10_000,
             default_replication_factor: 3,
             min_insync_replicas: 2,
-            unclean_leader_election_enable: false,
         }
     }
 }

@@ -352,14 +352,19 @@ impl Controller {
         }
         let partitions = if partitions == -1 { self.config.default_partitions } else { partitions };
         self.check_partition_count(name, partitions)?;
-        let replication_factor =
-            if replication_factor == -1 { self.config.default_replication_factor } else { replication_factor };
+        let brokers = self.placement_order();
+        // The default is capped at the brokers there are (a 1-node cluster gets RF 1); an
+        // explicit replication factor is taken as asked, and refused if it cannot be met.
+        let replication_factor = if replication_factor == -1 {
+            self.config.default_replication_factor.min(brokers.len().max(1) as i16)
+        } else {
+            replication_factor
+        };
         if replication_factor < 1 {
             let message = format!("replication factor {replication_factor} for topic {name:?} must be at least 1");
             return Err(ControllerError::new(ErrorCode::InvalidReplicationFactor, message));
         }
         let replication_factor = replication_factor as usize;
-        let brokers = self.placement_order();
         check_replication_factor(replication_factor, brokers.len())?;
         let configs = self.topic_configs(name, configs, replication_factor)?;
 

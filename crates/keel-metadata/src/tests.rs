@@ -483,3 +483,17 @@ fn deleting_a_topic_frees_its_name() {
     let second = c.create("t", 1, 1, None).unwrap();
     assert_ne!(first, second);
 }
+
+#[test]
+fn the_default_replication_factor_is_capped_at_the_brokers_but_an_explicit_one_is_not() {
+    let mut cluster = Cluster::with(ControllerConfig {
+        default_replication_factor: 3,
+        default_min_isr: 2,
+        ..ControllerConfig::default()
+    });
+    cluster.start(&[1, 2]);
+    let id = cluster.create("defaults", 1, -1, None).unwrap();
+    let partition = cluster.partition(id, 0);
+    assert_eq!(partition.replicas.len(), 2, "{partition:?}");
+    assert_eq!(cluster.create("explicit", 1, 3, None), Err(ErrorCode::InvalidReplicationFactor));
+}
