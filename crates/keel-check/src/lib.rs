@@ -10,14 +10,26 @@
 //! and never reads a clock (the CLI times runs).
 
 mod explore;
+mod isr;
 mod raft;
 
 pub use explore::{explore, Choices, Limits, Model, Property, Report, Trace, TraceStep, Verdict};
+pub use isr::{
+    acked_everywhere, led_if_possible, IsrAction, IsrModel, IsrModelOptions, IsrState, LeaderState, Replica,
+    ReplicaStatus, ReplicationMutation,
+};
 pub use raft::{converged, leader_elected, RaftAction, RaftModel, RaftModelOptions, RaftState};
 
 /// Explores the Raft model. A plain function, so the exploration is compiled (and optimized)
 /// here rather than in each caller that would otherwise instantiate the generic explorer.
 pub fn check_raft(options: RaftModelOptions, limits: Limits) -> Result<Report, keel_raft::ConfigError> {
     let model = RaftModel::new(options)?;
+    Ok(explore(&model, limits))
+}
+
+/// Explores the ISR model (see [`IsrModel`]). Non-generic for the same reason as
+/// [`check_raft`]. Fails with a message for people if the options make no sense.
+pub fn check_isr(options: IsrModelOptions, limits: Limits) -> Result<Report, String> {
+    let model = IsrModel::new(options)?;
     Ok(explore(&model, limits))
 }

@@ -1,12 +1,52 @@
 //! `keel check`: run the model checker on the real protocol cores.
 
-use keel_check::{check_raft as explore_raft, Limits, RaftModelOptions, Report, Verdict};
+use keel_check::{
+    check_isr as explore_isr, check_raft as explore_raft, IsrModelOptions, Limits, RaftModelOptions,
+    ReplicationMutation, Report, Verdict,
+};
 use keel_raft::Mutation;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CheckCommand {
     /// Explore every interleaving of a small Raft cluster (keel-raft's real code).
     Raft(RaftCheckArgs),
+    /// Explore one partition's replication under the controller's ISR/ELR rules
+    /// (keel-metadata's real code), with brokers that crash and lose their unflushed tail.
+    Isr(IsrCheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IsrCheckArgs {
+    /// Replication factor.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// The topic's min.insync.replicas.
+    #[arg(long, default_value_t = 2)]
+    min_isr: usize,
+    /// Longest log explored (a leader appends while its log end offset is below this).
+    #[arg(long, default_value_t = 2)]
+    records: usize,
+    /// Crashes that lose what the broker had not flushed (default: min ISR - 1, the number the
+    /// durability claim is made for).
+    #[arg(long)]
+    lossy_crashes: Option<u8>,
+    /// Allow unclean leader election (acknowledged records may then be lost).
+    #[arg(long)]
+    unclean_leader_election: bool,
+    /// Let an operator change min.insync.replicas (to any value from 1 to --replicas) at any time.
+    #[arg(long)]
+    min_isr_changes: bool,
+    /// Plant a bug the checker must find: no-elr (Kafka before KIP-966, in keel-metadata's
+    /// rules), expand-below-epoch-start, keep-follower-state (in the model's leader) or
+    /// ignore-min-isr-change (with --min-isr-changes).
+    #[arg(long)]
+    mutation: Option<String>,
+    /// Give up (verdict unknown) after this many states.
+    #[arg(long, default_value_t = 20_000_000)]
+    max_states: usize,
+    /// Safety only.
+    #[arg(long)]
+    no_liveness: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +103,7 @@ pub struct RaftCheckArgs {
 pub fn check(command: CheckCommand) -> Result<(), String> {
     match command {
         CheckCommand::Raft(args) => check_raft(args),
+        CheckCommand::Isr(args) => check_isr(args),
     }
 }
 
@@ -122,6 +163,44 @@ fn check_raft(args: RaftCheckArgs) -> Result<(), String> {
     let report = explore_raft(options, limits).map_err(|e| format!("invalid configuration: {e}"))?;
     let elapsed = started.elapsed();
     print_report(&report, elapsed);
+    verdict(&report)
+}
+
+#[allow(clippy::disallowed_methods)] // the CLI times the run; the checker itself never reads a clock
+fn check_isr(args: IsrCheckArgs) -> Result<(), String> {
+    let (mutation, replication_mutation) = match args.mutation.as_deref() {
+        None => (None, None),
+        Some("no-elr") => (Some(keel_metadata::Mutation::NoElr), None),
+        Some("expand-below-epoch-start") => (None, Some(ReplicationMutation::ExpandBelowEpochStart)),
+        Some("keep-follower-state") => (None, Some(ReplicationMutation::KeepFollowerStateOnRestart)),
+        Some("ignore-min-isr-change") => (None, Some(ReplicationMutation::IgnoreMinIsrChange)),
+        Some(other) => {
+            return Err(format!(
+                "unknown mutation \"{other}\"; use no-elr, expand-below-epoch-start, keep-follower-state or \
+                 ignore-min-isr-change"
+            ))
+        }
+    };
+    let options = IsrModelOptions {
+        replicas: args.replicas,
+        min_isr: args.min_isr,
+        records: args.records,
+        lossy_crashes: args.lossy_crashes.unwrap_or(args.min_isr.saturating_sub(1) as u8),
+        unclean_leader_election: args.unclean_leader_election,
+        min_isr_changes: args.min_isr_changes,
+        mutation,
+        replication_mutation,
+    };
+    println!("checking keel-metadata's partition rules: {options:?}");
+    let limits = Limits { max_states: args.max_states, check_liveness: !args.no_liveness, ..Limits::default() };
+    let started = std::time::Instant::now();
+    let report = explore_isr(options, limits).map_err(|e| format!("invalid configuration: {e}"))?;
+    let elapsed = started.elapsed();
+    print_report(&report, elapsed);
+    verdict(&report)
+}
+
+fn verdict(report: &Report) -> Result<(), String> {
     let failed = !report.safety.holds() || report.liveness.iter().any(|(_, v)| !v.holds());
     if failed {
         Err("the model checker found a violation (or stopped at a limit); see above".into())
