@@ -191,7 +191,12 @@ impl Broker {
                         let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                             return result.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                         };
-                        let high_watermark = partition.high_watermark();
+                        // In a cluster only the leader deletes (followers keep their copies
+                        // until their own retention: see the README).
+                        let high_watermark = match crate::broker::leader_view(partition, -1) {
+                            Ok(view) => view.high_watermark,
+                            Err((error, _)) => return result.with_error_code(error.code()),
+                        };
                         let offset = if p.offset == -1 { high_watermark } else { p.offset };
                         if offset < 0 || offset > high_watermark {
                             return result.with_error_code(ErrorCode::OffsetOutOfRange.code());

@@ -15,8 +15,8 @@ use keel_kafka::kafka_protocol::messages::delete_topics_response::DeletableTopic
 use keel_kafka::kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
-use keel_kafka::kafka_protocol::messages::fetch_request::FetchTopic;
-use keel_kafka::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use keel_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use keel_kafka::kafka_protocol::messages::fetch_response::{EpochEndOffset, FetchableTopicResponse, PartitionData};
 use keel_kafka::kafka_protocol::messages::find_coordinator_response::Coordinator;
 use keel_kafka::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -28,12 +28,15 @@ use keel_kafka::kafka_protocol::messages::produce_response::{PartitionProduceRes
 use keel_kafka::kafka_protocol::messages::*;
 use keel_kafka::kafka_protocol::protocol::StrBytes;
 use keel_kafka::SUPPORTED_APIS;
-use keel_storage::ReadError;
-use keel_types::{ErrorCode, LeaderEpoch};
+use keel_replication::FetchDecision;
+use keel_storage::{AppendInfo, ReadError};
+use keel_types::{ErrorCode, LeaderEpoch, NodeId};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use crate::clock::now_ms;
+use crate::clock::{monotonic, now_ms};
+use crate::cluster::replica::{Completion, LogView, Role};
+use crate::cluster::ClusterLink;
 use crate::config::BrokerConfig;
 use crate::groups::{Groups, OFFSETS_TOPIC};
 use crate::producer_ids::ProducerIds;
@@ -43,7 +46,7 @@ use crate::topics::{describe_topic_configs, validate_topic_name, Partition, Topi
 const LEADER_EPOCH: i32 = 0;
 /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (as bits of
 /// Kafka's AclOperation codes): what Kafka reports for a topic when no authorizer is set.
-const TOPIC_OPERATIONS_ALL: i32 = 3576;
+pub(crate) const TOPIC_OPERATIONS_ALL: i32 = 3576;
 /// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
 pub(crate) const CLUSTER_OPERATIONS_ALL: i32 = 8096;
 /// The fetch wait keel honours at most, whatever a client asks.
@@ -75,10 +78,13 @@ pub struct Broker {
     pub topics: Topics,
     pub cluster_id: String,
     advertised: (String, u16),
-    /// Woken after every append, so long-polling fetches re-read.
-    appended: Notify,
+    /// Woken after every append (and high watermark advance), so long-polling fetches re-read.
+    pub(crate) appended: Notify,
     producer_ids: ProducerIds,
-    pub(crate) groups: Arc<Groups>,
+    /// The group coordinator; `None` in a cluster, where groups are not served yet.
+    groups: Option<Arc<Groups>>,
+    /// In a cluster: this node's link to the controller and the replayed metadata.
+    pub(crate) cluster: Option<ClusterLink>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -98,9 +104,50 @@ impl Broker {
         let advertised = config.advertised()?;
         let topics = Topics::open(&config.data_dir, config.topic_defaults.clone(), now_ms())?;
         let cluster_id = load_or_create_cluster_id(&config)?;
-        let producer_ids = ProducerIds::open(&config.data_dir)?;
-        let groups = Arc::new(Groups::open(&topics, config.group_config(), &config.offsets_topic_flush_policy)?);
-        Ok(Broker { config, topics, cluster_id, advertised, appended: Notify::new(), producer_ids, groups, shutdown })
+        let producer_ids = ProducerIds::open(&config.data_dir, None)?;
+        let groups = Some(Arc::new(Groups::open(&topics, config.group_config(), &config.offsets_topic_flush_policy)?));
+        Ok(Broker {
+            config,
+            topics,
+            cluster_id,
+            advertised,
+            appended: Notify::new(),
+            producer_ids,
+            groups,
+            cluster: None,
+            shutdown,
+        })
+    }
+
+    /// Opens this cluster member's local replicas; the metadata log decides what they hold
+    /// ([`crate::cluster::replication`] keeps them in step).
+    pub fn open_cluster(
+        config: BrokerConfig,
+        link: ClusterLink,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Broker, String> {
+        config.validate()?;
+        let advertised = config.advertised()?;
+        let topics = Topics::open_with(&config.data_dir, config.topic_defaults.clone(), true, now_ms())?;
+        let cluster_id = load_or_create_cluster_id(&config)?;
+        let producer_ids = ProducerIds::open(&config.data_dir, Some(config.node_id))?;
+        Ok(Broker {
+            config,
+            topics,
+            cluster_id,
+            advertised,
+            appended: Notify::new(),
+            producer_ids,
+            groups: None,
+            cluster: Some(link),
+            shutdown,
+        })
+    }
+
+    /// The group coordinator. Group requests reach their handlers only on a single node;
+    /// `handle_from` answers them itself in a cluster.
+    pub(crate) fn groups(&self) -> &Arc<Groups> {
+        self.groups.as_ref().expect("group requests are handled only where a coordinator runs")
     }
 
     /// The host and port clients are told to use.
@@ -119,6 +166,17 @@ impl Broker {
 
     /// Answers one request from `client` (its id and address show in group descriptions).
     pub async fn handle_from(&self, client: &Client, api_key: ApiKey, version: i16, request: RequestKind) -> Reply {
+        if let Some(link) = &self.cluster {
+            return match self.handle_clustered(link, api_key, version, request).await {
+                Ok(reply) => reply,
+                Err(request) => Box::pin(self.handle_local(client, api_key, version, *request)).await,
+            };
+        }
+        self.handle_local(client, api_key, version, request).await
+    }
+
+    /// Answers a request the same way on a single node and in a cluster.
+    async fn handle_local(&self, client: &Client, api_key: ApiKey, version: i16, request: RequestKind) -> Reply {
         let response = match request {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(ErrorCode::None)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, version)),
@@ -295,36 +353,40 @@ impl Broker {
         // Appends run on blocking threads, all partitions at once: with flush `always` each
         // waits for its group commit, and partitions sync in parallel.
         let now = now_ms();
+        let timeout_ms = request.timeout_ms;
         let tasks: Vec<_> = appends
             .into_iter()
             .map(|(t, p, partition, records)| {
                 let task = tokio::task::spawn_blocking(move || {
-                    let result = partition.log.append(&records, LeaderEpoch(LEADER_EPOCH), now);
+                    let result = append_as_leader(&partition, &records, acks, timeout_ms, now);
                     (partition, result)
                 });
                 (t, p, task)
             })
             .collect();
         let mut appended = false;
+        let mut replicating = Vec::new();
         for (t, p, task) in tasks {
             let response = &mut topic_responses[t].partition_responses[p];
             match task.await {
-                Ok((_, Ok(info))) => {
+                Ok((_, Ok((info, completion)))) => {
                     appended = true;
                     response.base_offset = info.base_offset;
                     response.log_append_time_ms = -1;
                     response.log_start_offset = info.log_start_offset;
-                }
-                Ok((partition, Err(error))) => {
-                    let level_warn = error.error_code() == ErrorCode::KafkaStorageError;
-                    if level_warn {
-                        tracing::error!(partition = %format!("{}-{}", partition.topic, partition.index), %error, "append failed");
-                    } else {
-                        tracing::debug!(partition = %format!("{}-{}", partition.topic, partition.index), %error, "append refused");
+                    if let Some(completion) = completion {
+                        replicating.push((t, p, completion));
                     }
-                    response.error_code = code(error.error_code());
+                }
+                Ok((partition, Err(failure))) => {
+                    if failure.code == ErrorCode::KafkaStorageError {
+                        tracing::error!(partition = %partition.name(), error = %failure.message, "append failed");
+                    } else {
+                        tracing::debug!(partition = %partition.name(), error = %failure.message, "append refused");
+                    }
+                    response.error_code = code(failure.code);
                     if version >= 8 {
-                        response.error_message = Some(str_bytes(error.to_string()));
+                        response.error_message = Some(str_bytes(failure.message));
                     }
                 }
                 Err(join_error) => {
@@ -335,6 +397,15 @@ impl Broker {
         }
         if appended {
             self.appended.notify_waiters();
+        }
+        // acks=all in a cluster: answer once the high watermark passes each batch.
+        for (t, p, completion) in replicating {
+            let response = &mut topic_responses[t].partition_responses[p];
+            let outcome = completion.await.unwrap_or(Err(ErrorCode::NotLeaderOrFollower));
+            if let Err(error) = outcome {
+                response.error_code = code(error);
+                response.base_offset = -1;
+            }
         }
         if acks != 0 {
             return Reply::Response(ResponseKind::Produce(ProduceResponse::default().with_responses(topic_responses)));
@@ -358,6 +429,9 @@ impl Broker {
             return FetchResponse::default().with_error_code(code(ErrorCode::InvalidFetchSessionEpoch));
         }
         let by_id = version >= 13;
+        let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
+        // A follower's fetch (Kafka's replica id); only a cluster has followers.
+        let replica = (replica_id >= 0 && self.cluster.is_some()).then_some(NodeId(replica_id));
         let resolved: Vec<(FetchTopic, Result<Arc<Topic>, ErrorCode>)> = request
             .topics
             .into_iter()
@@ -375,7 +449,7 @@ impl Broker {
             let notified = self.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (responses, bytes) = self.read_fetch(&resolved, max_bytes);
+            let (responses, bytes) = self.read_fetch(&resolved, max_bytes, replica);
             let waited_out = tokio::time::Instant::now() >= deadline;
             if bytes >= min_bytes || bytes > 0 && min_bytes == 0 || waited_out || *shutdown.borrow() {
                 return FetchResponse::default().with_session_id(0).with_responses(responses);
@@ -393,8 +467,10 @@ impl Broker {
         &self,
         topics: &[(FetchTopic, Result<Arc<Topic>, ErrorCode>)],
         max_bytes: usize,
+        replica: Option<NodeId>,
     ) -> (Vec<FetchableTopicResponse>, usize) {
         let mut total = 0usize;
+        let mut advanced = false;
         let mut responses = Vec::with_capacity(topics.len());
         for (request, topic) in topics {
             let mut partitions = Vec::with_capacity(request.partitions.len());
@@ -411,17 +487,43 @@ impl Broker {
                         continue;
                     }
                 };
-                let high_watermark = partition.high_watermark();
+                let access = match replica {
+                    None => leader_view(partition, p.current_leader_epoch).map(|view| FetchAccess {
+                        upto: view.high_watermark,
+                        high_watermark: view.high_watermark,
+                        diverging: None,
+                    }),
+                    Some(replica) => replica_fetch(partition, replica, p, &mut advanced),
+                };
+                let access = match access {
+                    Ok(access) => access,
+                    Err((error, high_watermark)) => {
+                        partitions.push(
+                            response
+                                .with_error_code(code(error))
+                                .with_high_watermark(high_watermark)
+                                .with_log_start_offset(partition.log.log_start_offset())
+                                .with_records(Some(Bytes::new())),
+                        );
+                        continue;
+                    }
+                };
+                let high_watermark = access.high_watermark;
                 let response = response
                     .with_high_watermark(high_watermark)
                     .with_last_stable_offset(high_watermark)
                     .with_log_start_offset(partition.log.log_start_offset());
+                if let Some((epoch, end_offset)) = access.diverging {
+                    let diverging = EpochEndOffset::default().with_epoch(epoch.0).with_end_offset(end_offset);
+                    partitions.push(response.with_diverging_epoch(diverging).with_records(Some(Bytes::new())));
+                    continue;
+                }
                 let limit = (p.partition_max_bytes.max(0) as usize).min(max_bytes - total);
                 if limit == 0 {
                     partitions.push(response);
                     continue;
                 }
-                match partition.log.read(p.fetch_offset, limit, high_watermark) {
+                match partition.log.read(p.fetch_offset, limit, access.upto) {
                     // KIP-74: an oversized first batch is returned whole only if the response
                     // holds nothing yet; later partitions must fit.
                     Ok(read) if total > 0 && read.records.len() > limit => partitions.push(response),
@@ -445,6 +547,10 @@ impl Broker {
                     .with_partitions(partitions),
             );
         }
+        if advanced {
+            // Consumers long-polling on these partitions may read further now.
+            self.appended.notify_waiters();
+        }
         (responses, total)
     }
 
@@ -466,8 +572,15 @@ impl Broker {
                         let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                             return response.with_error_code(code(ErrorCode::UnknownTopicOrPartition));
                         };
-                        let high_watermark = partition.high_watermark();
+                        let view = match leader_view(partition, p.current_leader_epoch) {
+                            Ok(view) => view,
+                            Err((error, _)) => return response.with_error_code(code(error)),
+                        };
+                        let high_watermark = view.high_watermark;
                         let found = match p.timestamp {
+                            // A new leader's high watermark may still be below its
+                            // predecessor's: Kafka answers OFFSET_NOT_AVAILABLE meanwhile.
+                            LATEST if !view.caught_up => Err(ErrorCode::OffsetNotAvailable),
                             LATEST => Ok(Some((-1, high_watermark))),
                             EARLIEST | EARLIEST_LOCAL => Ok(Some((-1, partition.log.log_start_offset()))),
                             MAX_TIMESTAMP => max_timestamp(partition),
@@ -481,7 +594,7 @@ impl Broker {
                         match found {
                             Ok(Some((timestamp, offset))) => {
                                 // The leader epoch field exists from v4 on.
-                                let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
+                                let epoch = if version >= 4 { view.leader_epoch } else { -1 };
                                 response.with_timestamp(timestamp).with_offset(offset).with_leader_epoch(epoch)
                             }
                             Ok(None) => response.with_timestamp(-1).with_offset(-1),
@@ -732,7 +845,7 @@ impl Broker {
             ("log.segment.bytes", d.segment_bytes.to_string()),
             ("log.roll.ms", d.segment_ms.to_string()),
             ("message.max.bytes", d.max_message_bytes.to_string()),
-            ("log.flush.policy", d.flush_policy.clone()),
+            ("log.flush.policy", d.flush_policy_name().to_string()),
             ("log.flush.interval.messages", d.flush_messages.to_string()),
             ("log.flush.interval.ms", d.flush_ms.to_string()),
         ]
@@ -741,19 +854,159 @@ impl Broker {
     /// Flushes due logs; with `full`, also applies retention and writes recovery checkpoints.
     pub fn maintain(&self, full: bool) {
         self.topics.maintain(now_ms(), full);
-        if full {
-            self.groups.compact();
+        if let (true, Some(groups)) = (full, &self.groups) {
+            groups.compact();
         }
     }
 
     /// Advances group timers (sessions, rebalances, offset expiry).
     pub fn tick_groups(&self) {
-        self.groups.tick();
+        if let Some(groups) = &self.groups {
+            groups.tick();
+        }
     }
 
     /// Flushes everything and closes every log cleanly.
     pub fn close(&self) -> Result<(), String> {
         self.topics.close(now_ms())
+    }
+}
+
+/// What a fetch may read from one partition.
+struct FetchAccess {
+    /// Read below this offset: the high watermark for consumers, the log end for followers.
+    upto: i64,
+    high_watermark: i64,
+    /// A follower's log diverged: KIP-320's diverging epoch and its end offset here.
+    diverging: Option<(LeaderEpoch, i64)>,
+}
+
+/// The leader's side of a partition, as a consumer may see it.
+pub(crate) struct LeaderView {
+    pub high_watermark: i64,
+    pub leader_epoch: i32,
+    /// The high watermark has reached the start of this leader epoch: until then a new
+    /// leader's high watermark may lie below the one its predecessor exposed.
+    pub caught_up: bool,
+}
+
+/// Whether this replica may serve consumers, and at which high watermark. KIP-320: a client's
+/// older leader epoch is `FENCED_LEADER_EPOCH`, a newer one `UNKNOWN_LEADER_EPOCH` (this broker
+/// has not learnt it yet); -1 skips the check. Errors carry the high watermark to report.
+pub(crate) fn leader_view(partition: &Partition, current_leader_epoch: i32) -> Result<LeaderView, (ErrorCode, i64)> {
+    let role = partition.role.lock();
+    let known = role.leader_epoch().map_or(-1, |e| e.0);
+    let high_watermark = role.high_watermark();
+    let reported = high_watermark.unwrap_or(-1);
+    if current_leader_epoch >= 0 && known >= 0 {
+        if current_leader_epoch < known {
+            return Err((ErrorCode::FencedLeaderEpoch, reported));
+        }
+        if current_leader_epoch > known {
+            return Err((ErrorCode::UnknownLeaderEpoch, reported));
+        }
+    }
+    match &*role {
+        Role::Single => {
+            drop(role);
+            Ok(LeaderView { high_watermark: partition.high_watermark(), leader_epoch: LEADER_EPOCH, caught_up: true })
+        }
+        Role::Leader(leader) => Ok(LeaderView {
+            high_watermark: leader.core.high_watermark(),
+            leader_epoch: leader.core.leader_epoch().0,
+            caught_up: leader.core.high_watermark_reached_epoch_start(),
+        }),
+        Role::Follower(_) | Role::Offline { .. } if current_leader_epoch > known => {
+            Err((ErrorCode::UnknownLeaderEpoch, reported))
+        }
+        Role::Follower(_) | Role::Offline { .. } => Err((ErrorCode::NotLeaderOrFollower, reported)),
+    }
+}
+
+/// A follower's fetch, decided by the leader core: it may read up to the log end, or is told
+/// where its log diverges, or is refused.
+fn replica_fetch(
+    partition: &Partition,
+    replica: NodeId,
+    request: &FetchPartition,
+    advanced: &mut bool,
+) -> Result<FetchAccess, (ErrorCode, i64)> {
+    let mut role = partition.role.lock();
+    let reported = role.high_watermark().unwrap_or(-1);
+    let Some(leader) = role.as_leader() else { return Err((ErrorCode::NotLeaderOrFollower, reported)) };
+    let epoch = |e: i32| (e >= 0).then_some(LeaderEpoch(e));
+    let fetch = keel_replication::FetchRequest {
+        replica,
+        fetch_offset: request.fetch_offset,
+        last_fetched_epoch: epoch(request.last_fetched_epoch),
+        current_leader_epoch: epoch(request.current_leader_epoch),
+    };
+    let before = leader.core.high_watermark();
+    let decision = leader.core.handle_fetch(monotonic(), &fetch, &LogView(&partition.log));
+    leader.complete();
+    *advanced |= leader.core.high_watermark() > before;
+    match decision {
+        FetchDecision::Read { high_watermark, .. } => {
+            Ok(FetchAccess { upto: partition.log.log_end_offset(), high_watermark, diverging: None })
+        }
+        FetchDecision::Diverging { epoch, end_offset, high_watermark, .. } => {
+            Ok(FetchAccess { upto: high_watermark, high_watermark, diverging: Some((epoch, end_offset)) })
+        }
+        FetchDecision::OffsetOutOfRange { .. } => Err((ErrorCode::OffsetOutOfRange, leader.core.high_watermark())),
+        FetchDecision::Error(error) => Err((error, leader.core.high_watermark())),
+    }
+}
+
+/// Why an append did not happen: the Kafka error and a message for people.
+struct AppendFailure {
+    code: ErrorCode,
+    message: String,
+}
+
+impl From<keel_storage::AppendError> for AppendFailure {
+    fn from(error: keel_storage::AppendError) -> AppendFailure {
+        AppendFailure { code: error.error_code(), message: error.to_string() }
+    }
+}
+
+/// Appends a producer's records if this replica leads the partition (a single node always
+/// does). In a cluster the append happens under the replica's role lock, in the leader epoch
+/// just checked; with acks=all the answer is a completion that resolves once the high
+/// watermark passes the batch (or the request fails).
+fn append_as_leader(
+    partition: &Partition,
+    records: &[u8],
+    acks: i16,
+    timeout_ms: i32,
+    now_ms: i64,
+) -> Result<(AppendInfo, Option<Completion>), AppendFailure> {
+    let mut role = partition.role.lock();
+    match &mut *role {
+        Role::Single => {
+            drop(role);
+            Ok((partition.log.append(records, LeaderEpoch(LEADER_EPOCH), now_ms)?, None))
+        }
+        Role::Leader(leader) => {
+            leader.core.check_produce(acks).map_err(|code| AppendFailure {
+                code,
+                message: format!(
+                    "partition {} cannot take acks={acks} now: its ISR {:?} is below min.insync.replicas",
+                    partition.name(),
+                    leader.core.isr()
+                ),
+            })?;
+            let info = partition.log.append(records, leader.core.leader_epoch(), now_ms)?;
+            let now = monotonic();
+            leader.core.handle_local_append(now, partition.log.log_end_offset());
+            leader.complete();
+            let deadline = now + keel_types::Duration::from_millis(timeout_ms.max(0) as u64);
+            let completion = (acks == -1).then(|| leader.wait_for(now, info.last_offset + 1, deadline));
+            Ok((info, completion))
+        }
+        Role::Follower(_) | Role::Offline { .. } => Err(AppendFailure {
+            code: ErrorCode::NotLeaderOrFollower,
+            message: format!("this broker does not lead partition {}", partition.name()),
+        }),
     }
 }
 

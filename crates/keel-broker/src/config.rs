@@ -66,6 +66,9 @@ pub struct BrokerConfig {
     /// `min.insync.replicas` default for topics created in a cluster (capped at their
     /// replication factor).
     pub min_insync_replicas: i32,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the
+    /// ISR (a broker that stops heartbeating is fenced sooner, after the session timeout).
+    pub replica_lag_time_max_ms: u64,
 }
 
 /// Per-topic defaults (Kafka's `num.partitions`, `log.retention.ms`, ...).
@@ -80,7 +83,9 @@ pub struct TopicDefaults {
     pub segment_bytes: u64,
     pub segment_ms: u64,
     pub max_message_bytes: u64,
-    /// `never`, `interval` or `always` (group commit).
+    /// `never`, `interval` or `always` (group commit). Unset (empty): `always` on a single
+    /// node, `never` in a cluster, where replication and the recovery rules keep acknowledged
+    /// writes instead of fsync.
     pub flush_policy: String,
     /// For `interval`: Kafka's `flush.messages` and `flush.ms`.
     pub flush_messages: u64,
@@ -113,6 +118,7 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 1_500,
             default_replication_factor: 3,
             min_insync_replicas: 2,
+            replica_lag_time_max_ms: 30_000,
         }
     }
 }
@@ -127,8 +133,8 @@ impl Default for TopicDefaults {
             segment_bytes: log.segment_bytes,
             segment_ms: log.segment_ms,
             max_message_bytes: log.max_message_bytes,
-            // A single node has no replicas to fall back on: acknowledge only what is on disk.
-            flush_policy: "always".to_string(),
+            // Decided by the mode: see `TopicDefaults::flush_policy_name`.
+            flush_policy: String::new(),
             flush_messages: 10_000,
             flush_ms: 1_000,
         }
@@ -200,6 +206,9 @@ impl BrokerConfig {
             if self.default_replication_factor < 1 || self.min_insync_replicas < 1 {
                 return Err("default_replication_factor and min_insync_replicas must be at least 1".to_string());
             }
+            if self.replica_lag_time_max_ms == 0 {
+                return Err("replica_lag_time_max_ms must be positive (Kafka's default is 30000)".to_string());
+            }
         }
         if self.topic_defaults.num_partitions < 1 {
             return Err("topic_defaults.num_partitions must be at least 1".to_string());
@@ -257,9 +266,27 @@ impl BrokerConfig {
 }
 
 impl TopicDefaults {
+    /// The flush policy topics get by default: as configured, else `always` (a single node
+    /// has no replicas to fall back on: it acknowledges only what is on disk).
+    pub fn flush_policy_name(&self) -> &str {
+        if self.flush_policy.is_empty() {
+            "always"
+        } else {
+            &self.flush_policy
+        }
+    }
+
+    /// The defaults of a cluster member: an unset flush policy is `never`.
+    pub fn for_cluster(mut self) -> TopicDefaults {
+        if self.flush_policy.is_empty() {
+            self.flush_policy = "never".to_string();
+        }
+        self
+    }
+
     /// The log configuration these defaults give a topic without overrides.
     pub fn log_config(&self) -> Result<LogConfig, String> {
-        let flush = FlushPolicy::parse(&self.flush_policy, self.flush_messages, self.flush_ms)
+        let flush = FlushPolicy::parse(self.flush_policy_name(), self.flush_messages, self.flush_ms)
             .ok_or_else(|| format!("flush_policy {:?} is not one of never, interval, always", self.flush_policy))?;
         Ok(LogConfig {
             segment_bytes: self.segment_bytes,

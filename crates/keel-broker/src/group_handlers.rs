@@ -66,7 +66,7 @@ impl Broker {
             protocols: request.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
             require_known_member_id: version >= 4,
         };
-        let answer = self.groups.call(move |c, now, token| c.handle_join(now, token, join)).await;
+        let answer = self.groups().call(move |c, now, token| c.handle_join(now, token, join)).await;
         let Some(Response::Join(r)) = answer else {
             return JoinGroupResponse::default().with_error_code(ErrorCode::CoordinatorNotAvailable.code());
         };
@@ -111,7 +111,7 @@ impl Broker {
             protocol_name: request.protocol_name.map(|p| p.to_string()),
             assignments: request.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
         };
-        let answer = self.groups.call(move |c, now, token| c.handle_sync(now, token, sync)).await;
+        let answer = self.groups().call(move |c, now, token| c.handle_sync(now, token, sync)).await;
         let Some(Response::Sync(r)) = answer else {
             return SyncGroupResponse::default().with_error_code(ErrorCode::CoordinatorNotAvailable.code());
         };
@@ -129,7 +129,7 @@ impl Broker {
         let instance = request.group_instance_id.map(|i| i.to_string());
         let generation_id = request.generation_id;
         let answer = self
-            .groups
+            .groups()
             .call(move |c, now, token| {
                 c.handle_heartbeat(now, token, &group_id, &member_id, instance.as_deref(), generation_id)
             })
@@ -155,7 +155,7 @@ impl Broker {
             vec![MemberIdentity { member_id: request.member_id.to_string(), group_instance_id: None }]
         };
         let group_id = request.group_id.to_string();
-        let answer = self.groups.call(move |c, now, token| c.handle_leave(now, token, &group_id, members)).await;
+        let answer = self.groups().call(move |c, now, token| c.handle_leave(now, token, &group_id, members)).await;
         let Some(Response::Leave { error, members }) = answer else {
             return LeaveGroupResponse::default().with_error_code(ErrorCode::CoordinatorNotAvailable.code());
         };
@@ -199,7 +199,7 @@ impl Broker {
         let instance = request.group_instance_id.map(|i| i.to_string());
         let generation_id = request.generation_id_or_member_epoch;
         let answer = self
-            .groups
+            .groups()
             .call(move |c, now, token| {
                 c.handle_offset_commit(
                     now,
@@ -246,7 +246,7 @@ impl Broker {
                             .flat_map(|t| t.partition_indexes.iter().map(move |p| (t.name.to_string(), *p)))
                             .collect()
                     });
-                    let fetched = self.groups.read(|c| c.offset_fetch(&g.group_id, wanted.as_deref()));
+                    let fetched = self.groups().read(|c| c.offset_fetch(&g.group_id, wanted.as_deref()));
                     let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
                     for f in fetched {
                         let partition = OffsetFetchResponsePartitions::default()
@@ -271,7 +271,7 @@ impl Broker {
         let wanted: Option<Vec<(String, i32)>> = request.topics.map(|topics| {
             topics.iter().flat_map(|t| t.partition_indexes.iter().map(move |p| (t.name.to_string(), *p))).collect()
         });
-        let fetched = self.groups.read(|c| c.offset_fetch(&request.group_id, wanted.as_deref()));
+        let fetched = self.groups().read(|c| c.offset_fetch(&request.group_id, wanted.as_deref()));
         let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
         for f in fetched {
             let mut partition = OffsetFetchResponsePartition::default()
@@ -297,7 +297,7 @@ impl Broker {
         let states: Vec<String> = request.states_filter.iter().map(|s| s.to_string()).collect();
         let types: Vec<String> = request.types_filter.iter().map(|s| s.to_string()).collect();
         let groups = self
-            .groups
+            .groups()
             .read(|c| c.list_groups(&states))
             .into_iter()
             // The group type (KIP-848) of every keel group is "classic".
@@ -321,7 +321,7 @@ impl Broker {
             .groups
             .into_iter()
             .map(|group_id| {
-                let d = self.groups.read(|c| c.describe_group(&group_id));
+                let d = self.groups().read(|c| c.describe_group(&group_id));
                 let members = d
                     .members
                     .into_iter()
@@ -357,7 +357,7 @@ impl Broker {
 
     pub(crate) async fn delete_groups(&self, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
         let ids: Vec<String> = request.groups_names.iter().map(|g| g.to_string()).collect();
-        let answer = self.groups.call(move |c, now, token| c.handle_delete_groups(now, token, ids)).await;
+        let answer = self.groups().call(move |c, now, token| c.handle_delete_groups(now, token, ids)).await;
         let results = match answer {
             Some(Response::DeleteGroups(results)) => results
                 .into_iter()
@@ -376,7 +376,7 @@ impl Broker {
             .collect();
         let group_id = request.group_id.to_string();
         let answer = self
-            .groups
+            .groups()
             .call(move |c, _now, token| {
                 c.handle_offset_delete(token, &group_id, partitions, |metadata, topic| {
                     subscribed_topics(metadata).iter().any(|t| t == topic)

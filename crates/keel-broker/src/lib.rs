@@ -9,6 +9,7 @@ mod admin_handlers;
 pub mod broker;
 pub mod clock;
 pub mod cluster;
+mod cluster_handlers;
 pub mod config;
 mod group_handlers;
 pub mod groups;
@@ -69,35 +70,66 @@ impl RunningBroker {
 }
 
 /// A running cluster member (`keel serve --node-id N --controllers ...`): the controller role
-/// when this node has it, registration, heartbeats and metadata replay.
-///
-/// Serving Kafka clients from replicated partitions is not wired in yet (see the README).
+/// when this node has it, registration, heartbeats, metadata replay, the local replicas and
+/// their replication, and the Kafka listener.
 #[derive(Debug)]
 pub struct RunningClusterNode {
     pub node: cluster::ClusterNode,
+    pub broker: Arc<Broker>,
+    /// Where the Kafka listener is bound.
+    pub local_addr: std::net::SocketAddr,
     shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningClusterNode {
     pub async fn start(config: BrokerConfig) -> Result<RunningClusterNode, String> {
         config.validate()?;
+        let mut config = config;
+        config.topic_defaults = config.topic_defaults.clone().for_cluster();
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e} (is another broker running there?)", config.listen))?;
+        let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        if config.listen.port() == 0 {
+            config.listen = local_addr;
+        }
         let advertised = config.advertised()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let node = cluster::ClusterNode::start(&config, advertised, shutdown_rx).await?;
-        Ok(RunningClusterNode { node, shutdown })
+        let node = cluster::ClusterNode::start(&config, advertised, shutdown_rx.clone()).await?;
+        let link = node.link(keel_types::Duration::from_millis(config.replica_lag_time_max_ms));
+        let broker_link = link.clone();
+        let broker = tokio::task::spawn_blocking(move || Broker::open_cluster(config, broker_link, shutdown_rx))
+            .await
+            .map_err(|e| e.to_string())??;
+        let broker = Arc::new(broker);
+        let tasks = vec![
+            tokio::spawn(cluster::replication::run(broker.clone(), link, shutdown.subscribe())),
+            tokio::spawn(server::serve(broker.clone(), listener, shutdown.subscribe())),
+            tokio::spawn(server::maintenance(broker.clone(), shutdown.subscribe())),
+        ];
+        Ok(RunningClusterNode { node, broker, local_addr, shutdown, tasks })
     }
 
-    /// Stops every task at once, without a controlled shutdown or the clean-shutdown marker:
-    /// what a crash looks like to the rest of the cluster (tests use it).
+    /// Stops every task at once, without a controlled shutdown, a final flush or the
+    /// clean-shutdown marker: what a crash looks like to the rest of the cluster (tests use it).
     pub fn crash(self) {
         let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            task.abort();
+        }
     }
 
-    /// Controlled shutdown: the controller moves leadership away first; then everything stops
-    /// and the clean-shutdown marker is written.
+    /// Controlled shutdown: the controller moves leadership away first; then the listener
+    /// drains, every log is flushed and closed, and the clean-shutdown marker is written.
     pub async fn shutdown(self) -> Result<(), String> {
         self.node.controlled_shutdown(std::time::Duration::from_secs(5)).await;
         let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let broker = self.broker;
+        tokio::task::spawn_blocking(move || broker.close()).await.map_err(|e| e.to_string())??;
         self.node.mark_clean_shutdown()
     }
 }

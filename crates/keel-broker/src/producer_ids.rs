@@ -11,23 +11,30 @@ use keel_storage::backend::{write_atomically, FileBackend};
 
 const FILE_NAME: &str = "producer-ids";
 const BLOCK: i64 = 1000;
+/// In a cluster each node hands out ids from its own range, `node id << 40` upwards, so ids
+/// are unique across the cluster without asking the controller (2^40 ids per node).
+const NODE_SHIFT: u32 = 40;
 
 #[derive(Debug)]
 pub struct ProducerIds {
     path: PathBuf,
-    /// (next id to hand out, end of the reserved block)
+    /// (next id to hand out, end of the reserved block), within this node's range.
     range: Mutex<(i64, i64)>,
+    /// Added to every id: this node's range in a cluster, 0 on a single node.
+    base: i64,
 }
 
 impl ProducerIds {
-    pub fn open(data_dir: &Path) -> Result<ProducerIds, String> {
+    /// Opens the id reservation of a single node (`node: None`) or of a cluster member.
+    pub fn open(data_dir: &Path, node: Option<i32>) -> Result<ProducerIds, String> {
+        let base = node.map_or(0, |n| i64::from(n) << NODE_SHIFT);
         let path = data_dir.join(FILE_NAME);
         let next = match std::fs::read_to_string(&path) {
             Ok(text) => text.trim().parse::<i64>().map_err(|_| format!("{} is damaged: {text:?}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        Ok(ProducerIds { path, range: Mutex::new((next, next)) })
+        Ok(ProducerIds { path, range: Mutex::new((next, next)), base })
     }
 
     pub fn next(&self) -> Result<i64, String> {
@@ -40,7 +47,7 @@ impl ProducerIds {
         }
         let id = range.0;
         range.0 += 1;
-        Ok(id)
+        Ok(self.base + id)
     }
 }
 
@@ -51,11 +58,14 @@ mod tests {
     #[test]
     fn ids_are_unique_across_reopens() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = ProducerIds::open(dir.path()).unwrap();
+        let ids = ProducerIds::open(dir.path(), None).unwrap();
         let first: Vec<i64> = (0..3).map(|_| ids.next().unwrap()).collect();
         assert_eq!(first, vec![0, 1, 2]);
         drop(ids);
-        let ids = ProducerIds::open(dir.path()).unwrap();
+        let ids = ProducerIds::open(dir.path(), None).unwrap();
         assert_eq!(ids.next().unwrap(), BLOCK, "a reopened broker starts past the reserved block");
+        let other = tempfile::tempdir().unwrap();
+        let node_3 = ProducerIds::open(other.path(), Some(3)).unwrap();
+        assert_eq!(node_3.next().unwrap(), 3 << NODE_SHIFT, "cluster members never hand out the same id");
     }
 }

@@ -11,6 +11,7 @@ use keel_types::ErrorCode;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::cluster::replica::{ReplicaSlot, Role};
 use crate::config::TopicDefaults;
 
 const METADATA_FILE: &str = "topics.json";
@@ -45,17 +46,34 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: Log,
+    /// In a cluster: this replica's role (leader, follower, or neither). Always
+    /// [`Role::Single`] on a single node.
+    pub(crate) role: ReplicaSlot,
 }
 
 impl Partition {
+    fn new(topic: String, index: i32, log: Log, clustered: bool) -> Partition {
+        let role = if clustered { Role::Offline { high_watermark: 0 } } else { Role::Single };
+        Partition { topic, index, log, role: ReplicaSlot::new(role) }
+    }
+
     /// The offset below which consumers may read. On a single node that is everything
     /// appended, except with flush `always`, where it is everything synced: a consumer never
-    /// sees a record that a power loss could take back.
+    /// sees a record that a power loss could take back. In a cluster it is the replicated
+    /// high watermark.
     pub fn high_watermark(&self) -> i64 {
+        if let Some(high_watermark) = self.role.lock().high_watermark() {
+            return high_watermark;
+        }
         match self.log.config().flush {
             FlushPolicy::Always => self.log.flushed_offset(),
             FlushPolicy::Never | FlushPolicy::Interval { .. } => self.log.log_end_offset(),
         }
+    }
+
+    /// `topic-index`, for logs.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.topic, self.index)
     }
 }
 
@@ -66,12 +84,18 @@ pub struct Topic {
     /// Overrides given at creation, by Kafka config name.
     pub configs: BTreeMap<String, String>,
     pub log_config: LogConfig,
+    /// The partitions this broker holds, by index: all of them on a single node, the ones it
+    /// is a replica of in a cluster.
     pub partitions: Vec<Arc<Partition>>,
 }
 
 impl Topic {
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+        self.partitions.binary_search_by_key(&index, |p| p.index).ok().map(|i| &self.partitions[i])
+    }
+
+    fn indexes(&self) -> Vec<i32> {
+        self.partitions.iter().map(|p| p.index).collect()
     }
 }
 
@@ -81,6 +105,9 @@ struct TopicRecord {
     id: Uuid,
     partitions: i32,
     configs: BTreeMap<String, String>,
+    /// In a cluster: the partitions this broker holds (a subset of `0..partitions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hosted: Option<Vec<i32>>,
 }
 
 /// The broker's topics.
@@ -92,6 +119,9 @@ pub struct Topics {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes creations and deletions (and so metadata file writes).
     changes: Mutex<()>,
+    /// In a cluster the metadata log decides which topics and partitions exist; this store
+    /// only holds the local replicas ([`Topics::sync_replicas`]).
+    clustered: bool,
 }
 
 /// Kafka's topic name rule: 1 to 249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -127,6 +157,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "retention.ms",
     "segment.bytes",
     "segment.ms",
+    "unclean.leader.election.enable",
 ];
 
 /// Combines the broker defaults with a topic's overrides into a log configuration, or says
@@ -179,6 +210,9 @@ pub fn topic_log_config(
             "min.insync.replicas" => {
                 positive()?;
             }
+            // Read by the controller's elections in a cluster; nothing to do for the log.
+            "unclean.leader.election.enable" if value == "true" || value == "false" => {}
+            "unclean.leader.election.enable" => return Err(bad(key, value, "expected true or false")),
             _ => {
                 return Err(TopicError::new(
                     ErrorCode::InvalidConfig,
@@ -222,6 +256,10 @@ pub fn describe_topic_configs(topic: &Topic) -> Vec<(&'static str, String, bool)
         ("retention.ms", opt(c.retention_ms)),
         ("segment.bytes", c.segment_bytes.to_string()),
         ("segment.ms", c.segment_ms.to_string()),
+        (
+            "unclean.leader.election.enable",
+            topic.configs.get("unclean.leader.election.enable").cloned().unwrap_or_else(|| "false".to_string()),
+        ),
     ];
     values.into_iter().map(|(k, v)| (k, v, !topic.configs.contains_key(k))).collect()
 }
@@ -230,6 +268,12 @@ impl Topics {
     /// Opens every topic listed in the data directory's metadata, recovering each partition
     /// log, and removes partition directories no topic owns (a deletion cut short).
     pub fn open(data_dir: &Path, defaults: TopicDefaults, now_ms: i64) -> Result<Topics, String> {
+        Topics::open_with(data_dir, defaults, false, now_ms)
+    }
+
+    /// Opens the store of a single node, or with `clustered` the local replicas of a cluster
+    /// member (whose topics the metadata log decides).
+    pub fn open_with(data_dir: &Path, defaults: TopicDefaults, clustered: bool, now_ms: i64) -> Result<Topics, String> {
         let backend: Arc<dyn Backend> = Arc::new(FileBackend);
         backend
             .create_dir_all(data_dir)
@@ -247,11 +291,13 @@ impl Topics {
             backend,
             topics: RwLock::new(BTreeMap::new()),
             changes: Mutex::new(()),
+            clustered,
         };
         let mut map = BTreeMap::new();
         for record in records {
+            let indexes = record.hosted.unwrap_or_else(|| (0..record.partitions).collect());
             let topic = topics
-                .open_topic(record.name.clone(), record.id, record.partitions, record.configs, now_ms)
+                .open_topic(record.name.clone(), record.id, &indexes, record.configs, now_ms)
                 .map_err(|e| format!("cannot open topic {}: {}", record.name, e.message))?;
             map.insert(record.name, Arc::new(topic));
         }
@@ -268,13 +314,13 @@ impl Topics {
         &self,
         name: String,
         id: Uuid,
-        partitions: i32,
+        indexes: &[i32],
         configs: BTreeMap<String, String>,
         now_ms: i64,
     ) -> Result<Topic, TopicError> {
         let log_config = topic_log_config(&self.defaults, &configs)?;
-        let mut opened = Vec::with_capacity(partitions as usize);
-        for index in 0..partitions {
+        let mut opened = Vec::with_capacity(indexes.len());
+        for &index in indexes {
             let dir = self.partition_dir(&name, index);
             let (log, report) = Log::open(self.backend.clone(), &dir, log_config.clone(), now_ms)
                 .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
@@ -288,8 +334,9 @@ impl Topics {
                     "recovered partition log"
                 );
             }
-            opened.push(Arc::new(Partition { topic: name.clone(), index, log }));
+            opened.push(Arc::new(Partition::new(name.clone(), index, log, self.clustered)));
         }
+        opened.sort_by_key(|p| p.index);
         Ok(Topic { name, id, configs, log_config, partitions: opened })
     }
 
@@ -301,7 +348,7 @@ impl Topics {
             let Ok(index) = index.parse::<i32>() else { continue };
             let dir = self.data_dir.join(&name);
             let is_log_dir = self.backend.exists(&dir.join("recovery-checkpoint")).unwrap_or(false);
-            let owned = topics.get(topic).is_some_and(|t| index < t.partitions.len() as i32);
+            let owned = topics.get(topic).is_some_and(|t| t.partition(index).is_some());
             if is_log_dir && !owned {
                 tracing::warn!(dir = %dir.display(), "removing partition directory of a deleted topic");
                 self.backend.remove_dir_all(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
@@ -316,8 +363,9 @@ impl Topics {
             .map(|t| TopicRecord {
                 name: t.name.clone(),
                 id: t.id,
-                partitions: t.partitions.len() as i32,
+                partitions: t.partitions.last().map_or(0, |p| p.index + 1),
                 configs: t.configs.clone(),
+                hosted: self.clustered.then(|| t.indexes()),
             })
             .collect();
         let bytes = serde_json::to_vec_pretty(&records).expect("topic records serialize");
@@ -367,7 +415,8 @@ impl Topics {
             let partitions = Vec::new();
             return Ok(Arc::new(Topic { name: name.to_string(), id: Uuid::nil(), configs, log_config, partitions }));
         }
-        let topic = Arc::new(self.open_topic(name.to_string(), Uuid::new_v4(), partitions, configs, now_ms)?);
+        let indexes: Vec<i32> = (0..partitions).collect();
+        let topic = Arc::new(self.open_topic(name.to_string(), Uuid::new_v4(), &indexes, configs, now_ms)?);
         let mut map = self.topics.read().unwrap_or_else(|p| p.into_inner()).clone();
         map.insert(name.to_string(), topic.clone());
         self.persist(&map)?;
@@ -456,7 +505,7 @@ impl Topics {
             let dir = self.partition_dir(name, index);
             let (log, _) = Log::open(self.backend.clone(), &dir, topic.log_config.clone(), now_ms)
                 .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
-            partitions.push(Arc::new(Partition { topic: name.to_string(), index, log }));
+            partitions.push(Arc::new(Partition::new(name.to_string(), index, log, self.clustered)));
         }
         let updated = Topic {
             name: topic.name.clone(),
@@ -477,6 +526,95 @@ impl Topics {
         self.persist(&map)?;
         *self.topics.write().unwrap_or_else(|p| p.into_inner()) = map;
         Ok(())
+    }
+
+    /// In a cluster: makes this broker hold exactly the partitions `hosted` of topic `name`
+    /// (id `id`) with `configs`, as the metadata log says. Opens the logs of new replicas,
+    /// removes those of partitions no longer hosted, applies changed configs, and replaces a
+    /// topic of the same name but another id (deleted and created again) entirely. Returns
+    /// the topic and the partitions it just opened.
+    pub fn sync_replicas(
+        &self,
+        name: &str,
+        id: Uuid,
+        hosted: &[i32],
+        configs: &BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let existing = self.get(name);
+        if let Some(topic) = &existing {
+            if topic.id == id && topic.indexes() == hosted && topic.configs == *configs {
+                return Ok(topic.clone());
+            }
+        }
+        let log_config = topic_log_config(&self.defaults, configs)?;
+        let mut partitions = Vec::with_capacity(hosted.len());
+        let mut removed = Vec::new();
+        match &existing {
+            Some(topic) if topic.id == id => {
+                for partition in &topic.partitions {
+                    if hosted.contains(&partition.index) {
+                        if topic.configs != *configs {
+                            partition
+                                .log
+                                .set_config(log_config.clone())
+                                .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e))?;
+                        }
+                        partitions.push(partition.clone());
+                    } else {
+                        removed.push(partition.clone());
+                    }
+                }
+            }
+            Some(topic) => removed.extend(topic.partitions.iter().cloned()),
+            None => {}
+        }
+        // Logs of removed partitions go before new ones open: a recreated topic reuses the
+        // directory names.
+        for partition in &removed {
+            self.remove_partition_dir(partition);
+        }
+        let new: Vec<i32> = hosted.iter().copied().filter(|i| partitions.iter().all(|p| p.index != *i)).collect();
+        let opened = self.open_topic(name.to_string(), id, &new, configs.clone(), now_ms)?;
+        partitions.extend(opened.partitions);
+        partitions.sort_by_key(|p| p.index);
+        let topic = Arc::new(Topic { name: name.to_string(), id, configs: configs.clone(), log_config, partitions });
+        self.replace(topic.clone())?;
+        if !new.is_empty() || !removed.is_empty() {
+            tracing::info!(topic = name, hosted = ?hosted, "local replicas changed");
+        }
+        Ok(topic)
+    }
+
+    /// In a cluster: removes every local topic `keep` says no longer exists, with its data.
+    pub fn retain(&self, keep: impl Fn(&str, Uuid) -> bool) -> Result<(), TopicError> {
+        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.topics.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let gone: Vec<Arc<Topic>> = map.values().filter(|t| !keep(&t.name, t.id)).cloned().collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for topic in &gone {
+            map.remove(&topic.name);
+        }
+        self.persist(&map)?;
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = map;
+        for topic in gone {
+            tracing::info!(topic = %topic.name, "topic deleted in the cluster; removing its local replicas");
+            for partition in &topic.partitions {
+                self.remove_partition_dir(partition);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_partition_dir(&self, partition: &Partition) {
+        partition.role.lock().stop();
+        let dir = self.partition_dir(&partition.topic, partition.index);
+        if let Err(e) = self.backend.remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory; it is removed at the next start");
+        }
     }
 
     /// Periodic upkeep: interval flushes, retention, recovery checkpoints.

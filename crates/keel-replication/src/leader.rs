@@ -14,7 +14,7 @@
 //!   time, a compare-and-set on the partition epoch; the committed ISR changes only when the
 //!   controller answers or the metadata log says so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use keel_metadata::{AlterIsr, PartitionRegistration};
 use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId};
@@ -103,6 +103,9 @@ pub struct Leader {
     log_end_offset: i64,
     high_watermark: i64,
     followers: BTreeMap<NodeId, ReplicaState>,
+    /// Replicas whose brokers are fenced or shutting down (KIP-841): never proposed for the
+    /// ISR, and the high watermark does not wait for them to join.
+    ineligible: BTreeSet<NodeId>,
     isr_change: Option<PendingIsrChange>,
     /// No ISR change is proposed before this (after the controller rejected an addition).
     isr_change_not_before: Instant,
@@ -157,6 +160,7 @@ impl Leader {
             log_end_offset,
             high_watermark: high_watermark.min(log_end_offset).max(log.log_start_offset().min(log_end_offset)),
             followers,
+            ineligible: BTreeSet::new(),
             isr_change: None,
             isr_change_not_before: now,
             waiters: BTreeMap::new(),
@@ -455,6 +459,19 @@ impl Leader {
         MetadataOutcome::Applied
     }
 
+    /// The replicas whose brokers the metadata shows fenced or shutting down (KIP-841). A
+    /// follower that stopped fetching because its broker died may still look caught up for
+    /// `replica_lag_time_max`; without this the leader would keep proposing it for the ISR
+    /// and hold the high watermark back for it.
+    pub fn handle_ineligible_replicas(&mut self, now: Instant, ineligible: impl IntoIterator<Item = NodeId>) {
+        self.observe_now(now);
+        self.ineligible = ineligible.into_iter().filter(|r| *r != self.config.id).collect();
+        if self.resigned {
+            return;
+        }
+        self.advance(now);
+    }
+
     /// Stops leading: every waiting acks=all request fails with `NOT_LEADER_OR_FOLLOWER`, the
     /// outstanding ISR change is forgotten, and fetches are refused from now on.
     pub fn resign(&mut self) {
@@ -647,7 +664,7 @@ impl Leader {
     /// A follower joins once it fetched in this leader epoch up to the high watermark and to
     /// this epoch's start: then it holds every committed record and nothing of its own past.
     fn maybe_expand_isr(&mut self, now: Instant, follower: NodeId) {
-        if !self.can_propose(now) || self.isr.contains(&follower) {
+        if !self.can_propose(now) || self.isr.contains(&follower) || self.ineligible.contains(&follower) {
             return;
         }
         let Some(offset) = self.followers.get(&follower).and_then(|s| s.log_end_offset) else { return };
@@ -689,7 +706,7 @@ impl Leader {
         for (id, state) in &self.followers {
             if maximal.contains(id) {
                 candidate = candidate.min(state.log_end_offset?);
-            } else if self.is_caught_up(state, now) {
+            } else if !self.ineligible.contains(id) && self.is_caught_up(state, now) {
                 if let Some(offset) = state.log_end_offset {
                     candidate = candidate.min(offset);
                 }

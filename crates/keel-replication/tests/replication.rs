@@ -571,3 +571,30 @@ fn random_interleavings_keep_the_invariants_and_converge() {
         assert_eq!((c.leader.waiting(), waiting.len()), (0, 0), "seed {seed}");
     }
 }
+
+#[test]
+fn a_fenced_follower_is_not_proposed_for_the_isr_and_does_not_hold_the_high_watermark() {
+    let mut c = Cluster::new(2, 1, &[1, 2, 3], 0, VecLog::new(), empty_logs());
+    c.produce(3).unwrap();
+    c.settle();
+    assert_eq!(c.leader.high_watermark(), 3);
+    // Broker 3 dies while caught up; the controller fences it and takes it out of the ISR.
+    let mut fenced = registration(3, c.epoch().0, &[1, 2]);
+    fenced.partition_epoch = c.leader.partition_epoch() + 1;
+    assert_eq!(c.leader.handle_metadata_update(c.now, &fenced), MetadataOutcome::Applied);
+    c.registration = fenced;
+    c.leader.handle_ineligible_replicas(c.now, [n(3)]);
+    c.produce(2).unwrap();
+    c.fetch(2);
+    c.fetch(2);
+    c.leader.handle_tick(c.now);
+    assert_eq!(c.leader.poll_isr_change(c.now), None, "a fenced replica is never proposed");
+    assert_eq!(c.leader.high_watermark(), 5, "nor waited for, though it looked caught up");
+
+    // Unfenced again, it joins once it has fetched in this epoch.
+    c.leader.handle_ineligible_replicas(c.now, []);
+    c.fetch(3);
+    c.fetch(3);
+    let expand = c.leader.poll_isr_change(c.now).expect("an expansion");
+    assert_eq!(expand.new_isr, nodes(&[1, 2, 3]));
+}

@@ -934,16 +934,43 @@ impl Log {
         };
         self.write_checkpoint_locked(false, Some(lowest_kept))?;
         let mut state = self.lock_state();
-        let result = self.truncate_locked(&mut state, offset, now_ms);
+        let result = self.truncate_locked(&mut state, offset, false, now_ms);
         let new_end = state.log_end_offset();
         drop(state);
         result.map_err(|e| LogError::Io(self.fail(e)))?;
         Ok(new_end)
     }
 
-    fn truncate_locked(&self, state: &mut LogState, offset: i64, now_ms: i64) -> Result<(), IoError> {
+    /// Deletes every record and restarts the log, empty, at `offset`, which may lie beyond
+    /// the log end (Kafka's `truncateFullyAndStartAt`: a follower whose leader's log start
+    /// moved past this log's end). Synced before it returns.
+    pub fn truncate_fully_and_start_at(&self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: self.log_start_offset(),
+                log_end_offset: self.log_end_offset(),
+            });
+        }
+        let _maintenance = self.lock_maintenance();
+        self.check_online()?;
+        // Nothing below the new start may count as recovered after a crash midway.
+        self.write_checkpoint_locked(false, Some(self.log_start_offset()))?;
+        let mut state = self.lock_state();
+        let result = self.truncate_locked(&mut state, offset, true, now_ms);
+        drop(state);
+        result.map_err(|e| LogError::Io(self.fail(e)))?;
+        {
+            let mut flush = self.lock_flush();
+            flush.flushed_offset = offset;
+            self.flushed_offset.store(offset, Ordering::Release);
+        }
+        self.write_checkpoint_locked(false, None)
+    }
+
+    fn truncate_locked(&self, state: &mut LogState, offset: i64, fully: bool, now_ms: i64) -> Result<(), IoError> {
         state.generation += 1;
-        if offset <= state.log_start_offset {
+        if fully || offset <= state.log_start_offset {
             // Everything goes: start over at `offset`.
             // The in-memory segments stay until the new one exists, so a failure midway leaves
             // an offline log that still has an active segment.
@@ -969,8 +996,10 @@ impl Log {
         state.rolled_unsynced.retain(|(path, _)| live.contains(path));
         state.dir_dirty = false;
         let log_end_offset = state.log_end_offset();
-        state.producers.truncate(log_end_offset);
-        if state.epochs.truncate_from_end(log_end_offset) {
+        // A full reset forgets every producer and epoch: none of their records is left.
+        let forget_from = if fully { i64::MIN } else { log_end_offset };
+        state.producers.truncate(forget_from);
+        if state.epochs.truncate_from_end(forget_from) {
             let path = self.dir.join(epoch_cache::FILE_NAME);
             state.epochs.persist(&*self.backend, &path).io_context("write", &path)?;
         }

@@ -487,3 +487,29 @@ mod properties {
         model.last().map_or(0, |m| m.1 + 1)
     }
 }
+
+#[test]
+fn truncate_fully_and_start_at_moves_an_empty_log_past_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(FileBackend);
+    let dir = tmp.path().join("t-0");
+    let (log, _) = Log::open(backend.clone(), &dir, small_config(), 0).unwrap();
+    let record = |i: i64| TestRecord { offset: 0, timestamp: i, key: None, value: Some(vec![1; 10]), headers: vec![] };
+    for i in 0..5 {
+        log.append(&encode(&[record(i)], Compression::None), LeaderEpoch(3), 0).unwrap();
+    }
+    log.truncate_fully_and_start_at(100, 0).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.flushed_offset()), (100, 100, 100));
+    assert_eq!(log.latest_epoch(), None, "the epochs of removed records are forgotten");
+    assert!(matches!(log.read(0, 1 << 20, 100), Err(ReadError::OffsetOutOfRange { .. })));
+    // A follower's next append lands at the new start, and all of it survives a crash.
+    let mut fetched = encode(&[record(7)], Compression::None);
+    keel_storage::batch::assign_offset_and_epoch(&mut fetched, 100, 4);
+    log.append_replicated(&fetched, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 101);
+    drop(log);
+    let (log, _) = Log::open(backend, &dir, small_config(), 0).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 101));
+    assert_eq!(log.latest_epoch(), Some(LeaderEpoch(4)));
+    assert_eq!(decode(log.read(100, 1 << 20, 101).unwrap().records)[0].value, Some(vec![1; 10]));
+}

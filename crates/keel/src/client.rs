@@ -20,9 +20,11 @@ pub enum TopicCommand {
     /// Create a topic.
     Create {
         name: String,
-        #[arg(long, default_value_t = 1)]
+        /// Partitions (default: the broker's num.partitions).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
         partitions: i32,
-        #[arg(long, default_value_t = 1)]
+        /// Replicas per partition (default: the broker's default.replication.factor).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
         replication_factor: i32,
         /// Topic config as KEY=VALUE (Kafka names: retention.ms, flush.policy, ...); repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
@@ -137,7 +139,8 @@ pub async fn topic(command: TopicCommand) -> Result<(), String> {
                 admin(&brokers)?.create_topics([&new_topic], &options).await.map_err(|e| unreachable(&brokers, &e))?;
             for result in results {
                 match result {
-                    Ok(topic) => println!("created topic {topic} with {partitions} partition(s)"),
+                    Ok(topic) if partitions > 0 => println!("created topic {topic} with {partitions} partition(s)"),
+                    Ok(topic) => println!("created topic {topic}"),
                     Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
                         return Err(format!("topic {topic:?} already exists"))
                     }

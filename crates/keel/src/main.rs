@@ -196,9 +196,11 @@ async fn serve_cluster(config: BrokerConfig) -> Result<(), String> {
     let node_id = config.node_id;
     let roles = config.roles()?;
     let running = RunningClusterNode::start(config).await?;
+    let (host, port) = running.broker.advertised();
     eprintln!(
-        "keel node {node_id} ({}) joined the cluster; data in {}. Serving Kafka clients from replicated partitions is not available yet: see the README.",
+        "keel node {node_id} ({}) listening on {} (clients use {host}:{port}); data in {}",
         if roles.controller { "broker,controller" } else { "broker" },
+        running.local_addr,
         data_dir.display()
     );
     wait_for_signal().await;

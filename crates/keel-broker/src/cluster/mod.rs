@@ -4,10 +4,13 @@
 pub mod client;
 pub mod controller;
 mod decide;
+pub mod kafka_client;
 pub mod lifecycle;
 mod listener;
 pub mod protocol;
 pub mod raft_store;
+pub mod replica;
+pub mod replication;
 pub mod transport;
 
 use std::path::{Path, PathBuf};
@@ -63,7 +66,29 @@ pub fn write_clean_shutdown_marker(data_dir: &Path, broker_epoch: Option<i64>) -
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// What the broker's request handlers and replication need of the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterLink {
+    pub node: NodeId,
+    pub client: ControllerClient,
+    pub replayed: watch::Receiver<Replayed>,
+    pub standing: watch::Receiver<Standing>,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max: keel_types::Duration,
+}
+
 impl ClusterNode {
+    /// The link the broker side uses.
+    pub fn link(&self, replica_lag_time_max: keel_types::Duration) -> ClusterLink {
+        ClusterLink {
+            node: self.node,
+            client: self.client.clone(),
+            replayed: self.replayed.clone(),
+            standing: self.standing.clone(),
+            replica_lag_time_max,
+        }
+    }
+
     /// Starts the controller role (if this node has it), the cluster port, metadata replay and
     /// the broker lifecycle. `advertised` is the Kafka listener brokers register.
     pub async fn start(

@@ -1,0 +1,466 @@
+//! The broker's replication shell: it makes the local replicas follow the metadata log, runs
+//! the leaders' timers and ISR changes, and fetches for the followers.
+//!
+//! - Every replayed image is reconciled with the local store: logs open for the partitions
+//!   this broker is a replica of and close for the rest, and each replica takes the role its
+//!   registration gives it ([`Role::apply`]).
+//! - Every tick, each leader checks lagging followers and acks=all deadlines; an ISR change it
+//!   proposes goes to the active controller as AlterPartition, and the answer comes back to
+//!   the core.
+//! - One fetcher per leader broker sends Kafka Fetch requests (replica id, leader epoch, last
+//!   fetched epoch) for every partition this broker follows there, and carries out what the
+//!   follower core decides: append, truncate, or start over at the leader's log start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use keel_kafka::kafka_protocol::messages::fetch_response::PartitionData;
+use keel_kafka::kafka_protocol::messages::{BrokerId, FetchRequest as KafkaFetchRequest, TopicName};
+use keel_kafka::kafka_protocol::protocol::StrBytes;
+use keel_metadata::MetadataImage;
+use keel_replication::{Config, FetchRequest, FetchResponse, FollowerAction};
+use keel_storage::batch::{BatchHeader, BATCH_HEADER_BYTES};
+use keel_types::{ErrorCode, LeaderEpoch, NodeId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::kafka_client::KafkaConnection;
+use super::protocol::{Request, Response};
+use super::replica::{LogView, Role};
+use super::ClusterLink;
+use crate::broker::Broker;
+use crate::clock::{monotonic, now_ms};
+use crate::topics::Partition;
+
+/// How often leaders check their followers and deadlines.
+const TICK: Duration = Duration::from_millis(20);
+/// How long a replica fetch waits at the leader for new records.
+const FETCH_MAX_WAIT_MS: i32 = 500;
+const FETCH_PARTITION_BYTES_MAX: i32 = 4 << 20;
+const FETCH_BYTES_MAX: i32 = 16 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A fetcher with nothing to fetch looks again after this long (backoffs, new roles).
+const IDLE: Duration = Duration::from_millis(20);
+
+/// Runs until shutdown: reconciles replicas with every new image, ticks leaders, and keeps
+/// one fetcher per leader this broker follows.
+pub async fn run(broker: Arc<Broker>, link: ClusterLink, mut shutdown: watch::Receiver<bool>) {
+    let mut replayed = link.replayed.clone();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fetchers: BTreeMap<NodeId, JoinHandle<()>> = BTreeMap::new();
+    // The image replayed so far counts as a change: reconcile with it first.
+    replayed.mark_changed();
+    loop {
+        tokio::select! {
+            changed = replayed.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let image = replayed.borrow_and_update().image.clone();
+                let (b, i, l) = (broker.clone(), image, link.clone());
+                match tokio::task::spawn_blocking(move || reconcile(&b, &l, &i)).await {
+                    Ok(()) => {}
+                    Err(error) => tracing::error!(%error, "reconciling replicas failed"),
+                }
+                broker.appended.notify_waiters();
+            }
+            _ = ticker.tick() => tick(&broker, &link),
+            _ = shutdown.changed() => {
+                for (_, fetcher) in fetchers {
+                    fetcher.abort();
+                }
+                return;
+            }
+        }
+        fetchers.retain(|_, task| !task.is_finished());
+        for leader in followed_leaders(&broker) {
+            fetchers
+                .entry(leader)
+                .or_insert_with(|| tokio::spawn(fetcher(broker.clone(), link.clone(), leader, shutdown.clone())));
+        }
+    }
+}
+
+/// Makes the local store and roles match `image`.
+fn reconcile(broker: &Broker, link: &ClusterLink, image: &MetadataImage) {
+    let me = link.node;
+    let now = monotonic();
+    for topic in image.topics() {
+        let hosted: Vec<i32> = (0..topic.partitions.len() as i32)
+            .filter(|&i| topic.partitions[i as usize].replicas.contains(&me))
+            .collect();
+        if hosted.is_empty() {
+            continue;
+        }
+        let local = match broker.topics.sync_replicas(
+            &topic.name,
+            Uuid::from_u128(topic.id),
+            &hosted,
+            &topic.configs,
+            now_ms(),
+        ) {
+            Ok(local) => local,
+            Err(error) => {
+                tracing::error!(topic = %topic.name, %error, "cannot open local replicas");
+                continue;
+            }
+        };
+        for &index in &hosted {
+            let Some(partition) = local.partition(index) else { continue };
+            let registration = &topic.partitions[index as usize];
+            let config = replica_config(link, topic.min_isr());
+            let mut role = partition.role.lock();
+            if role.apply(config, topic.id, registration, now, &partition.log) {
+                tracing::info!(
+                    partition = %partition.name(),
+                    leader = ?registration.leader,
+                    leader_epoch = registration.leader_epoch.0,
+                    isr = ?registration.isr,
+                    role = role_name(&role),
+                    "replica role changed"
+                );
+            }
+            if let Some(leader) = role.as_leader() {
+                // KIP-841: fenced and shutting-down brokers neither join the ISR nor hold back
+                // the high watermark.
+                let ineligible = registration
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| image.broker(*r).is_none_or(|b| b.fenced || b.shutting_down));
+                leader.core.handle_ineligible_replicas(now, ineligible);
+                leader.complete();
+            }
+        }
+    }
+    let result = broker.topics.retain(|name, id| {
+        image
+            .topic_by_name(name)
+            .is_some_and(|t| t.id == id.as_u128() && t.partitions.iter().any(|p| p.replicas.contains(&me)))
+    });
+    if let Err(error) = result {
+        tracing::error!(%error, "cannot remove deleted topics");
+    }
+}
+
+fn role_name(role: &Role) -> &'static str {
+    match role {
+        Role::Single => "single",
+        Role::Leader(_) => "leader",
+        Role::Follower(_) => "follower",
+        Role::Offline { .. } => "offline",
+    }
+}
+
+pub fn replica_config(link: &ClusterLink, min_isr: usize) -> Config {
+    Config {
+        min_isr: min_isr.max(1),
+        replica_lag_time_max: link.replica_lag_time_max,
+        fetch_backoff: keel_types::Duration::from_millis(500),
+        ..Config::new(link.node)
+    }
+}
+
+/// Leader upkeep: ISR shrink and expand, acks=all deadlines, ISR changes to the controller.
+fn tick(broker: &Arc<Broker>, link: &ClusterLink) {
+    let now = monotonic();
+    let mut advanced = false;
+    for topic in broker.topics.list() {
+        for partition in &topic.partitions {
+            let mut role = partition.role.lock();
+            let Some(leader) = role.as_leader() else { continue };
+            let before = leader.core.high_watermark();
+            leader.core.handle_tick(now);
+            leader.complete();
+            advanced |= leader.core.high_watermark() > before;
+            if let Some(change) = leader.core.poll_isr_change(now) {
+                let request = Request::AlterPartition {
+                    node: link.node,
+                    broker_epoch: link.standing.borrow().broker_epoch.unwrap_or(-1),
+                    topic_id: leader.topic_id,
+                    partition: partition.index,
+                    change: change.clone(),
+                };
+                tracing::info!(partition = %partition.name(), isr = ?change.new_isr, "proposing ISR change");
+                let (partition, client, broker) = (partition.clone(), link.client.clone(), broker.clone());
+                tokio::spawn(async move {
+                    let answer = client.call_active(request, Duration::from_secs(5)).await;
+                    let result = match answer {
+                        Ok(Response::AlterPartition { registration }) => {
+                            Ok((registration.partition_epoch, registration.isr))
+                        }
+                        Ok(Response::Error { code, message }) => {
+                            tracing::info!(partition = %partition.name(), code, %message, "ISR change refused");
+                            Err(ErrorCode::from_code(code).unwrap_or(ErrorCode::UnknownServerError))
+                        }
+                        Ok(other) => {
+                            tracing::warn!(?other, "unexpected answer to AlterPartition");
+                            Err(ErrorCode::UnknownServerError)
+                        }
+                        Err(error) => {
+                            tracing::debug!(%error, "AlterPartition failed");
+                            Err(ErrorCode::RequestTimedOut)
+                        }
+                    };
+                    let mut role = partition.role.lock();
+                    if let Some(leader) = role.as_leader() {
+                        leader.core.handle_isr_change_result(monotonic(), &change, result);
+                        leader.complete();
+                    }
+                    drop(role);
+                    broker.appended.notify_waiters();
+                });
+            }
+        }
+    }
+    if advanced {
+        broker.appended.notify_waiters();
+    }
+}
+
+/// The leaders of the partitions this broker follows.
+fn followed_leaders(broker: &Broker) -> Vec<NodeId> {
+    let mut leaders = Vec::new();
+    for topic in broker.topics.list() {
+        for partition in &topic.partitions {
+            if let Role::Follower(follower) = &*partition.role.lock() {
+                if !leaders.contains(&follower.core.leader()) {
+                    leaders.push(follower.core.leader());
+                }
+            }
+        }
+    }
+    leaders
+}
+
+/// One partition in a replica fetch.
+struct Fetching {
+    partition: Arc<Partition>,
+    request: FetchRequest,
+}
+
+/// Fetches from `leader` for every partition this broker follows there, until none is left.
+async fn fetcher(broker: Arc<Broker>, link: ClusterLink, leader: NodeId, mut shutdown: watch::Receiver<bool>) {
+    let mut connection: Option<KafkaConnection> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = monotonic();
+        let mut fetching = Vec::new();
+        let mut following = false;
+        for topic in broker.topics.list() {
+            for partition in &topic.partitions {
+                let mut role = partition.role.lock();
+                let Role::Follower(follower) = &mut *role else { continue };
+                if follower.core.leader() != leader {
+                    continue;
+                }
+                following = true;
+                if let Some(request) = follower.core.next_fetch(now, &LogView(&partition.log)) {
+                    fetching.push(Fetching { partition: partition.clone(), request });
+                }
+            }
+        }
+        if !following {
+            return;
+        }
+        if fetching.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
+        if connection.is_none() {
+            let address = {
+                let replayed = link.replayed.borrow();
+                replayed
+                    .image
+                    .broker(leader)
+                    .and_then(|b| b.listeners.first())
+                    .map(|l| format!("{}:{}", l.host, l.port))
+            };
+            let connected = match address {
+                Some(address) => {
+                    KafkaConnection::connect(&address, format!("keel-replica-{}", link.node), CONNECT_TIMEOUT).await
+                }
+                None => Err(format!("leader {leader} has no registered listener")),
+            };
+            match connected {
+                Ok(c) => connection = Some(c),
+                Err(error) => {
+                    tracing::debug!(%leader, %error, "replica fetcher cannot connect");
+                    fail_all(&fetching);
+                    continue;
+                }
+            }
+        }
+        let request = fetch_request(link.node, &fetching);
+        let timeout = Duration::from_millis(FETCH_MAX_WAIT_MS as u64) + Duration::from_secs(5);
+        let exchange = connection.as_mut().expect("connected").fetch(&request, timeout);
+        let response = tokio::select! {
+            response = exchange => response,
+            _ = shutdown.changed() => return,
+        };
+        let response = match response {
+            Ok(response) if response.error_code == 0 => response,
+            Ok(response) => {
+                tracing::debug!(%leader, error = response.error_code, "replica fetch refused");
+                connection = None;
+                fail_all(&fetching);
+                continue;
+            }
+            Err(error) => {
+                tracing::debug!(%leader, %error, "replica fetch failed");
+                connection = None;
+                fail_all(&fetching);
+                continue;
+            }
+        };
+        let mut answers: BTreeMap<(String, i32), PartitionData> = BTreeMap::new();
+        for topic in response.responses {
+            for data in topic.partitions {
+                answers.insert((topic.topic.0.to_string(), data.partition_index), data);
+            }
+        }
+        let applied = tokio::task::spawn_blocking(move || {
+            for fetched in fetching {
+                let key = (fetched.partition.topic.clone(), fetched.partition.index);
+                match answers.remove(&key) {
+                    Some(data) => apply_fetched(&fetched, data),
+                    None => fail_all(std::slice::from_ref(&fetched)),
+                }
+            }
+        })
+        .await;
+        if let Err(error) = applied {
+            tracing::error!(%error, "applying fetched records failed");
+        }
+    }
+}
+
+fn fail_all(fetching: &[Fetching]) {
+    let now = monotonic();
+    for fetched in fetching {
+        if let Role::Follower(follower) = &mut *fetched.partition.role.lock() {
+            follower.core.handle_fetch_failed(now);
+        }
+    }
+}
+
+fn fetch_request(me: NodeId, fetching: &[Fetching]) -> KafkaFetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for fetched in fetching {
+        let partition = FetchPartition::default()
+            .with_partition(fetched.partition.index)
+            .with_current_leader_epoch(fetched.request.current_leader_epoch.map_or(-1, |e| e.0))
+            .with_fetch_offset(fetched.request.fetch_offset)
+            .with_last_fetched_epoch(fetched.request.last_fetched_epoch.map_or(-1, |e| e.0))
+            .with_log_start_offset(-1)
+            .with_partition_max_bytes(FETCH_PARTITION_BYTES_MAX);
+        let name = &fetched.partition.topic;
+        match topics.iter_mut().find(|t| t.topic.0.as_str() == name) {
+            Some(topic) => topic.partitions.push(partition),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(name.clone())))
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    KafkaFetchRequest::default()
+        .with_replica_id(BrokerId(me.0))
+        .with_max_wait_ms(FETCH_MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_BYTES_MAX)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics)
+}
+
+/// Turns the leader's answer into the follower core's terms and carries out its decision.
+fn apply_fetched(fetched: &Fetching, data: PartitionData) {
+    let partition = &fetched.partition;
+    let log = &partition.log;
+    let mut records = data.records.unwrap_or_default();
+    let response = match ErrorCode::from_code(data.error_code).unwrap_or(ErrorCode::UnknownServerError) {
+        ErrorCode::None if data.diverging_epoch.epoch >= 0 => FetchResponse::Diverging {
+            epoch: LeaderEpoch(data.diverging_epoch.epoch),
+            end_offset: data.diverging_epoch.end_offset,
+        },
+        ErrorCode::None => match whole_batches(&records, fetched.request.fetch_offset) {
+            Ok((records_end, whole)) => {
+                records = records.slice(..whole);
+                FetchResponse::Records {
+                    high_watermark: data.high_watermark,
+                    log_start_offset: data.log_start_offset,
+                    records_end,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(partition = %partition.name(), %error, "leader sent records keel cannot read");
+                FetchResponse::Error(ErrorCode::CorruptMessage)
+            }
+        },
+        // The response has no log end offset: the leader's high watermark stands in for it
+        // (cutting back to a committed offset is always safe; the rest is fetched again).
+        ErrorCode::OffsetOutOfRange => FetchResponse::OffsetOutOfRange {
+            log_start_offset: data.log_start_offset,
+            log_end_offset: data.high_watermark,
+        },
+        error => FetchResponse::Error(error),
+    };
+    let now = monotonic();
+    let mut role = partition.role.lock();
+    let Role::Follower(follower) = &mut *role else { return };
+    let view = LogView(log);
+    let action = follower.core.handle_fetch_response(now, &fetched.request, response, &view);
+    let done = match action {
+        FollowerAction::Append => {
+            // Only whole batches past the log end (the leader reads from batch boundaries).
+            log.append_replicated(&records, now_ms()).map(drop).map_err(|e| e.to_string())
+        }
+        FollowerAction::Truncate { offset } => {
+            tracing::info!(partition = %partition.name(), offset, "truncating a divergent tail");
+            log.truncate_to(offset, now_ms()).map(drop).map_err(|e| e.to_string())
+        }
+        FollowerAction::ResetTo { offset } => {
+            tracing::info!(partition = %partition.name(), offset, "starting the log over at the leader's log start");
+            log.truncate_fully_and_start_at(offset, now_ms()).map_err(|e| e.to_string())
+        }
+        FollowerAction::Continue
+        | FollowerAction::Backoff { .. }
+        | FollowerAction::AwaitMetadata
+        | FollowerAction::Stale => return,
+    };
+    match done {
+        Ok(()) => follower.core.handle_log_updated(now, &view),
+        Err(error) => {
+            tracing::error!(partition = %partition.name(), %error, "follower could not update its log");
+            follower.core.handle_fetch_failed(now);
+        }
+    }
+}
+
+/// The offset after the last whole batch in `records` (`fetch_offset` if there is none), and
+/// the bytes those whole batches take (a size-limited answer may end in part of a batch).
+fn whole_batches(records: &Bytes, fetch_offset: i64) -> Result<(i64, usize), String> {
+    let mut end = fetch_offset;
+    let mut position = 0;
+    while records.len() - position >= BATCH_HEADER_BYTES {
+        let header = BatchHeader::parse(&records[position..]).map_err(|e| e.to_string())?;
+        if position + header.size() > records.len() {
+            break;
+        }
+        end = header.last_offset() + 1;
+        position += header.size();
+    }
+    Ok((end, position))
+}
