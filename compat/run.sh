@@ -25,6 +25,11 @@
 #   kafka-python-admin  KafkaAdminClient: describe_cluster, create_partitions, alter_configs,
 #              describe_configs, describe_log_dirs, delete_records, list/describe/delete
 #              consumer groups, list_consumer_group_offsets
+#   cluster-failover  a three-node keel cluster (separate processes, RF 3, min ISR 2) under an
+#              idempotent acks=all confluent-kafka producer for 60 s while a leader is killed
+#              with SIGKILL and restarted and another node is SIGSTOPped for 8 s; every
+#              acknowledged record is read back exactly once in order; prints the longest
+#              time without a successful produce
 # The first three keep to assign() without commits and non-idempotent producers; the groups
 # tests cover group membership, commits and idempotence. A new group's first rebalance waits
 # group.initial.rebalance.delay.ms (3 s by default, as in Kafka).
@@ -177,6 +182,7 @@ if start_keel; then
     run_test kafka-python-groups "$PY" "$HERE/test_kafka_python_groups.py" "$BOOTSTRAP"
     run_test confluent-admin "$PY" "$HERE/test_confluent_admin.py" "$BOOTSTRAP"
     run_test kafka-python-admin "$PY" "$HERE/test_kafka_python_admin.py" "$BOOTSTRAP"
+    TEST_TIMEOUT=240 run_test cluster-failover "$PY" "$HERE/test_cluster_failover.py" "$KEEL" 60
 
     # keel must still be up after all of that, and stop cleanly on SIGTERM.
     echo "---- keel-shutdown"

@@ -129,7 +129,7 @@ impl Broker {
         config.validate()?;
         let advertised = config.advertised()?;
         let topics = Topics::open_with(&config.data_dir, config.topic_defaults.clone(), true, now_ms())?;
-        let cluster_id = load_or_create_cluster_id(&config)?;
+        let cluster_id = cluster_id_of_quorum(&config)?;
         let producer_ids = ProducerIds::open(&config.data_dir, Some(config.node_id))?;
         Ok(Broker {
             config,
@@ -1028,6 +1028,21 @@ pub fn api_versions(error: ErrorCode) -> ApiVersionsResponse {
         })
         .collect();
     ApiVersionsResponse::default().with_error_code(code(error)).with_api_keys(api_keys)
+}
+
+/// Every member of a cluster must report the same cluster id (clients warn otherwise): it is
+/// derived from the controller quorum (ids and addresses), which every member is configured
+/// with. Changing a controller's address changes it.
+fn cluster_id_of_quorum(config: &BrokerConfig) -> Result<String, String> {
+    let voters = config.controller_voters()?;
+    let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d; // FNV-1a 128 offset basis
+    for (id, address) in &voters {
+        for byte in format!("{id}@{address};").bytes() {
+            hash ^= u128::from(byte);
+            hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013B);
+        }
+    }
+    Ok(Uuid::from_u128(hash).simple().to_string()[..22].to_string())
 }
 
 fn load_or_create_cluster_id(config: &BrokerConfig) -> Result<String, String> {

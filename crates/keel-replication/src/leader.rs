@@ -106,6 +106,9 @@ pub struct Leader {
     /// Replicas whose brokers are fenced or shutting down (KIP-841): never proposed for the
     /// ISR, and the high watermark does not wait for them to join.
     ineligible: BTreeSet<NodeId>,
+    /// The broker epoch of each follower's registration, as the metadata last said. A new
+    /// epoch is a new process: what the leader knew of the old one is forgotten (KIP-903).
+    broker_epochs: BTreeMap<NodeId, i64>,
     isr_change: Option<PendingIsrChange>,
     /// No ISR change is proposed before this (after the controller rejected an addition).
     isr_change_not_before: Instant,
@@ -161,6 +164,7 @@ impl Leader {
             high_watermark: high_watermark.min(log_end_offset).max(log.log_start_offset().min(log_end_offset)),
             followers,
             ineligible: BTreeSet::new(),
+            broker_epochs: BTreeMap::new(),
             isr_change: None,
             isr_change_not_before: now,
             waiters: BTreeMap::new(),
@@ -470,6 +474,30 @@ impl Leader {
             return;
         }
         self.advance(now);
+    }
+
+    /// The broker epochs of the replicas' current registrations. A follower whose broker
+    /// registered again (restarted) since the leader last heard is a new process that may have
+    /// lost what it had fetched: the leader forgets its fetch state (KIP-903), so it neither
+    /// joins the ISR nor counts for the high watermark on what its previous life reported. It
+    /// must fetch again. An ISR member keeps the full lag time from now to do so.
+    pub fn handle_replica_epochs(&mut self, now: Instant, epochs: impl IntoIterator<Item = (NodeId, i64)>) {
+        self.observe_now(now);
+        for (node, epoch) in epochs {
+            if node == self.config.id {
+                continue;
+            }
+            let previous = self.broker_epochs.insert(node, epoch);
+            if previous.is_some_and(|p| p != epoch) {
+                let in_isr = self.maximal_isr().contains(&node);
+                if let Some(state) = self.followers.get_mut(&node) {
+                    *state = ReplicaState::new(in_isr.then_some(now));
+                }
+            }
+        }
+        if !self.resigned {
+            self.advance(now);
+        }
     }
 
     /// Stops leading: every waiting acks=all request fails with `NOT_LEADER_OR_FOLLOWER`, the

@@ -598,3 +598,30 @@ fn a_fenced_follower_is_not_proposed_for_the_isr_and_does_not_hold_the_high_wate
     let expand = c.leader.poll_isr_change(c.now).expect("an expansion");
     assert_eq!(expand.new_isr, nodes(&[1, 2, 3]));
 }
+
+#[test]
+fn a_restarted_follower_is_not_vouched_for_on_what_it_fetched_before_its_restart() {
+    let mut c = Cluster::new(2, 1, &[1, 2, 3], 0, VecLog::new(), empty_logs());
+    c.leader.handle_replica_epochs(c.now, [(n(2), 1), (n(3), 1)]);
+    c.produce(4).unwrap();
+    c.settle();
+    assert_eq!(c.leader.high_watermark(), 4);
+    // Broker 3 crashes (losing what it fetched), is fenced and leaves the ISR, then registers
+    // again with a new broker epoch and is unfenced. Its first fetch after the restart is lost:
+    // the leader's state for it is still from before the crash.
+    let mut shrunk = registration(3, c.epoch().0, &[1, 2]);
+    shrunk.partition_epoch = c.leader.partition_epoch() + 1;
+    c.leader.handle_metadata_update(c.now, &shrunk);
+    c.registration = shrunk;
+    c.leader.handle_ineligible_replicas(c.now, [n(3)]);
+    c.leader.handle_replica_epochs(c.now, [(n(2), 1), (n(3), 2)]);
+    c.leader.handle_ineligible_replicas(c.now, []);
+    c.leader.handle_tick(c.now);
+    assert_eq!(c.leader.poll_isr_change(c.now), None, "nothing vouches for the new process yet");
+    assert_eq!(c.leader.replica_state(n(3)).and_then(|s| s.log_end_offset), None);
+    // Once the new process fetches, it joins on what it really holds.
+    c.fetch(3);
+    c.fetch(3);
+    let expand = c.leader.poll_isr_change(c.now).expect("an expansion");
+    assert_eq!(expand.new_isr, nodes(&[1, 2, 3]));
+}

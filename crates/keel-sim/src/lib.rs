@@ -16,9 +16,14 @@
 //! the cores it drives: it runs the code the broker runs, through the same public contract, so
 //! whatever it finds is a bug in that code or in its own checks.
 
+mod cluster;
 mod raft;
 mod trace;
 
+pub use cluster::{
+    run_cluster, ClusterFaultOptions, ClusterMutation, ClusterSimOptions, ClusterSimReport, ClusterStats, BROKERS_MAX,
+    PARTITIONS_MAX,
+};
 /// The planted bugs a run can carry (see [`RaftSimOptions::mutation`]).
 pub use keel_raft::Mutation;
 pub use raft::{

@@ -7,13 +7,82 @@ use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use keel_sim::{run_raft, Mutation, RaftSimOptions, RaftSimReport, Stats};
+use keel_sim::{
+    run_cluster, run_raft, ClusterMutation, ClusterSimOptions, ClusterSimReport, Mutation, RaftSimOptions,
+    RaftSimReport, Stats,
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SimCommand {
     /// Simulate a Raft cluster (keel-raft's real code) under network, disk, crash and clock
     /// faults, then check that it converges once they stop. See docs/simulator.md.
     Raft(RaftSimArgs),
+    /// Simulate a cluster (keel-metadata's controller, keel-replication's leaders and
+    /// followers) with an idempotent acks=all producer and a consumer, under lossy crashes,
+    /// clean restarts, partitions, slow disks and late metadata. See docs/simulator.md.
+    Cluster(ClusterSimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("runs").required(true).args(["seed", "seeds"])))]
+pub struct ClusterSimArgs {
+    /// Run this one seed.
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Sweep this many seeds, from --start on.
+    #[arg(long, value_name = "N")]
+    seeds: Option<u64>,
+    /// The first seed of a sweep.
+    #[arg(long, value_name = "S", default_value_t = 0, requires = "seeds")]
+    start: u64,
+    #[arg(long, default_value_t = 3)]
+    brokers: usize,
+    /// Partitions of the simulated topic.
+    #[arg(long, default_value_t = 2)]
+    partitions: usize,
+    #[arg(long, default_value_t = 3)]
+    replication_factor: usize,
+    #[arg(long, default_value_t = 2)]
+    min_isr: usize,
+    /// Simulated milliseconds of faults (default 10000).
+    #[arg(long, value_name = "MS")]
+    safety_ms: Option<u64>,
+    /// Simulated milliseconds the cluster has to converge once faults stop (default 10000).
+    #[arg(long, value_name = "MS")]
+    liveness_ms: Option<u64>,
+    /// Plant a bug the simulator should find.
+    #[arg(long, value_enum)]
+    mutation: Option<ClusterMutationArg>,
+    /// Leave out the simulated shell's broker-epoch check (KIP-903), which covers a gap in
+    /// keel-replication: a leader then re-admits a restarted follower on stale state.
+    #[arg(long)]
+    no_broker_epoch_check: bool,
+    /// Print the trace of the run.
+    #[arg(long, requires = "seed")]
+    trace: bool,
+    /// Threads for a sweep (default: one per core).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Stop a sweep at its first failure.
+    #[arg(long, requires = "seeds")]
+    fail_fast: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClusterMutationArg {
+    /// keel-metadata's NoElr: the rules before KIP-966 (the last replica standing).
+    NoElr,
+    /// Followers never learn of a divergence and never truncate.
+    NoTruncate,
+}
+
+impl ClusterMutationArg {
+    fn mutation(self) -> ClusterMutation {
+        match self {
+            ClusterMutationArg::NoElr => ClusterMutation::NoElr,
+            ClusterMutationArg::NoTruncate => ClusterMutation::NoTruncate,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -112,6 +181,213 @@ const FAILURES_SHOWN: usize = 20;
 pub fn sim(command: SimCommand) -> Result<(), String> {
     match command {
         SimCommand::Raft(args) => sim_raft(&args),
+        SimCommand::Cluster(args) => sim_cluster(&args),
+    }
+}
+
+fn cluster_options(args: &ClusterSimArgs, seed: u64) -> ClusterSimOptions {
+    let defaults = ClusterSimOptions::new(seed);
+    ClusterSimOptions {
+        brokers: args.brokers,
+        partitions: args.partitions,
+        replication_factor: args.replication_factor,
+        min_isr: args.min_isr,
+        safety_ms: args.safety_ms.unwrap_or(defaults.safety_ms),
+        liveness_ms: args.liveness_ms.unwrap_or(defaults.liveness_ms),
+        mutation: args.mutation.map(ClusterMutationArg::mutation),
+        broker_epoch_check: !args.no_broker_epoch_check,
+        ..defaults
+    }
+}
+
+/// The command line that reruns `seed` of a cluster run with its trace.
+fn cluster_reproduce(args: &ClusterSimArgs, seed: u64) -> String {
+    let mut command = format!("keel sim cluster --seed {seed}");
+    let defaults = ClusterSimOptions::new(seed);
+    for (name, value, default) in [
+        ("brokers", args.brokers, defaults.brokers),
+        ("partitions", args.partitions, defaults.partitions),
+        ("replication-factor", args.replication_factor, defaults.replication_factor),
+        ("min-isr", args.min_isr, defaults.min_isr),
+    ] {
+        if value != default {
+            command.push_str(&format!(" --{name} {value}"));
+        }
+    }
+    if let Some(ms) = args.safety_ms {
+        command.push_str(&format!(" --safety-ms {ms}"));
+    }
+    if let Some(ms) = args.liveness_ms {
+        command.push_str(&format!(" --liveness-ms {ms}"));
+    }
+    if let Some(m) = args.mutation.map(ClusterMutationArg::mutation) {
+        command.push_str(&format!(" --mutation {m}"));
+    }
+    if args.no_broker_epoch_check {
+        command.push_str(" --no-broker-epoch-check");
+    }
+    command.push_str(" --trace");
+    command
+}
+
+fn describe_cluster_run(options: &ClusterSimOptions) -> String {
+    let mut text = format!(
+        "{} brokers, {} partitions, RF {}, min ISR {}",
+        options.brokers, options.partitions, options.replication_factor, options.min_isr
+    );
+    if let Some(m) = options.mutation {
+        text.push_str(&format!(", mutation {m}"));
+    }
+    if !options.broker_epoch_check {
+        text.push_str(", no broker-epoch check");
+    }
+    text
+}
+
+fn sim_cluster(args: &ClusterSimArgs) -> Result<(), String> {
+    let options = cluster_options(args, args.seed.unwrap_or(args.start));
+    options.validate()?;
+    match (args.seed, args.seeds) {
+        (Some(seed), _) => cluster_one(args, &ClusterSimOptions { seed, record_trace: args.trace, ..options }),
+        (None, Some(count)) => cluster_sweep(args, &options, count),
+        (None, None) => Err("give --seed S to run one seed or --seeds N to sweep".to_string()),
+    }
+}
+
+fn cluster_one(args: &ClusterSimArgs, options: &ClusterSimOptions) -> Result<(), String> {
+    let started = wall_clock();
+    let report = run_cluster(options);
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for line in &report.trace {
+            if writeln!(out, "{line}").is_err() {
+                break;
+            }
+        }
+        let _ = out.flush();
+    }
+    say!("keel sim cluster: seed {}, {}", options.seed, describe_cluster_run(options));
+    match &report.outcome {
+        Ok(()) => {
+            say!("PASSED: converged {} ms after faults stopped", report.stats.liveness_converged_ms.unwrap_or_default())
+        }
+        Err(failure) => say!("FAILED {failure}"),
+    }
+    say!("trace hash {:016x}", report.trace_hash);
+    let s = &report.stats;
+    say!(
+        "simulated {:.1} s in {:.3} s wall: {:.0}x real time",
+        s.simulated_ms as f64 / 1000.0,
+        wall_ms / 1000.0,
+        s.simulated_ms as f64 / wall_ms.max(0.001)
+    );
+    say!(
+        "events {}; messages {} sent, {} dropped, {} duplicated",
+        s.events,
+        s.messages_sent,
+        s.messages_dropped,
+        s.messages_duplicated
+    );
+    say!(
+        "records {} produced, {} acknowledged, {} consumed, {} produce retries; {} leader changes, {} ISR changes, {} fences, {} truncations",
+        s.records_produced,
+        s.records_acked,
+        s.records_consumed,
+        s.produce_retries,
+        s.leader_changes,
+        s.isr_changes,
+        s.fences,
+        s.truncations
+    );
+    say!(
+        "faults: {} lossy crashes ({} records lost from some log), {} clean restarts, {} power losses, {} partitions, {} slow disks, {} metadata stalls; {} findings excused by the loss bound",
+        s.lossy_crashes,
+        s.records_lost_in_crashes,
+        s.clean_restarts,
+        s.power_losses,
+        s.partitions,
+        s.slow_disks,
+        s.metadata_stalls,
+        s.excused
+    );
+    match &report.outcome {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            say!("reproduce with: {}", cluster_reproduce(args, options.seed));
+            Err(format!("seed {} failed", options.seed))
+        }
+    }
+}
+
+fn cluster_sweep(args: &ClusterSimArgs, options: &ClusterSimOptions, count: u64) -> Result<(), String> {
+    if count == 0 || count > SEEDS_MAX {
+        return Err(format!("--seeds must lie between 1 and {SEEDS_MAX}"));
+    }
+    let end = args.start.checked_add(count).ok_or("--start + --seeds overflows a u64 seed")?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256)
+        .min(count as usize);
+    say!(
+        "keel sim cluster: seeds {}..{end} ({count} runs), {}, on {jobs} threads",
+        args.start,
+        describe_cluster_run(options)
+    );
+    let started = wall_clock();
+    let next = AtomicU64::new(args.start);
+    let stop = AtomicBool::new(false);
+    let results: Mutex<Vec<ClusterSimReport>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    return;
+                }
+                let report = run_cluster(&ClusterSimOptions { seed, ..options.clone() });
+                if let Err(failure) = &report.outcome {
+                    say!("seed {seed} FAILED {}", failure.to_string().lines().next().unwrap_or_default());
+                    say!("  reproduce with: {}", cluster_reproduce(args, seed));
+                    if args.fail_fast {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                results.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+            });
+        }
+    });
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut reports = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    reports.sort_by_key(|r| r.seed);
+    let failed: Vec<u64> = reports.iter().filter(|r| r.outcome.is_err()).map(|r| r.seed).collect();
+    let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
+    let acked: u64 = reports.iter().map(|r| r.stats.records_acked).sum();
+    let crashes: u64 = reports.iter().map(|r| r.stats.lossy_crashes).sum();
+    say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
+    say!(
+        "simulated {:.1} s in {:.3} s wall: {:.0}x real time on {jobs} threads; {acked} records acknowledged, {crashes} lossy crashes",
+        simulated_ms as f64 / 1000.0,
+        wall_ms / 1000.0,
+        simulated_ms as f64 / wall_ms.max(0.001),
+    );
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => {
+            let shown: Vec<String> = failed.iter().take(FAILURES_SHOWN).map(u64::to_string).collect();
+            let more = if failed.len() > FAILURES_SHOWN { " ..." } else { "" };
+            say!("failing seeds: {}{more}", shown.join(" "));
+            Err(format!(
+                "{} of {} seeds failed; reproduce the first with: {}",
+                failed.len(),
+                reports.len(),
+                cluster_reproduce(args, *first)
+            ))
+        }
     }
 }
 

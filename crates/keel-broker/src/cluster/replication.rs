@@ -134,6 +134,11 @@ fn reconcile(broker: &Broker, link: &ClusterLink, image: &MetadataImage) {
                     .copied()
                     .filter(|r| image.broker(*r).is_none_or(|b| b.fenced || b.shutting_down));
                 leader.core.handle_ineligible_replicas(now, ineligible);
+                // KIP-903: a replica whose broker registered again is a new process; what the
+                // leader knew of the old one no longer counts.
+                let epochs =
+                    registration.replicas.iter().filter_map(|r| image.broker(*r).map(|b| (*r, b.broker_epoch)));
+                leader.core.handle_replica_epochs(now, epochs);
                 leader.complete();
             }
         }

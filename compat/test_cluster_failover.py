@@ -1,0 +1,206 @@
+"""A three-node keel cluster under faults, driven by librdkafka (confluent-kafka).
+
+    python test_cluster_failover.py path/to/keel [seconds]
+
+Starts three keel processes on free loopback ports (each a controller and a broker), creates a
+topic with replication factor 3 and min.insync.replicas 2, and runs an idempotent acks=all
+producer for `seconds` (default 60) while it
+  - kills the leader of partition 0 with SIGKILL, and restarts it 10 s later;
+  - SIGSTOPs another node for 8 s, then SIGCONTs it.
+Afterwards every acknowledged record must be read back exactly once, in production order per
+partition. Prints the longest time without a successful produce. Every process it starts is
+stopped by PID on the way out.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+TOPIC = "failover"
+PARTITIONS = 3
+RATE = 1000  # records per second, spread over the partitions by key
+GAP_LIMIT_S = 15.0  # a longer stall than this fails the test (the target is under 2 s)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, keel, node_id, controllers, kafka_port, work):
+        self.keel, self.node_id, self.controllers = keel, node_id, controllers
+        self.kafka = f"127.0.0.1:{kafka_port}"
+        self.data = os.path.join(work, f"node-{node_id}")
+        self.log = os.path.join(work, f"node-{node_id}.log")
+        self.proc = None
+
+    def start(self):
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(
+                [self.keel, "serve", "--node-id", str(self.node_id), "--controllers", self.controllers,
+                 "--listen", self.kafka, "--data-dir", self.data],
+                stdout=log, stderr=subprocess.STDOUT)
+
+    def signal(self, sig):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self):
+        if not self.proc:
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_for(what, check, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except KafkaException:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"FAIL: timed out waiting for {what}")
+
+
+def main():
+    keel = os.path.abspath(sys.argv[1])
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+    work = tempfile.mkdtemp(prefix="keel-failover-")
+    ids = [1, 2, 3]
+    controllers = ",".join(f"{i}@127.0.0.1:{free_port()}" for i in ids)
+    nodes = {i: Node(keel, i, controllers, free_port(), work) for i in ids}
+    bootstrap = ",".join(n.kafka for n in nodes.values())
+    try:
+        for node in nodes.values():
+            node.start()
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        wait_for("three registered brokers",
+                 lambda: len(admin.list_topics(timeout=2).brokers) == 3)
+        futures = admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={"min.insync.replicas": "2"})],
+                                      operation_timeout=10)
+        futures[TOPIC].result(timeout=15)
+
+        def fully_replicated():
+            t = admin.list_topics(TOPIC, timeout=2).topics[TOPIC]
+            return len(t.partitions) == PARTITIONS and all(
+                p.leader >= 0 and len(p.isrs) == 3 for p in t.partitions.values())
+        wait_for("three in-sync replicas", fully_replicated)
+        leader0 = admin.list_topics(TOPIC, timeout=2).topics[TOPIC].partitions[0].leader
+        stopped = next(i for i in ids if i != leader0)
+        print(f"cluster up: {bootstrap}; partition 0 led by node {leader0}; node {stopped} will be SIGSTOPped")
+
+        acked = []  # (partition, offset, value)
+        ok_times = []
+        errors = []
+        lock = threading.Lock()
+
+        def delivered(err, msg):
+            now = time.monotonic()
+            with lock:
+                if err is None:
+                    acked.append((msg.partition(), msg.offset(), msg.value().decode()))
+                    ok_times.append(now)
+                else:
+                    errors.append(str(err))
+
+        producer = Producer({
+            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 5, "message.timeout.ms": 120000, "retry.backoff.ms": 50,
+            "topic.metadata.refresh.interval.ms": 1000,
+        })
+
+        events = [
+            (seconds * 0.15, f"SIGKILL node {leader0} (leader of partition 0)", lambda: nodes[leader0].signal(signal.SIGKILL)),
+            (seconds * 0.15 + 10, f"restart node {leader0}", lambda: nodes[leader0].start()),
+            (seconds * 0.55, f"SIGSTOP node {stopped}", lambda: nodes[stopped].signal(signal.SIGSTOP)),
+            (seconds * 0.55 + 8, f"SIGCONT node {stopped}", lambda: nodes[stopped].signal(signal.SIGCONT)),
+        ]
+        start = time.monotonic()
+        sent = 0
+        while True:
+            elapsed = time.monotonic() - start
+            if elapsed >= seconds:
+                break
+            while events and elapsed >= events[0][0]:
+                at, what, action = events.pop(0)
+                print(f"{elapsed:6.1f}s {what}")
+                action()
+            while sent < elapsed * RATE:
+                value = f"{sent}"
+                producer.produce(TOPIC, key=str(sent % 64).encode(), value=value.encode(), on_delivery=delivered)
+                sent += 1
+            producer.poll(0.01)
+        for _, what, action in events:
+            print(f"late: {what}")
+            action()
+        remaining = producer.flush(120)
+        if remaining:
+            raise SystemExit(f"FAIL: {remaining} records still unacknowledged after 120 s")
+        if errors:
+            raise SystemExit(f"FAIL: {len(errors)} records failed, first: {errors[0]}")
+        print(f"sent {sent}, acknowledged {len(acked)}")
+        times = sorted(ok_times)
+        gaps = sorted(((b - a, a - start) for a, b in zip(times, times[1:])), reverse=True)
+        longest = gaps[0][0] if gaps else 0.0
+        print(f"longest time without a successful produce: {longest:.2f} s")
+        for gap, at in gaps[:3]:
+            print(f"  {gap:5.2f} s from {at:5.1f} s")
+
+        # Read everything back from the beginning.
+        wait_for("three in-sync replicas again", fully_replicated, timeout=60)
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-check",
+                             "enable.auto.commit": False, "enable.partition.eof": False})
+        consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
+        read = {}
+        deadline = time.monotonic() + 60
+        while len(read) < len(acked) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            read[(msg.partition(), msg.offset())] = msg.value().decode()
+        consumer.close()
+
+        values = list(read.values())
+        if len(values) != len(set(values)):
+            raise SystemExit("FAIL: some record was appended more than once")
+        for partition, offset, value in acked:
+            if read.get((partition, offset)) != value:
+                raise SystemExit(f"FAIL: acknowledged record {value} at {partition}/{offset} reads back as "
+                                 f"{read.get((partition, offset))!r}")
+        for partition in range(PARTITIONS):
+            order = [int(v) for (p, _), v in sorted(read.items()) if p == partition]
+            if order != sorted(order):
+                raise SystemExit(f"FAIL: partition {partition} is out of production order")
+        if len(read) != sent:
+            raise SystemExit(f"FAIL: read {len(read)} records but {sent} were sent and acknowledged")
+        if longest > GAP_LIMIT_S:
+            raise SystemExit(f"FAIL: producing stalled for {longest:.1f} s (limit {GAP_LIMIT_S} s)")
+        print(f"OK: all {len(acked)} acknowledged records read back exactly once, in order")
+    finally:
+        for node in nodes.values():
+            node.stop()
+        if os.environ.get("KEEP_FAILOVER_LOGS"):
+            print(f"logs in {work}")
+        else:
+            subprocess.run(["rm", "-rf", work], check=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,2122 @@
+//! The cluster simulation: brokers running keel-replication's real [`Leader`] and [`Follower`]
+//! cores for every partition replica, a controller running keel-metadata's real [`Controller`],
+//! an idempotent acks=all producer and a consumer per partition, on simulated time.
+//!
+//! The controller quorum is modelled as one linearizable controller whose decisions commit the
+//! moment it takes them (keel-raft is simulated on its own by `keel sim raft`). Everything else
+//! is asynchronous: brokers learn metadata by polling the controller for committed record
+//! batches over the simulated network, so a broker may act on old metadata for a while (a
+//! zombie leader); followers fetch from leaders, leaders ask the controller for ISR changes,
+//! brokers heartbeat, and the controller fences a broker whose session expires.
+//!
+//! One event queue ordered by (time, sequence number) drives it all; after every event the
+//! cores' own invariants and the oracle's checks run (see [`oracle`]).
+
+mod log;
+mod oracle;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use keel_metadata::{AlterIsr, Controller, ControllerConfig, HeartbeatReply, MetadataImage, MetadataRecord, Mutation};
+use keel_metadata::{PartitionRegistration, MIN_INSYNC_REPLICAS};
+use keel_replication::{
+    Config as ReplicaConfig, FetchDecision, FetchRequest, FetchResponse, Follower, FollowerAction, Leader,
+    MetadataOutcome, WaiterId,
+};
+use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng};
+
+use crate::raft::{Failure, Phase};
+use crate::trace::{Fnv1a, Trace};
+use log::{Record, SimLog};
+use oracle::Oracle;
+
+/// Most brokers a simulated cluster may have.
+pub const BROKERS_MAX: usize = 7;
+/// Most partitions of the simulated topic.
+pub const PARTITIONS_MAX: usize = 8;
+
+const TOPIC: &str = "t";
+/// Most events one run may take.
+const EVENTS_MAX: u64 = 5_000_000;
+/// Most messages on the wire at once; beyond it the network drops, as a full buffer would.
+const IN_FLIGHT_MAX: usize = 20_000;
+/// How often a broker's replica manager runs (leader ticks, fetch timeouts, flushes).
+const BROKER_TICK: Duration = Duration(5_000_000);
+/// A leader holds a follower's fetch that finds nothing new for at most this long (Kafka's
+/// `replica.fetch.wait.max.ms`), answering it as soon as a producer appends.
+const FETCH_WAIT_MAX: Duration = Duration(200_000_000);
+/// Most fetches a leader holds per partition.
+const PARKED_MAX: usize = 16;
+/// A fetch with no answer in this long counts as failed.
+const FETCH_TIMEOUT: Duration = Duration(500_000_000);
+/// Most records one fetch returns.
+const FETCH_RECORDS_MAX: i64 = 32;
+const HEARTBEAT_INTERVAL: Duration = Duration(250_000_000);
+const METADATA_POLL: Duration = Duration(20_000_000);
+const METADATA_TIMEOUT: Duration = Duration(500_000_000);
+/// Most metadata batches one poll returns.
+const METADATA_BATCHES_MAX: usize = 500;
+const REGISTER_RETRY: Duration = Duration(300_000_000);
+const ALTER_ISR_TIMEOUT: Duration = Duration(1_000_000_000);
+const CONTROLLER_TICK: Duration = Duration(50_000_000);
+/// acks=all requests time out at the leader after this.
+const PRODUCE_TIMEOUT: Duration = Duration(1_000_000_000);
+/// The producer resends a request with no answer after this.
+const PRODUCE_RETRY: Duration = Duration(1_500_000_000);
+const CLIENT_BACKOFF_MS_MAX: u64 = 50;
+const CONSUMER_TIMEOUT: Duration = Duration(1_000_000_000);
+/// Most records one consumer fetch returns.
+const CONSUMER_RECORDS_MAX: i64 = 64;
+/// A controlled shutdown that has not been granted in this long stops anyway (flushed, so
+/// still clean).
+const CONTROLLED_SHUTDOWN_MAX: Duration = Duration(5_000_000_000);
+/// The longest simulated run accepted: one day.
+const RUN_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+
+/// A planted bug the simulation should find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterMutation {
+    /// keel-metadata's [`Mutation::NoElr`]: Kafka before KIP-966. The last ISR member stays
+    /// in the ISR whatever its disk lost and is elected again.
+    NoElr,
+    /// The follower's broker leaves its last fetched epoch out of fetches (a fetcher without
+    /// KIP-320), so the leader never reports a divergence and the follower never truncates a
+    /// tail it should have cut: it appends the leader's records after its own.
+    NoTruncate,
+}
+
+/// What to simulate. [`ClusterSimOptions::new`] gives the defaults CI sweeps with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSimOptions {
+    pub seed: u64,
+    pub brokers: usize,
+    pub partitions: usize,
+    pub replication_factor: usize,
+    pub min_isr: usize,
+    /// Simulated time with faults and a producer writing.
+    pub safety_ms: u64,
+    /// Then faults stop: within this much simulated time every partition with a live ISR or
+    /// ELR member must have a leader and every acknowledged record must reach every replica.
+    pub liveness_ms: u64,
+    /// Kafka's `broker.session.timeout.ms`.
+    pub session_timeout_ms: u64,
+    /// Kafka's `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: u64,
+    pub faults: ClusterFaultOptions,
+    pub mutation: Option<ClusterMutation>,
+    /// KIP-903 in the simulated brokers and controller: fetches carry the follower's broker
+    /// epoch, an AlterPartition carries the broker epoch of each replica it adds, and the
+    /// controller refuses one whose epoch is not the current registration. keel-replication's
+    /// `Leader` and keel-metadata's `AlterIsr` have no broker epochs, so without this a leader
+    /// re-admits a restarted follower on what its previous incarnation fetched (see
+    /// docs/simulator.md). On by default; off reproduces the gap.
+    pub broker_epoch_check: bool,
+    pub record_trace: bool,
+}
+
+/// Which faults the safety phase injects; each seed draws its own mix and rates up to these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterFaultOptions {
+    pub network_delay_ms_max: u64,
+    pub message_loss_percent_max: u64,
+    pub message_duplicate_percent_max: u64,
+    /// Messages delayed 5-20 times longer than usual (late metadata, late fetch answers).
+    pub delay_spike_percent_max: u64,
+    /// A broker crashes and loses a random part of its unflushed tail, then restarts without
+    /// its clean-shutdown marker.
+    pub lossy_crashes: bool,
+    /// A broker shuts down cleanly (controlled shutdown, flush, marker) and restarts.
+    pub clean_restarts: bool,
+    /// Every broker crashes at once.
+    pub power_loss: bool,
+    pub partitions: bool,
+    /// A broker's flushes take 50-800 ms for a while.
+    pub slow_disks: bool,
+    /// A broker stops replaying metadata for a while, so it acts on an old registration.
+    pub metadata_stalls: bool,
+    pub fault_interval_ms_mean: u64,
+    /// Each seed switches off a random subset of the fault kinds above.
+    pub swarm: bool,
+}
+
+impl ClusterFaultOptions {
+    pub fn none() -> ClusterFaultOptions {
+        ClusterFaultOptions {
+            network_delay_ms_max: 1,
+            message_loss_percent_max: 0,
+            message_duplicate_percent_max: 0,
+            delay_spike_percent_max: 0,
+            lossy_crashes: false,
+            clean_restarts: false,
+            power_loss: false,
+            partitions: false,
+            slow_disks: false,
+            metadata_stalls: false,
+            fault_interval_ms_mean: 500,
+            swarm: false,
+        }
+    }
+}
+
+impl Default for ClusterFaultOptions {
+    fn default() -> ClusterFaultOptions {
+        ClusterFaultOptions {
+            network_delay_ms_max: 20,
+            message_loss_percent_max: 5,
+            message_duplicate_percent_max: 3,
+            delay_spike_percent_max: 5,
+            lossy_crashes: true,
+            clean_restarts: true,
+            power_loss: true,
+            partitions: true,
+            slow_disks: true,
+            metadata_stalls: true,
+            fault_interval_ms_mean: 700,
+            swarm: true,
+        }
+    }
+}
+
+impl ClusterSimOptions {
+    /// Three brokers, two partitions with RF 3 and min ISR 2, 10 s of faults, then at most
+    /// 10 s to converge.
+    pub fn new(seed: u64) -> ClusterSimOptions {
+        ClusterSimOptions {
+            seed,
+            brokers: 3,
+            partitions: 2,
+            replication_factor: 3,
+            min_isr: 2,
+            safety_ms: 10_000,
+            liveness_ms: 10_000,
+            session_timeout_ms: 1_500,
+            replica_lag_time_max_ms: 1_000,
+            faults: ClusterFaultOptions::default(),
+            mutation: None,
+            broker_epoch_check: true,
+            record_trace: false,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=BROKERS_MAX).contains(&self.brokers) {
+            return Err(format!("--brokers must lie between 1 and {BROKERS_MAX}; got {}", self.brokers));
+        }
+        if !(1..=PARTITIONS_MAX).contains(&self.partitions) {
+            return Err(format!("--partitions must lie between 1 and {PARTITIONS_MAX}; got {}", self.partitions));
+        }
+        if !(1..=self.brokers).contains(&self.replication_factor) {
+            return Err(format!(
+                "--replication-factor must lie between 1 and the {} brokers; got {}",
+                self.brokers, self.replication_factor
+            ));
+        }
+        if !(1..=self.replication_factor).contains(&self.min_isr) {
+            return Err(format!(
+                "--min-isr must lie between 1 and the replication factor {}; got {}",
+                self.replication_factor, self.min_isr
+            ));
+        }
+        if self.liveness_ms == 0 || self.safety_ms.saturating_add(self.liveness_ms) > RUN_MS_MAX {
+            return Err(format!(
+                "the liveness phase must be positive and both phases together at most {RUN_MS_MAX} ms"
+            ));
+        }
+        if self.session_timeout_ms == 0 || self.replica_lag_time_max_ms == 0 {
+            return Err("the session timeout and the replica lag time must be positive".to_string());
+        }
+        let f = &self.faults;
+        if f.message_loss_percent_max > 100 || f.message_duplicate_percent_max > 100 || f.delay_spike_percent_max > 100
+        {
+            return Err("fault percentages must lie between 0 and 100".to_string());
+        }
+        if f.network_delay_ms_max == 0 || f.network_delay_ms_max > 60_000 || f.fault_interval_ms_mean == 0 {
+            return Err("the network delay bound must lie between 1 ms and 60 s, the fault interval be positive".into());
+        }
+        self.replica_config(NodeId(1)).validate().map_err(|e| e.0)?;
+        self.controller_config().validate()
+    }
+
+    fn replica_config(&self, id: NodeId) -> ReplicaConfig {
+        ReplicaConfig {
+            min_isr: self.min_isr,
+            replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms),
+            isr_change_retry_backoff: Duration::from_millis(50),
+            fetch_backoff: Duration::from_millis(100),
+            ..ReplicaConfig::new(id)
+        }
+    }
+
+    fn controller_config(&self) -> ControllerConfig {
+        ControllerConfig {
+            session_timeout: Duration::from_millis(self.session_timeout_ms),
+            default_partitions: self.partitions as i32,
+            default_replication_factor: self.replication_factor as i16,
+            default_min_isr: self.min_isr,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval: Duration::from_secs(3),
+            mutation: (self.mutation == Some(ClusterMutation::NoElr)).then_some(Mutation::NoElr),
+            ..ControllerConfig::default()
+        }
+    }
+}
+
+impl Default for ClusterSimOptions {
+    fn default() -> ClusterSimOptions {
+        ClusterSimOptions::new(0)
+    }
+}
+
+/// Counts over one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    pub simulated_ms: u64,
+    pub events: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub messages_duplicated: u64,
+    /// Records the producer sent (first attempts) and that were acknowledged.
+    pub records_produced: u64,
+    pub records_acked: u64,
+    /// Produce requests sent again after an error or a timeout.
+    pub produce_retries: u64,
+    pub records_consumed: u64,
+    /// Leader epochs seen in the committed metadata (elections, including re-elections).
+    pub leader_changes: u64,
+    pub isr_changes: u64,
+    pub fences: u64,
+    pub lossy_crashes: u64,
+    /// Records a lossy crash removed from some replica's log.
+    pub records_lost_in_crashes: u64,
+    pub clean_restarts: u64,
+    pub power_losses: u64,
+    pub partitions: u64,
+    pub slow_disks: u64,
+    pub metadata_stalls: u64,
+    /// Follower truncations (divergence, out of range).
+    pub truncations: u64,
+    /// Violations not reported because more replicas than min ISR - 1 lost the record.
+    pub excused: u64,
+    pub liveness_converged_ms: Option<u64>,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct ClusterSimReport {
+    pub seed: u64,
+    pub outcome: Result<(), Failure>,
+    pub trace_hash: u64,
+    pub trace: Vec<String>,
+    pub stats: ClusterStats,
+}
+
+/// Runs one seed. A violated check, a core that panics, or a cluster that does not converge
+/// comes back as a [`Failure`].
+pub fn run_cluster(options: &ClusterSimOptions) -> ClusterSimReport {
+    if let Err(message) = options.validate() {
+        return ClusterSimReport {
+            seed: options.seed,
+            outcome: Err(Failure { time: Instant::ZERO, phase: Phase::Setup, message }),
+            trace_hash: Fnv1a::new().finish(),
+            trace: Vec::new(),
+            stats: ClusterStats::default(),
+        };
+    }
+    let mut sim = Sim::new(options);
+    let outcome = sim.run_phases();
+    sim.finish(outcome)
+}
+
+// ---- the simulation --------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Message {
+    Register {
+        broker: usize,
+        process: u64,
+        clean: bool,
+    },
+    RegisterReply {
+        process: u64,
+        broker_epoch: i64,
+    },
+    Heartbeat {
+        broker: usize,
+        process: u64,
+        broker_epoch: i64,
+        caught_up: bool,
+        want_shutdown: bool,
+    },
+    HeartbeatReply {
+        process: u64,
+        reply: HeartbeatReply,
+    },
+    /// The heartbeat's broker epoch is not the registered one (a retried registration got a
+    /// newer one): register again.
+    HeartbeatRefused {
+        process: u64,
+        broker_epoch: i64,
+    },
+    MetadataFetch {
+        broker: usize,
+        process: u64,
+        from: usize,
+    },
+    MetadataReply {
+        process: u64,
+        from: usize,
+        batches: Vec<Vec<MetadataRecord>>,
+    },
+    AlterIsr {
+        broker: usize,
+        process: u64,
+        broker_epoch: i64,
+        partition: usize,
+        request: AlterIsr,
+        /// The broker epoch each added replica fetched with (KIP-903, in the shell).
+        added: Vec<(NodeId, i64)>,
+    },
+    AlterIsrReply {
+        process: u64,
+        partition: usize,
+        request: AlterIsr,
+        result: Result<(i32, Vec<NodeId>), ErrorCode>,
+    },
+    Fetch {
+        broker: usize,
+        process: u64,
+        broker_epoch: i64,
+        partition: usize,
+        request: FetchRequest,
+    },
+    FetchReply {
+        process: u64,
+        partition: usize,
+        request: FetchRequest,
+        response: FetchResponse,
+        records: Vec<Record>,
+    },
+    Produce {
+        partition: usize,
+        value: u64,
+        attempt: u64,
+    },
+    ProduceReply {
+        partition: usize,
+        value: u64,
+        attempt: u64,
+        result: Result<i64, ErrorCode>,
+    },
+    ConsumerFetch {
+        partition: usize,
+        offset: i64,
+        leader_epoch: LeaderEpoch,
+        attempt: u64,
+    },
+    ConsumerReply {
+        partition: usize,
+        offset: i64,
+        attempt: u64,
+        result: Result<(i64, Vec<Record>), ErrorCode>,
+    },
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver { to: usize, message: Message },
+    BrokerTick { broker: usize, process: u64 },
+    FlushDone { broker: usize, process: u64, partition: usize, upto: i64, generation: u64 },
+    Restart { broker: usize, process: u64 },
+    ControllerTick,
+    Client,
+    Fault,
+    PartitionFlap { generation: u64 },
+    PartitionHeal { generation: u64 },
+    LivenessStart,
+}
+
+#[derive(Debug)]
+enum Role {
+    None,
+    Leader { leader: Box<Leader>, waiters: BTreeMap<WaiterId, (u64, u64, i64)> },
+    Follower(Box<Follower>),
+}
+
+#[derive(Debug)]
+struct Replica {
+    log: SimLog,
+    role: Role,
+    /// The high watermark this replica last had, handed to its next role (0 after a restart).
+    high_watermark: i64,
+    /// The fetch in flight: what the follower core built, and when it left.
+    fetch: Option<(FetchRequest, Instant)>,
+    fetch_not_before: Instant,
+    flush_at: Instant,
+    flushing: bool,
+    /// Followers' fetches the leader holds until records arrive: (follower, its process, its
+    /// broker epoch, the request, held since).
+    parked: Vec<(usize, u64, i64, FetchRequest, Instant)>,
+    /// The AlterPartition request in flight and when it left: the broker fails it after
+    /// [`ALTER_ISR_TIMEOUT`] without an answer, as a network client times out a request.
+    alter_isr: Option<(AlterIsr, Instant)>,
+    /// As leader: the broker epoch each follower last fetched with (KIP-903, in the shell).
+    follower_epochs: BTreeMap<NodeId, i64>,
+}
+
+#[derive(Debug)]
+struct Broker {
+    id: NodeId,
+    up: bool,
+    /// Bumped by every stop: messages and events for an earlier life are ignored.
+    process: u64,
+    broker_epoch: Option<i64>,
+    /// Whether the next registration carries a clean-shutdown marker.
+    clean: bool,
+    image: MetadataImage,
+    applied: usize,
+    metadata_sent: Option<Instant>,
+    metadata_stalled_until: Instant,
+    next_metadata: Instant,
+    next_heartbeat: Instant,
+    register_sent: Option<Instant>,
+    shutdown_requested: Option<Instant>,
+    shutdown_granted: bool,
+    slow_disk_until: Instant,
+    flush_interval_ms_mean: u64,
+    replicas: Vec<Replica>,
+}
+
+impl Broker {
+    /// The broker has replayed its own registration: it may act on metadata.
+    fn caught_up(&self) -> bool {
+        self.broker_epoch.is_some() && self.image.broker(self.id).map(|b| b.broker_epoch) == self.broker_epoch
+    }
+}
+
+#[derive(Debug, Default)]
+struct Producer {
+    /// The value in flight: (value, attempt, sent at, retry not before).
+    in_flight: Option<(u64, u64, Option<Instant>, Instant)>,
+}
+
+#[derive(Debug, Default)]
+struct Consumer {
+    position: i64,
+    high_watermark: i64,
+    leader_epoch: LeaderEpoch,
+    attempt: u64,
+    sent: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct NetworkPartition {
+    links: BTreeSet<(usize, usize)>,
+    active: bool,
+    generation: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    LossyCrash,
+    CleanRestart,
+    PowerLoss,
+    Partition,
+    SlowDisk,
+    MetadataStall,
+}
+
+impl FaultKind {
+    fn weight(self) -> u64 {
+        match self {
+            FaultKind::PowerLoss => 1,
+            _ => 3,
+        }
+    }
+}
+
+struct Sim<'a> {
+    options: &'a ClusterSimOptions,
+    now: Instant,
+    phase: Phase,
+    liveness_started: Instant,
+    queue: BTreeMap<(Instant, u64), Event>,
+    sequence: u64,
+    controller: Controller,
+    /// The committed metadata log, one batch per decision.
+    metadata: Vec<Vec<MetadataRecord>>,
+    topic_id: u128,
+    brokers: Vec<Broker>,
+    producers: Vec<Producer>,
+    consumers: Vec<Consumer>,
+    next_value: u64,
+    next_attempt: u64,
+    loss_percent: u64,
+    duplicate_percent: u64,
+    spike_percent: u64,
+    delay_us_max: u64,
+    network: NetworkPartition,
+    in_flight: usize,
+    network_rng: Rng,
+    fault_rng: Rng,
+    client_rng: Rng,
+    disk_rng: Rng,
+    faults: Vec<FaultKind>,
+    fault_interval_ms_mean: u64,
+    oracle: Oracle,
+    /// Leader epochs seen per partition in the committed image.
+    leader_epochs: Vec<LeaderEpoch>,
+    trace: Trace,
+    current: String,
+    stats: ClusterStats,
+}
+
+fn fork(master: &mut Rng) -> Rng {
+    Rng::new(master.next_u64())
+}
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn show_nodes(nodes: &[NodeId]) -> String {
+    let names: Vec<String> = nodes.iter().map(|n| format!("b{n}")).collect();
+    format!("[{}]", names.join(" "))
+}
+
+fn show_registration(p: &PartitionRegistration) -> String {
+    format!(
+        "leader {} e{} pe{} isr {} elr {} lkelr {}",
+        p.leader.map_or("none".to_string(), |l| format!("b{l}")),
+        p.leader_epoch.0,
+        p.partition_epoch,
+        show_nodes(&p.isr),
+        show_nodes(&p.elr),
+        show_nodes(&p.last_known_elr)
+    )
+}
+
+impl<'a> Sim<'a> {
+    fn new(options: &'a ClusterSimOptions) -> Sim<'a> {
+        let mut master = Rng::new(options.seed);
+        let mut knobs = fork(&mut master);
+        let network_rng = fork(&mut master);
+        let fault_rng = fork(&mut master);
+        let client_rng = fork(&mut master);
+        let disk_rng = fork(&mut master);
+        let mut placement_rng = fork(&mut master);
+        let f = &options.faults;
+        let upto = |rng: &mut Rng, max: u64| if max == 0 { 0 } else { rng.range_inclusive(0, max) };
+        let loss_percent = upto(&mut knobs, f.message_loss_percent_max);
+        let duplicate_percent = upto(&mut knobs, f.message_duplicate_percent_max);
+        let spike_percent = upto(&mut knobs, f.delay_spike_percent_max);
+        let delay_us_max = knobs.range_inclusive(200, f.network_delay_ms_max.max(1) * 1_000);
+        let mut faults = Vec::new();
+        for (enabled, kind) in [
+            (f.lossy_crashes, FaultKind::LossyCrash),
+            (f.clean_restarts, FaultKind::CleanRestart),
+            (f.power_loss, FaultKind::PowerLoss),
+            (f.partitions, FaultKind::Partition),
+            (f.slow_disks, FaultKind::SlowDisk),
+            (f.metadata_stalls, FaultKind::MetadataStall),
+        ] {
+            if enabled && (!f.swarm || knobs.chance(3, 4)) {
+                faults.push(kind);
+            }
+        }
+        let mean = f.fault_interval_ms_mean.max(1);
+        let fault_interval_ms_mean = knobs.range_inclusive(mean.div_ceil(4), mean * 2);
+        // flush.policy=never: the OS writes dirty pages back now and then; per broker a mean
+        // writeback interval of 50 ms to 5 s.
+        let flush_means: Vec<u64> = (0..options.brokers).map(|_| knobs.range_inclusive(50, 5_000)).collect();
+
+        // Setup: every broker registers cleanly and is unfenced; the topic is created.
+        let mut controller = Controller::new(options.controller_config(), MetadataImage::default(), Instant::ZERO);
+        let mut metadata = Vec::new();
+        let mut epochs = Vec::new();
+        let commit =
+            |controller: &mut Controller, metadata: &mut Vec<Vec<MetadataRecord>>, records: Vec<MetadataRecord>| {
+                for record in &records {
+                    controller.handle_committed(record);
+                }
+                if !records.is_empty() {
+                    metadata.push(records);
+                }
+            };
+        for b in 0..options.brokers {
+            let node = NodeId(b as i32 + 1);
+            let decision = controller
+                .register_broker(Instant::ZERO, node, Vec::new(), None, true, 1)
+                .expect("a registration at setup");
+            epochs.push(decision.reply);
+            commit(&mut controller, &mut metadata, decision.records);
+            let decision =
+                controller.heartbeat(Instant::ZERO, node, decision.reply, true, false).expect("a heartbeat at setup");
+            commit(&mut controller, &mut metadata, decision.records);
+        }
+        let configs = BTreeMap::from([(MIN_INSYNC_REPLICAS.to_string(), options.min_isr.to_string())]);
+        let decision = controller
+            .create_topic(
+                TOPIC,
+                options.partitions as i32,
+                options.replication_factor as i16,
+                configs,
+                &mut placement_rng,
+            )
+            .expect("the topic at setup");
+        let topic_id = decision.reply;
+        commit(&mut controller, &mut metadata, decision.records);
+
+        let brokers = (0..options.brokers)
+            .map(|b| Broker {
+                id: NodeId(b as i32 + 1),
+                up: true,
+                process: 1,
+                broker_epoch: Some(epochs[b]),
+                clean: true,
+                image: MetadataImage::default(),
+                applied: 0,
+                metadata_sent: None,
+                metadata_stalled_until: Instant::ZERO,
+                next_metadata: Instant::ZERO,
+                next_heartbeat: Instant::ZERO,
+                register_sent: None,
+                shutdown_requested: None,
+                shutdown_granted: false,
+                slow_disk_until: Instant::ZERO,
+                flush_interval_ms_mean: flush_means[b],
+                replicas: (0..options.partitions)
+                    .map(|_| Replica {
+                        log: SimLog::default(),
+                        role: Role::None,
+                        high_watermark: 0,
+                        fetch: None,
+                        fetch_not_before: Instant::ZERO,
+                        flush_at: Instant::ZERO + ms(flush_means[b]),
+                        flushing: false,
+                        parked: Vec::new(),
+                        alter_isr: None,
+                        follower_epochs: BTreeMap::new(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut trace = Trace::new(options.record_trace);
+        trace.line(
+            Instant::ZERO,
+            format_args!(
+                "seed {} brokers {} partitions {} RF {} min ISR {} mutation {:?}; loss {loss_percent}% duplicate \
+                 {duplicate_percent}% spike {spike_percent}% delay <= {delay_us_max} us; faults {faults:?} every \
+                 {fault_interval_ms_mean} ms; writeback means {flush_means:?} ms",
+                options.seed,
+                options.brokers,
+                options.partitions,
+                options.replication_factor,
+                options.min_isr,
+                options.mutation,
+            ),
+        );
+        let mut sim = Sim {
+            options,
+            now: Instant::ZERO,
+            phase: Phase::Safety,
+            liveness_started: Instant::ZERO,
+            queue: BTreeMap::new(),
+            sequence: 0,
+            controller,
+            metadata,
+            topic_id,
+            brokers,
+            producers: (0..options.partitions).map(|_| Producer::default()).collect(),
+            consumers: (0..options.partitions).map(|_| Consumer::default()).collect(),
+            next_value: 1,
+            next_attempt: 1,
+            loss_percent,
+            duplicate_percent,
+            spike_percent,
+            delay_us_max,
+            network: NetworkPartition::default(),
+            in_flight: 0,
+            network_rng,
+            fault_rng,
+            client_rng,
+            disk_rng,
+            faults,
+            fault_interval_ms_mean,
+            oracle: Oracle::new(options.partitions, options.min_isr),
+            leader_epochs: vec![LeaderEpoch(0); options.partitions],
+            trace,
+            current: String::new(),
+            stats: ClusterStats::default(),
+        };
+        for p in 0..options.partitions {
+            if let Some(reg) = sim.controller.committed().partition(topic_id, p as i32) {
+                let text = show_registration(reg);
+                sim.trace.line(Instant::ZERO, format_args!("p{p} replicas {} {text}", show_nodes(&reg.replicas)));
+            }
+        }
+        sim
+    }
+
+    fn finish(mut self, outcome: Result<(), Failure>) -> ClusterSimReport {
+        self.stats.simulated_ms = self.now.as_millis();
+        self.stats.excused = self.oracle.excused;
+        self.stats.records_acked = self.oracle.partitions.iter().map(|p| p.acked.len() as u64).sum();
+        match &outcome {
+            Ok(()) => self.trace.line(self.now, format_args!("PASSED")),
+            Err(failure) => self.trace.line(self.now, format_args!("FAILED: {}", failure.message)),
+        }
+        let (trace_hash, trace) = self.trace.finish();
+        ClusterSimReport { seed: self.options.seed, outcome, trace_hash, trace, stats: self.stats }
+    }
+
+    fn run_phases(&mut self) -> Result<(), Failure> {
+        let liveness_at = Instant::ZERO + ms(self.options.safety_ms);
+        let deadline = liveness_at + ms(self.options.liveness_ms);
+        for b in 0..self.brokers.len() {
+            self.schedule(Instant::ZERO, Event::BrokerTick { broker: b, process: 1 });
+        }
+        self.schedule(Instant::ZERO + CONTROLLER_TICK, Event::ControllerTick);
+        self.schedule(Instant::ZERO + ms(1), Event::Client);
+        if !self.faults.is_empty() && self.options.safety_ms > 0 {
+            let first = self.fault_interval();
+            self.schedule(Instant::ZERO + first, Event::Fault);
+        }
+        self.schedule(liveness_at, Event::LivenessStart);
+        loop {
+            if self.stats.events >= EVENTS_MAX {
+                return Err(self.failure(format!("gave up after {EVENTS_MAX} events: a message storm?")));
+            }
+            let Some(((time, _), event)) = self.queue.pop_first() else {
+                return Err(self.failure("nothing left to simulate".to_string()));
+            };
+            if time > deadline {
+                self.now = deadline;
+                let message = self.not_converged();
+                return Err(self.failure(message));
+            }
+            self.now = time;
+            self.stats.events += 1;
+            let check_convergence = matches!(event, Event::BrokerTick { broker: 0, .. });
+            self.guarded(|sim| {
+                sim.step(event)?;
+                sim.check_members()
+            })?;
+            if self.phase == Phase::Liveness && check_convergence && self.converged() {
+                let took = self.now.saturating_since(self.liveness_started).as_millis();
+                self.stats.liveness_converged_ms = Some(took);
+                self.trace.line(self.now, format_args!("converged {took} ms after faults stopped"));
+                return Ok(());
+            }
+        }
+    }
+
+    fn guarded(&mut self, step: impl FnOnce(&mut Sim<'a>) -> Result<(), String>) -> Result<(), Failure> {
+        match catch_unwind(AssertUnwindSafe(|| step(self))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(self.failure(message)),
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic without a message".to_string());
+                let during = std::mem::take(&mut self.current);
+                Err(self.failure(format!("a core panicked on \"{during}\": {text}")))
+            }
+        }
+    }
+
+    fn failure(&self, message: String) -> Failure {
+        Failure { time: self.now, phase: self.phase, message }
+    }
+
+    fn schedule(&mut self, at: Instant, event: Event) {
+        let key = (at.max(self.now), self.sequence);
+        self.sequence += 1;
+        self.queue.insert(key, event);
+    }
+
+    fn fault_interval(&mut self) -> Duration {
+        let mean = self.fault_interval_ms_mean;
+        ms(self.fault_rng.range_inclusive(mean.div_ceil(4), mean + mean * 3 / 4))
+    }
+
+    fn downtime(&mut self) -> Duration {
+        if self.phase == Phase::Liveness {
+            return ms(self.fault_rng.range_inclusive(10, 100));
+        }
+        if self.fault_rng.chance(1, 3) {
+            ms(self.fault_rng.range_inclusive(1, 50))
+        } else {
+            ms(self.fault_rng.range_inclusive(100, 3_000))
+        }
+    }
+
+    fn controller_index(&self) -> usize {
+        self.brokers.len()
+    }
+
+    fn client_index(&self) -> usize {
+        self.brokers.len() + 1
+    }
+
+    fn step(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Deliver { to, message } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.deliver(to, message)
+            }
+            Event::BrokerTick { broker, process } => {
+                if self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.broker_tick(broker)?;
+                    self.schedule(self.now + BROKER_TICK, Event::BrokerTick { broker, process });
+                }
+                Ok(())
+            }
+            Event::FlushDone { broker, process, partition, upto, generation } => {
+                let b = &mut self.brokers[broker];
+                if b.up && b.process == process {
+                    b.replicas[partition].log.flushed_to(upto, generation);
+                    b.replicas[partition].flushing = false;
+                }
+                Ok(())
+            }
+            Event::Restart { broker, process } => {
+                if !self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.restart(broker);
+                }
+                Ok(())
+            }
+            Event::ControllerTick => {
+                let records = self.controller.tick(self.now);
+                self.commit("tick", records)?;
+                self.schedule(self.now + CONTROLLER_TICK, Event::ControllerTick);
+                Ok(())
+            }
+            Event::Client => self.client_step(),
+            Event::Fault => self.fault_step(),
+            Event::PartitionFlap { generation } => {
+                if self.network.generation == generation {
+                    self.network.active = !self.network.active;
+                    let state = if self.network.active { "cut" } else { "joined" };
+                    self.trace.line(self.now, format_args!("partition flaps: {state}"));
+                    let next = ms(self.fault_rng.range_inclusive(10, 200));
+                    self.schedule(self.now + next, Event::PartitionFlap { generation });
+                }
+                Ok(())
+            }
+            Event::PartitionHeal { generation } => {
+                if self.network.generation == generation {
+                    self.heal();
+                }
+                Ok(())
+            }
+            Event::LivenessStart => self.start_liveness(),
+        }
+    }
+
+    // ---- the network ---------------------------------------------------------------------
+
+    fn send(&mut self, from: usize, to: usize, message: Message) {
+        self.stats.messages_sent += 1;
+        let cut = self.network.active && self.network.links.contains(&(from, to));
+        if cut || self.in_flight >= IN_FLIGHT_MAX || self.network_rng.chance(self.loss_percent, 100) {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        let copies = if self.network_rng.chance(self.duplicate_percent, 100) { 2 } else { 1 };
+        self.stats.messages_duplicated += copies - 1;
+        for _ in 0..copies {
+            let mut us = self.network_rng.range_inclusive(100, self.delay_us_max.max(100));
+            if self.network_rng.chance(self.spike_percent, 100) {
+                us *= self.network_rng.range_inclusive(5, 20);
+            }
+            self.in_flight += 1;
+            self.schedule(self.now + Duration(us * 1_000), Event::Deliver { to, message: message.clone() });
+        }
+    }
+
+    fn deliver(&mut self, to: usize, message: Message) -> Result<(), String> {
+        if to == self.controller_index() {
+            return self.controller_receive(message);
+        }
+        if to == self.client_index() {
+            return self.client_receive(message);
+        }
+        if !self.brokers[to].up {
+            self.stats.messages_dropped += 1;
+            return Ok(());
+        }
+        self.broker_receive(to, message)?;
+        self.after_broker(to)
+    }
+
+    fn heal(&mut self) {
+        self.network.links.clear();
+        self.network.active = false;
+        self.network.generation += 1;
+        self.trace.line(self.now, format_args!("partition healed"));
+    }
+
+    // ---- the controller ------------------------------------------------------------------
+
+    /// Commits a decision's records at once (the controller quorum is one linearizable
+    /// controller) and checks the controller.
+    fn commit(&mut self, what: &str, records: Vec<MetadataRecord>) -> Result<(), String> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        for record in &records {
+            self.controller.handle_committed(record);
+            match record {
+                MetadataRecord::Partition { index, registration, .. } => {
+                    let p = *index as usize;
+                    let text = show_registration(registration);
+                    self.trace.line(self.now, format_args!("controller ({what}): p{p} {text}"));
+                    if p < self.leader_epochs.len() && registration.leader_epoch > self.leader_epochs[p] {
+                        self.leader_epochs[p] = registration.leader_epoch;
+                        self.stats.leader_changes += 1;
+                    }
+                }
+                MetadataRecord::FenceBroker { node, broker_epoch } => {
+                    self.stats.fences += 1;
+                    self.trace.line(self.now, format_args!("controller ({what}): fence b{node} epoch {broker_epoch}"));
+                }
+                other => self.trace.line(self.now, format_args!("controller ({what}): {other:?}")),
+            }
+        }
+        self.metadata.push(records);
+        self.controller.check_invariants().map_err(|e| format!("controller invariant: {e}"))
+    }
+
+    fn controller_receive(&mut self, message: Message) -> Result<(), String> {
+        let now = self.now;
+        let controller = self.controller_index();
+        match message {
+            Message::Register { broker, process, clean } => {
+                let node = NodeId(broker as i32 + 1);
+                self.current = format!("register b{node} clean {clean}");
+                let decision = self
+                    .controller
+                    .register_broker(now, node, Vec::new(), None, clean, process)
+                    .map_err(|e| format!("registration of b{node} refused: {e}"))?;
+                self.commit(&format!("b{node} registers, clean {clean}"), decision.records)?;
+                self.send(controller, broker, Message::RegisterReply { process, broker_epoch: decision.reply });
+            }
+            Message::Heartbeat { broker, process, broker_epoch, caught_up, want_shutdown } => {
+                let node = NodeId(broker as i32 + 1);
+                self.current = format!("heartbeat b{node}");
+                match self.controller.heartbeat(now, node, broker_epoch, caught_up, want_shutdown) {
+                    Ok(decision) => {
+                        self.commit(&format!("heartbeat b{node}"), decision.records)?;
+                        self.send(controller, broker, Message::HeartbeatReply { process, reply: decision.reply });
+                    }
+                    Err(_) => self.send(controller, broker, Message::HeartbeatRefused { process, broker_epoch }),
+                }
+            }
+            Message::MetadataFetch { broker, process, from } => {
+                let to = self.metadata.len().min(from + METADATA_BATCHES_MAX);
+                let batches = self.metadata.get(from..to).map(<[_]>::to_vec).unwrap_or_default();
+                self.send(controller, broker, Message::MetadataReply { process, from, batches });
+            }
+            Message::AlterIsr { broker, process, broker_epoch, partition, request, added } => {
+                let node = NodeId(broker as i32 + 1);
+                self.current = format!("AlterPartition from b{node}: {request:?}");
+                let stale = added
+                    .iter()
+                    .find(|(n, epoch)| self.controller.committed().broker(*n).map(|r| r.broker_epoch) != Some(*epoch))
+                    .copied();
+                if let Some((stale, epoch)) = stale.filter(|_| self.options.broker_epoch_check) {
+                    self.trace.line(
+                        now,
+                        format_args!("controller refuses AlterPartition from b{node} for p{partition}: b{stale} fetched with broker epoch {epoch}, not the current one"),
+                    );
+                    let result = Err(ErrorCode::IneligibleReplica);
+                    self.send(controller, broker, Message::AlterIsrReply { process, partition, request, result });
+                    return Ok(());
+                }
+                let result =
+                    self.controller.alter_partition(node, broker_epoch, self.topic_id, partition as i32, &request);
+                let result = match result {
+                    Ok(decision) => {
+                        let registration = decision.reply.clone();
+                        if !decision.records.is_empty() {
+                            self.stats.isr_changes += 1;
+                        }
+                        self.commit(&format!("AlterPartition from b{node}"), decision.records)?;
+                        Ok((registration.partition_epoch, registration.isr))
+                    }
+                    Err(error) => {
+                        self.trace.line(
+                            now,
+                            format_args!("controller refuses AlterPartition from b{node} for p{partition}: {error}"),
+                        );
+                        Err(error.code)
+                    }
+                };
+                self.send(controller, broker, Message::AlterIsrReply { process, partition, request, result });
+            }
+            other => return Err(format!("simulator bug: the controller got {other:?}")),
+        }
+        Ok(())
+    }
+
+    // ---- brokers -------------------------------------------------------------------------
+
+    fn broker_tick(&mut self, b: usize) -> Result<(), String> {
+        let now = self.now;
+        let controller = self.controller_index();
+        let broker = &mut self.brokers[b];
+        let process = broker.process;
+        match broker.broker_epoch {
+            None => {
+                if broker.register_sent.is_none_or(|t| now >= t + REGISTER_RETRY) {
+                    broker.register_sent = Some(now);
+                    let clean = broker.clean;
+                    self.send(b, controller, Message::Register { broker: b, process, clean });
+                }
+            }
+            Some(broker_epoch) => {
+                if now >= broker.next_heartbeat {
+                    broker.next_heartbeat = now + HEARTBEAT_INTERVAL;
+                    let caught_up = broker.caught_up();
+                    let want_shutdown = broker.shutdown_requested.is_some();
+                    let message = Message::Heartbeat { broker: b, process, broker_epoch, caught_up, want_shutdown };
+                    self.send(b, controller, message);
+                }
+            }
+        }
+        let broker = &mut self.brokers[b];
+        let metadata_due = broker.metadata_sent.is_none_or(|t| now >= t + METADATA_TIMEOUT);
+        if metadata_due && now >= broker.next_metadata && now >= broker.metadata_stalled_until {
+            broker.metadata_sent = Some(now);
+            let from = broker.applied;
+            self.send(b, controller, Message::MetadataFetch { broker: b, process, from });
+        }
+        if let Some(since) = self.brokers[b].shutdown_requested {
+            if self.brokers[b].shutdown_granted || now >= since + CONTROLLED_SHUTDOWN_MAX {
+                self.stop_cleanly(b);
+                return Ok(());
+            }
+        }
+        for p in 0..self.options.partitions {
+            self.replica_tick(b, p)?;
+        }
+        self.after_broker(b)
+    }
+
+    fn replica_tick(&mut self, b: usize, p: usize) -> Result<(), String> {
+        let now = self.now;
+        let broker = &mut self.brokers[b];
+        let slow = now < broker.slow_disk_until;
+        let mean = broker.flush_interval_ms_mean;
+        let replica = &mut broker.replicas[p];
+        if now >= replica.flush_at && !replica.flushing {
+            replica.flushing = true;
+            let (upto, generation) = (replica.log.log_end(), replica.log.generation());
+            let latency_us = if slow {
+                self.disk_rng.range_inclusive(50_000, 800_000)
+            } else {
+                self.disk_rng.range_inclusive(100, 2_000)
+            };
+            replica.flush_at = now + ms(self.disk_rng.range_inclusive(mean.div_ceil(2), mean + mean / 2));
+            let process = broker.process;
+            self.schedule(
+                now + Duration(latency_us * 1_000),
+                Event::FlushDone { broker: b, process, partition: p, upto, generation },
+            );
+        }
+        self.current = format!("b{} p{p} tick", b + 1);
+        let replica = &mut self.brokers[b].replicas[p];
+        match &mut replica.role {
+            Role::Leader { leader, .. } => {
+                if let Some((request, sent)) = replica.alter_isr.take() {
+                    if now >= sent + ALTER_ISR_TIMEOUT {
+                        leader.handle_isr_change_result(now, &request, Err(ErrorCode::RequestTimedOut));
+                    } else {
+                        replica.alter_isr = Some((request, sent));
+                    }
+                }
+                leader.handle_tick(now);
+            }
+            Role::Follower(follower) => {
+                if let Some((_, sent)) = replica.fetch {
+                    if now >= sent + FETCH_TIMEOUT {
+                        follower.handle_fetch_failed(now);
+                        replica.fetch = None;
+                    }
+                }
+            }
+            Role::None => {}
+        }
+        self.maybe_fetch(b, p);
+        let expired = self.brokers[b].replicas[p].parked.iter().any(|(.., since)| now >= *since + FETCH_WAIT_MAX);
+        if expired || !matches!(self.brokers[b].replicas[p].role, Role::Leader { .. }) {
+            self.release_parked(b, p, false);
+        }
+        Ok(())
+    }
+
+    /// Answers the fetches the leader holds: all of them, or those held long enough.
+    fn release_parked(&mut self, b: usize, p: usize, all: bool) {
+        let now = self.now;
+        let parked = std::mem::take(&mut self.brokers[b].replicas[p].parked);
+        for (from, from_process, broker_epoch, request, since) in parked {
+            let leads = matches!(self.brokers[b].replicas[p].role, Role::Leader { .. });
+            if all || now >= since + FETCH_WAIT_MAX || !leads {
+                self.answer_fetch(b, from, from_process, broker_epoch, p, request, false);
+            } else {
+                self.brokers[b].replicas[p].parked.push((from, from_process, broker_epoch, request, since));
+            }
+        }
+    }
+
+    fn maybe_fetch(&mut self, b: usize, p: usize) {
+        let now = self.now;
+        let broker = &mut self.brokers[b];
+        let process = broker.process;
+        let replica = &mut broker.replicas[p];
+        let Role::Follower(follower) = &mut replica.role else { return };
+        if replica.fetch.is_some() || now < replica.fetch_not_before {
+            return;
+        }
+        let Some(broker_epoch) = broker.broker_epoch else { return };
+        let Some(request) = follower.next_fetch(now, &replica.log) else { return };
+        let leader = follower.leader().0 as usize - 1;
+        replica.fetch = Some((request.clone(), now));
+        let mut wire = request;
+        if self.options.mutation == Some(ClusterMutation::NoTruncate) {
+            wire.last_fetched_epoch = None;
+        }
+        self.send(b, leader, Message::Fetch { broker: b, process, broker_epoch, partition: p, request: wire });
+    }
+
+    /// Collects what the broker's leaders produced after an input, and checks the broker.
+    fn after_broker(&mut self, b: usize) -> Result<(), String> {
+        let now = self.now;
+        let id = self.brokers[b].id;
+        for p in 0..self.options.partitions {
+            let broker = &mut self.brokers[b];
+            let broker_epoch = broker.broker_epoch;
+            let process = broker.process;
+            let replica = &mut broker.replicas[p];
+            let mut replies = Vec::new();
+            let mut alter = None;
+            let check = self.options.broker_epoch_check;
+            match &mut replica.role {
+                Role::Leader { leader, waiters } => {
+                    leader.check_invariants().map_err(|e| format!("p{p}: {e}"))?;
+                    let hw = leader.high_watermark();
+                    replica.high_watermark = hw;
+                    self.oracle.observe_high_watermark(p, id, &replica.log, hw, now)?;
+                    for (waiter, result) in leader.drain_completed() {
+                        if let Some((value, attempt, offset)) = waiters.remove(&waiter) {
+                            replies.push((value, attempt, result.map(|()| offset)));
+                        }
+                    }
+                    if let Some(request) = leader.poll_isr_change(now) {
+                        let added: Vec<NodeId> =
+                            request.new_isr.iter().copied().filter(|n| !leader.isr().contains(n)).collect();
+                        let epochs: Option<Vec<(NodeId, i64)>> =
+                            added.iter().map(|n| replica.follower_epochs.get(n).map(|e| (*n, *e))).collect();
+                        match epochs {
+                            Some(added) => {
+                                replica.alter_isr = Some((request.clone(), now));
+                                alter = Some((request, added));
+                            }
+                            None if !check => {
+                                replica.alter_isr = Some((request.clone(), now));
+                                alter = Some((request, Vec::new()));
+                            }
+                            // A replica that has not fetched from this leader: it cannot be
+                            // vouched for (KIP-903 refuses it).
+                            None => leader.handle_isr_change_result(now, &request, Err(ErrorCode::IneligibleReplica)),
+                        }
+                    }
+                }
+                Role::Follower(follower) => {
+                    follower.check_invariants(&replica.log).map_err(|e| format!("p{p}: {e}"))?;
+                    let hw = follower.high_watermark();
+                    replica.high_watermark = hw;
+                    self.oracle.check_below_high_watermark(p, id, &replica.log, hw)?;
+                }
+                Role::None => {}
+            }
+            let client = self.client_index();
+            for (value, attempt, result) in replies {
+                self.send(b, client, Message::ProduceReply { partition: p, value, attempt, result });
+            }
+            if let (Some((request, added)), Some(broker_epoch)) = (alter, broker_epoch) {
+                let controller = self.controller_index();
+                let message = Message::AlterIsr { broker: b, process, broker_epoch, partition: p, request, added };
+                self.send(b, controller, message);
+            }
+        }
+        Ok(())
+    }
+
+    fn broker_receive(&mut self, b: usize, message: Message) -> Result<(), String> {
+        let now = self.now;
+        let process = self.brokers[b].process;
+        let id = self.brokers[b].id;
+        match message {
+            Message::RegisterReply { process: p, broker_epoch } if p == process => {
+                let broker = &mut self.brokers[b];
+                // Answers to a retried registration may arrive in any order: the newest wins.
+                if broker.broker_epoch.is_none_or(|e| e < broker_epoch) {
+                    broker.broker_epoch = Some(broker_epoch);
+                    broker.next_heartbeat = now;
+                    self.trace.line(now, format_args!("b{id} registered with broker epoch {broker_epoch}"));
+                }
+            }
+            Message::HeartbeatRefused { process: p, broker_epoch } if p == process => {
+                let broker = &mut self.brokers[b];
+                if broker.broker_epoch == Some(broker_epoch) {
+                    broker.broker_epoch = None;
+                    broker.register_sent = None;
+                    self.trace.line(
+                        now,
+                        format_args!(
+                            "b{id}'s heartbeat with broker epoch {broker_epoch} is refused: it registers again"
+                        ),
+                    );
+                }
+            }
+            Message::HeartbeatReply { process: p, reply } if p == process && reply.should_shut_down => {
+                self.brokers[b].shutdown_granted = true;
+            }
+            Message::MetadataReply { process: p, from, batches } if p == process => {
+                let broker = &mut self.brokers[b];
+                broker.metadata_sent = None;
+                broker.next_metadata = now + METADATA_POLL;
+                if from != broker.applied || batches.is_empty() || now < broker.metadata_stalled_until {
+                    return Ok(());
+                }
+                let count = batches.len();
+                for batch in &batches {
+                    for record in batch {
+                        broker.image.apply(record);
+                    }
+                }
+                broker.applied += count;
+                broker.image.check_invariants().map_err(|e| format!("b{id}'s replayed image: {e}"))?;
+                self.apply_roles(b)?;
+            }
+            Message::AlterIsrReply { process: p, partition, request, result } if p == process => {
+                let replica = &mut self.brokers[b].replicas[partition];
+                if replica.alter_isr.as_ref().is_some_and(|(r, _)| *r == request) {
+                    replica.alter_isr = None;
+                }
+                if let Role::Leader { leader, .. } = &mut replica.role {
+                    self.current = format!("b{id} p{partition} hears {result:?} for {request:?}");
+                    leader.handle_isr_change_result(now, &request, result);
+                }
+            }
+            Message::Fetch { broker: from, process: from_process, broker_epoch, partition, request } => {
+                self.answer_fetch(b, from, from_process, broker_epoch, partition, request, true);
+            }
+            Message::FetchReply { process: p, partition, request, response, records } if p == process => {
+                self.handle_fetch_reply(b, partition, request, response, records)?;
+            }
+            Message::Produce { partition, value, attempt } => self.handle_produce(b, partition, value, attempt),
+            Message::ConsumerFetch { partition, offset, leader_epoch, attempt } => {
+                let replica = &self.brokers[b].replicas[partition];
+                let result = match &replica.role {
+                    Role::Leader { leader, .. } if !leader.is_resigned() => {
+                        if leader_epoch < leader.leader_epoch() {
+                            Err(ErrorCode::FencedLeaderEpoch)
+                        } else if leader_epoch > leader.leader_epoch() {
+                            Err(ErrorCode::UnknownLeaderEpoch)
+                        } else if !leader.high_watermark_reached_epoch_start() {
+                            Err(ErrorCode::OffsetNotAvailable)
+                        } else {
+                            let hw = leader.high_watermark();
+                            Ok((hw, replica.log.slice(offset, hw.min(offset + CONSUMER_RECORDS_MAX))))
+                        }
+                    }
+                    _ => Err(ErrorCode::NotLeaderOrFollower),
+                };
+                let client = self.client_index();
+                self.send(b, client, Message::ConsumerReply { partition, offset, attempt, result });
+            }
+            // Replies addressed to an earlier life of this broker.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer_fetch(
+        &mut self,
+        b: usize,
+        from: usize,
+        from_process: u64,
+        broker_epoch: i64,
+        p: usize,
+        request: FetchRequest,
+        may_park: bool,
+    ) {
+        let now = self.now;
+        let replica = &mut self.brokers[b].replicas[p];
+        // KIP-903: what the leader learns from a fetch belongs to the broker epoch that sent
+        // it (a fetch held since before the follower restarted carries the old one).
+        if matches!(replica.role, Role::Leader { .. }) {
+            replica.follower_epochs.insert(request.replica, broker_epoch);
+        }
+        if may_park && replica.parked.len() < PARKED_MAX {
+            if let Role::Leader { leader, .. } = &mut replica.role {
+                // A fetch that finds nothing new waits for records (the leader learns the
+                // follower's offset now all the same).
+                let decision = leader.handle_fetch(now, &request, &replica.log);
+                if matches!(decision, FetchDecision::Read { fetch_offset, .. } if fetch_offset >= replica.log.log_end())
+                {
+                    replica.parked.push((from, from_process, broker_epoch, request, now));
+                    return;
+                }
+            }
+        }
+        let (response, records) = match &mut replica.role {
+            Role::Leader { leader, .. } => {
+                let decision = leader.handle_fetch(now, &request, &replica.log);
+                let records = match decision {
+                    FetchDecision::Read { fetch_offset, .. } => {
+                        let end = replica.log.log_end().min(fetch_offset + FETCH_RECORDS_MAX);
+                        replica.log.slice(fetch_offset, end)
+                    }
+                    _ => Vec::new(),
+                };
+                (decision.response(request.fetch_offset + records.len() as i64), records)
+            }
+            _ => (FetchResponse::Error(ErrorCode::NotLeaderOrFollower), Vec::new()),
+        };
+        let message = Message::FetchReply { process: from_process, partition: p, request, response, records };
+        self.send(b, from, message);
+    }
+
+    fn handle_fetch_reply(
+        &mut self,
+        b: usize,
+        p: usize,
+        request: FetchRequest,
+        response: FetchResponse,
+        records: Vec<Record>,
+    ) -> Result<(), String> {
+        let now = self.now;
+        let id = self.brokers[b].id;
+        let replica = &mut self.brokers[b].replicas[p];
+        // The reply carries the request as sent; the follower judges the one it built.
+        let Some((sent, _)) = replica.fetch.clone() else { return Ok(()) };
+        let matches = sent.fetch_offset == request.fetch_offset
+            && sent.current_leader_epoch == request.current_leader_epoch
+            && (sent.last_fetched_epoch == request.last_fetched_epoch || request.last_fetched_epoch.is_none());
+        if !matches {
+            return Ok(());
+        }
+        replica.fetch = None;
+        let Role::Follower(follower) = &mut replica.role else { return Ok(()) };
+        self.current = format!("b{id} p{p} fetch reply {response:?}");
+        let action = follower.handle_fetch_response(now, &sent, response, &replica.log);
+        let mut cut = None;
+        match action {
+            FollowerAction::Append => {
+                replica.log.append_records(&records);
+                follower.handle_log_updated(now, &replica.log);
+            }
+            FollowerAction::Truncate { offset } => {
+                let before = replica.log.log_end();
+                replica.log.truncate_to(offset);
+                follower.handle_log_updated(now, &replica.log);
+                cut = Some((offset, before));
+            }
+            FollowerAction::ResetTo { offset } => {
+                let before = replica.log.log_end();
+                replica.log.reset_to(offset);
+                follower.handle_log_updated(now, &replica.log);
+                cut = Some((0, before));
+            }
+            FollowerAction::Backoff { until } => replica.fetch_not_before = until,
+            FollowerAction::Continue => replica.fetch_not_before = now,
+            FollowerAction::AwaitMetadata | FollowerAction::Stale => {}
+        }
+        if !records.is_empty() && action == FollowerAction::Append {
+            let (leo, hw) = (replica.log.log_end(), follower.high_watermark());
+            let text = format!("b{id} p{p} appends {} from b{} => leo {leo} hw {hw}", records.len(), follower.leader());
+            self.trace.line(now, format_args!("{text}"));
+        }
+        if let Some((offset, before)) = cut {
+            self.stats.truncations += 1;
+            self.trace.line(now, format_args!("b{id} p{p} truncates to {offset} (log ended at {before})"));
+            self.oracle.cut(p, id, offset);
+            let logs: Vec<&SimLog> = self.brokers.iter().map(|b| &b.replicas[p].log).collect();
+            self.oracle.check_not_lost(p, offset, logs.into_iter())?;
+        }
+        if matches!(action, FollowerAction::Append | FollowerAction::Truncate { .. } | FollowerAction::ResetTo { .. }) {
+            self.maybe_fetch(b, p);
+        }
+        Ok(())
+    }
+
+    fn handle_produce(&mut self, b: usize, p: usize, value: u64, attempt: u64) {
+        let now = self.now;
+        let client = self.client_index();
+        let replica = &mut self.brokers[b].replicas[p];
+        let refusal = match &replica.role {
+            Role::Leader { leader, .. } => leader.check_produce(-1).err(),
+            _ => Some(ErrorCode::NotLeaderOrFollower),
+        };
+        if let Some(code) = refusal {
+            self.send(b, client, Message::ProduceReply { partition: p, value, attempt, result: Err(code) });
+            return;
+        }
+        let Role::Leader { leader, waiters } = &mut replica.role else { return };
+        // Idempotence: the producer's sequence is in the log already (a retry), so the request
+        // is answered for that copy, never appended twice.
+        let offset = match replica.log.find(value) {
+            Some(offset) => offset,
+            None => {
+                let offset = replica.log.log_end();
+                let end = replica.log.append((leader.leader_epoch(), value));
+                leader.handle_local_append(now, end);
+                offset
+            }
+        };
+        let waiter = leader.add_waiter(now, offset + 1, now + PRODUCE_TIMEOUT);
+        waiters.insert(waiter, (value, attempt, offset));
+        self.release_parked(b, p, true);
+    }
+
+    /// Brings each partition's role in line with the broker's replayed metadata, once it has
+    /// replayed its own registration.
+    fn apply_roles(&mut self, b: usize) -> Result<(), String> {
+        if !self.brokers[b].caught_up() {
+            return Ok(());
+        }
+        let now = self.now;
+        let id = self.brokers[b].id;
+        let config = self.options.replica_config(id);
+        let Some(topic) = self.brokers[b].image.topic_by_name(TOPIC).cloned() else { return Ok(()) };
+        let client = self.client_index();
+        for (p, registration) in topic.partitions.iter().enumerate().take(self.options.partitions) {
+            let replica = &mut self.brokers[b].replicas[p];
+            let mut replies = Vec::new();
+            let keep = match &mut replica.role {
+                Role::Leader { leader, waiters } => {
+                    self.current = format!("b{id} p{p} leader gets metadata {}", show_registration(registration));
+                    if leader.handle_metadata_update(now, registration) == MetadataOutcome::Resigned {
+                        replica.high_watermark = leader.high_watermark();
+                        for (waiter, result) in leader.drain_completed() {
+                            if let Some((value, attempt, offset)) = waiters.remove(&waiter) {
+                                replies.push((value, attempt, result.map(|()| offset)));
+                            }
+                        }
+                        false
+                    } else {
+                        true
+                    }
+                }
+                Role::Follower(follower) => {
+                    let same = registration.leader == Some(follower.leader())
+                        && registration.leader_epoch == follower.leader_epoch();
+                    if !same {
+                        replica.high_watermark = follower.high_watermark();
+                        replica.fetch = None;
+                    }
+                    same
+                }
+                Role::None => false,
+            };
+            for (value, attempt, result) in replies {
+                self.send(b, client, Message::ProduceReply { partition: p, value, attempt, result });
+            }
+            if keep {
+                continue;
+            }
+            let replica = &mut self.brokers[b].replicas[p];
+            let before = matches!(replica.role, Role::None);
+            replica.role = Role::None;
+            replica.follower_epochs.clear();
+            replica.alter_isr = None;
+            if !registration.replicas.contains(&id) {
+                continue;
+            }
+            let hw = replica.high_watermark;
+            self.current = format!("b{id} p{p} takes a role for {}", show_registration(registration));
+            if registration.leader == Some(id) {
+                let leader = Leader::new(config.clone(), registration, now, &replica.log, hw)
+                    .map_err(|e| format!("b{id} p{p} cannot lead: {e}"))?;
+                let text = format!(
+                    "b{id} p{p} leads epoch {} (log end {}, hw {})",
+                    registration.leader_epoch.0,
+                    replica.log.log_end(),
+                    leader.high_watermark()
+                );
+                replica.role = Role::Leader { leader: Box::new(leader), waiters: BTreeMap::new() };
+                self.trace.line(now, format_args!("{text}"));
+            } else if let Some(leader) = registration.leader {
+                let follower = Follower::new(config.clone(), registration, &replica.log, hw)
+                    .map_err(|e| format!("b{id} p{p} cannot follow: {e}"))?;
+                replica.role = Role::Follower(Box::new(follower));
+                replica.fetch_not_before = now;
+                self.trace
+                    .line(now, format_args!("b{id} p{p} follows b{leader} in epoch {}", registration.leader_epoch.0));
+            } else if !before {
+                self.trace.line(now, format_args!("b{id} p{p} has no leader to follow"));
+            }
+        }
+        for p in 0..self.options.partitions {
+            self.maybe_fetch(b, p);
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self, b: usize, clean: bool) {
+        let broker = &mut self.brokers[b];
+        broker.up = false;
+        broker.process += 1;
+        broker.broker_epoch = None;
+        broker.clean = clean;
+        broker.image = MetadataImage::default();
+        broker.applied = 0;
+        broker.metadata_sent = None;
+        broker.register_sent = None;
+        broker.shutdown_requested = None;
+        broker.shutdown_granted = false;
+        for replica in &mut broker.replicas {
+            replica.role = Role::None;
+            replica.high_watermark = 0;
+            replica.fetch = None;
+            replica.flushing = false;
+            replica.parked.clear();
+            replica.alter_isr = None;
+        }
+    }
+
+    /// A crash: each log loses a random part of its unflushed tail.
+    fn crash(&mut self, b: usize, downtime: Duration) -> Result<(), String> {
+        if !self.brokers[b].up {
+            return Ok(());
+        }
+        let id = self.brokers[b].id;
+        let mut lost_text = Vec::new();
+        for p in 0..self.options.partitions {
+            let log = &mut self.brokers[b].replicas[p].log;
+            let (flushed, end) = (log.flushed(), log.log_end());
+            let cut = self.disk_rng.range_inclusive(flushed as u64, end as u64) as i64;
+            let lost = log.crash(cut);
+            lost_text.push(format!("p{p} {end}->{}", log.log_end()));
+            if lost > 0 {
+                self.stats.records_lost_in_crashes += lost as u64;
+                self.oracle.record_loss(p, id, cut, self.now);
+                let logs: Vec<&SimLog> = self.brokers.iter().map(|b| &b.replicas[p].log).collect();
+                self.oracle.check_not_lost(p, cut, logs.into_iter())?;
+            }
+        }
+        self.stop(b, false);
+        self.stats.lossy_crashes += 1;
+        let process = self.brokers[b].process;
+        self.trace.line(
+            self.now,
+            format_args!("CRASH b{id} for {} ms, unflushed tails cut: {}", downtime.as_millis(), lost_text.join(", ")),
+        );
+        self.schedule(self.now + downtime, Event::Restart { broker: b, process });
+        Ok(())
+    }
+
+    fn stop_cleanly(&mut self, b: usize) {
+        let id = self.brokers[b].id;
+        let granted = self.brokers[b].shutdown_granted;
+        for replica in &mut self.brokers[b].replicas {
+            let (end, generation) = (replica.log.log_end(), replica.log.generation());
+            replica.log.flushed_to(end, generation);
+        }
+        self.stop(b, true);
+        self.stats.clean_restarts += 1;
+        let downtime = self.downtime();
+        let process = self.brokers[b].process;
+        self.trace.line(
+            self.now,
+            format_args!(
+                "b{id} stops cleanly ({}) for {} ms",
+                if granted { "controlled shutdown granted" } else { "controlled shutdown timed out" },
+                downtime.as_millis()
+            ),
+        );
+        self.schedule(self.now + downtime, Event::Restart { broker: b, process });
+    }
+
+    fn restart(&mut self, b: usize) {
+        let broker = &mut self.brokers[b];
+        broker.up = true;
+        broker.next_metadata = self.now;
+        let (id, process, clean) = (broker.id, broker.process, broker.clean);
+        self.trace.line(self.now, format_args!("b{id} starts, clean-shutdown marker {clean}"));
+        self.schedule(self.now, Event::BrokerTick { broker: b, process });
+    }
+
+    // ---- the checks ----------------------------------------------------------------------
+
+    /// Every ISR and ELR member of the controller's committed image whose state is current
+    /// (its broker runs the process the image registered) holds every committed record.
+    fn check_members(&mut self) -> Result<(), String> {
+        for p in 0..self.options.partitions {
+            let Some(registration) = self.controller.committed().partition(self.topic_id, p as i32) else { continue };
+            for (role, members) in [("ISR", &registration.isr), ("ELR", &registration.elr)] {
+                for &member in members {
+                    let broker = &self.brokers[member.0 as usize - 1];
+                    let registered = self.controller.committed().broker(member).map(|r| r.broker_epoch);
+                    if broker.up && broker.broker_epoch.is_some() && broker.broker_epoch == registered {
+                        self.oracle.check_member(p, member, &broker.replicas[p].log, role)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- clients -------------------------------------------------------------------------
+
+    /// Where a client believes the leader of `p` is: the view of a random running broker.
+    fn believed_leader(&mut self, p: usize) -> Option<(usize, LeaderEpoch)> {
+        let up: Vec<usize> = (0..self.brokers.len()).filter(|&b| self.brokers[b].up).collect();
+        if up.is_empty() {
+            return None;
+        }
+        let b = up[self.client_rng.below(up.len() as u64) as usize];
+        let registration = self.brokers[b].image.partition(self.topic_id, p as i32)?;
+        let leader = registration.leader?;
+        Some((leader.0 as usize - 1, registration.leader_epoch))
+    }
+
+    fn client_step(&mut self) -> Result<(), String> {
+        let now = self.now;
+        let client = self.client_index();
+        for p in 0..self.options.partitions {
+            // The producer: one request in flight (max.in.flight.requests.per.connection=1),
+            // retried until acknowledged.
+            let producing = self.phase == Phase::Safety;
+            let in_flight = self.producers[p].in_flight;
+            let send = match in_flight {
+                None if producing && self.client_rng.chance(1, 2) => {
+                    let value = self.next_value;
+                    self.next_value += 1;
+                    self.stats.records_produced += 1;
+                    Some(value)
+                }
+                Some((value, _, sent, not_before)) => {
+                    let due = match sent {
+                        Some(sent) => now >= sent + PRODUCE_RETRY,
+                        None => now >= not_before,
+                    };
+                    if due {
+                        self.stats.produce_retries += 1;
+                    }
+                    due.then_some(value)
+                }
+                None => None,
+            };
+            if let Some(value) = send {
+                let attempt = self.next_attempt;
+                self.next_attempt += 1;
+                match self.believed_leader(p) {
+                    Some((leader, _)) => {
+                        self.producers[p].in_flight = Some((value, attempt, Some(now), now));
+                        self.send(client, leader, Message::Produce { partition: p, value, attempt });
+                    }
+                    None => {
+                        let backoff = ms(self.client_rng.range_inclusive(1, CLIENT_BACKOFF_MS_MAX));
+                        self.producers[p].in_flight = Some((value, attempt, None, now + backoff));
+                    }
+                }
+            }
+            // The consumer.
+            let consumer = &self.consumers[p];
+            if consumer.sent.is_none_or(|sent| now >= sent + CONSUMER_TIMEOUT) {
+                if let Some((leader, epoch)) = self.believed_leader(p) {
+                    let consumer = &mut self.consumers[p];
+                    consumer.leader_epoch = consumer.leader_epoch.max(epoch);
+                    consumer.attempt += 1;
+                    consumer.sent = Some(now);
+                    let message = Message::ConsumerFetch {
+                        partition: p,
+                        offset: consumer.position,
+                        leader_epoch: consumer.leader_epoch,
+                        attempt: consumer.attempt,
+                    };
+                    self.send(client, leader, message);
+                }
+            }
+        }
+        let next = ms(self.client_rng.range_inclusive(2, 30));
+        self.schedule(now + next, Event::Client);
+        Ok(())
+    }
+
+    fn client_receive(&mut self, message: Message) -> Result<(), String> {
+        let now = self.now;
+        match message {
+            Message::ProduceReply { partition: p, value, attempt, result } => {
+                let current = matches!(self.producers[p].in_flight, Some((v, a, _, _)) if v == value && a == attempt);
+                match result {
+                    Ok(offset) => {
+                        self.oracle.record_ack(p, value, offset)?;
+                        if self.producers[p].in_flight.is_some_and(|(v, ..)| v == value) {
+                            self.trace.line(now, format_args!("producer: v{value} acked at p{p} offset {offset}"));
+                            self.producers[p].in_flight = None;
+                        }
+                    }
+                    Err(code) if current => {
+                        let backoff = ms(self.client_rng.range_inclusive(1, CLIENT_BACKOFF_MS_MAX));
+                        self.producers[p].in_flight = Some((value, attempt, None, now + backoff));
+                        self.trace.line(now, format_args!("producer: v{value} to p{p} failed: {code:?}"));
+                    }
+                    Err(_) => {}
+                }
+            }
+            Message::ConsumerReply { partition: p, offset, attempt, result } => {
+                // A late or duplicated answer is ignored.
+                if self.consumers[p].attempt != attempt || self.consumers[p].sent.is_none() {
+                    return Ok(());
+                }
+                self.consumers[p].sent = None;
+                if let Ok((hw, records)) = result {
+                    let before = self.consumers[p].high_watermark;
+                    if hw < before {
+                        self.oracle.check_hw_back(p, before, hw)?;
+                    }
+                    let position = self.consumers[p].position;
+                    assert_eq!(position, offset, "simulator bug: an answer for another position");
+                    for (i, record) in records.iter().enumerate() {
+                        self.oracle.check_read(p, position + i as i64, *record)?;
+                    }
+                    let consumer = &mut self.consumers[p];
+                    consumer.high_watermark = consumer.high_watermark.max(hw);
+                    consumer.position += records.len() as i64;
+                    self.stats.records_consumed += records.len() as u64;
+                }
+            }
+            other => return Err(format!("simulator bug: a client got {other:?}")),
+        }
+        Ok(())
+    }
+
+    // ---- faults --------------------------------------------------------------------------
+
+    fn fault_step(&mut self) -> Result<(), String> {
+        if self.phase != Phase::Safety {
+            return Ok(());
+        }
+        let weights: u64 = self.faults.iter().map(|k| k.weight()).sum();
+        let mut draw = self.fault_rng.below(weights);
+        let mut kind = self.faults[0];
+        for candidate in &self.faults {
+            if draw < candidate.weight() {
+                kind = *candidate;
+                break;
+            }
+            draw -= candidate.weight();
+        }
+        let total = self.brokers.len();
+        let up: Vec<usize> = (0..total).filter(|&b| self.brokers[b].up).collect();
+        let pick = |sim: &mut Sim<'_>, among: &[usize]| -> Option<usize> {
+            if among.is_empty() {
+                return None;
+            }
+            // Half the time a broker that leads something: failover is where the rules matter.
+            let leaders: Vec<usize> = among
+                .iter()
+                .copied()
+                .filter(|&b| sim.brokers[b].replicas.iter().any(|r| matches!(r.role, Role::Leader { .. })))
+                .collect();
+            if !leaders.is_empty() && sim.fault_rng.chance(1, 2) {
+                return Some(leaders[sim.fault_rng.below(leaders.len() as u64) as usize]);
+            }
+            Some(among[sim.fault_rng.below(among.len() as u64) as usize])
+        };
+        match kind {
+            FaultKind::LossyCrash => {
+                if let Some(victim) = pick(self, &up) {
+                    let downtime = self.downtime();
+                    self.crash(victim, downtime)?;
+                }
+            }
+            FaultKind::CleanRestart => {
+                let candidates: Vec<usize> =
+                    up.iter().copied().filter(|&b| self.brokers[b].shutdown_requested.is_none()).collect();
+                if let Some(victim) = pick(self, &candidates) {
+                    self.brokers[victim].shutdown_requested = Some(self.now);
+                    self.brokers[victim].next_heartbeat = self.now;
+                    let id = self.brokers[victim].id;
+                    self.trace.line(self.now, format_args!("b{id} begins a controlled shutdown"));
+                }
+            }
+            FaultKind::PowerLoss => {
+                self.stats.power_losses += 1;
+                self.trace.line(self.now, format_args!("power loss: every broker crashes"));
+                let base = self.fault_rng.range_inclusive(10, 1_000);
+                for b in 0..total {
+                    let downtime = ms(base + self.fault_rng.range_inclusive(0, 30));
+                    self.crash(b, downtime)?;
+                }
+            }
+            FaultKind::Partition => self.partition(),
+            FaultKind::SlowDisk => {
+                let victim = self.fault_rng.below(total as u64) as usize;
+                let until = self.now + ms(self.fault_rng.range_inclusive(100, 3_000));
+                let broker = &mut self.brokers[victim];
+                broker.slow_disk_until = broker.slow_disk_until.max(until);
+                self.stats.slow_disks += 1;
+                let id = broker.id;
+                self.trace.line(self.now, format_args!("disk of b{id} slow until {} ms", until.as_millis()));
+            }
+            FaultKind::MetadataStall => {
+                let victim = self.fault_rng.below(total as u64) as usize;
+                let until = self.now + ms(self.fault_rng.range_inclusive(200, 3_000));
+                let broker = &mut self.brokers[victim];
+                broker.metadata_stalled_until = broker.metadata_stalled_until.max(until);
+                self.stats.metadata_stalls += 1;
+                let id = broker.id;
+                self.trace
+                    .line(self.now, format_args!("b{id} stops replaying metadata until {} ms", until.as_millis()));
+            }
+        }
+        let next = self.fault_interval();
+        self.schedule(self.now + next, Event::Fault);
+        Ok(())
+    }
+
+    /// Cuts links among the brokers and the controller (clients stay connected).
+    fn partition(&mut self) {
+        let brokers = self.brokers.len();
+        let controller = self.controller_index();
+        let nodes = brokers + 1;
+        let rng = &mut self.fault_rng;
+        let mut links = BTreeSet::new();
+        let both = |links: &mut BTreeSet<(usize, usize)>, a: usize, b: usize| {
+            links.insert((a, b));
+            links.insert((b, a));
+        };
+        let name = |i: usize| if i == controller { "controller".to_string() } else { format!("b{}", i + 1) };
+        let variant = rng.below(5);
+        let victim = rng.below(brokers as u64) as usize;
+        let shape = match variant {
+            0 => {
+                for other in (0..nodes).filter(|o| *o != victim) {
+                    both(&mut links, victim, other);
+                }
+                format!("{} isolated", name(victim))
+            }
+            1 => {
+                both(&mut links, victim, controller);
+                format!("{} cut from the controller", name(victim))
+            }
+            2 => {
+                for other in (0..brokers).filter(|o| *o != victim) {
+                    both(&mut links, victim, other);
+                }
+                format!("{} cut from the other brokers", name(victim))
+            }
+            3 => {
+                let side: Vec<bool> = (0..nodes).map(|_| rng.chance(1, 2)).collect();
+                for a in 0..nodes {
+                    for b in 0..nodes {
+                        if side[a] && !side[b] {
+                            both(&mut links, a, b);
+                        }
+                    }
+                }
+                let names =
+                    |want: bool| (0..nodes).filter(|i| side[*i] == want).map(name).collect::<Vec<_>>().join(",");
+                format!("{} | {}", names(true), names(false))
+            }
+            _ => {
+                for a in 0..nodes {
+                    for b in (0..nodes).filter(|b| *b != a) {
+                        if rng.chance(1, 4) {
+                            links.insert((a, b));
+                        }
+                    }
+                }
+                let shown: Vec<String> = links.iter().map(|(a, b)| format!("{}->{}", name(*a), name(*b))).collect();
+                format!("one-way cuts {}", shown.join(" "))
+            }
+        };
+        let flapping = self.fault_rng.chance(1, 4);
+        let generation = self.network.generation + 1;
+        self.network = NetworkPartition { links, active: true, generation };
+        let duration = ms(self.fault_rng.range_inclusive(100, 4_000));
+        self.stats.partitions += 1;
+        self.trace.line(
+            self.now,
+            format_args!(
+                "partition {shape}{} for {} ms",
+                if flapping { ", flapping" } else { "" },
+                duration.as_millis()
+            ),
+        );
+        if flapping {
+            let next = ms(self.fault_rng.range_inclusive(10, 200));
+            self.schedule(self.now + next, Event::PartitionFlap { generation });
+        }
+        self.schedule(self.now + duration, Event::PartitionHeal { generation });
+    }
+
+    // ---- liveness ------------------------------------------------------------------------
+
+    fn start_liveness(&mut self) -> Result<(), String> {
+        self.phase = Phase::Liveness;
+        self.liveness_started = self.now;
+        self.trace.line(
+            self.now,
+            format_args!("liveness phase: faults stop, the network heals, brokers restart, the producer stops"),
+        );
+        self.loss_percent = 0;
+        self.duplicate_percent = 0;
+        self.spike_percent = 0;
+        self.heal();
+        for b in 0..self.brokers.len() {
+            self.brokers[b].slow_disk_until = self.now;
+            self.brokers[b].metadata_stalled_until = self.now;
+            if !self.brokers[b].up {
+                self.restart(b);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every broker runs, is registered and active, and has replayed all metadata; the
+    /// producer has nothing in flight and the consumer has read everything committed; every
+    /// partition with an ISR or ELR member has a leader
+    /// that has committed its whole log, which every replica holds, acknowledged records
+    /// included.
+    fn converged(&self) -> bool {
+        let committed = self.controller.committed();
+        for broker in &self.brokers {
+            let registered = broker.broker_epoch.and_then(|_| committed.broker(broker.id));
+            if !broker.up
+                || broker.shutdown_requested.is_some()
+                || !registered.is_some_and(|r| Some(r.broker_epoch) == broker.broker_epoch && r.is_active())
+                || broker.applied != self.metadata.len()
+            {
+                return false;
+            }
+        }
+        for p in 0..self.options.partitions {
+            let Some(registration) = committed.partition(self.topic_id, p as i32) else { return false };
+            if registration.isr.is_empty() && registration.elr.is_empty() {
+                // No replica may lead: the partition stays unavailable (an operator's unclean
+                // recovery is the way out), and its producer waits.
+                continue;
+            }
+            if self.producers[p].in_flight.is_some() || self.consumers[p].position < self.oracle.committed_end(p) {
+                return false;
+            }
+            let Some(leader) = registration.leader else { return false };
+            let replica = &self.brokers[leader.0 as usize - 1].replicas[p];
+            let Role::Leader { leader: core, .. } = &replica.role else { return false };
+            let end = replica.log.log_end();
+            if core.leader_epoch() != registration.leader_epoch || core.high_watermark() != end {
+                return false;
+            }
+            for &r in &registration.replicas {
+                let log = &self.brokers[r.0 as usize - 1].replicas[p].log;
+                if log.log_end() != end || log.slice(0, end) != replica.log.slice(0, end) {
+                    return false;
+                }
+            }
+            let oracle = &self.oracle.partitions[p];
+            if oracle
+                .acked
+                .iter()
+                .any(|(&v, &o)| self.oracle.promised(p, o) && replica.log.get(o).map(|r| r.1) != Some(v))
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn not_converged(&self) -> String {
+        let mut message =
+            format!("the cluster did not converge within {} ms after faults stopped", self.options.liveness_ms);
+        let committed = self.controller.committed();
+        for broker in &self.brokers {
+            let registered = committed.broker(broker.id);
+            message.push_str(&format!(
+                "\n  b{}: up {} broker epoch {:?} (registered {:?}, fenced {:?}) metadata {}/{}",
+                broker.id,
+                broker.up,
+                broker.broker_epoch,
+                registered.map(|r| r.broker_epoch),
+                registered.map(|r| r.fenced),
+                broker.applied,
+                self.metadata.len()
+            ));
+            for (p, replica) in broker.replicas.iter().enumerate() {
+                let role = match &replica.role {
+                    Role::None => "none".to_string(),
+                    Role::Leader { leader, .. } => format!(
+                        "leader e{} hw {} isr {} pending {:?}",
+                        leader.leader_epoch().0,
+                        leader.high_watermark(),
+                        show_nodes(leader.isr()),
+                        leader.pending_isr_change()
+                    ),
+                    Role::Follower(f) => format!(
+                        "follower of b{} e{} hw {} awaiting metadata {}",
+                        f.leader(),
+                        f.leader_epoch().0,
+                        f.high_watermark(),
+                        f.is_awaiting_metadata()
+                    ),
+                };
+                message.push_str(&format!(
+                    "\n    p{p}: log end {} flushed {} {role}",
+                    replica.log.log_end(),
+                    replica.log.flushed()
+                ));
+            }
+        }
+        for p in 0..self.options.partitions {
+            if let Some(registration) = committed.partition(self.topic_id, p as i32) {
+                message.push_str(&format!("\n  p{p} committed: {}", show_registration(registration)));
+            }
+            let pending =
+                self.producers[p].in_flight.map(|(v, ..)| format!(", producer waits for v{v}")).unwrap_or_default();
+            message.push_str(&format!(
+                " (committed prefix {}, {} acked{pending})",
+                self.oracle.committed_end(p),
+                self.oracle.partitions[p].acked.len()
+            ));
+        }
+        message
+    }
+}
+
+impl fmt::Display for ClusterMutation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClusterMutation::NoElr => "no-elr",
+            ClusterMutation::NoTruncate => "no-truncate",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_options_fail_in_setup() {
+        for options in [
+            ClusterSimOptions { brokers: 0, ..ClusterSimOptions::new(1) },
+            ClusterSimOptions { replication_factor: 4, ..ClusterSimOptions::new(1) },
+            ClusterSimOptions { min_isr: 0, ..ClusterSimOptions::new(1) },
+            ClusterSimOptions { partitions: 0, ..ClusterSimOptions::new(1) },
+        ] {
+            let failure = run_cluster(&options).outcome.unwrap_err();
+            assert_eq!(failure.phase, Phase::Setup, "{options:?}");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The cluster oracle: what the simulation has seen committed, acknowledged and lost, and the
+//! checks against it.
+//!
+//! **Committed records.** A record is committed once a leader's high watermark (HW) passes its
+//! offset: the oracle remembers, per partition and offset, the first committed record (leader
+//! epoch and value) and when it was committed. Leaders' HWs are observed after every step.
+//!
+//! **The loss bound.** The design promises durability while at most min ISR - 1 replicas lose
+//! their unflushed tail. A lossy crash that cuts a replica's log at `cut` is remembered with its
+//! time; a committed record at `offset` counts every distinct replica that lost a tail covering
+//! it (`cut <= offset`) at or after its commit time. A violation about that record is reported
+//! only while the count is at most min ISR - 1; beyond it the record is *excused* (and counted).
+
+use std::collections::BTreeMap;
+
+use keel_types::{Instant, NodeId};
+
+use super::log::{Record, SimLog};
+
+#[derive(Debug, Clone, Copy)]
+struct Committed {
+    record: Record,
+    time: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PartitionOracle {
+    /// Offset `o` at index `o`: the committed prefix `0..committed.len()`.
+    committed: Vec<Committed>,
+    /// Where each committed value sits.
+    committed_values: BTreeMap<u64, i64>,
+    /// Lossy crashes: when, which replica, where its log was cut.
+    losses: Vec<(Instant, NodeId, i64)>,
+    /// Per replica, a prefix of its log already found to agree with the committed prefix
+    /// (lowered whenever its log is cut).
+    verified: BTreeMap<NodeId, i64>,
+    /// Acknowledged values and their offsets.
+    pub(crate) acked: BTreeMap<u64, i64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Oracle {
+    pub(crate) partitions: Vec<PartitionOracle>,
+    min_isr: usize,
+    /// Violations not reported because more replicas than the bound lost the record.
+    pub(crate) excused: u64,
+}
+
+fn show(record: Record) -> String {
+    format!("e{}:v{}", record.0 .0, record.1)
+}
+
+impl Oracle {
+    pub(crate) fn new(partitions: usize, min_isr: usize) -> Oracle {
+        Oracle { partitions: (0..partitions).map(|_| PartitionOracle::default()).collect(), min_isr, excused: 0 }
+    }
+
+    pub(crate) fn committed_end(&self, p: usize) -> i64 {
+        self.partitions[p].committed.len() as i64
+    }
+
+    pub(crate) fn committed_at(&self, p: usize, offset: i64) -> Option<Record> {
+        let index = usize::try_from(offset).ok()?;
+        self.partitions[p].committed.get(index).map(|c| c.record)
+    }
+
+    /// How many distinct replicas lost a tail covering the committed record at `offset` since
+    /// it was committed.
+    pub(crate) fn loss_count(&self, p: usize, offset: i64) -> usize {
+        let Some(committed) = usize::try_from(offset).ok().and_then(|i| self.partitions[p].committed.get(i)) else {
+            return 0;
+        };
+        let mut nodes: Vec<NodeId> = self.partitions[p]
+            .losses
+            .iter()
+            .filter(|(time, _, cut)| *time >= committed.time && *cut <= offset)
+            .map(|(_, node, _)| *node)
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes.len()
+    }
+
+    /// Whether a violation about the record at `offset` is beyond the durability bound (and
+    /// counts it if so).
+    fn excuse(&mut self, p: usize, offset: i64) -> bool {
+        let excused = self.loss_count(p, offset) > self.min_isr.saturating_sub(1);
+        self.excused += u64::from(excused);
+        excused
+    }
+
+    pub(crate) fn record_loss(&mut self, p: usize, node: NodeId, cut: i64, now: Instant) {
+        self.partitions[p].losses.push((now, node, cut));
+        self.cut(p, node, cut);
+    }
+
+    /// `node`'s log of partition `p` was cut back to `offset`.
+    pub(crate) fn cut(&mut self, p: usize, node: NodeId, offset: i64) {
+        if let Some(verified) = self.partitions[p].verified.get_mut(&node) {
+            *verified = (*verified).min(offset);
+        }
+    }
+
+    /// Checks `log` against the committed prefix below `upto` (at most the committed end).
+    /// `require` says the log must hold all of it (ISR and ELR members); otherwise only the
+    /// records it holds must agree. Returns the first offset that breaks the rule and what.
+    fn compare(&mut self, p: usize, node: NodeId, log: &SimLog, upto: i64, require: bool) -> Option<(i64, String)> {
+        let part = &self.partitions[p];
+        let upto = upto.min(part.committed.len() as i64);
+        let from = part.verified.get(&node).copied().unwrap_or(0);
+        for offset in from..upto {
+            let committed = part.committed[offset as usize].record;
+            match log.get(offset) {
+                Some(record) if record == committed => {}
+                Some(record) => {
+                    return Some((offset, format!("holds {} where {} was committed", show(record), show(committed))))
+                }
+                None if require => {
+                    return Some((
+                        offset,
+                        format!("lacks committed {} (its log ends at {})", show(committed), log.log_end()),
+                    ))
+                }
+                None => break,
+            }
+        }
+        let reached = upto.min(log.log_end()).max(from);
+        self.partitions[p].verified.insert(node, reached);
+        None
+    }
+
+    /// The leader `node` of partition `p` reports high watermark `hw` over `log`: the records
+    /// below it are committed. They must agree with what was committed before, and a value is
+    /// committed at one offset only.
+    pub(crate) fn observe_high_watermark(
+        &mut self,
+        p: usize,
+        node: NodeId,
+        log: &SimLog,
+        hw: i64,
+        now: Instant,
+    ) -> Result<(), String> {
+        if let Some((offset, what)) = self.compare(p, node, log, hw, true) {
+            if !self.excuse(p, offset) {
+                return Err(format!(
+                    "two committed records at one offset: p{p} leader {node} with HW {hw} {what} at offset {offset}"
+                ));
+            }
+            // The committed record was lost beyond the bound: what commits now replaces it.
+            let part = &mut self.partitions[p];
+            for dropped in part.committed.drain(offset as usize..) {
+                part.committed_values.remove(&dropped.record.1);
+            }
+            for verified in part.verified.values_mut() {
+                *verified = (*verified).min(offset);
+            }
+        }
+        let part = &mut self.partitions[p];
+        let end = hw.min(log.log_end());
+        for offset in part.committed.len() as i64..end {
+            let record = log.get(offset).expect("below the log end");
+            if let Some(&other) = part.committed_values.get(&record.1) {
+                return Err(format!(
+                    "value v{} committed twice in p{p}: at offset {other} and, by leader {node}, at {offset}",
+                    record.1
+                ));
+            }
+            part.committed_values.insert(record.1, offset);
+            part.committed.push(Committed { record, time: now });
+        }
+        part.verified.insert(node, end);
+        Ok(())
+    }
+
+    /// An ISR or ELR member (whose state is current) must hold every committed record.
+    pub(crate) fn check_member(&mut self, p: usize, node: NodeId, log: &SimLog, role: &str) -> Result<(), String> {
+        let upto = self.committed_end(p);
+        match self.compare(p, node, log, upto, true) {
+            Some((offset, what)) if !self.excuse(p, offset) => Err(format!(
+                "p{p}: {node} is in the {role} (committed image) but {what} at offset {offset} (committed prefix ends at {upto})"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Any replica's records below its own high watermark are committed ones.
+    pub(crate) fn check_below_high_watermark(
+        &mut self,
+        p: usize,
+        node: NodeId,
+        log: &SimLog,
+        hw: i64,
+    ) -> Result<(), String> {
+        if hw > self.committed_end(p) {
+            return Err(format!(
+                "p{p}: {node} has high watermark {hw}, beyond every HW a leader reported ({})",
+                self.committed_end(p)
+            ));
+        }
+        match self.compare(p, node, log, hw, true) {
+            Some((offset, what)) if !self.excuse(p, offset) => {
+                Err(format!("p{p}: {node} with high watermark {hw} {what} at offset {offset}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// After a cut at `from` somewhere: every committed record at or above it must still be
+    /// held by some replica (up or down; a down broker keeps what it flushed).
+    pub(crate) fn check_not_lost<'a>(
+        &mut self,
+        p: usize,
+        from: i64,
+        logs: impl Iterator<Item = &'a SimLog> + Clone,
+    ) -> Result<(), String> {
+        for offset in from.max(0)..self.committed_end(p) {
+            let committed = self.partitions[p].committed[offset as usize].record;
+            if !logs.clone().any(|log| log.get(offset) == Some(committed)) && !self.excuse(p, offset) {
+                let acked = if self.partitions[p].acked.contains_key(&committed.1) { "acknowledged " } else { "" };
+                return Err(format!(
+                    "committed {acked}record {} at p{p} offset {offset} is lost: no replica holds it ({} replica(s) lost a tail covering it since it committed)",
+                    show(committed),
+                    self.loss_count(p, offset)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The producer heard that `value` is acknowledged at `offset`.
+    pub(crate) fn record_ack(&mut self, p: usize, value: u64, offset: i64) -> Result<(), String> {
+        if let Some(&first) = self.partitions[p].acked.get(&value) {
+            if first != offset {
+                return Err(format!("v{value} acknowledged at p{p} offset {first} and again at {offset}"));
+            }
+            return Ok(());
+        }
+        match self.committed_at(p, offset) {
+            Some((_, committed)) if committed == value => {}
+            other if !self.excuse(p, offset) => {
+                return Err(format!(
+                    "v{value} acknowledged at p{p} offset {offset}, where the committed record is {}",
+                    other.map_or("none".to_string(), show)
+                ))
+            }
+            _ => {}
+        }
+        self.partitions[p].acked.insert(value, offset);
+        Ok(())
+    }
+
+    /// A consumer read `record` at `offset`, below the HW its leader reported.
+    pub(crate) fn check_read(&mut self, p: usize, offset: i64, record: Record) -> Result<(), String> {
+        match self.committed_at(p, offset) {
+            Some(committed) if committed == record => Ok(()),
+            other if !self.excuse(p, offset) => Err(format!(
+                "a consumer read {} at p{p} offset {offset}, where the committed record is {}",
+                show(record),
+                other.map_or("none".to_string(), show)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A consumer saw the HW go from `before` down to `now`: allowed only when a record in
+    /// between was lost beyond the bound.
+    pub(crate) fn check_hw_back(&mut self, p: usize, before: i64, now: i64) -> Result<(), String> {
+        if (now..before).any(|o| self.loss_count(p, o) > self.min_isr.saturating_sub(1)) {
+            self.excused += 1;
+            return Ok(());
+        }
+        Err(format!("the high watermark a consumer sees for p{p} went back from {before} to {now}"))
+    }
+
+    /// Whether the acknowledged record at `offset` is still under the durability promise.
+    pub(crate) fn promised(&self, p: usize, offset: i64) -> bool {
+        self.loss_count(p, offset) <= self.min_isr.saturating_sub(1)
+    }
+}
