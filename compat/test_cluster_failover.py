@@ -123,7 +123,7 @@ def main():
         producer = Producer({
             "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
             "linger.ms": 5, "message.timeout.ms": 120000, "retry.backoff.ms": 50,
-            "topic.metadata.refresh.interval.ms": 1000,
+            "topic.metadata.refresh.interval.ms": 1000, "log.connection.close": False,
         })
 
         events = [

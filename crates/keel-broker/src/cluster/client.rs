@@ -22,13 +22,22 @@ pub struct ControllerClient {
     remotes: BTreeMap<NodeId, Caller>,
     /// The controller believed active.
     leader: Arc<Mutex<Option<NodeId>>>,
+    /// Where the search for the active controller goes on when there is no hint: kept across
+    /// calls, so a controller that does not answer is not asked first every time.
+    cursor: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ControllerClient {
     pub fn new(me: NodeId, local: Option<ControllerHandle>, controllers: &BTreeMap<NodeId, SocketAddr>) -> Self {
         let remotes =
             controllers.iter().filter(|(&id, _)| id != me).map(|(&id, &address)| (id, Caller::new(address))).collect();
-        ControllerClient { me, local, remotes, leader: Arc::new(Mutex::new(None)) }
+        ControllerClient {
+            me,
+            local,
+            remotes,
+            leader: Arc::new(Mutex::new(None)),
+            cursor: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
     }
 
     fn voters(&self) -> Vec<NodeId> {
@@ -42,6 +51,11 @@ impl ControllerClient {
 
     /// Calls one controller.
     pub async fn call_node(&self, node: NodeId, request: Request, wait: Duration) -> Result<Response, String> {
+        self.call_node_within(node, request, CALL_TIMEOUT + wait).await
+    }
+
+    /// Calls one controller, giving up after `timeout`.
+    async fn call_node_within(&self, node: NodeId, request: Request, timeout: Duration) -> Result<Response, String> {
         if node == self.me {
             if let Some(local) = &self.local {
                 return Ok(match request {
@@ -53,23 +67,27 @@ impl ControllerClient {
             }
         }
         let caller = self.remotes.get(&node).ok_or_else(|| format!("node {node} is not a controller"))?;
-        caller.call(&Frame::Request(request), CALL_TIMEOUT + wait).await
+        caller.call(&Frame::Request(request), timeout).await
     }
 
     /// Calls the active controller, trying each controller in turn and following hints, for
-    /// at most `deadline`. Errors say which controllers could not be reached.
+    /// at most `deadline`. Each attempt gets at most half of what is left (and at least a
+    /// little), so a controller that hangs (a stopped process still accepts connections)
+    /// leaves time to ask the next one. Errors say which controllers could not be reached.
     pub async fn call_active(&self, request: Request, deadline: Duration) -> Result<Response, String> {
+        const ATTEMPT_MIN: Duration = Duration::from_millis(100);
         let give_up = tokio::time::Instant::now() + deadline;
         let voters = self.voters();
-        let mut next = 0usize;
         let mut last_error = String::from("no controller answered");
         loop {
             let hinted = *self.leader.lock().expect("leader hint lock");
             let target = hinted.unwrap_or_else(|| {
-                next += 1;
+                let next = self.cursor.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 voters[next % voters.len()]
             });
-            match self.call_node(target, request.clone(), Duration::ZERO).await {
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = (left / 2).clamp(ATTEMPT_MIN, CALL_TIMEOUT);
+            match self.call_node_within(target, request.clone(), attempt).await {
                 Ok(Response::NotController { leader }) => {
                     let hint = leader.filter(|&l| l != target);
                     *self.leader.lock().expect("leader hint lock") = hint;

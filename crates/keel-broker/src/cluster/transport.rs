@@ -109,27 +109,30 @@ impl Caller {
 
     /// Sends `request` and waits for the answer, at most `timeout` in all.
     pub async fn call<Q: Serialize, A: DeserializeOwned>(&self, request: &Q, timeout: Duration) -> Result<A, String> {
-        let mut connection = self.connection.lock().await;
+        // The connection is taken out for the exchange and put back only after a whole answer:
+        // a call cut short by its timeout drops (closes) a stream that may hold half a frame,
+        // and concurrent calls never wait for each other (they open a connection of their own).
         let result = tokio::time::timeout(timeout, async {
-            if connection.is_none() {
-                let stream = TcpStream::connect(self.address).await.map_err(|e| e.to_string())?;
-                let _ = stream.set_nodelay(true);
-                *connection = Some(stream);
-            }
-            let stream = connection.as_mut().expect("connected above");
-            write_frame(stream, request).await.map_err(|e| e.to_string())?;
-            match read_frame(stream).await {
-                Ok(Some(answer)) => Ok(answer),
-                Ok(None) => Err("the connection closed".to_string()),
-                Err(e) => Err(e.to_string()),
-            }
+            let idle = self.connection.lock().await.take();
+            let mut stream = match idle {
+                Some(stream) => stream,
+                None => {
+                    let stream = TcpStream::connect(self.address).await.map_err(|e| e.to_string())?;
+                    let _ = stream.set_nodelay(true);
+                    stream
+                }
+            };
+            write_frame(&mut stream, request).await.map_err(|e| e.to_string())?;
+            let answer = match read_frame(&mut stream).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => return Err("the connection closed".to_string()),
+                Err(e) => return Err(e.to_string()),
+            };
+            *self.connection.lock().await = Some(stream);
+            Ok(answer)
         })
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
-        if result.is_err() {
-            // The stream may hold half a frame: start over on the next call.
-            *connection = None;
-        }
         result.map_err(|e| format!("{}: {e}", self.address))
     }
 }
