@@ -215,14 +215,32 @@ impl Broker {
 
     pub(crate) fn describe_cluster(&self, request: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
         let (host, port) = self.advertised();
-        let broker = DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(self.config.node_id))
-            .with_host(s(host))
-            .with_port(i32::from(port));
+        let node = self.config.node_id;
+        self.describe_cluster_with(vec![(node, host, i32::from(port), None)], node, request, version)
+    }
+
+    /// The DescribeCluster answer for `brokers`: (node id, host, port, rack).
+    pub(crate) fn describe_cluster_with(
+        &self,
+        brokers: Vec<(i32, String, i32, Option<String>)>,
+        controller: i32,
+        request: DescribeClusterRequest,
+        version: i16,
+    ) -> DescribeClusterResponse {
+        let brokers = brokers
+            .into_iter()
+            .map(|(node, host, port, rack)| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(node))
+                    .with_host(s(host))
+                    .with_port(port)
+                    .with_rack(rack.map(s))
+            })
+            .collect();
         let response = DescribeClusterResponse::default()
             .with_cluster_id(s(self.cluster_id.clone()))
-            .with_controller_id(BrokerId(self.config.node_id))
-            .with_brokers(vec![broker])
+            .with_controller_id(BrokerId(controller))
+            .with_brokers(brokers)
             .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
                 crate::broker::CLUSTER_OPERATIONS_ALL
             } else {

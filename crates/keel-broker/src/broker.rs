@@ -100,23 +100,7 @@ impl Broker {
     /// Opens the data directory (recovering every partition log) and returns a broker ready to
     /// serve. `shutdown` turning true wakes long-polling fetches so they answer at once.
     pub fn open(config: BrokerConfig, shutdown: watch::Receiver<bool>) -> Result<Broker, String> {
-        config.validate()?;
-        let advertised = config.advertised()?;
-        let topics = Topics::open(&config.data_dir, config.topic_defaults.clone(), now_ms())?;
-        let cluster_id = load_or_create_cluster_id(&config)?;
-        let producer_ids = ProducerIds::open(&config.data_dir, None)?;
-        let groups = Some(Arc::new(Groups::open(&topics, config.group_config(), &config.offsets_topic_flush_policy)?));
-        Ok(Broker {
-            config,
-            topics,
-            cluster_id,
-            advertised,
-            appended: Notify::new(),
-            producer_ids,
-            groups,
-            cluster: None,
-            shutdown,
-        })
+        Broker::open_with(config, None, shutdown)
     }
 
     /// Opens this cluster member's local replicas; the metadata log decides what they hold
@@ -126,11 +110,24 @@ impl Broker {
         link: ClusterLink,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Broker, String> {
+        Broker::open_with(config, Some(link), shutdown)
+    }
+
+    fn open_with(
+        config: BrokerConfig,
+        cluster: Option<ClusterLink>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Broker, String> {
         config.validate()?;
         let advertised = config.advertised()?;
-        let topics = Topics::open_with(&config.data_dir, config.topic_defaults.clone(), true, now_ms())?;
-        let cluster_id = cluster_id_of_quorum(&config)?;
-        let producer_ids = ProducerIds::open(&config.data_dir, Some(config.node_id))?;
+        let clustered = cluster.is_some();
+        let topics = Topics::open_with(&config.data_dir, config.topic_defaults.clone(), clustered, now_ms())?;
+        let (cluster_id, producer_ids, groups) = if clustered {
+            (cluster_id_of_quorum(&config)?, ProducerIds::open(&config.data_dir, Some(config.node_id))?, None)
+        } else {
+            let groups = Groups::open(&topics, config.group_config(), &config.offsets_topic_flush_policy)?;
+            (load_or_create_cluster_id(&config)?, ProducerIds::open(&config.data_dir, None)?, Some(Arc::new(groups)))
+        };
         Ok(Broker {
             config,
             topics,
@@ -138,8 +135,8 @@ impl Broker {
             advertised,
             appended: Notify::new(),
             producer_ids,
-            groups: None,
-            cluster: Some(link),
+            groups,
+            cluster,
             shutdown,
         })
     }

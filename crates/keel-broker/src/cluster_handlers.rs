@@ -10,7 +10,6 @@ use std::time::Duration;
 use keel_kafka::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use keel_kafka::kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use keel_kafka::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use keel_kafka::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use keel_kafka::kafka_protocol::messages::find_coordinator_response::Coordinator;
 use keel_kafka::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -209,31 +208,11 @@ impl Broker {
         request: DescribeClusterRequest,
         version: i16,
     ) -> DescribeClusterResponse {
-        let image = Self::image(link);
-        let brokers = live_brokers(&image)
+        let brokers = live_brokers(&Self::image(link))
             .into_iter()
-            .map(|(node, host, port, rack)| {
-                DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(node.0))
-                    .with_host(s(host))
-                    .with_port(port)
-                    .with_rack(rack.map(s))
-            })
+            .map(|(node, host, port, rack)| (node.0, host, port, rack))
             .collect();
-        let response = DescribeClusterResponse::default()
-            .with_cluster_id(s(self.cluster_id.clone()))
-            .with_controller_id(BrokerId(link.node.0))
-            .with_brokers(brokers)
-            .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
-                CLUSTER_OPERATIONS_ALL
-            } else {
-                i32::MIN
-            });
-        if version >= 1 {
-            response.with_endpoint_type(request.endpoint_type)
-        } else {
-            response
-        }
+        self.describe_cluster_with(brokers, link.node.0, request, version)
     }
 
     async fn cluster_create_topics(&self, link: &ClusterLink, request: CreateTopicsRequest) -> CreateTopicsResponse {

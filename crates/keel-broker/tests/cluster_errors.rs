@@ -4,11 +4,10 @@
 //! (KIP-320); a leader takes acks=all writes only with min ISR in sync.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use keel_broker::broker::Reply;
-use keel_broker::{BrokerConfig, RunningClusterNode};
+use keel_broker::RunningClusterNode;
 use keel_kafka::kafka_protocol::messages::create_topics_request::CreatableTopic;
 use keel_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use keel_kafka::kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -16,55 +15,15 @@ use keel_kafka::kafka_protocol::messages::metadata_request::MetadataRequestTopic
 use keel_kafka::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use keel_kafka::kafka_protocol::messages::*;
 use keel_kafka::kafka_protocol::protocol::StrBytes;
-use keel_kafka::kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use keel_types::ErrorCode;
+
+mod common;
+use common::{batch, free_port, node_config};
 
 const TOPIC: &str = "epochs";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn node_config(id: i32, controllers: &str, dir: &Path) -> BrokerConfig {
-    BrokerConfig {
-        node_id: id,
-        data_dir: dir.join(format!("node-{id}")),
-        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        controllers: controllers.to_string(),
-        ..BrokerConfig::default()
-    }
-}
-
 fn name() -> TopicName {
     TopicName(StrBytes::from_string(TOPIC.to_string()))
-}
-
-fn batch() -> bytes::Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: keel_broker::clock::now_ms(),
-        key: None,
-        value: Some(bytes::Bytes::from_static(b"v")),
-        headers: Default::default(),
-    };
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &[record],
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .unwrap();
-    buf.freeze()
 }
 
 async fn ask(node: &RunningClusterNode, api_key: ApiKey, version: i16, request: RequestKind) -> ResponseKind {

@@ -4,28 +4,16 @@
 //! unclean shutdowns.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use keel_broker::cluster::protocol::{ControllerStatus, Frame, Request, Response};
 use keel_broker::cluster::transport::Caller;
-use keel_broker::{BrokerConfig, RunningClusterNode};
+use keel_broker::RunningClusterNode;
 use keel_metadata::MetadataImage;
 use keel_types::NodeId;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn node_config(id: i32, controllers: &str, dir: &Path) -> BrokerConfig {
-    BrokerConfig {
-        node_id: id,
-        data_dir: dir.join(format!("node-{id}")),
-        listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        controllers: controllers.to_string(),
-        ..BrokerConfig::default()
-    }
-}
+mod common;
+use common::{free_port, node_config};
 
 async fn status(address: std::net::SocketAddr) -> Option<ControllerStatus> {
     match Caller::new(address).call::<_, Response>(&Frame::Request(Request::Status), Duration::from_secs(1)).await {

@@ -2,7 +2,6 @@
 //! that exist only in some versions are the usual way a Kafka broker breaks old clients
 //! (kcat's ListOffsets v2 closed connections before this test existed).
 
-use bytes::BytesMut;
 use keel_broker::broker::Reply;
 use keel_broker::{Broker, BrokerConfig};
 use keel_kafka::kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -14,39 +13,13 @@ use keel_kafka::kafka_protocol::messages::metadata_request::MetadataRequestTopic
 use keel_kafka::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use keel_kafka::kafka_protocol::messages::*;
 use keel_kafka::kafka_protocol::protocol::StrBytes;
-use keel_kafka::kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use keel_kafka::{encode_response, SUPPORTED_APIS};
+
+mod common;
+use common::batch;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn batch() -> bytes::Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: keel_broker::clock::now_ms(),
-        key: None,
-        value: Some(bytes::Bytes::from_static(b"v")),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .unwrap();
-    buf.freeze()
 }
 
 fn request(api_key: ApiKey, version: i16, topic_id: uuid::Uuid, n: i16) -> RequestKind {

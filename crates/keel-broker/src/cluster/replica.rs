@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use keel_metadata::PartitionRegistration;
 use keel_replication::{Config, Follower, Leader, LocalLog, MetadataOutcome, WaiterId};
 use keel_storage::Log;
-use keel_types::{ErrorCode, Instant, LeaderEpoch, NodeId};
+use keel_types::{ErrorCode, Instant, LeaderEpoch};
 use tokio::sync::oneshot;
 
 /// The local log as the replication cores see it.
@@ -86,7 +86,6 @@ impl LeaderRole {
 #[derive(Debug)]
 pub struct FollowerRole {
     pub core: Follower,
-    pub topic_id: u128,
 }
 
 /// A replica's role.
@@ -188,7 +187,7 @@ impl Role {
             },
             Some(_) if registration.replicas.contains(&me) => {
                 match Follower::new(config, registration, &view, high_watermark) {
-                    Ok(core) => Role::Follower(Box::new(FollowerRole { core, topic_id })),
+                    Ok(core) => Role::Follower(Box::new(FollowerRole { core })),
                     Err(error) => {
                         tracing::error!(%error, "cannot follow the partition as registered");
                         Role::Offline { high_watermark }
@@ -198,14 +197,5 @@ impl Role {
             _ => Role::Offline { high_watermark },
         };
         !(was_offline && matches!(self, Role::Offline { .. }))
-    }
-
-    /// Who leads, as far as this replica knows.
-    pub fn leader(&self, me: NodeId) -> Option<NodeId> {
-        match self {
-            Role::Leader(_) | Role::Single => Some(me),
-            Role::Follower(f) => Some(f.core.leader()),
-            Role::Offline { .. } => None,
-        }
     }
 }

@@ -77,6 +77,8 @@ pub async fn run(broker: Arc<Broker>, link: ClusterLink, mut shutdown: watch::Re
                 return;
             }
         }
+        // Checked every round, not only after a reconcile: a fetcher that found nothing to
+        // follow may end just after a reconcile gave its leader partitions again.
         fetchers.retain(|_, task| !task.is_finished());
         for leader in followed_leaders(&broker) {
             fetchers
@@ -162,7 +164,7 @@ fn role_name(role: &Role) -> &'static str {
     }
 }
 
-pub fn replica_config(link: &ClusterLink, min_isr: usize) -> Config {
+fn replica_config(link: &ClusterLink, min_isr: usize) -> Config {
     Config {
         min_isr: min_isr.max(1),
         replica_lag_time_max: link.replica_lag_time_max,
