@@ -79,10 +79,11 @@ pub struct Broker {
     pub cluster_id: String,
     advertised: (String, u16),
     /// Woken after every append (and high watermark advance), so long-polling fetches re-read.
-    pub(crate) appended: Notify,
+    pub(crate) appended: Arc<Notify>,
     producer_ids: ProducerIds,
-    /// The group coordinator; `None` in a cluster, where groups are not served yet.
-    groups: Option<Arc<Groups>>,
+    /// The group coordinators this broker runs (in a cluster: for the offsets partitions it
+    /// leads).
+    pub(crate) groups: Arc<Groups>,
     /// In a cluster: this node's link to the controller and the replayed metadata.
     pub(crate) cluster: Option<ClusterLink>,
     shutdown: watch::Receiver<bool>,
@@ -122,29 +123,26 @@ impl Broker {
         let advertised = config.advertised()?;
         let clustered = cluster.is_some();
         let topics = Topics::open_with(&config.data_dir, config.topic_defaults.clone(), clustered, now_ms())?;
+        let appended = Arc::new(Notify::new());
         let (cluster_id, producer_ids, groups) = if clustered {
-            (cluster_id_of_quorum(&config)?, ProducerIds::open(&config.data_dir, Some(config.node_id))?, None)
+            let groups = Groups::empty(config.group_config(), appended.clone())?;
+            (cluster_id_of_quorum(&config)?, ProducerIds::open(&config.data_dir, Some(config.node_id))?, groups)
         } else {
-            let groups = Groups::open(&topics, config.group_config(), &config.offsets_topic_flush_policy)?;
-            (load_or_create_cluster_id(&config)?, ProducerIds::open(&config.data_dir, None)?, Some(Arc::new(groups)))
+            let groups =
+                Groups::open(&topics, config.group_config(), &config.offsets_topic_flush_policy, appended.clone())?;
+            (load_or_create_cluster_id(&config)?, ProducerIds::open(&config.data_dir, None)?, groups)
         };
         Ok(Broker {
             config,
             topics,
             cluster_id,
             advertised,
-            appended: Notify::new(),
+            appended,
             producer_ids,
-            groups,
+            groups: Arc::new(groups),
             cluster,
             shutdown,
         })
-    }
-
-    /// The group coordinator. Group requests reach their handlers only on a single node;
-    /// `handle_from` answers them itself in a cluster.
-    pub(crate) fn groups(&self) -> &Arc<Groups> {
-        self.groups.as_ref().expect("group requests are handled only where a coordinator runs")
     }
 
     /// The host and port clients are told to use.
@@ -164,7 +162,7 @@ impl Broker {
     /// Answers one request from `client` (its id and address show in group descriptions).
     pub async fn handle_from(&self, client: &Client, api_key: ApiKey, version: i16, request: RequestKind) -> Reply {
         if let Some(link) = &self.cluster {
-            return match self.handle_clustered(link, api_key, version, request).await {
+            return match self.handle_clustered(link, version, request).await {
                 Ok(reply) => reply,
                 Err(request) => Box::pin(self.handle_local(client, api_key, version, *request)).await,
             };
@@ -355,7 +353,7 @@ impl Broker {
             .into_iter()
             .map(|(t, p, partition, records)| {
                 let task = tokio::task::spawn_blocking(move || {
-                    let result = append_as_leader(&partition, &records, acks, timeout_ms, now);
+                    let result = append_as_leader(&partition, &records, acks, timeout_ms, now, None);
                     (partition, result)
                 });
                 (t, p, task)
@@ -851,16 +849,14 @@ impl Broker {
     /// Flushes due logs; with `full`, also applies retention and writes recovery checkpoints.
     pub fn maintain(&self, full: bool) {
         self.topics.maintain(now_ms(), full);
-        if let (true, Some(groups)) = (full, &self.groups) {
-            groups.compact();
+        if full {
+            self.groups.compact();
         }
     }
 
     /// Advances group timers (sessions, rebalances, offset expiry).
     pub fn tick_groups(&self) {
-        if let Some(groups) = &self.groups {
-            groups.tick();
-        }
+        self.groups.tick();
     }
 
     /// Flushes everything and closes every log cleanly.
@@ -955,9 +951,9 @@ fn replica_fetch(
 }
 
 /// Why an append did not happen: the Kafka error and a message for people.
-struct AppendFailure {
-    code: ErrorCode,
-    message: String,
+pub(crate) struct AppendFailure {
+    pub code: ErrorCode,
+    pub message: String,
 }
 
 impl From<keel_storage::AppendError> for AppendFailure {
@@ -969,16 +965,26 @@ impl From<keel_storage::AppendError> for AppendFailure {
 /// Appends a producer's records if this replica leads the partition (a single node always
 /// does). In a cluster the append happens under the replica's role lock, in the leader epoch
 /// just checked; with acks=all the answer is a completion that resolves once the high
-/// watermark passes the batch (or the request fails).
-fn append_as_leader(
+/// watermark passes the batch (or the request fails). With `in_epoch`, only a leader in that
+/// epoch appends.
+pub(crate) fn append_as_leader(
     partition: &Partition,
     records: &[u8],
     acks: i16,
     timeout_ms: i32,
     now_ms: i64,
+    in_epoch: Option<LeaderEpoch>,
 ) -> Result<(AppendInfo, Option<Completion>), AppendFailure> {
     let mut role = partition.role.lock();
     match &mut *role {
+        Role::Leader(leader) if in_epoch.is_some_and(|e| e != leader.core.leader_epoch()) => Err(AppendFailure {
+            code: ErrorCode::NotLeaderOrFollower,
+            message: format!(
+                "partition {} is led in epoch {} now, not {in_epoch:?}",
+                partition.name(),
+                leader.core.leader_epoch().0
+            ),
+        }),
         Role::Single => {
             drop(role);
             Ok((partition.log.append(records, LeaderEpoch(LEADER_EPOCH), now_ms)?, None))

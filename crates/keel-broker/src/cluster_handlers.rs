@@ -1,12 +1,14 @@
 //! Kafka requests whose meaning changes in a cluster: Metadata and DescribeCluster come from
-//! the replayed metadata image, topic changes go to the active controller, and group requests
-//! are not served yet. Everything else (Produce, Fetch, ListOffsets, ...) is answered by the
-//! same handlers as on a single node, which consult each replica's role.
+//! the replayed metadata image, topic changes go to the active controller, and FindCoordinator
+//! names the leader of the group's `__consumer_offsets` partition. Everything else (Produce,
+//! Fetch, ListOffsets, the group requests, ...) is answered by the same handlers as on a single
+//! node, which consult each replica's role and the coordinators this broker runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keel_groups::offsets_partition;
 use keel_kafka::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use keel_kafka::kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use keel_kafka::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -24,7 +26,7 @@ use uuid::Uuid;
 use crate::broker::{Broker, Reply, CLUSTER_OPERATIONS_ALL, TOPIC_OPERATIONS_ALL};
 use crate::cluster::protocol::{Request, Response};
 use crate::cluster::ClusterLink;
-use crate::groups::OFFSETS_TOPIC;
+use crate::groups::{offsets_topic_configs, OFFSETS_TOPIC};
 use crate::topics::{topic_log_config, validate_topic_name, TopicError};
 
 /// How long a topic change waits for the controller, and then for this broker's replay.
@@ -42,7 +44,6 @@ impl Broker {
     pub(crate) async fn handle_clustered(
         &self,
         link: &ClusterLink,
-        api_key: ApiKey,
         version: i16,
         request: RequestKind,
     ) -> Result<Reply, Box<RequestKind>> {
@@ -60,24 +61,58 @@ impl Broker {
             RequestKind::IncrementalAlterConfigs(r) => {
                 ResponseKind::IncrementalAlterConfigs(self.cluster_incremental_alter_configs(link, r).await)
             }
-            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(no_coordinator(r, version)),
-            RequestKind::JoinGroup(_)
-            | RequestKind::SyncGroup(_)
-            | RequestKind::Heartbeat(_)
-            | RequestKind::LeaveGroup(_)
-            | RequestKind::OffsetCommit(_)
-            | RequestKind::OffsetFetch(_)
-            | RequestKind::ListGroups(_)
-            | RequestKind::DescribeGroups(_)
-            | RequestKind::DeleteGroups(_)
-            | RequestKind::OffsetDelete(_) => {
-                return Ok(Reply::Close(format!(
-                    "{api_key:?}: consumer groups are not served by a keel cluster yet (see the README)"
-                )))
+            RequestKind::FindCoordinator(r) => {
+                ResponseKind::FindCoordinator(self.cluster_find_coordinator(link, r, version).await)
             }
             other => return Err(Box::new(other)),
         };
         Ok(Reply::Response(response))
+    }
+
+    /// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
+    /// partition. The first request creates that topic through the controller (answering
+    /// `COORDINATOR_NOT_AVAILABLE`, retriable, until it has leaders).
+    async fn cluster_find_coordinator(
+        &self,
+        link: &ClusterLink,
+        request: FindCoordinatorRequest,
+        version: i16,
+    ) -> FindCoordinatorResponse {
+        const KEY_TYPE_GROUP: i8 = 0;
+        let keys = if version >= 4 { request.coordinator_keys } else { vec![request.key] };
+        if request.key_type != KEY_TYPE_GROUP {
+            let refused = (ErrorCode::CoordinatorNotAvailable, "keel does not support transactions yet".to_string());
+            return coordinator_response(version, keys.into_iter().map(|k| (k, Err(refused.clone()))).collect());
+        }
+        let mut image = Self::image(link);
+        if image.topic_by_name(OFFSETS_TOPIC).is_none() {
+            let configs = offsets_topic_configs(&self.config.offsets_topic_flush_policy);
+            let partitions = self.groups.offsets_partitions() as i32;
+            match self.create_through_controller(link, OFFSETS_TOPIC, partitions, -1, configs).await {
+                Ok(()) | Err(TopicError { code: ErrorCode::TopicAlreadyExists, .. }) => {}
+                Err(error) => tracing::warn!(%error, "cannot create {OFFSETS_TOPIC}"),
+            }
+            image = Self::image(link);
+        }
+        let answers = keys
+            .into_iter()
+            .map(|key| {
+                let answer = match image.topic_by_name(OFFSETS_TOPIC) {
+                    None => Err((ErrorCode::CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} is being created"))),
+                    Some(offsets) if offsets.partitions.len() as u32 != self.groups.offsets_partitions() => Err((
+                        ErrorCode::CoordinatorNotAvailable,
+                        format!(
+                            "{OFFSETS_TOPIC} has {} partitions but offsets_topic_num_partitions is {}",
+                            offsets.partitions.len(),
+                            self.groups.offsets_partitions()
+                        ),
+                    )),
+                    Some(offsets) => group_coordinator(&image, offsets, &key),
+                };
+                (key, answer)
+            })
+            .collect();
+        coordinator_response(version, answers)
     }
 
     fn image(link: &ClusterLink) -> Arc<MetadataImage> {
@@ -316,6 +351,11 @@ impl Broker {
                     message: "manual replica assignment is not supported by keel yet; the controller places replicas"
                         .into(),
                 })
+            } else if name == OFFSETS_TOPIC {
+                Err(TopicError {
+                    code: ErrorCode::InvalidTopicException,
+                    message: "the consumer offsets topic cannot change".into(),
+                })
             } else if request.validate_only {
                 match Self::image(link).topic_by_name(&name) {
                     Some(topic) if (topic.partitions.len() as i32) < t.count => Ok(()),
@@ -532,25 +572,48 @@ fn topic_metadata(image: &MetadataImage, topic: &TopicImage) -> MetadataResponse
         .with_partitions(partitions)
 }
 
-/// FindCoordinator in a cluster: no coordinator yet (retriable for clients).
-fn no_coordinator(request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-    const MESSAGE: &str = "consumer groups are not served by a keel cluster yet";
-    let answer = |key: StrBytes| {
-        Coordinator::default()
+/// One FindCoordinator answer: the coordinator's node and address, or why there is none.
+type CoordinatorAnswer = Result<(NodeId, String, i32), (ErrorCode, String)>;
+
+/// The leader of `group_id`'s offsets partition, as the image names it.
+fn group_coordinator(image: &MetadataImage, offsets: &TopicImage, group_id: &str) -> CoordinatorAnswer {
+    let index = offsets_partition(group_id, offsets.partitions.len() as u32) as usize;
+    let leader = offsets.partitions[index].leader.ok_or_else(|| {
+        (ErrorCode::CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} partition {index} has no leader right now"))
+    })?;
+    let live = image.broker(leader).filter(|b| !b.fenced);
+    let listener = live.and_then(|b| b.listeners.first()).ok_or_else(|| {
+        (
+            ErrorCode::CoordinatorNotAvailable,
+            format!("the leader of {OFFSETS_TOPIC} partition {index} is not reachable"),
+        )
+    })?;
+    Ok((leader, listener.host.clone(), i32::from(listener.port)))
+}
+
+/// Writes FindCoordinator answers in the request's version (v4 and later answer per key).
+fn coordinator_response(version: i16, answers: Vec<(StrBytes, CoordinatorAnswer)>) -> FindCoordinatorResponse {
+    let coordinator = |(key, answer): (StrBytes, CoordinatorAnswer)| match answer {
+        Ok((node, host, port)) => {
+            Coordinator::default().with_key(key).with_node_id(BrokerId(node.0)).with_host(s(host)).with_port(port)
+        }
+        Err((error, message)) => Coordinator::default()
             .with_key(key)
             .with_node_id(BrokerId(-1))
-            .with_error_code(ErrorCode::CoordinatorNotAvailable.code())
-            .with_error_message(Some(s(MESSAGE)))
+            .with_error_code(error.code())
+            .with_error_message(Some(s(message))),
     };
     if version >= 4 {
-        return FindCoordinatorResponse::default()
-            .with_coordinators(request.coordinator_keys.into_iter().map(answer).collect());
+        return FindCoordinatorResponse::default().with_coordinators(answers.into_iter().map(coordinator).collect());
     }
+    let single = answers.into_iter().next().map(coordinator).unwrap_or_default();
     let response = FindCoordinatorResponse::default()
-        .with_error_code(ErrorCode::CoordinatorNotAvailable.code())
-        .with_node_id(BrokerId(-1));
+        .with_error_code(single.error_code)
+        .with_node_id(single.node_id)
+        .with_host(single.host)
+        .with_port(single.port);
     if version >= 1 {
-        response.with_error_message(Some(s(MESSAGE)))
+        response.with_error_message(single.error_message)
     } else {
         response
     }

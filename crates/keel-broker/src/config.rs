@@ -37,9 +37,11 @@ pub struct BrokerConfig {
     pub offsets_topic_num_partitions: u32,
     /// `offsets.retention.minutes`.
     pub offsets_retention_minutes: i64,
-    /// Flush policy of `__consumer_offsets` (`never`, `interval`, `always`). `always` (the
-    /// default) acknowledges a commit only once it is on disk; `never` trades the last
-    /// commits before a power loss (consumers then re-read a little) for throughput.
+    /// Flush policy of `__consumer_offsets` (`never`, `interval`, `always`); empty (the
+    /// default) means the topics' default: `always` on a single node, where a commit is
+    /// acknowledged only once it is on disk, `never` in a cluster, where the ISR holds it.
+    /// `never` on a single node trades the last commits before a power loss (consumers then
+    /// re-read a little) for throughput.
     pub offsets_topic_flush_policy: String,
     /// Defaults for every topic; CreateTopics may override them per topic.
     pub topic_defaults: TopicDefaults,
@@ -107,7 +109,7 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             offsets_topic_num_partitions: 50,
             offsets_retention_minutes: 7 * 24 * 60,
-            offsets_topic_flush_policy: "always".to_string(),
+            offsets_topic_flush_policy: String::new(),
             topic_defaults: TopicDefaults::default(),
             controllers: String::new(),
             process_roles: None,
@@ -176,7 +178,9 @@ impl BrokerConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         self.group_config().validate()?;
-        if FlushPolicy::parse(&self.offsets_topic_flush_policy, 1, 1).is_none() {
+        if !self.offsets_topic_flush_policy.is_empty()
+            && FlushPolicy::parse(&self.offsets_topic_flush_policy, 1, 1).is_none()
+        {
             return Err(format!(
                 "offsets_topic_flush_policy {:?} is not one of never, interval, always",
                 self.offsets_topic_flush_policy

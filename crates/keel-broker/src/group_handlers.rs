@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use keel_groups::{JoinRequest, MemberIdentity, OffsetToCommit, Response, SyncRequest};
+use keel_groups::{JoinRequest, MemberIdentity, OffsetToCommit, PartitionResult, Response, SyncRequest};
 use keel_kafka::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use keel_kafka::kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use keel_kafka::kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -66,9 +66,10 @@ impl Broker {
             protocols: request.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
             require_known_member_id: version >= 4,
         };
-        let answer = self.groups().call(move |c, now, token| c.handle_join(now, token, join)).await;
-        let Some(Response::Join(r)) = answer else {
-            return JoinGroupResponse::default().with_error_code(ErrorCode::CoordinatorNotAvailable.code());
+        let group_id = join.group_id.clone();
+        let r = match self.groups.call(&group_id, move |c, now, token| c.handle_join(now, token, join)).await {
+            Ok(Response::Join(r)) => r,
+            answer => return JoinGroupResponse::default().with_error_code(failure(answer).code()),
         };
         let members = r
             .members
@@ -111,9 +112,10 @@ impl Broker {
             protocol_name: request.protocol_name.map(|p| p.to_string()),
             assignments: request.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
         };
-        let answer = self.groups().call(move |c, now, token| c.handle_sync(now, token, sync)).await;
-        let Some(Response::Sync(r)) = answer else {
-            return SyncGroupResponse::default().with_error_code(ErrorCode::CoordinatorNotAvailable.code());
+        let group_id = sync.group_id.clone();
+        let r = match self.groups.call(&group_id, move |c, now, token| c.handle_sync(now, token, sync)).await {
+            Ok(Response::Sync(r)) => r,
+            answer => return SyncGroupResponse::default().with_error_code(failure(answer).code()),
         };
         let response = SyncGroupResponse::default().with_error_code(r.error.code()).with_assignment(r.assignment);
         if version >= 5 {
@@ -129,14 +131,14 @@ impl Broker {
         let instance = request.group_instance_id.map(|i| i.to_string());
         let generation_id = request.generation_id;
         let answer = self
-            .groups()
-            .call(move |c, now, token| {
+            .groups
+            .call(&group_id.clone(), move |c, now, token| {
                 c.handle_heartbeat(now, token, &group_id, &member_id, instance.as_deref(), generation_id)
             })
             .await;
         let error = match answer {
-            Some(Response::Heartbeat(e)) => e,
-            _ => ErrorCode::CoordinatorNotAvailable,
+            Ok(Response::Heartbeat(e)) => e,
+            answer => failure(answer),
         };
         HeartbeatResponse::default().with_error_code(error.code())
     }
@@ -155,9 +157,13 @@ impl Broker {
             vec![MemberIdentity { member_id: request.member_id.to_string(), group_instance_id: None }]
         };
         let group_id = request.group_id.to_string();
-        let answer = self.groups().call(move |c, now, token| c.handle_leave(now, token, &group_id, members)).await;
-        let Some(Response::Leave { error, members }) = answer else {
-            return LeaveGroupResponse::default().with_error_code(ErrorCode::CoordinatorNotAvailable.code());
+        let answer = self
+            .groups
+            .call(&group_id.clone(), move |c, now, token| c.handle_leave(now, token, &group_id, members))
+            .await;
+        let (error, members) = match answer {
+            Ok(Response::Leave { error, members }) => (error, members),
+            answer => return LeaveGroupResponse::default().with_error_code(failure(answer).code()),
         };
         if version < 3 {
             // One member: its result is the request's result.
@@ -198,9 +204,10 @@ impl Broker {
         let member_id = request.member_id.to_string();
         let instance = request.group_instance_id.map(|i| i.to_string());
         let generation_id = request.generation_id_or_member_epoch;
+        let requested: Vec<(String, i32)> = offsets.iter().map(|o| (o.topic.clone(), o.partition)).collect();
         let answer = self
-            .groups()
-            .call(move |c, now, token| {
+            .groups
+            .call(&group_id.clone(), move |c, now, token| {
                 c.handle_offset_commit(
                     now,
                     token,
@@ -214,8 +221,13 @@ impl Broker {
             })
             .await;
         let results = match answer {
-            Some(Response::OffsetCommit(results)) => results,
-            _ => return OffsetCommitResponse::default(),
+            Ok(Response::OffsetCommit(results)) => results,
+            answer => {
+                // Every partition gets the request's error (NOT_COORDINATOR: the client looks
+                // for the coordinator again).
+                let error = failure(answer);
+                requested.into_iter().map(|(topic, partition)| PartitionResult { topic, partition, error }).collect()
+            }
         };
         let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
         for r in results {
@@ -246,7 +258,15 @@ impl Broker {
                             .flat_map(|t| t.partition_indexes.iter().map(move |p| (t.name.to_string(), *p)))
                             .collect()
                     });
-                    let fetched = self.groups().read(|c| c.offset_fetch(&g.group_id, wanted.as_deref()));
+                    let fetched =
+                        match self.groups.read(&g.group_id, |c| c.offset_fetch(&g.group_id, wanted.as_deref())) {
+                            Ok(fetched) => fetched,
+                            Err(error) => {
+                                return OffsetFetchResponseGroup::default()
+                                    .with_group_id(g.group_id)
+                                    .with_error_code(error.code())
+                            }
+                        };
                     let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
                     for f in fetched {
                         let partition = OffsetFetchResponsePartitions::default()
@@ -271,7 +291,13 @@ impl Broker {
         let wanted: Option<Vec<(String, i32)>> = request.topics.map(|topics| {
             topics.iter().flat_map(|t| t.partition_indexes.iter().map(move |p| (t.name.to_string(), *p))).collect()
         });
-        let fetched = self.groups().read(|c| c.offset_fetch(&request.group_id, wanted.as_deref()));
+        let fetched =
+            match self.groups.read(&request.group_id, |c| c.offset_fetch(&request.group_id, wanted.as_deref())) {
+                Ok(fetched) => fetched,
+                // v0 and v1 have no request-level error: the client sees none of its offsets and
+                // finds the coordinator again on its next attempt.
+                Err(error) => return OffsetFetchResponse::default().with_error_code(error.code()),
+            };
         let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
         for f in fetched {
             let mut partition = OffsetFetchResponsePartition::default()
@@ -297,8 +323,8 @@ impl Broker {
         let states: Vec<String> = request.states_filter.iter().map(|s| s.to_string()).collect();
         let types: Vec<String> = request.types_filter.iter().map(|s| s.to_string()).collect();
         let groups = self
-            .groups()
-            .read(|c| c.list_groups(&states))
+            .groups
+            .read_all(|c| c.list_groups(&states))
             .into_iter()
             // The group type (KIP-848) of every keel group is "classic".
             .filter(|_| types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case("classic")))
@@ -321,7 +347,12 @@ impl Broker {
             .groups
             .into_iter()
             .map(|group_id| {
-                let d = self.groups().read(|c| c.describe_group(&group_id));
+                let d = match self.groups.read(&group_id, |c| c.describe_group(&group_id)) {
+                    Ok(d) => d,
+                    Err(error) => {
+                        return DescribedGroup::default().with_group_id(group_id).with_error_code(error.code())
+                    }
+                };
                 let members = d
                     .members
                     .into_iter()
@@ -357,14 +388,31 @@ impl Broker {
 
     pub(crate) async fn delete_groups(&self, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
         let ids: Vec<String> = request.groups_names.iter().map(|g| g.to_string()).collect();
-        let answer = self.groups().call(move |c, now, token| c.handle_delete_groups(now, token, ids)).await;
-        let results = match answer {
-            Some(Response::DeleteGroups(results)) => results
-                .into_iter()
-                .map(|(g, e)| DeletableGroupResult::default().with_group_id(GroupId(s(g))).with_error_code(e.code()))
-                .collect(),
-            _ => Vec::new(),
-        };
+        // Each coordinator deletes its own groups.
+        let (here, elsewhere) = self.groups.split(&ids);
+        let mut results: Vec<(String, ErrorCode)> =
+            elsewhere.into_iter().map(|g| (g.clone(), ErrorCode::NotCoordinator)).collect();
+        for ids in here {
+            let key = ids[0].clone();
+            let answer = self
+                .groups
+                .call(&key, {
+                    let ids = ids.clone();
+                    move |c, now, token| c.handle_delete_groups(now, token, ids)
+                })
+                .await;
+            match answer {
+                Ok(Response::DeleteGroups(deleted)) => results.extend(deleted),
+                answer => {
+                    let error = failure(answer);
+                    results.extend(ids.into_iter().map(|g| (g, error)));
+                }
+            }
+        }
+        let results = results
+            .into_iter()
+            .map(|(g, e)| DeletableGroupResult::default().with_group_id(GroupId(s(g))).with_error_code(e.code()))
+            .collect();
         DeleteGroupsResponse::default().with_results(results)
     }
 
@@ -376,15 +424,16 @@ impl Broker {
             .collect();
         let group_id = request.group_id.to_string();
         let answer = self
-            .groups()
-            .call(move |c, _now, token| {
+            .groups
+            .call(&group_id.clone(), move |c, _now, token| {
                 c.handle_offset_delete(token, &group_id, partitions, |metadata, topic| {
                     subscribed_topics(metadata).iter().any(|t| t == topic)
                 })
             })
             .await;
-        let Some(Response::OffsetDelete { error, partitions }) = answer else {
-            return OffsetDeleteResponse::default().with_error_code(ErrorCode::CoordinatorNotAvailable.code());
+        let (error, partitions) = match answer {
+            Ok(Response::OffsetDelete { error, partitions }) => (error, partitions),
+            answer => return OffsetDeleteResponse::default().with_error_code(failure(answer).code()),
         };
         let mut topics: Vec<OffsetDeleteResponseTopic> = Vec::new();
         for r in partitions {
@@ -401,6 +450,18 @@ impl Broker {
             }
         }
         OffsetDeleteResponse::default().with_error_code(error.code()).with_topics(topics)
+    }
+}
+
+/// The error for a coordinator call that gave no fitting answer: the call's own error
+/// (`NOT_COORDINATOR`), or a coordinator answer of the wrong kind (a bug, reported as such).
+fn failure(answer: Result<Response, ErrorCode>) -> ErrorCode {
+    match answer {
+        Err(error) => error,
+        Ok(other) => {
+            tracing::error!(?other, "the group coordinator answered with the wrong kind of response");
+            ErrorCode::UnknownServerError
+        }
     }
 }
 

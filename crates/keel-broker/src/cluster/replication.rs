@@ -34,6 +34,7 @@ use super::replica::{LogView, Role};
 use super::ClusterLink;
 use crate::broker::Broker;
 use crate::clock::{monotonic, now_ms};
+use crate::groups::OFFSETS_TOPIC;
 use crate::topics::Partition;
 
 /// How often leaders check their followers and deadlines.
@@ -153,6 +154,21 @@ fn reconcile(broker: &Broker, link: &ClusterLink, image: &MetadataImage) {
     if let Err(error) = result {
         tracing::error!(%error, "cannot remove deleted topics");
     }
+    // Group coordinators follow the leadership of the offsets partitions.
+    let led = broker.topics.get(OFFSETS_TOPIC).map_or_else(Vec::new, |offsets| {
+        offsets
+            .partitions
+            .iter()
+            .map(|p| {
+                let epoch = match &*p.role.lock() {
+                    Role::Leader(leader) => Some(leader.core.leader_epoch()),
+                    _ => None,
+                };
+                (p.clone(), epoch)
+            })
+            .collect()
+    });
+    broker.groups.follow_leadership(led);
 }
 
 fn role_name(role: &Role) -> &'static str {
@@ -397,6 +413,7 @@ fn apply_fetched(fetched: &Fetching, data: PartitionData) {
     let partition = &fetched.partition;
     let log = &partition.log;
     let mut records = data.records.unwrap_or_default();
+    let leader_log_start = data.log_start_offset;
     let response = match ErrorCode::from_code(data.error_code).unwrap_or(ErrorCode::UnknownServerError) {
         ErrorCode::None if data.diverging_epoch.epoch >= 0 => FetchResponse::Diverging {
             epoch: LeaderEpoch(data.diverging_epoch.epoch),
@@ -432,7 +449,10 @@ fn apply_fetched(fetched: &Fetching, data: PartitionData) {
     let done = match action {
         FollowerAction::Append => {
             // Only whole batches past the log end (the leader reads from batch boundaries).
-            log.append_replicated(&records, now_ms()).map(drop).map_err(|e| e.to_string())
+            log.append_replicated(&records, now_ms())
+                .map(drop)
+                .map_err(|e| e.to_string())
+                .and_then(|()| follow_log_start(log, leader_log_start))
         }
         FollowerAction::Truncate { offset } => {
             tracing::info!(partition = %partition.name(), offset, "truncating a divergent tail");
@@ -442,10 +462,8 @@ fn apply_fetched(fetched: &Fetching, data: PartitionData) {
             tracing::info!(partition = %partition.name(), offset, "starting the log over at the leader's log start");
             log.truncate_fully_and_start_at(offset, now_ms()).map_err(|e| e.to_string())
         }
-        FollowerAction::Continue
-        | FollowerAction::Backoff { .. }
-        | FollowerAction::AwaitMetadata
-        | FollowerAction::Stale => return,
+        FollowerAction::Continue => follow_log_start(log, leader_log_start),
+        FollowerAction::Backoff { .. } | FollowerAction::AwaitMetadata | FollowerAction::Stale => return,
     };
     match done {
         Ok(()) => follower.core.handle_log_updated(now, &view),
@@ -454,6 +472,17 @@ fn apply_fetched(fetched: &Fetching, data: PartitionData) {
             follower.core.handle_fetch_failed(now);
         }
     }
+}
+
+/// Deletes what the leader deleted (DeleteRecords, a rewritten offsets partition): the leader's
+/// log start offset, as far as this log reaches. The leader moves it only below its high
+/// watermark, where every replica holds the same records.
+fn follow_log_start(log: &keel_storage::Log, leader_log_start: i64) -> Result<(), String> {
+    let start = leader_log_start.min(log.log_end_offset());
+    if start <= log.log_start_offset() {
+        return Ok(());
+    }
+    log.delete_records_before(start).map(drop).map_err(|e| e.to_string())
 }
 
 /// The offset after the last whole batch in `records` (`fetch_offset` if there is none), and
