@@ -4,12 +4,14 @@
 
 Starts three keel processes on free loopback ports (each a controller and a broker), creates a
 topic with replication factor 3 and min.insync.replicas 2, and runs an idempotent acks=all
-producer for `seconds` (default 60) while it
+producer for `seconds` (default 60) and a consumer group member that commits as it goes, while it
   - kills the leader of partition 0 with SIGKILL, and restarts it 10 s later;
-  - SIGSTOPs another node for 8 s, then SIGCONTs it.
+  - SIGSTOPs another node for 8 s, then SIGCONTs it (the group's coordinator, unless the kill
+    already hits it).
 Afterwards every acknowledged record must be read back exactly once, in production order per
-partition. Prints the longest time without a successful produce. Every process it starts is
-stopped by PID on the way out.
+partition, and the group must have processed every record without ever being handed one below
+an offset it had committed. Prints the longest time without a successful produce. Every process
+it starts is stopped by PID on the way out.
 """
 
 import os
@@ -25,6 +27,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 TOPIC = "failover"
+GROUP = "failover-group"
 PARTITIONS = 3
 RATE = 1000  # records per second, spread over the partitions by key
 GAP_LIMIT_S = 15.0  # a longer stall than this fails the test (the target is under 2 s)
@@ -79,6 +82,54 @@ def wait_for(what, check, timeout=30.0):
     raise SystemExit(f"FAIL: timed out waiting for {what}")
 
 
+class GroupMember(threading.Thread):
+    """One consumer in GROUP: processes records and commits synchronously every 100 records or
+    0.5 s. A record handed out below an offset this member had committed is a lost commit."""
+
+    def __init__(self, bootstrap):
+        super().__init__(daemon=True)
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": GROUP, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 500, "topic.metadata.refresh.interval.ms": 1000,
+            "log.connection.close": False,
+        })
+        self.processed = set()  # (partition, offset)
+        self.committed = {}  # partition -> next offset, as acknowledged by the coordinator
+        self.redelivered_committed = []
+        self.commit_failures = 0
+        self.commits = 0
+        self.stop_at = None  # the number of records to process before stopping
+        self.done = threading.Event()
+
+    def run(self):
+        self.consumer.subscribe([TOPIC])
+        last_commit = time.monotonic()
+        pending = 0
+        try:
+            while not (self.stop_at is not None and len(self.processed) >= self.stop_at):
+                msg = self.consumer.poll(0.1)
+                if msg is not None and not msg.error():
+                    p, o = msg.partition(), msg.offset()
+                    if o < self.committed.get(p, 0):
+                        self.redelivered_committed.append((p, o, self.committed[p]))
+                    self.processed.add((p, o))
+                    pending += 1
+                if pending and (pending >= 100 or time.monotonic() - last_commit > 0.5):
+                    last_commit = time.monotonic()
+                    try:
+                        for tp in self.consumer.commit(asynchronous=False) or []:
+                            if tp.error is None and tp.offset >= 0:
+                                self.committed[tp.partition] = max(self.committed.get(tp.partition, 0), tp.offset)
+                        self.commits += 1
+                        pending = 0
+                    except KafkaException:
+                        self.commit_failures += 1
+        finally:
+            self.consumer.close()
+            self.done.set()
+
+
 def main():
     keel = os.path.abspath(sys.argv[1])
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
@@ -103,8 +154,21 @@ def main():
                 p.leader >= 0 and len(p.isrs) == 3 for p in t.partitions.values())
         wait_for("three in-sync replicas", fully_replicated)
         leader0 = admin.list_topics(TOPIC, timeout=2).topics[TOPIC].partitions[0].leader
-        stopped = next(i for i in ids if i != leader0)
-        print(f"cluster up: {bootstrap}; partition 0 led by node {leader0}; node {stopped} will be SIGSTOPped")
+
+        member = GroupMember(bootstrap)
+        member.start()
+        coordinator = []
+
+        def group_coordinator():
+            described = admin.describe_consumer_groups([GROUP])[GROUP].result(timeout=5)
+            if described.coordinator is None or not described.members:
+                return False
+            coordinator[:] = [described.coordinator.id]
+            return True
+        wait_for("the consumer group to form", group_coordinator, timeout=60)
+        stopped = coordinator[0] if coordinator[0] != leader0 else next(i for i in ids if i != leader0)
+        print(f"cluster up: {bootstrap}; partition 0 led by node {leader0}; group {GROUP} coordinated by "
+              f"node {coordinator[0]}; node {stopped} will be SIGSTOPped")
 
         acked = []  # (partition, offset, value)
         ok_times = []
@@ -162,6 +226,21 @@ def main():
         print(f"longest time without a successful produce: {longest:.2f} s")
         for gap, at in gaps[:3]:
             print(f"  {gap:5.2f} s from {at:5.1f} s")
+
+        # The group member catches up with everything acknowledged.
+        member.stop_at = len(acked)
+        if not member.done.wait(90):
+            raise SystemExit(f"FAIL: the group processed {len(member.processed)} of {len(acked)} records in 90 s")
+        print(f"group: {len(member.processed)} records processed, {member.commits} commits, "
+              f"{member.commit_failures} failed commits (retried)")
+        if member.redelivered_committed:
+            raise SystemExit(f"FAIL: the group was handed {len(member.redelivered_committed)} records below its "
+                             f"committed offsets, first (partition, offset, committed): "
+                             f"{member.redelivered_committed[0]}")
+        missing = {(p, o) for p, o, _ in acked} - member.processed
+        if missing:
+            raise SystemExit(f"FAIL: the group never processed {len(missing)} acknowledged records, "
+                             f"e.g. {sorted(missing)[:3]}")
 
         # Read everything back from the beginning.
         wait_for("three in-sync replicas again", fully_replicated, timeout=60)

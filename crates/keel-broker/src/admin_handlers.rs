@@ -191,8 +191,8 @@ impl Broker {
                         let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                             return result.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
                         };
-                        // In a cluster only the leader deletes (followers keep their copies
-                        // until their own retention: see the README).
+                        // In a cluster the leader deletes; followers drop the same prefix
+                        // when their fetches show its new log start offset.
                         let high_watermark = match crate::broker::leader_view(partition, -1) {
                             Ok(view) => view.high_watermark,
                             Err((error, _)) => return result.with_error_code(error.code()),

@@ -1,7 +1,8 @@
 //! What Kafka clients are told by a replicated partition's replicas: a follower refuses
 //! Produce, Fetch and ListOffsets with NOT_LEADER_OR_FOLLOWER; a client's leader epoch that is
 //! newer than a replica knows is UNKNOWN_LEADER_EPOCH, an older one FENCED_LEADER_EPOCH
-//! (KIP-320); a leader takes acks=all writes only with min ISR in sync.
+//! (KIP-320); a leader takes acks=all writes only with min ISR in sync; records deleted at the
+//! leader (DeleteRecords) are deleted at the followers too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use keel_broker::broker::Reply;
 use keel_broker::RunningClusterNode;
 use keel_kafka::kafka_protocol::messages::create_topics_request::CreatableTopic;
+use keel_kafka::kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use keel_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use keel_kafka::kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use keel_kafka::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -65,6 +67,24 @@ async fn list_offsets(node: &RunningClusterNode) -> i16 {
         ResponseKind::ListOffsets(r) => r.topics[0].partitions[0].error_code,
         other => panic!("{other:?}"),
     }
+}
+
+/// DeleteRecords before `offset` in partition 0: (error code, low watermark).
+async fn delete_records(node: &RunningClusterNode, offset: i64) -> (i16, i64) {
+    let partition = DeleteRecordsPartition::default().with_partition_index(0).with_offset(offset);
+    let topic = DeleteRecordsTopic::default().with_name(name()).with_partitions(vec![partition]);
+    let request = DeleteRecordsRequest::default().with_timeout_ms(5000).with_topics(vec![topic]);
+    match ask(node, ApiKey::DeleteRecords, 2, RequestKind::DeleteRecords(request)).await {
+        ResponseKind::DeleteRecords(r) => {
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.low_watermark)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn log_start_offset(node: &RunningClusterNode) -> i64 {
+    node.broker.topics.get(TOPIC).and_then(|t| t.partition(0).map(|p| p.log.log_start_offset())).unwrap_or(-1)
 }
 
 /// Partition 0 as `node` reports it: (leader, leader epoch, ISR size).
@@ -164,6 +184,25 @@ async fn replicas_answer_clients_with_kafkas_leadership_errors() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(produced, "the new leader never took an acks=all write with 2 of 3 in sync");
+
+    // DeleteRecords at the leader: the followers learn its log start offset from their
+    // fetches and drop the same prefix.
+    for _ in 0..3 {
+        assert_eq!(produce(&nodes[&new_leader]).await, 0);
+    }
+    let follower = *nodes.keys().find(|&&id| id != new_leader).unwrap();
+    assert_eq!(delete_records(&nodes[&follower], 2).await.0, not_leader);
+    assert_eq!(delete_records(&nodes[&new_leader], 2).await, (0, 2));
+    let mut followed = false;
+    for _ in 0..100 {
+        if nodes.values().all(|n| log_start_offset(n) == 2) {
+            followed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let starts: Vec<i64> = nodes.values().map(log_start_offset).collect();
+    assert!(followed, "every replica starts at offset 2: {starts:?}");
     for (_, node) in nodes {
         node.shutdown().await.unwrap();
     }
