@@ -426,7 +426,9 @@ impl Broker {
         let by_id = version >= 13;
         let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
         // A follower's fetch (Kafka's replica id); only a cluster has followers.
-        let replica = (replica_id >= 0 && self.cluster.is_some()).then_some(NodeId(replica_id));
+        // Fetch v15 carries the follower's broker epoch (KIP-903); older versions do not.
+        let replica_epoch = if version >= 15 { request.replica_state.replica_epoch } else { -1 };
+        let replica = (replica_id >= 0 && self.cluster.is_some()).then_some((NodeId(replica_id), replica_epoch));
         let resolved: Vec<(FetchTopic, Result<Arc<Topic>, ErrorCode>)> = request
             .topics
             .into_iter()
@@ -462,7 +464,7 @@ impl Broker {
         &self,
         topics: &[(FetchTopic, Result<Arc<Topic>, ErrorCode>)],
         max_bytes: usize,
-        replica: Option<NodeId>,
+        replica: Option<(NodeId, i64)>,
     ) -> (Vec<FetchableTopicResponse>, usize) {
         let mut total = 0usize;
         let mut advanced = false;
@@ -917,10 +919,11 @@ pub(crate) fn leader_view(partition: &Partition, current_leader_epoch: i32) -> R
 }
 
 /// A follower's fetch, decided by the leader core: it may read up to the log end, or is told
-/// where its log diverges, or is refused.
+/// where its log diverges, or is refused. `replica` is the follower and the broker epoch it
+/// fetched with (-1 before Fetch v15).
 fn replica_fetch(
     partition: &Partition,
-    replica: NodeId,
+    (replica, replica_epoch): (NodeId, i64),
     request: &FetchPartition,
     advanced: &mut bool,
 ) -> Result<FetchAccess, (ErrorCode, i64)> {
@@ -940,6 +943,11 @@ fn replica_fetch(
     *advanced |= leader.core.high_watermark() > before;
     match decision {
         FetchDecision::Read { high_watermark, .. } => {
+            if replica_epoch >= 0 {
+                leader.fetch_epochs.insert(replica, replica_epoch);
+            } else {
+                leader.fetch_epochs.remove(&replica);
+            }
             Ok(FetchAccess { upto: partition.log.log_end_offset(), high_watermark, diverging: None })
         }
         FetchDecision::Diverging { epoch, end_offset, high_watermark, .. } => {

@@ -498,6 +498,24 @@ impl Controller {
         Ok(Decision { reply: next, records })
     }
 
+    /// KIP-903: the replicas an ISR change adds, each with the broker epoch of the process
+    /// whose fetches vouch for it, must be the brokers registered now. A replica that crashed
+    /// and registered again (possibly without its unflushed tail) is refused with
+    /// INELIGIBLE_REPLICA until it has fetched as the new process.
+    pub fn check_replica_epochs(&self, added: &[(NodeId, i64)]) -> Result<(), ControllerError> {
+        for &(node, epoch) in added {
+            let registered = self.image.broker(node).map(|b| b.broker_epoch);
+            if registered != Some(epoch) {
+                let message = format!(
+                    "broker {node} fetched with broker epoch {epoch} but is registered with {registered:?}: \
+                     it cannot join the ISR on what an earlier process fetched"
+                );
+                return Err(ControllerError::new(ErrorCode::IneligibleReplica, message));
+            }
+        }
+        Ok(())
+    }
+
     fn topic_named(&self, name: &str) -> Result<&TopicImage, ControllerError> {
         self.image.topic_by_name(name).ok_or_else(|| {
             ControllerError::new(

@@ -438,6 +438,29 @@ fn alter_partition_needs_the_current_broker_epoch_and_partition_state() {
 }
 
 #[test]
+fn an_isr_member_must_be_vouched_for_by_its_current_process() {
+    // KIP-903: broker 3 crashed and registered again; fetches its earlier process made do not
+    // let it back into the ISR.
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let old = c.epochs[&NodeId(3)];
+    assert_eq!(
+        c.controller.check_replica_epochs(&[(NodeId(3), old), (NodeId(2), c.epochs[&NodeId(2)])]).map_err(|e| e.code),
+        Ok(())
+    );
+    let new = c.register(3, false);
+    c.commit();
+    assert!(new > old);
+    let refused = c.controller.check_replica_epochs(&[(NodeId(2), c.epochs[&NodeId(2)]), (NodeId(3), old)]);
+    assert_eq!(refused.map_err(|e| e.code), Err(ErrorCode::IneligibleReplica));
+    assert_eq!(c.controller.check_replica_epochs(&[(NodeId(3), new)]).map_err(|e| e.code), Ok(()));
+    assert_eq!(
+        c.controller.check_replica_epochs(&[(NodeId(9), 1)]).map_err(|e| e.code),
+        Err(ErrorCode::IneligibleReplica)
+    );
+}
+
+#[test]
 fn config_changes_reach_the_partitions() {
     let mut c = Cluster::new();
     c.start(&[1, 2, 3]);

@@ -20,7 +20,8 @@ pub fn decide(controller: &mut Controller, now: Instant, rng: &mut Rng, request:
             let reply = Response::Heartbeat { fenced: d.reply.fenced, should_shut_down: d.reply.should_shut_down };
             (reply, d.records)
         }
-        Request::AlterPartition { node, broker_epoch, topic_id, partition, change } => {
+        Request::AlterPartition { node, broker_epoch, topic_id, partition, change, added } => {
+            controller.check_replica_epochs(&added)?;
             let d = controller.alter_partition(node, broker_epoch, topic_id, partition, &change)?;
             (Response::AlterPartition { registration: d.reply }, d.records)
         }

@@ -9,9 +9,9 @@ use keel_kafka::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Fetch v12: the first version with KIP-320's `LastFetchedEpoch` and `DivergingEpoch`, and
-/// the last that names topics (v13 uses ids) and carries `ReplicaId` in the body.
-pub const REPLICA_FETCH_VERSION: i16 = 12;
+/// Fetch v15: KIP-320's `LastFetchedEpoch` and `DivergingEpoch` (v12), topic ids (v13), and
+/// `ReplicaState` with the follower's broker epoch (KIP-903).
+pub const REPLICA_FETCH_VERSION: i16 = 15;
 /// Larger responses close the connection (a follower asks for at most a few MiB).
 const RESPONSE_BYTES_MAX: usize = 256 << 20;
 

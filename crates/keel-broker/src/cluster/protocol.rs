@@ -46,6 +46,9 @@ pub enum Request {
         topic_id: u128,
         partition: i32,
         change: AlterIsr,
+        /// The replicas the change adds to the ISR, each with the broker epoch it fetched with
+        /// (KIP-903).
+        added: Vec<(NodeId, i64)>,
     },
     CreateTopic {
         name: String,

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use keel_metadata::PartitionRegistration;
 use keel_replication::{Config, Follower, Leader, LocalLog, MetadataOutcome, WaiterId};
 use keel_storage::Log;
-use keel_types::{ErrorCode, Instant, LeaderEpoch};
+use keel_types::{ErrorCode, Instant, LeaderEpoch, NodeId};
 use tokio::sync::oneshot;
 
 /// The local log as the replication cores see it.
@@ -61,6 +61,10 @@ pub struct LeaderRole {
     pub core: Leader,
     pub topic_id: u128,
     waiters: BTreeMap<WaiterId, oneshot::Sender<Result<(), ErrorCode>>>,
+    /// The broker epoch each follower's latest accepted fetch came with (Fetch v15's
+    /// `ReplicaState.ReplicaEpoch`): an ISR change names it for every replica it adds, and the
+    /// controller refuses one an earlier process of that broker vouched for (KIP-903).
+    pub fetch_epochs: BTreeMap<NodeId, i64>,
 }
 
 impl LeaderRole {
@@ -179,7 +183,12 @@ impl Role {
         self.stop();
         *self = match registration.leader {
             Some(leader) if leader == me => match Leader::new(config, registration, now, &view, high_watermark) {
-                Ok(core) => Role::Leader(Box::new(LeaderRole { core, topic_id, waiters: BTreeMap::new() })),
+                Ok(core) => Role::Leader(Box::new(LeaderRole {
+                    core,
+                    topic_id,
+                    waiters: BTreeMap::new(),
+                    fetch_epochs: BTreeMap::new(),
+                })),
                 Err(error) => {
                     tracing::error!(%error, "cannot lead the partition as registered");
                     Role::Offline { high_watermark }

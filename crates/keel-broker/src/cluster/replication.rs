@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use keel_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use keel_kafka::kafka_protocol::messages::fetch_response::PartitionData;
-use keel_kafka::kafka_protocol::messages::{BrokerId, FetchRequest as KafkaFetchRequest, TopicName};
-use keel_kafka::kafka_protocol::protocol::StrBytes;
+use keel_kafka::kafka_protocol::messages::{BrokerId, FetchRequest as KafkaFetchRequest};
 use keel_metadata::MetadataImage;
 use keel_replication::{Config, FetchRequest, FetchResponse, FollowerAction};
 use keel_storage::batch::{BatchHeader, BATCH_HEADER_BYTES};
@@ -202,12 +201,27 @@ fn tick(broker: &Arc<Broker>, link: &ClusterLink) {
             leader.complete();
             advanced |= leader.core.high_watermark() > before;
             if let Some(change) = leader.core.poll_isr_change(now) {
+                // KIP-903: each replica the change adds is vouched for by the broker epoch of
+                // the process whose fetches caught it up.
+                let isr = leader.core.isr().to_vec();
+                let added: Option<Vec<(NodeId, i64)>> = change
+                    .new_isr
+                    .iter()
+                    .filter(|n| !isr.contains(n))
+                    .map(|n| leader.fetch_epochs.get(n).map(|e| (*n, *e)))
+                    .collect();
+                let Some(added) = added else {
+                    leader.core.handle_isr_change_result(now, &change, Err(ErrorCode::IneligibleReplica));
+                    leader.complete();
+                    continue;
+                };
                 let request = Request::AlterPartition {
                     node: link.node,
                     broker_epoch: link.standing.borrow().broker_epoch.unwrap_or(-1),
                     topic_id: leader.topic_id,
                     partition: partition.index,
                     change: change.clone(),
+                    added,
                 };
                 tracing::info!(partition = %partition.name(), isr = ?change.new_isr, "proposing ISR change");
                 let (partition, client, broker) = (partition.clone(), link.client.clone(), broker.clone());
@@ -263,6 +277,7 @@ fn followed_leaders(broker: &Broker) -> Vec<NodeId> {
 
 /// One partition in a replica fetch.
 struct Fetching {
+    topic_id: Uuid,
     partition: Arc<Partition>,
     request: FetchRequest,
 }
@@ -286,7 +301,7 @@ async fn fetcher(broker: Arc<Broker>, link: ClusterLink, leader: NodeId, mut shu
                 }
                 following = true;
                 if let Some(request) = follower.core.next_fetch(now, &LogView(&partition.log)) {
-                    fetching.push(Fetching { partition: partition.clone(), request });
+                    fetching.push(Fetching { topic_id: topic.id, partition: partition.clone(), request });
                 }
             }
         }
@@ -324,7 +339,8 @@ async fn fetcher(broker: Arc<Broker>, link: ClusterLink, leader: NodeId, mut shu
                 }
             }
         }
-        let request = fetch_request(link.node, &fetching);
+        let broker_epoch = link.standing.borrow().broker_epoch.unwrap_or(-1);
+        let request = fetch_request(link.node, broker_epoch, &fetching);
         let timeout = Duration::from_millis(FETCH_MAX_WAIT_MS as u64) + Duration::from_secs(5);
         let exchange = connection.as_mut().expect("connected").fetch(&request, timeout);
         let response = tokio::select! {
@@ -346,15 +362,15 @@ async fn fetcher(broker: Arc<Broker>, link: ClusterLink, leader: NodeId, mut shu
                 continue;
             }
         };
-        let mut answers: BTreeMap<(String, i32), PartitionData> = BTreeMap::new();
+        let mut answers: BTreeMap<(Uuid, i32), PartitionData> = BTreeMap::new();
         for topic in response.responses {
             for data in topic.partitions {
-                answers.insert((topic.topic.0.to_string(), data.partition_index), data);
+                answers.insert((topic.topic_id, data.partition_index), data);
             }
         }
         let applied = tokio::task::spawn_blocking(move || {
             for fetched in fetching {
-                let key = (fetched.partition.topic.clone(), fetched.partition.index);
+                let key = (fetched.topic_id, fetched.partition.index);
                 match answers.remove(&key) {
                     Some(data) => apply_fetched(&fetched, data),
                     None => fail_all(std::slice::from_ref(&fetched)),
@@ -377,7 +393,8 @@ fn fail_all(fetching: &[Fetching]) {
     }
 }
 
-fn fetch_request(me: NodeId, fetching: &[Fetching]) -> KafkaFetchRequest {
+/// A Fetch v15 request: this broker's id and broker epoch, the partitions by topic id.
+fn fetch_request(me: NodeId, broker_epoch: i64, fetching: &[Fetching]) -> KafkaFetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for fetched in fetching {
         let partition = FetchPartition::default()
@@ -387,18 +404,13 @@ fn fetch_request(me: NodeId, fetching: &[Fetching]) -> KafkaFetchRequest {
             .with_last_fetched_epoch(fetched.request.last_fetched_epoch.map_or(-1, |e| e.0))
             .with_log_start_offset(-1)
             .with_partition_max_bytes(FETCH_PARTITION_BYTES_MAX);
-        let name = &fetched.partition.topic;
-        match topics.iter_mut().find(|t| t.topic.0.as_str() == name) {
+        match topics.iter_mut().find(|t| t.topic_id == fetched.topic_id) {
             Some(topic) => topic.partitions.push(partition),
-            None => topics.push(
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(name.clone())))
-                    .with_partitions(vec![partition]),
-            ),
+            None => topics.push(FetchTopic::default().with_topic_id(fetched.topic_id).with_partitions(vec![partition])),
         }
     }
     KafkaFetchRequest::default()
-        .with_replica_id(BrokerId(me.0))
+        .with_replica_state(ReplicaState::default().with_replica_id(BrokerId(me.0)).with_replica_epoch(broker_epoch))
         .with_max_wait_ms(FETCH_MAX_WAIT_MS)
         .with_min_bytes(1)
         .with_max_bytes(FETCH_BYTES_MAX)

@@ -1024,14 +1024,15 @@ impl<'a> Sim<'a> {
             Message::AlterIsr { broker, process, broker_epoch, partition, request, added } => {
                 let node = NodeId(broker as i32 + 1);
                 self.current = format!("AlterPartition from b{node}: {request:?}");
-                let stale = added
-                    .iter()
-                    .find(|(n, epoch)| self.controller.committed().broker(*n).map(|r| r.broker_epoch) != Some(*epoch))
-                    .copied();
-                if let Some((stale, epoch)) = stale.filter(|_| self.options.broker_epoch_check) {
+                let checked =
+                    if self.options.broker_epoch_check { self.controller.check_replica_epochs(&added) } else { Ok(()) };
+                if let Err(refusal) = checked {
                     self.trace.line(
                         now,
-                        format_args!("controller refuses AlterPartition from b{node} for p{partition}: b{stale} fetched with broker epoch {epoch}, not the current one"),
+                        format_args!(
+                            "controller refuses AlterPartition from b{node} for p{partition}: {}",
+                            refusal.message
+                        ),
                     );
                     let result = Err(ErrorCode::IneligibleReplica);
                     self.send(controller, broker, Message::AlterIsrReply { process, partition, request, result });
