@@ -1,6 +1,7 @@
 """A three-node keel cluster under faults, driven by librdkafka (confluent-kafka).
 
     python test_cluster_failover.py path/to/keel [seconds]
+    KILL=controller python test_cluster_failover.py ...   # SIGKILL the active controller instead
 
 Starts three keel processes on free loopback ports (each a controller and a broker), creates a
 topic with replication factor 3 and min.insync.replicas 2, and runs an idempotent acks=all
@@ -15,6 +16,7 @@ it starts is stopped by PID on the way out.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -130,6 +132,16 @@ class GroupMember(threading.Thread):
             self.done.set()
 
 
+def active_controller(keel, controllers):
+    """The node `keel cluster status` reports as the Raft leader (the active controller)."""
+    status = subprocess.run([keel, "cluster", "status", "--controllers", controllers],
+                            capture_output=True, text=True, timeout=20).stdout
+    found = re.search(r"^\s*(\d+) at \S+: leader \(", status, re.MULTILINE)
+    if not found:
+        raise SystemExit(f"FAIL: no active controller in:\n{status}")
+    return int(found.group(1))
+
+
 def main():
     keel = os.path.abspath(sys.argv[1])
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
@@ -154,6 +166,9 @@ def main():
                 p.leader >= 0 and len(p.isrs) == 3 for p in t.partitions.values())
         wait_for("three in-sync replicas", fully_replicated)
         leader0 = admin.list_topics(TOPIC, timeout=2).topics[TOPIC].partitions[0].leader
+        victim_kind = os.environ.get("KILL", "leader")
+        if victim_kind == "controller":
+            leader0 = active_controller(keel, controllers)
 
         member = GroupMember(bootstrap)
         member.start()
@@ -167,8 +182,8 @@ def main():
             return True
         wait_for("the consumer group to form", group_coordinator, timeout=60)
         stopped = coordinator[0] if coordinator[0] != leader0 else next(i for i in ids if i != leader0)
-        print(f"cluster up: {bootstrap}; partition 0 led by node {leader0}; group {GROUP} coordinated by "
-              f"node {coordinator[0]}; node {stopped} will be SIGSTOPped")
+        print(f"cluster up: {bootstrap}; node {leader0} ({'the active controller' if victim_kind == 'controller' else 'leader of partition 0'}) "
+              f"will be SIGKILLed; group {GROUP} coordinated by node {coordinator[0]}; node {stopped} will be SIGSTOPped")
 
         acked = []  # (partition, offset, value)
         ok_times = []
@@ -191,7 +206,8 @@ def main():
         })
 
         events = [
-            (seconds * 0.15, f"SIGKILL node {leader0} (leader of partition 0)", lambda: nodes[leader0].signal(signal.SIGKILL)),
+            (seconds * 0.15, f"SIGKILL node {leader0} ({'the active controller' if victim_kind == 'controller' else 'leader of partition 0'})",
+             lambda: nodes[leader0].signal(signal.SIGKILL)),
             (seconds * 0.15 + 10, f"restart node {leader0}", lambda: nodes[leader0].start()),
             (seconds * 0.55, f"SIGSTOP node {stopped}", lambda: nodes[stopped].signal(signal.SIGSTOP)),
             (seconds * 0.55 + 8, f"SIGCONT node {stopped}", lambda: nodes[stopped].signal(signal.SIGCONT)),

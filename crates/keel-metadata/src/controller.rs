@@ -289,8 +289,21 @@ impl Controller {
         records
     }
 
+    /// The process of broker `node` was last known to be alive at `at`, before this controller
+    /// became active and heard from it: in combined mode, when its controller role last sent
+    /// this node a Raft message. Its session counts from then rather than from becoming active,
+    /// so a node that died with the previous active controller is fenced one session after it
+    /// went silent, not one session after the election. Ignored for unregistered brokers and
+    /// brokers this controller has already heard from.
+    pub fn handle_last_contact(&mut self, node: NodeId, at: Instant) {
+        if self.image.broker(node).is_some() && at < self.active_since {
+            self.last_heartbeat.entry(node).or_insert(at);
+        }
+    }
+
     fn session_deadline(&self, node: NodeId) -> Instant {
-        // Heartbeats are forgotten on becoming active, so `heard` is never before `active_since`.
+        // A broker not heard from since this controller became active has a session from then,
+        // or from its last known contact (`handle_last_contact`).
         let heard = self.last_heartbeat.get(&node).copied().unwrap_or(self.active_since);
         heard + self.config.session_timeout
     }

@@ -225,6 +225,32 @@ fn an_expired_session_fences_the_broker_and_its_partitions_fail_over() {
 }
 
 #[test]
+fn a_broker_silent_since_before_the_election_is_fenced_a_session_after_it_went_silent() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    // Node 3 (the previous active controller, say) went silent; a new controller takes over
+    // 2 s later. The others were heard from just now.
+    let silent_since = c.now;
+    c.advance(Duration::from_secs(2));
+    let committed = c.controller.committed().clone();
+    c.controller.reset(committed, c.now);
+    c.controller.handle_last_contact(NodeId(3), silent_since);
+    c.controller.handle_last_contact(NodeId(2), c.now + Duration::from_secs(1)); // not before: ignored
+    c.controller.handle_last_contact(NodeId(9), silent_since); // not registered: ignored
+    assert_eq!(c.controller.poll_timeout(), Some(silent_since + SESSION));
+    c.advance(Duration(SESSION.0 - Duration::from_secs(2).0 - 1));
+    c.tick();
+    assert_eq!(c.controller.image().active_brokers(), n(&[1, 2, 3]));
+    c.advance(Duration(1));
+    c.tick();
+    assert_eq!(c.controller.image().active_brokers(), n(&[1, 2]), "node 3 is fenced a session after it went silent");
+    // The rest keep a full session from the election.
+    c.advance(Duration(Duration::from_secs(2).0 - 1));
+    c.tick();
+    assert_eq!(c.controller.image().active_brokers(), n(&[1, 2]));
+}
+
+#[test]
 fn a_fenced_leader_fails_over_to_the_isr_then_the_elr() {
     let mut c = Cluster::new();
     c.start(&[1, 2, 3]);

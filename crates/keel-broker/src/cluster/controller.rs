@@ -99,6 +99,8 @@ struct ControllerNode {
     config: ControllerConfig,
     /// Present while this node is the active controller (leader, caught up with its term).
     active: Option<Controller>,
+    /// When each other voter last sent this node a Raft message.
+    heard: BTreeMap<NodeId, keel_types::Instant>,
     waiters: BTreeMap<LogIndex, Waiter>,
     committed: Arc<Mutex<CommittedLog>>,
     applied: watch::Sender<u64>,
@@ -128,6 +130,7 @@ pub fn start(
         image: MetadataImage::default(),
         config,
         active: None,
+        heard: BTreeMap::new(),
         waiters: BTreeMap::new(),
         committed: committed.clone(),
         applied,
@@ -173,7 +176,11 @@ fn seed() -> u64 {
 impl ControllerNode {
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Raft { from, message } => self.raft.handle_message(monotonic(), &mut self.rng, from, message),
+            Event::Raft { from, message } => {
+                let now = monotonic();
+                self.heard.insert(from, now);
+                self.raft.handle_message(now, &mut self.rng, from, message)
+            }
             Event::Call { request, reply } => self.call(request, reply),
         }
     }
@@ -364,7 +371,14 @@ impl ControllerNode {
             && self.raft.term_at(self.raft.last_index()) == Some(self.raft.term());
         if self.active.is_none() && caught_up {
             tracing::info!(node = %self.raft.id(), term = %self.raft.term(), "this node is the active controller");
-            self.active = Some(Controller::new(self.config.clone(), self.image.clone(), monotonic()));
+            let mut controller = Controller::new(self.config.clone(), self.image.clone(), monotonic());
+            // In combined mode a voter's Raft messages show its process alive; one that went
+            // silent (typically with the previous active controller) is fenced a session after
+            // it did, not a whole session after this election.
+            for (&node, &at) in &self.heard {
+                controller.handle_last_contact(node, at);
+            }
+            self.active = Some(controller);
         }
     }
 

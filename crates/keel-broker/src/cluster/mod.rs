@@ -117,6 +117,9 @@ impl ClusterNode {
             if let Some(e) = config.controller_election_quorum {
                 raft_config.election_quorum = e;
             }
+            raft_config.election_timeout_min = keel_types::Duration::from_millis(config.controller_election_timeout_ms);
+            raft_config.election_timeout_max =
+                keel_types::Duration::from_millis(config.controller_election_timeout_ms.saturating_mul(2));
             let controller_config = ControllerConfig {
                 session_timeout: keel_types::Duration::from_millis(config.broker_session_timeout_ms),
                 default_partitions: config.topic_defaults.num_partitions,
