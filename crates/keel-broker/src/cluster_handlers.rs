@@ -88,7 +88,7 @@ impl Broker {
         if image.topic_by_name(OFFSETS_TOPIC).is_none() {
             let configs = offsets_topic_configs(&self.config.offsets_topic_flush_policy);
             let partitions = self.groups.offsets_partitions() as i32;
-            match self.create_through_controller(link, OFFSETS_TOPIC, partitions, -1, configs).await {
+            match self.create_through_controller(link, OFFSETS_TOPIC, partitions, -1, configs, Vec::new()).await {
                 Ok(()) | Err(TopicError { code: ErrorCode::TopicAlreadyExists, .. }) => {}
                 Err(error) => tracing::warn!(%error, "cannot create {OFFSETS_TOPIC}"),
             }
@@ -198,7 +198,7 @@ impl Broker {
         if !allow_create {
             return unknown(ErrorCode::UnknownTopicOrPartition);
         }
-        match self.create_through_controller(link, name, -1, -1, BTreeMap::new()).await {
+        match self.create_through_controller(link, name, -1, -1, BTreeMap::new(), Vec::new()).await {
             Ok(()) | Err(TopicError { code: ErrorCode::TopicAlreadyExists, .. }) => {
                 let image = Self::image(link);
                 match image.topic_by_name(name) {
@@ -226,9 +226,11 @@ impl Broker {
         partitions: i32,
         replication_factor: i16,
         configs: BTreeMap<String, String>,
+        assignment: Vec<Vec<NodeId>>,
     ) -> Result<(), TopicError> {
         topic_log_config(self.topics.defaults(), &configs)?;
-        let request = Request::CreateTopic { name: name.to_string(), partitions, replication_factor, configs };
+        let request =
+            Request::CreateTopic { name: name.to_string(), partitions, replication_factor, configs, assignment };
         let topic_id = match call(link, request).await? {
             Response::TopicCreated { topic_id } => topic_id,
             other => return Err(unexpected(&other)),
@@ -260,16 +262,16 @@ impl Broker {
                 .iter()
                 .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
                 .collect();
-            let outcome = if !t.assignments.is_empty() {
-                Err(TopicError {
-                    code: ErrorCode::InvalidRequest,
-                    message: "manual replica assignment is not supported by keel yet; the controller places replicas"
-                        .into(),
-                })
-            } else if request.validate_only {
-                validate_topic_name(&name).and_then(|()| topic_log_config(self.topics.defaults(), &configs).map(drop))
-            } else {
-                self.create_through_controller(link, &name, t.num_partitions, t.replication_factor, configs).await
+            let outcome = match creation_assignment(&t) {
+                Err(e) => Err(e),
+                Ok(_) if request.validate_only => validate_topic_name(&name)
+                    .and_then(|()| topic_log_config(self.topics.defaults(), &configs).map(drop)),
+                Ok(assignment) => {
+                    let (partitions, replication_factor) = (t.num_partitions, t.replication_factor);
+                    let assignment = assignment.unwrap_or_default();
+                    self.create_through_controller(link, &name, partitions, replication_factor, configs, assignment)
+                        .await
+                }
             };
             let result = match outcome {
                 Ok(()) => {
@@ -345,11 +347,18 @@ impl Broker {
         for t in request.topics {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             let name = t.name.0.to_string();
-            let outcome = if t.assignments.is_some() {
+            let current = Self::image(link).topic_by_name(&name).map_or(0, |t| t.partitions.len() as i32);
+            let assignment: Vec<Vec<NodeId>> =
+                t.assignments.iter().flatten().map(|a| a.broker_ids.iter().map(|b| NodeId(b.0)).collect()).collect();
+            let outcome = if t.assignments.is_some() && current > 0 && assignment.len() as i32 != t.count - current {
                 Err(TopicError {
-                    code: ErrorCode::InvalidRequest,
-                    message: "manual replica assignment is not supported by keel yet; the controller places replicas"
-                        .into(),
+                    code: ErrorCode::InvalidReplicaAssignment,
+                    message: format!(
+                        "{} assignments for the {} new partitions of topic {name:?} (from {current} to {})",
+                        assignment.len(),
+                        t.count - current,
+                        t.count
+                    ),
                 })
             } else if name == OFFSETS_TOPIC {
                 Err(TopicError {
@@ -369,7 +378,7 @@ impl Broker {
                     }),
                 }
             } else {
-                match call(link, Request::CreatePartitions { name: name.clone(), total: t.count }).await {
+                match call(link, Request::CreatePartitions { name: name.clone(), total: t.count, assignment }).await {
                     Ok(_) => {
                         let count = t.count as usize;
                         Self::replayed(link, |image| {
@@ -501,6 +510,30 @@ impl Broker {
         }
         IncrementalAlterConfigsResponse::default().with_responses(responses)
     }
+}
+
+/// A CreateTopics entry's replica assignment, by partition (`None`: the controller places
+/// replicas). As in Kafka, an assignment replaces the partition count and replication factor,
+/// and must list partitions 0 to n-1.
+fn creation_assignment(topic: &create_topics_request::CreatableTopic) -> Result<Option<Vec<Vec<NodeId>>>, TopicError> {
+    if topic.assignments.is_empty() {
+        return Ok(None);
+    }
+    if topic.num_partitions != -1 || topic.replication_factor != -1 {
+        return Err(TopicError {
+            code: ErrorCode::InvalidRequest,
+            message: "numPartitions and replicationFactor must be -1 when replica assignments are given".into(),
+        });
+    }
+    let mut assignments: Vec<_> = topic.assignments.iter().collect();
+    assignments.sort_by_key(|a| a.partition_index);
+    if assignments.iter().enumerate().any(|(i, a)| a.partition_index != i as i32) {
+        return Err(TopicError {
+            code: ErrorCode::InvalidReplicaAssignment,
+            message: format!("the assignment must list partitions 0 to {} once each", assignments.len() - 1),
+        });
+    }
+    Ok(Some(assignments.iter().map(|a| a.broker_ids.iter().map(|b| NodeId(b.0)).collect()).collect()))
 }
 
 fn split(outcome: Result<(), TopicError>) -> (ErrorCode, Option<String>) {

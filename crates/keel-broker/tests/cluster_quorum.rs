@@ -72,6 +72,7 @@ async fn quorum_elects_registers_fails_over_and_tells_clean_from_unclean_restart
                 partitions: 3,
                 replication_factor: 3,
                 configs: BTreeMap::new(),
+                assignment: Vec::new(),
             },
             Duration::from_secs(10),
         )

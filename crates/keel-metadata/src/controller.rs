@@ -352,17 +352,7 @@ impl Controller {
         configs: BTreeMap<String, String>,
         rng: &mut impl Entropy,
     ) -> Result<Decision<u128>, ControllerError> {
-        image::validate_topic_name(name).map_err(|m| ControllerError::new(ErrorCode::InvalidTopicException, m))?;
-        if self.image.topic_by_name(name).is_some() {
-            return Err(ControllerError::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
-        }
-        // Kafka refuses names that differ only in '.' versus '_': their metrics names collide.
-        let normalized = |n: &str| n.replace('.', "_");
-        if let Some(other) = self.image.topics().find(|t| normalized(&t.name) == normalized(name)) {
-            let message =
-                format!("topic {name:?} collides with existing topic {:?} ('.' and '_' are alike)", other.name);
-            return Err(ControllerError::new(ErrorCode::InvalidTopicException, message));
-        }
+        self.check_new_topic_name(name)?;
         let partitions = if partitions == -1 { self.config.default_partitions } else { partitions };
         self.check_partition_count(name, partitions)?;
         let brokers = self.placement_order();
@@ -389,6 +379,96 @@ impl Controller {
         self.emit(&mut records, MetadataRecord::Topic { name: name.to_string(), id, configs });
         self.add_partitions(&mut records, id, assignment);
         Ok(Decision { reply: id, records })
+    }
+
+    /// Creates a topic with the replicas given per partition (CreateTopics with
+    /// assignments): each partition's first replica is its preferred leader. Every partition
+    /// needs the same number of distinct, registered brokers (fenced ones included: they lead
+    /// once they are back). Returns the new topic's id.
+    pub fn create_topic_assigned(
+        &mut self,
+        name: &str,
+        assignment: Vec<Vec<NodeId>>,
+        configs: BTreeMap<String, String>,
+        rng: &mut impl Entropy,
+    ) -> Result<Decision<u128>, ControllerError> {
+        self.check_new_topic_name(name)?;
+        self.check_partition_count(name, i32::try_from(assignment.len()).unwrap_or(i32::MAX))?;
+        let replication_factor = self.check_assignment(name, &assignment, None)?;
+        let configs = self.topic_configs(name, configs, replication_factor)?;
+        let id = self.new_topic_id(rng);
+        let mut records = Vec::new();
+        self.emit(&mut records, MetadataRecord::Topic { name: name.to_string(), id, configs });
+        self.add_partitions(&mut records, id, assignment);
+        Ok(Decision { reply: id, records })
+    }
+
+    /// Adds partitions with the replicas given for each new one (CreatePartitions with
+    /// assignments), as many replicas as the topic's existing partitions have.
+    pub fn create_partitions_assigned(
+        &mut self,
+        name: &str,
+        assignment: Vec<Vec<NodeId>>,
+    ) -> Result<Decision<()>, ControllerError> {
+        let topic = self.topic_named(name)?;
+        let (id, current, replication_factor) = (topic.id, topic.partitions.len(), topic.replication_factor());
+        if assignment.is_empty() {
+            let message = format!("topic {name:?} has {current} partitions; give at least one new partition");
+            return Err(ControllerError::new(ErrorCode::InvalidPartitions, message));
+        }
+        self.check_partition_count(name, i32::try_from(current + assignment.len()).unwrap_or(i32::MAX))?;
+        self.check_assignment(name, &assignment, Some(replication_factor))?;
+        let mut records = Vec::new();
+        self.add_partitions(&mut records, id, assignment);
+        Ok(Decision { reply: (), records })
+    }
+
+    /// Checks a manual assignment; returns its replication factor.
+    fn check_assignment(
+        &self,
+        name: &str,
+        assignment: &[Vec<NodeId>],
+        replication_factor: Option<usize>,
+    ) -> Result<usize, ControllerError> {
+        let invalid = |message: String| Err(ControllerError::new(ErrorCode::InvalidReplicaAssignment, message));
+        let Some(first) = assignment.first() else {
+            return invalid(format!("the assignment of topic {name:?} names no partitions"));
+        };
+        let expected = replication_factor.unwrap_or(first.len());
+        for (i, replicas) in assignment.iter().enumerate() {
+            if replicas.is_empty() || replicas.len() != expected {
+                return invalid(format!(
+                    "partition {i} of the assignment of topic {name:?} has {} replicas; every partition needs {expected}",
+                    replicas.len()
+                ));
+            }
+            if let Some((j, duplicate)) = replicas.iter().enumerate().find(|(j, r)| replicas[..*j].contains(r)) {
+                return invalid(format!(
+                    "partition {i} of the assignment of topic {name:?} lists broker {duplicate} twice (at {j})"
+                ));
+            }
+            if let Some(unknown) = replicas.iter().find(|r| self.image.broker(**r).is_none()) {
+                return invalid(format!(
+                    "partition {i} of the assignment of topic {name:?} names broker {unknown}, which is not registered"
+                ));
+            }
+        }
+        Ok(expected)
+    }
+
+    fn check_new_topic_name(&self, name: &str) -> Result<(), ControllerError> {
+        image::validate_topic_name(name).map_err(|m| ControllerError::new(ErrorCode::InvalidTopicException, m))?;
+        if self.image.topic_by_name(name).is_some() {
+            return Err(ControllerError::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
+        }
+        // Kafka refuses names that differ only in '.' versus '_': their metrics names collide.
+        let normalized = |n: &str| n.replace('.', "_");
+        if let Some(other) = self.image.topics().find(|t| normalized(&t.name) == normalized(name)) {
+            let message =
+                format!("topic {name:?} collides with existing topic {:?} ('.' and '_' are alike)", other.name);
+            return Err(ControllerError::new(ErrorCode::InvalidTopicException, message));
+        }
+        Ok(())
     }
 
     /// Grows a topic to `total` partitions, continuing its round-robin of leaders.

@@ -487,6 +487,42 @@ fn an_isr_member_must_be_vouched_for_by_its_current_process() {
 }
 
 #[test]
+fn replicas_can_be_assigned_by_hand() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    c.fence(NodeId(3));
+    let assignment = vec![n(&[3, 1]), n(&[2, 3])];
+    let decision = c.controller.create_topic_assigned("manual", assignment.clone(), BTreeMap::new(), &mut c.rng);
+    let t = c.take(decision).unwrap();
+    c.commit();
+    let p0 = c.partition(t, 0);
+    assert_eq!(p0.replicas, assignment[0]);
+    assert_eq!(p0.leader, Some(NodeId(1)), "the fenced preferred leader is passed over");
+    assert_eq!(c.partition(t, 1).leader, Some(NodeId(2)));
+    let decision = c.controller.create_partitions_assigned("manual", vec![n(&[1, 2])]);
+    c.take(decision).unwrap();
+    c.commit();
+    assert_eq!(c.partition(t, 2).replicas, n(&[1, 2]));
+
+    let refused = |c: &mut Cluster, assignment: Vec<Vec<NodeId>>| {
+        let decision = c.controller.create_topic_assigned("refused", assignment, BTreeMap::new(), &mut c.rng);
+        decision.map(drop).map_err(|e| e.code)
+    };
+    let invalid = Err(ErrorCode::InvalidReplicaAssignment);
+    assert_eq!(refused(&mut c, vec![]), Err(ErrorCode::InvalidPartitions));
+    assert_eq!(refused(&mut c, vec![n(&[1, 2]), n(&[3])]), invalid, "uneven replication");
+    assert_eq!(refused(&mut c, vec![n(&[1, 1])]), invalid, "a broker twice");
+    assert_eq!(refused(&mut c, vec![n(&[1, 7])]), invalid, "an unknown broker");
+    assert_eq!(refused(&mut c, vec![vec![]]), invalid);
+    let wrong_rf = c.controller.create_partitions_assigned("manual", vec![n(&[1, 2, 3])]);
+    assert_eq!(wrong_rf.map(drop).map_err(|e| e.code), invalid);
+    let none = c.controller.create_partitions_assigned("manual", vec![]);
+    assert_eq!(none.map(drop).map_err(|e| e.code), Err(ErrorCode::InvalidPartitions));
+    let taken = c.controller.create_topic_assigned("manual", vec![n(&[1])], BTreeMap::new(), &mut c.rng);
+    assert_eq!(taken.map(drop).map_err(|e| e.code), Err(ErrorCode::TopicAlreadyExists));
+}
+
+#[test]
 fn config_changes_reach_the_partitions() {
     let mut c = Cluster::new();
     c.start(&[1, 2, 3]);

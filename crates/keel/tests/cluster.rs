@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use keel_broker::{BrokerConfig, RunningClusterNode};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
+use rdkafka::types::RDKafkaErrorCode;
 
 const TOPIC: &str = "replicated";
 const PARTITIONS: i32 = 3;
@@ -218,6 +218,7 @@ fn consumer_group_resumes_from_its_commits_when_the_coordinator_crashes() {
     });
     let brokers = cluster.brokers();
     create_replicated(&cluster, GROUPED, 3);
+    check_manual_assignment(&cluster);
     let sent: Vec<Sent> = (0..600).map(record_for).collect();
     produce_all(&producer(&brokers, &[("acks", "all")]), GROUPED, &sent);
 
@@ -260,4 +261,42 @@ fn consumer_group_resumes_from_its_commits_when_the_coordinator_crashes() {
     for (_, node) in cluster.nodes {
         runtime.block_on(node.shutdown()).expect("clean shutdown");
     }
+}
+
+/// CreateTopics and CreatePartitions with replica assignments (what kafka-topics.sh
+/// --replica-assignment sends): the replicas land where asked, the first preferred as leader.
+fn check_manual_assignment(cluster: &Cluster) {
+    const PLACED: &str = "placed";
+    let brokers = cluster.brokers();
+    let admin: AdminClient<DefaultClientContext> = client_config(&brokers).create().expect("admin");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let assignment: [&[i32]; 3] = [&[1, 2], &[2, 3], &[3, 1]];
+    let topic = NewTopic::new(PLACED, 3, TopicReplication::Variable(&assignment));
+    let created = cluster.runtime.block_on(admin.create_topics([&topic], &options)).expect("create topics");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let grown = NewPartitions::new(PLACED, 4).assign(&[&[3, 2]]);
+    let grown = cluster.runtime.block_on(admin.create_partitions([&grown], &options)).expect("create partitions");
+    assert!(grown.iter().all(Result::is_ok), "{grown:?}");
+    let uneven: [&[i32]; 2] = [&[1, 2], &[3]];
+    let refused = NewTopic::new("uneven", 2, TopicReplication::Variable(&uneven));
+    let refused = cluster.runtime.block_on(admin.create_topics([&refused], &options)).expect("create topics");
+    assert!(
+        matches!(refused[0], Err((_, RDKafkaErrorCode::InvalidReplicaAssignment))),
+        "uneven replication is refused: {refused:?}"
+    );
+    let metadata = wait_for(&brokers, PLACED, "the placed topic with both replicas in sync", |m| {
+        m.topics().iter().any(|t| {
+            t.name() == PLACED
+                && t.partitions().len() == 4
+                && t.partitions().iter().all(|p| p.leader() >= 0 && p.isr().len() == 2)
+        })
+    });
+    let topic = metadata.topics().iter().find(|t| t.name() == PLACED).unwrap();
+    let placed: Vec<(i32, Vec<i32>, i32)> =
+        topic.partitions().iter().map(|p| (p.id(), p.replicas().to_vec(), p.leader())).collect();
+    assert_eq!(
+        placed,
+        vec![(0, vec![1, 2], 1), (1, vec![2, 3], 2), (2, vec![3, 1], 3), (3, vec![3, 2], 3)],
+        "replicas as assigned, the first of each leading"
+    );
 }

@@ -25,13 +25,20 @@ pub fn decide(controller: &mut Controller, now: Instant, rng: &mut Rng, request:
             let d = controller.alter_partition(node, broker_epoch, topic_id, partition, &change)?;
             (Response::AlterPartition { registration: d.reply }, d.records)
         }
-        Request::CreateTopic { name, partitions, replication_factor, configs } => {
-            let d = controller.create_topic(&name, partitions, replication_factor, configs, rng)?;
+        Request::CreateTopic { name, partitions, replication_factor, configs, assignment } => {
+            let d = if assignment.is_empty() {
+                controller.create_topic(&name, partitions, replication_factor, configs, rng)?
+            } else {
+                controller.create_topic_assigned(&name, assignment, configs, rng)?
+            };
             (Response::TopicCreated { topic_id: d.reply }, d.records)
         }
         Request::DeleteTopic { name } => (Response::Done, controller.delete_topic(&name)?.records),
-        Request::CreatePartitions { name, total } => {
+        Request::CreatePartitions { name, total, assignment } if assignment.is_empty() => {
             (Response::Done, controller.create_partitions(&name, total, rng)?.records)
+        }
+        Request::CreatePartitions { name, assignment, .. } => {
+            (Response::Done, controller.create_partitions_assigned(&name, assignment)?.records)
         }
         Request::AlterConfigs { name, configs } => (Response::Done, controller.alter_configs(&name, configs)?.records),
         Request::FetchMetadata { .. } | Request::Status => {

@@ -55,6 +55,8 @@ pub enum Request {
         partitions: i32,
         replication_factor: i16,
         configs: BTreeMap<String, String>,
+        /// Replicas by partition, given by the client; empty: the controller places them.
+        assignment: Vec<Vec<NodeId>>,
     },
     DeleteTopic {
         name: String,
@@ -62,6 +64,9 @@ pub enum Request {
     CreatePartitions {
         name: String,
         total: i32,
+        /// Replicas of each new partition, given by the client; empty: the controller places
+        /// them.
+        assignment: Vec<Vec<NodeId>>,
     },
     AlterConfigs {
         name: String,
