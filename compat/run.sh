@@ -27,9 +27,11 @@
 #              consumer groups, list_consumer_group_offsets
 #   cluster-failover  a three-node keel cluster (separate processes, RF 3, min ISR 2) under an
 #              idempotent acks=all confluent-kafka producer for 60 s while a leader is killed
-#              with SIGKILL and restarted and another node is SIGSTOPped for 8 s; every
-#              acknowledged record is read back exactly once in order; prints the longest
-#              time without a successful produce
+#              with SIGKILL and restarted and another node (the group coordinator if it can)
+#              is SIGSTOPped for 8 s; every acknowledged record is read back exactly once in
+#              order, and a committing consumer group processes them all without being handed
+#              a record below its committed offsets; prints the longest time without a
+#              successful produce
 # The first three keep to assign() without commits and non-idempotent producers; the groups
 # tests cover group membership, commits and idempotence. A new group's first rebalance waits
 # group.initial.rebalance.delay.ms (3 s by default, as in Kafka).

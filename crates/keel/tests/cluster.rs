@@ -177,16 +177,7 @@ fn replicated_topic_keeps_every_acknowledged_record_through_a_leader_crash() {
 }
 
 fn group_consumer(brokers: &str, group: &str) -> BaseConsumer {
-    client_config(brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "300")
-        .set("fetch.wait.max.ms", "50")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .expect("consumer")
+    group_consumer_config(brokers, group).set("topic.metadata.refresh.interval.ms", "500").create().expect("consumer")
 }
 
 /// Consumes with `consumer`, committing each record synchronously before the next, until

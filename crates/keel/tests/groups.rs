@@ -21,16 +21,7 @@ fn create_topic(broker: &TestBroker, name: &str, partitions: i32) {
 }
 
 fn group_consumer(brokers: &str, group: &str, strategy: &str) -> BaseConsumer {
-    client_config(brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "300")
-        .set("partition.assignment.strategy", strategy)
-        .set("fetch.wait.max.ms", "50")
-        .create()
-        .expect("consumer")
+    group_consumer_config(brokers, group).set("partition.assignment.strategy", strategy).create().expect("consumer")
 }
 
 /// Polls every consumer in turn; each consumed record is committed synchronously before the

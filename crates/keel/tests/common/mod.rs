@@ -106,6 +106,20 @@ pub fn consumer(brokers: &str) -> BaseConsumer {
         .expect("consumer")
 }
 
+/// A member of consumer group `group` that commits by hand, reads from the earliest offset and
+/// heartbeats often (settings a test may add to before `create`).
+pub fn group_consumer_config(brokers: &str, group: &str) -> ClientConfig {
+    let mut config = client_config(brokers);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "300")
+        .set("fetch.wait.max.ms", "50");
+    config
+}
+
 /// A record as the tests compare it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Sent {
