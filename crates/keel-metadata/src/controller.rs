@@ -131,6 +131,10 @@ pub struct Controller {
     /// When this controller became active. A broker it has not heard from yet gets a full
     /// session from here.
     active_since: Instant,
+    /// Brokers the membership layer (keel-gossip) declared dead, with the incarnation it
+    /// declared them dead at: they stay fenced, heartbeats or not, until it sees them alive
+    /// at a higher incarnation.
+    declared_dead: BTreeMap<NodeId, u64>,
     rebalance_deadline: Instant,
 }
 
@@ -148,6 +152,7 @@ impl Controller {
             committed,
             last_heartbeat: BTreeMap::new(),
             active_since: now,
+            declared_dead: BTreeMap::new(),
         }
     }
 
@@ -240,7 +245,7 @@ impl Controller {
         if want_shutdown && !shutting_down {
             self.emit(&mut records, MetadataRecord::BeginControlledShutdown { node, broker_epoch });
             self.change_partitions(&mut records, |_, p| p.replicas.contains(&node), |p, e| p.remove_replica(node, e));
-        } else if !want_shutdown && fenced && !shutting_down && caught_up {
+        } else if !want_shutdown && fenced && !shutting_down && caught_up && !self.declared_dead.contains_key(&node) {
             self.emit(&mut records, MetadataRecord::UnfenceBroker { node, broker_epoch });
             self.change_partitions(&mut records, |_, p| p.replicas.contains(&node), |p, e| p.try_elect(e));
         }
@@ -251,8 +256,25 @@ impl Controller {
         Ok(Decision { reply: HeartbeatReply { fenced, should_shut_down }, records })
     }
 
-    /// The membership layer declares the broker of `node` dead: it is fenced now rather than
-    /// at the end of its session.
+    /// The membership layer's verdict on `node` at its `incarnation`. Dead: the broker is
+    /// fenced now rather than at the end of its session, and stays fenced, heartbeats or not,
+    /// until the membership layer sees it alive at a higher incarnation (it refuted the
+    /// accusation, or restarted); then its next heartbeat unfences it once it has caught up.
+    /// Alive at the same or a lower incarnation changes nothing: that is the view the
+    /// accusation already superseded.
+    pub fn handle_membership(&mut self, node: NodeId, incarnation: u64, alive: bool) -> Decision<()> {
+        if alive {
+            if self.declared_dead.get(&node).is_some_and(|&dead| incarnation > dead) {
+                self.declared_dead.remove(&node);
+            }
+            return Decision { reply: (), records: Vec::new() };
+        }
+        let dead = self.declared_dead.entry(node).or_insert(incarnation);
+        *dead = (*dead).max(incarnation);
+        self.fence_broker(node).unwrap_or(Decision { reply: (), records: Vec::new() })
+    }
+
+    /// Fences the broker of `node` now.
     pub fn fence_broker(&mut self, node: NodeId) -> Result<Decision<()>, ControllerError> {
         let Some(broker) = self.image.broker(node) else {
             return Err(ControllerError::new(

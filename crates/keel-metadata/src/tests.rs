@@ -251,6 +251,29 @@ fn a_broker_silent_since_before_the_election_is_fenced_a_session_after_it_went_s
 }
 
 #[test]
+fn a_broker_declared_dead_stays_fenced_until_it_is_seen_alive_at_a_higher_incarnation() {
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let t = c.create("t", 1, 3, Some(2)).unwrap();
+    let leader = c.partition(t, 0).leader.unwrap();
+    let decision = c.controller.handle_membership(leader, 4, false);
+    c.take(Ok(decision)).unwrap();
+    c.commit();
+    assert!(c.controller.image().broker(leader).unwrap().fenced, "fenced at once, not at the end of its session");
+    assert_ne!(c.partition(t, 0).leader, Some(leader));
+    // Its heartbeats do not unfence it while the accusation stands ...
+    assert!(c.heartbeat(leader.0, true, false).fenced);
+    assert!(c.controller.handle_membership(leader, 3, true).records.is_empty());
+    assert!(c.controller.handle_membership(leader, 4, true).records.is_empty());
+    assert!(c.heartbeat(leader.0, true, false).fenced, "alive at the accused incarnation is not a refutation");
+    // ... until it refutes it with a higher incarnation.
+    assert!(c.controller.handle_membership(leader, 5, true).records.is_empty());
+    assert!(!c.heartbeat(leader.0, true, false).fenced);
+    c.commit();
+    assert_eq!(c.controller.image().active_brokers(), n(&[1, 2, 3]));
+}
+
+#[test]
 fn a_fenced_leader_fails_over_to_the_isr_then_the_elr() {
     let mut c = Cluster::new();
     c.start(&[1, 2, 3]);
