@@ -9,6 +9,9 @@ producer for `seconds` (default 60) and a consumer group member that commits as 
   - kills the leader of partition 0 with SIGKILL, and restarts it 10 s later;
   - SIGSTOPs another node for 8 s, then SIGCONTs it (the group's coordinator, unless the kill
     already hits it).
+The SIGSTOP outlasts the membership layer's suspicion timeout: while stopped, the node must be
+declared dead by the others' SWIM views and fenced; after SIGCONT it must refute with a higher
+incarnation, be seen alive everywhere and return to every ISR.
 Afterwards every acknowledged record must be read back exactly once, in production order per
 partition, and the group must have processed every record without ever being handed one below
 an offset it had committed. Prints the longest time without a successful produce. Every process
@@ -142,6 +145,50 @@ def active_controller(keel, controllers):
     return int(found.group(1))
 
 
+def membership(keel, controllers):
+    """{observer: {node: (status, incarnation)}} and {broker: state} from `keel cluster status`."""
+    status = subprocess.run([keel, "cluster", "status", "--controllers", controllers],
+                            capture_output=True, text=True, timeout=20).stdout
+    views = {}
+    for observer, view in re.findall(r"^\s*seen by (\d+): (.*)$", status, re.MULTILINE):
+        views[int(observer)] = {int(n): (st, int(inc)) for n, st, inc in re.findall(r"(\d+) (\w+)@(\d+)", view)}
+    brokers = {int(n): st for n, st in re.findall(r"^\s*(\d+): (active|fenced|shutting down),", status, re.MULTILINE)}
+    return views, brokers
+
+
+class MembershipWatch(threading.Thread):
+    """Checks, from the outside, what the membership layer says about a SIGSTOPped node."""
+
+    def __init__(self, keel, controllers, node, stopped_for):
+        super().__init__(daemon=True)
+        self.keel, self.controllers, self.node, self.stopped_for = keel, controllers, node, stopped_for
+        self.declared_dead = None  # (incarnation, fenced) seen just before SIGCONT
+        self.refuted = None  # seconds from SIGCONT until every view shows it alive, higher
+        self.error = None
+
+    def run(self):
+        try:
+            time.sleep(self.stopped_for - 1.5)
+            views, brokers = membership(self.keel, self.controllers)
+            dead = [v[self.node][1] for o, v in views.items() if o != self.node and v.get(self.node, ("",))[0] == "dead"]
+            if not dead:
+                self.error = f"node {self.node} stopped for {self.stopped_for - 1.5:.1f} s is not dead in any view: {views}"
+                return
+            self.declared_dead = (max(dead), brokers.get(self.node))
+            time.sleep(1.5)  # SIGCONT comes now
+            resumed = time.monotonic()
+            while time.monotonic() - resumed < 30:
+                views, _ = membership(self.keel, self.controllers)
+                if len(views) == 3 and all(v.get(self.node, ("", 0))[0] == "alive" and
+                                           v[self.node][1] > self.declared_dead[0] for v in views.values()):
+                    self.refuted = time.monotonic() - resumed
+                    return
+                time.sleep(0.25)
+            self.error = f"node {self.node} was not seen alive again at a higher incarnation: {views}"
+        except Exception as e:  # a failed check must fail the test, not vanish with the thread
+            self.error = f"membership check failed: {e!r}"
+
+
 def main():
     keel = os.path.abspath(sys.argv[1])
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
@@ -209,9 +256,10 @@ def main():
             (seconds * 0.15, f"SIGKILL node {leader0} ({'the active controller' if victim_kind == 'controller' else 'leader of partition 0'})",
              lambda: nodes[leader0].signal(signal.SIGKILL)),
             (seconds * 0.15 + 10, f"restart node {leader0}", lambda: nodes[leader0].start()),
-            (seconds * 0.55, f"SIGSTOP node {stopped}", lambda: nodes[stopped].signal(signal.SIGSTOP)),
+            (seconds * 0.55, f"SIGSTOP node {stopped}", lambda: (nodes[stopped].signal(signal.SIGSTOP), watch.start())),
             (seconds * 0.55 + 8, f"SIGCONT node {stopped}", lambda: nodes[stopped].signal(signal.SIGCONT)),
         ]
+        watch = MembershipWatch(keel, controllers, stopped, 8.0)
         start = time.monotonic()
         sent = 0
         while True:
@@ -242,6 +290,17 @@ def main():
         print(f"longest time without a successful produce: {longest:.2f} s")
         for gap, at in gaps[:3]:
             print(f"  {gap:5.2f} s from {at:5.1f} s")
+
+        watch.join(40)
+        if watch.error:
+            raise SystemExit(f"FAIL: {watch.error}")
+        if watch.declared_dead is None or watch.refuted is None:
+            raise SystemExit("FAIL: the membership check did not finish")
+        print(f"membership: node {stopped} declared dead at incarnation {watch.declared_dead[0]} "
+              f"(broker {watch.declared_dead[1]}); after SIGCONT seen alive at a higher incarnation "
+              f"everywhere in {watch.refuted:.1f} s")
+        if watch.declared_dead[1] != "fenced":
+            raise SystemExit(f"FAIL: node {stopped}, declared dead, is {watch.declared_dead[1]}, not fenced")
 
         # The group member catches up with everything acknowledged.
         member.stop_at = len(acked)

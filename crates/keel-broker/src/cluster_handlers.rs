@@ -88,8 +88,23 @@ impl Broker {
         if image.topic_by_name(OFFSETS_TOPIC).is_none() {
             let configs = offsets_topic_configs(&self.config.offsets_topic_flush_policy);
             let partitions = self.groups.offsets_partitions() as i32;
-            match self.create_through_controller(link, OFFSETS_TOPIC, partitions, -1, configs, Vec::new()).await {
+            // Kafka's offsets.topic.replication.factor: the default replication factor, capped
+            // at the brokers the cluster has (registered ones, and at least one per controller
+            // voter: a cluster that is still starting has them on their way). Until that many
+            // are active the controller refuses, and clients are told to retry: a consumer
+            // that starts with the cluster must not get an unreplicated offsets topic.
+            let voters = self.config.controller_voters().map_or(1, |v| v.len());
+            let brokers = image.brokers().len().max(voters);
+            let replication_factor = self.config.default_replication_factor.min(brokers as i16);
+            let assignment = Vec::new();
+            match self
+                .create_through_controller(link, OFFSETS_TOPIC, partitions, replication_factor, configs, assignment)
+                .await
+            {
                 Ok(()) | Err(TopicError { code: ErrorCode::TopicAlreadyExists, .. }) => {}
+                Err(error) if error.code == ErrorCode::InvalidReplicationFactor => {
+                    tracing::debug!(%error, "{OFFSETS_TOPIC} waits for more brokers")
+                }
                 Err(error) => tracing::warn!(%error, "cannot create {OFFSETS_TOPIC}"),
             }
             image = Self::image(link);

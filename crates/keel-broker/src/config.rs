@@ -61,6 +61,12 @@ pub struct BrokerConfig {
     /// Lower than Kafka's 1000 so that, when the active controller dies with a broker, the
     /// election is over before the broker's session expires.
     pub controller_election_timeout_ms: u64,
+    /// Membership (SWIM over UDP on the cluster port): one member is probed per interval
+    /// (memberlist's `ProbeInterval`); an unanswered probe makes it Suspect, and a Suspect
+    /// member that does not refute within the suspicion timeout is declared Dead, which fences
+    /// its broker until it comes back with a higher incarnation.
+    pub membership_probe_interval_ms: u64,
+    pub membership_suspicion_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`.
     pub broker_heartbeat_interval_ms: u64,
     /// `broker.session.timeout.ms`: a broker silent this long is fenced and its partitions
@@ -124,6 +130,8 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 250,
             broker_session_timeout_ms: 1_500,
             controller_election_timeout_ms: 750,
+            membership_probe_interval_ms: 500,
+            membership_suspicion_timeout_ms: 3_000,
             default_replication_factor: 3,
             min_insync_replicas: 2,
             replica_lag_time_max_ms: 30_000,

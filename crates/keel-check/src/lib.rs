@@ -10,10 +10,12 @@
 //! and never reads a clock (the CLI times runs).
 
 mod explore;
+mod gossip;
 mod isr;
 mod raft;
 
 pub use explore::{explore, Choices, Limits, Model, Property, Report, Trace, TraceStep, Verdict};
+pub use gossip::{converged as membership_converged, GossipAction, GossipModel, GossipModelOptions, GossipState, Slot};
 pub use isr::{
     acked_everywhere, led_if_possible, IsrAction, IsrModel, IsrModelOptions, IsrState, LeaderState, Replica,
     ReplicaStatus, ReplicationMutation,
@@ -31,5 +33,12 @@ pub fn check_raft(options: RaftModelOptions, limits: Limits) -> Result<Report, k
 /// [`check_raft`]. Fails with a message for people if the options make no sense.
 pub fn check_isr(options: IsrModelOptions, limits: Limits) -> Result<Report, String> {
     let model = IsrModel::new(options)?;
+    Ok(explore(&model, limits))
+}
+
+/// Explores the membership model (see [`GossipModel`]). Non-generic for the same reason as
+/// [`check_raft`]. Fails with a message for people if the options make no sense.
+pub fn check_gossip(options: GossipModelOptions, limits: Limits) -> Result<Report, String> {
+    let model = GossipModel::new(options)?;
     Ok(explore(&model, limits))
 }

@@ -1,8 +1,8 @@
 //! `keel check`: run the model checker on the real protocol cores.
 
 use keel_check::{
-    check_isr as explore_isr, check_raft as explore_raft, IsrModelOptions, Limits, RaftModelOptions,
-    ReplicationMutation, Report, Verdict,
+    check_gossip as explore_gossip, check_isr as explore_isr, check_raft as explore_raft, GossipModelOptions,
+    IsrModelOptions, Limits, RaftModelOptions, ReplicationMutation, Report, Verdict,
 };
 use keel_raft::Mutation;
 
@@ -13,6 +13,48 @@ pub enum CheckCommand {
     /// Explore one partition's replication under the controller's ISR/ELR rules
     /// (keel-metadata's real code), with brokers that crash and lose their unflushed tail.
     Isr(IsrCheckArgs),
+    /// Explore SWIM membership (keel-gossip's real code) on a small cluster with false
+    /// accusations (pauses), crashes and restarts: no node holds itself dead, incarnations never
+    /// decrease, and every view comes to match reality. See docs/gossip.md.
+    Gossip(GossipCheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GossipCheckArgs {
+    /// Members (all join through n1).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// False accusations: a member pauses (answers nothing) and resumes later, perhaps after it
+    /// was declared dead.
+    #[arg(long, default_value_t = 1)]
+    pauses: u8,
+    /// Crashes (the member stays down unless restarted).
+    #[arg(long, default_value_t = 0)]
+    crashes: u8,
+    /// Restarts of crashed or departed members, from their durable incarnation.
+    #[arg(long, default_value_t = 0)]
+    restarts: u8,
+    /// Messages the network may lose.
+    #[arg(long, default_value_t = 0)]
+    losses: u8,
+    /// Graceful leaves.
+    #[arg(long, default_value_t = 0)]
+    leaves: u8,
+    /// States with more messages in flight are cut off.
+    #[arg(long, default_value_t = 6)]
+    max_in_flight: usize,
+    /// Start from boot (every interleaving of the joins) rather than from a formed cluster.
+    #[arg(long)]
+    from_boot: bool,
+    /// Plant a bug the checker must find: blind-merge or dead-always-wins.
+    #[arg(long)]
+    mutation: Option<String>,
+    /// Give up (verdict unknown) after this many states.
+    #[arg(long, default_value_t = 20_000_000)]
+    max_states: usize,
+    /// Safety only.
+    #[arg(long)]
+    no_liveness: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +146,7 @@ pub fn check(command: CheckCommand) -> Result<(), String> {
     match command {
         CheckCommand::Raft(args) => check_raft(args),
         CheckCommand::Isr(args) => check_isr(args),
+        CheckCommand::Gossip(args) => check_gossip(args),
     }
 }
 
@@ -195,6 +238,35 @@ fn check_isr(args: IsrCheckArgs) -> Result<(), String> {
     let limits = Limits { max_states: args.max_states, check_liveness: !args.no_liveness, ..Limits::default() };
     let started = std::time::Instant::now();
     let report = explore_isr(options, limits).map_err(|e| format!("invalid configuration: {e}"))?;
+    let elapsed = started.elapsed();
+    print_report(&report, elapsed);
+    verdict(&report)
+}
+
+#[allow(clippy::disallowed_methods)] // the CLI times the run; the checker itself never reads a clock
+fn check_gossip(args: GossipCheckArgs) -> Result<(), String> {
+    let mutation = match args.mutation.as_deref() {
+        None => None,
+        Some("blind-merge") => Some(keel_gossip::Mutation::BlindMerge),
+        Some("dead-always-wins") => Some(keel_gossip::Mutation::DeadAlwaysWins),
+        Some(other) => return Err(format!("unknown mutation \"{other}\"; use blind-merge or dead-always-wins")),
+    };
+    let options = GossipModelOptions {
+        nodes: args.nodes,
+        pauses: args.pauses,
+        crashes: args.crashes,
+        restarts: args.restarts,
+        losses: args.losses,
+        leaves: args.leaves,
+        max_in_flight: args.max_in_flight,
+        formed: !args.from_boot,
+        mutation,
+        ..GossipModelOptions::default()
+    };
+    println!("checking keel-gossip: {options:?}");
+    let limits = Limits { max_states: args.max_states, check_liveness: !args.no_liveness, ..Limits::default() };
+    let started = std::time::Instant::now();
+    let report = explore_gossip(options, limits).map_err(|e| format!("invalid configuration: {e}"))?;
     let elapsed = started.elapsed();
     print_report(&report, elapsed);
     verdict(&report)

@@ -84,6 +84,19 @@ async fn status(args: StatusArgs) -> Result<(), String> {
             if broker.clean_shutdown { "" } else { ", registered after an unclean shutdown" }
         );
     }
+    println!("membership (each node's SWIM view: node status@incarnation):");
+    for status in &statuses {
+        let view: Vec<String> = status
+            .membership
+            .iter()
+            .map(|(node, _, incarnation, state)| format!("{node} {state}@{incarnation}"))
+            .collect();
+        println!(
+            "  seen by {}: {}",
+            status.node,
+            if view.is_empty() { "nothing yet".to_string() } else { view.join(", ") }
+        );
+    }
     let (mut total, mut leaderless, mut under) = (0usize, Vec::new(), Vec::new());
     for topic in image.topics() {
         for (index, partition) in topic.partitions.iter().enumerate() {

@@ -101,6 +101,8 @@ struct ControllerNode {
     active: Option<Controller>,
     /// When each other voter last sent this node a Raft message.
     heard: BTreeMap<NodeId, keel_types::Instant>,
+    /// This node's membership view (SWIM), if it runs membership.
+    membership: Option<watch::Receiver<Vec<keel_gossip::Member>>>,
     waiters: BTreeMap<LogIndex, Waiter>,
     committed: Arc<Mutex<CommittedLog>>,
     applied: watch::Sender<u64>,
@@ -112,6 +114,7 @@ pub fn start(
     store: RaftStore,
     config: ControllerConfig,
     peers: BTreeMap<NodeId, std::net::SocketAddr>,
+    membership: Option<watch::Receiver<Vec<keel_gossip::Member>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ControllerHandle, String> {
     raft_config.validate().map_err(|e| e.to_string())?;
@@ -131,6 +134,7 @@ pub fn start(
         config,
         active: None,
         heard: BTreeMap::new(),
+        membership,
         waiters: BTreeMap::new(),
         committed: committed.clone(),
         applied,
@@ -188,7 +192,16 @@ impl ControllerNode {
     fn tick(&mut self) {
         let now = monotonic();
         if let Some(controller) = self.active.as_mut() {
-            let records = controller.tick(now);
+            let mut records = Vec::new();
+            // The membership layer's verdicts: a member it holds Dead (or Left) is fenced and
+            // stays fenced until it is seen alive at a higher incarnation.
+            if let Some(view) = &self.membership {
+                for member in view.borrow().iter() {
+                    let alive = member.status.is_up();
+                    records.extend(controller.handle_membership(member.id, member.incarnation.0, alive).records);
+                }
+            }
+            records.extend(controller.tick(now));
             for record in &records {
                 tracing::info!(?record, "controller decided");
             }
@@ -395,6 +408,16 @@ impl ControllerNode {
             replication_quorum: config.replication_quorum,
             election_quorum: config.election_quorum,
             image: self.image.encode(),
+            membership: self
+                .membership
+                .as_ref()
+                .map(|view| {
+                    view.borrow()
+                        .iter()
+                        .map(|m| (m.id, m.address.0.clone(), m.incarnation.0, m.status.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod decide;
 pub mod kafka_client;
 pub mod lifecycle;
 mod listener;
+pub mod membership;
 pub mod protocol;
 pub mod raft_store;
 pub mod replica;
@@ -38,6 +39,8 @@ pub struct ClusterNode {
     pub standing: watch::Receiver<Standing>,
     want_shutdown: watch::Sender<bool>,
     data_dir: PathBuf,
+    /// This node's membership view.
+    pub membership: watch::Receiver<Vec<keel_gossip::Member>>,
 }
 
 /// Reads and removes the clean-shutdown marker: whether the previous run ended cleanly.
@@ -104,6 +107,25 @@ impl ClusterNode {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
         let clean_shutdown = take_clean_shutdown_marker(&config.data_dir)? || fresh;
+        // Membership gossips on the cluster port (UDP), or on the Kafka listener's address on
+        // a broker-only node; every voter's cluster port is a seed.
+        let (bind, gossip_address) = match voters.get(&node) {
+            Some(address) if roles.controller => (*address, address.to_string()),
+            _ => (config.listen, format!("{}:{}", advertised.0, advertised.1)),
+        };
+        let membership = membership::start(
+            membership::MembershipConfig {
+                node,
+                bind,
+                advertised: gossip_address,
+                seeds: voters.values().map(|a| a.to_string()).collect(),
+                probe_interval: keel_types::Duration::from_millis(config.membership_probe_interval_ms),
+                suspicion_timeout: keel_types::Duration::from_millis(config.membership_suspicion_timeout_ms),
+                data_dir: config.data_dir.clone(),
+            },
+            shutdown.clone(),
+        )
+        .await?;
         let local = if roles.controller {
             let address = voters[&node];
             let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
@@ -128,7 +150,8 @@ impl ClusterNode {
                 ..ControllerConfig::default()
             };
             let peers = voters.iter().filter(|(&id, _)| id != node).map(|(&id, &a)| (id, a)).collect();
-            let handle = controller::start(raft_config, store, controller_config, peers, shutdown.clone())?;
+            let view = Some(membership.view.clone());
+            let handle = controller::start(raft_config, store, controller_config, peers, view, shutdown.clone())?;
             tokio::spawn(listener::serve(listener, handle.clone(), shutdown.clone()));
             tracing::info!(%node, cluster_port = %address, voters = voters.len(), "controller role started");
             Some(handle)
@@ -143,11 +166,19 @@ impl ClusterNode {
             listeners: vec![Listener { name: "PLAINTEXT".to_string(), host: advertised.0, port: advertised.1 }],
             rack: config.rack.clone(),
             clean_shutdown,
-            incarnation: 0,
+            incarnation: membership.incarnation.0,
             heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
         };
         let standing = lifecycle::run(client.clone(), registration, replayed.clone(), want_shutdown_rx, shutdown);
-        Ok(ClusterNode { node, client, replayed, standing, want_shutdown, data_dir: config.data_dir.clone() })
+        Ok(ClusterNode {
+            node,
+            client,
+            replayed,
+            standing,
+            want_shutdown,
+            data_dir: config.data_dir.clone(),
+            membership: membership.view,
+        })
     }
 
     /// Controlled shutdown: asks the controller to move leadership away and waits (at most

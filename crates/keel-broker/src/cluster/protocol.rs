@@ -131,4 +131,6 @@ pub struct ControllerStatus {
     pub election_quorum: usize,
     /// The encoded committed image, so the caller can show brokers and partitions.
     pub image: Vec<u8>,
+    /// This node's membership view: (node, address, incarnation, status).
+    pub membership: Vec<(NodeId, String, u64, String)>,
 }
