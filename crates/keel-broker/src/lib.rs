@@ -124,6 +124,7 @@ impl RunningClusterNode {
     /// drains, every log is flushed and closed, and the clean-shutdown marker is written.
     pub async fn shutdown(self) -> Result<(), String> {
         self.node.controlled_shutdown(std::time::Duration::from_secs(5)).await;
+        self.node.leave_membership();
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;

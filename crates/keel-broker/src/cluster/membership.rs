@@ -43,16 +43,19 @@ pub struct MembershipConfig {
 }
 
 /// The running membership of this node.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Membership {
     /// This node's view: every member with its incarnation and status.
     pub view: watch::Receiver<Vec<Member>>,
     /// The incarnation this run announces.
     pub incarnation: Incarnation,
+    /// Set to leave the cluster gracefully (the others see this node Left, not Dead).
+    pub leave: watch::Sender<bool>,
 }
 
-/// Binds the socket, bumps and persists the incarnation, and runs membership until shutdown
-/// (then leaves the cluster: the others see this node Left rather than Dead).
+/// Binds the socket, bumps and persists the incarnation, and runs membership until this node
+/// leaves or shuts down. A shutdown without leaving (a crash, in tests) just goes silent: the
+/// others find out the way they find out about any crash.
 pub async fn start(config: MembershipConfig, mut shutdown: watch::Receiver<bool>) -> Result<Membership, String> {
     let socket = UdpSocket::bind(config.bind)
         .await
@@ -74,6 +77,7 @@ pub async fn start(config: MembershipConfig, mut shutdown: watch::Receiver<bool>
     // anything (and before registration reports it).
     persist(&mut gossip, &path)?;
     let (view_tx, view) = watch::channel(gossip.members().cloned().collect());
+    let (leave, mut leaving) = watch::channel(false);
     let mut rng = Rng::new(seed());
     let mut addresses: BTreeMap<String, SocketAddr> = BTreeMap::new();
     tracing::info!(node = %config.node, address = %config.advertised, %incarnation, "membership started");
@@ -89,6 +93,16 @@ pub async fn start(config: MembershipConfig, mut shutdown: watch::Receiver<bool>
             publish(&mut gossip, &view_tx);
             let wait = gossip.poll_timeout().map(|at| at.saturating_since(monotonic()));
             tokio::select! {
+                // Leaving first: a graceful stop signals it just before shutdown.
+                biased;
+                _ = leaving.changed() => {
+                    gossip.leave(monotonic());
+                    send_all(&socket, &mut gossip, &mut addresses).await;
+                    publish(&mut gossip, &view_tx);
+                    tracing::info!("left the cluster's membership");
+                    return;
+                }
+                _ = shutdown.changed() => return,
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => match Message::decode(&buf[..len], keel_gossip::MESSAGE_BYTES_MAX) {
                         Ok(message) => gossip.handle_message(monotonic(), message),
@@ -97,16 +111,10 @@ pub async fn start(config: MembershipConfig, mut shutdown: watch::Receiver<bool>
                     Err(error) => tracing::debug!(%error, "membership socket receive failed"),
                 },
                 _ = sleep(wait) => gossip.handle_tick(monotonic(), &mut rng),
-                _ = shutdown.changed() => {
-                    gossip.leave(monotonic());
-                    send_all(&socket, &mut gossip, &mut addresses).await;
-                    publish(&mut gossip, &view_tx);
-                    return;
-                }
             }
         }
     });
-    Ok(Membership { view, incarnation })
+    Ok(Membership { view, incarnation, leave })
 }
 
 async fn sleep(wait: Option<Duration>) {

@@ -41,6 +41,7 @@ pub struct ClusterNode {
     data_dir: PathBuf,
     /// This node's membership view.
     pub membership: watch::Receiver<Vec<keel_gossip::Member>>,
+    leave_membership: watch::Sender<bool>,
 }
 
 /// Reads and removes the clean-shutdown marker: whether the previous run ended cleanly.
@@ -178,6 +179,7 @@ impl ClusterNode {
             want_shutdown,
             data_dir: config.data_dir.clone(),
             membership: membership.view,
+            leave_membership: membership.leave,
         })
     }
 
@@ -190,6 +192,12 @@ impl ClusterNode {
         if agreed.is_err() {
             tracing::warn!("the controller did not confirm the controlled shutdown in time; stopping anyway");
         }
+    }
+
+    /// Leaves the membership gracefully: the others see this node Left rather than suspect it.
+    /// Call once leadership has moved away (the controller fences a member that left).
+    pub fn leave_membership(&self) {
+        let _ = self.leave_membership.send(true);
     }
 
     /// After the final flush: leaves the clean-shutdown marker for the next start.
