@@ -266,7 +266,8 @@ impl Gossip {
             return None;
         }
         let mut next = self.next_probe_at;
-        if let Probe::Waiting { indirect_at: Some(at), .. } = self.probe {
+        // An acked probe needs no indirect probe: its deadline is not one (the tick ignores it).
+        if let Probe::Waiting { indirect_at: Some(at), acked: false, .. } = self.probe {
             next = next.min(at);
         }
         for deadline in self.members.values().filter_map(|e| e.suspect_deadline) {

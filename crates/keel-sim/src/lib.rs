@@ -17,6 +17,7 @@
 //! whatever it finds is a bug in that code or in its own checks.
 
 mod cluster;
+mod gossip;
 mod raft;
 mod trace;
 
@@ -24,6 +25,11 @@ pub use cluster::{
     run_cluster, ClusterFaultOptions, ClusterMutation, ClusterSimOptions, ClusterSimReport, ClusterStats, BROKERS_MAX,
     PARTITIONS_MAX,
 };
+pub use gossip::{
+    run_gossip, Detection, GossipFaultOptions, GossipSimOptions, GossipSimReport, GossipStats, GOSSIP_NODES_MAX,
+};
+/// The planted bugs a gossip run can carry (see [`GossipSimOptions::mutation`]).
+pub use keel_gossip::Mutation as GossipMutation;
 /// The planted bugs a run can carry (see [`RaftSimOptions::mutation`]).
 pub use keel_raft::Mutation;
 pub use raft::{

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use keel_sim::{
-    run_cluster, run_raft, ClusterMutation, ClusterSimOptions, ClusterSimReport, Mutation, RaftSimOptions,
-    RaftSimReport, Stats,
+    run_cluster, run_gossip, run_raft, ClusterMutation, ClusterSimOptions, ClusterSimReport, GossipMutation,
+    GossipSimOptions, GossipSimReport, Mutation, RaftSimOptions, RaftSimReport, Stats,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -21,6 +21,79 @@ pub enum SimCommand {
     /// followers) with an idempotent acks=all producer and a consumer, under lossy crashes,
     /// clean restarts, partitions, slow disks and late metadata. See docs/simulator.md.
     Cluster(ClusterSimArgs),
+    /// Simulate SWIM membership (keel-gossip's real code) on many members under message loss,
+    /// crashes, restarts and partitions; measure detection time and false positives, then
+    /// check that every view converges once faults stop. See docs/gossip.md.
+    Gossip(GossipSimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("runs").required(true).args(["seed", "seeds"])))]
+pub struct GossipSimArgs {
+    /// Run this one seed.
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Sweep this many seeds, from --start on.
+    #[arg(long, value_name = "N")]
+    seeds: Option<u64>,
+    /// The first seed of a sweep.
+    #[arg(long, value_name = "S", default_value_t = 0, requires = "seeds")]
+    start: u64,
+    /// Members.
+    #[arg(long, default_value_t = 50)]
+    nodes: usize,
+    /// The share of datagrams lost, 0 to 1, in both phases.
+    #[arg(long, default_value_t = 0.1)]
+    loss: f64,
+    /// No partitions, only loss, crashes and restarts.
+    #[arg(long)]
+    no_partitions: bool,
+    /// No crashes (and so no restarts), only loss and partitions.
+    #[arg(long)]
+    no_crashes: bool,
+    /// Simulated milliseconds of faults (default 60000, the first 5000 without).
+    #[arg(long, value_name = "MS")]
+    safety_ms: Option<u64>,
+    /// Simulated milliseconds the views have to converge once faults stop (default: four
+    /// probe rounds, 4 x nodes x 1 s, plus the 5 s suspicion timeout).
+    #[arg(long, value_name = "MS")]
+    liveness_ms: Option<u64>,
+    /// Plant a bug the simulator should find.
+    #[arg(long, value_enum)]
+    mutation: Option<GossipMutationArg>,
+    /// Print the trace of the run.
+    #[arg(long, requires = "seed")]
+    trace: bool,
+    /// Threads for a sweep (default: one per core).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Stop a sweep at its first failure.
+    #[arg(long, requires = "seeds")]
+    fail_fast: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GossipMutationArg {
+    /// Dead is final and nobody refutes: a falsely accused or restarted member stays dead.
+    DeadAlwaysWins,
+    /// Whatever a member hears replaces what it holds, whatever the incarnations.
+    BlindMerge,
+}
+
+impl GossipMutationArg {
+    fn mutation(self) -> GossipMutation {
+        match self {
+            GossipMutationArg::DeadAlwaysWins => GossipMutation::DeadAlwaysWins,
+            GossipMutationArg::BlindMerge => GossipMutation::BlindMerge,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            GossipMutationArg::DeadAlwaysWins => "dead-always-wins",
+            GossipMutationArg::BlindMerge => "blind-merge",
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -182,6 +255,7 @@ pub fn sim(command: SimCommand) -> Result<(), String> {
     match command {
         SimCommand::Raft(args) => sim_raft(&args),
         SimCommand::Cluster(args) => sim_cluster(&args),
+        SimCommand::Gossip(args) => sim_gossip(&args),
     }
 }
 
@@ -606,6 +680,280 @@ fn sweep(args: &RaftSimArgs, options: &RaftSimOptions, count: u64) -> Result<(),
                 failed.len(),
                 reports.len(),
                 reproduce(args, *first)
+            ))
+        }
+    }
+}
+
+fn gossip_options(args: &GossipSimArgs, seed: u64) -> Result<GossipSimOptions, String> {
+    if !(0.0..=1.0).contains(&args.loss) {
+        return Err(format!("--loss must lie between 0 and 1; got {}", args.loss));
+    }
+    let defaults = GossipSimOptions::new(seed);
+    let mut faults = defaults.faults.clone();
+    faults.message_loss_permille = (args.loss * 1000.0).round() as u64;
+    faults.partitions = !args.no_partitions;
+    faults.crashes = !args.no_crashes;
+    Ok(GossipSimOptions {
+        nodes: args.nodes,
+        seed_nodes: defaults.seed_nodes.min(args.nodes),
+        safety_ms: args.safety_ms.unwrap_or(defaults.safety_ms),
+        liveness_ms: args.liveness_ms,
+        faults,
+        mutation: args.mutation.map(GossipMutationArg::mutation),
+        ..defaults
+    })
+}
+
+/// The command line that reruns `seed` of a gossip run with its trace.
+fn gossip_reproduce(args: &GossipSimArgs, seed: u64) -> String {
+    let mut command = format!("keel sim gossip --seed {seed}");
+    if args.nodes != 50 {
+        command.push_str(&format!(" --nodes {}", args.nodes));
+    }
+    if args.loss != 0.1 {
+        command.push_str(&format!(" --loss {}", args.loss));
+    }
+    if args.no_partitions {
+        command.push_str(" --no-partitions");
+    }
+    if args.no_crashes {
+        command.push_str(" --no-crashes");
+    }
+    if let Some(ms) = args.safety_ms {
+        command.push_str(&format!(" --safety-ms {ms}"));
+    }
+    if let Some(ms) = args.liveness_ms {
+        command.push_str(&format!(" --liveness-ms {ms}"));
+    }
+    if let Some(m) = args.mutation {
+        command.push_str(&format!(" --mutation {}", m.name()));
+    }
+    command.push_str(" --trace");
+    command
+}
+
+fn describe_gossip_run(options: &GossipSimOptions) -> String {
+    let f = &options.faults;
+    let mut text = format!(
+        "{} members, loss {:.1}%, probe every {} ms, suspicion {} ms, k {}",
+        options.nodes,
+        f.message_loss_permille as f64 / 10.0,
+        options.probe_interval_ms,
+        options.suspicion_timeout_ms,
+        options.indirect_probes
+    );
+    if !f.crashes {
+        text.push_str(", no crashes");
+    }
+    if !f.partitions {
+        text.push_str(", no partitions");
+    }
+    if let Some(m) = options.mutation {
+        text.push_str(&format!(", mutation {m:?}"));
+    }
+    text
+}
+
+fn sim_gossip(args: &GossipSimArgs) -> Result<(), String> {
+    let options = gossip_options(args, args.seed.unwrap_or(args.start))?;
+    options.validate()?;
+    match (args.seed, args.seeds) {
+        (Some(seed), _) => gossip_one(args, &GossipSimOptions { seed, record_trace: args.trace, ..options }),
+        (None, Some(count)) => gossip_sweep(args, &options, count),
+        (None, None) => Err("give --seed S to run one seed or --seeds N to sweep".to_string()),
+    }
+}
+
+fn gossip_one(args: &GossipSimArgs, options: &GossipSimOptions) -> Result<(), String> {
+    let started = wall_clock();
+    let report = run_gossip(options);
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for line in &report.trace {
+            if writeln!(out, "{line}").is_err() {
+                break;
+            }
+        }
+        let _ = out.flush();
+    }
+    say!("keel sim gossip: seed {}, {}", options.seed, describe_gossip_run(options));
+    match &report.outcome {
+        Ok(()) => {
+            say!("PASSED: converged {} ms after faults stopped", report.stats.liveness_converged_ms.unwrap_or_default())
+        }
+        Err(failure) => say!("FAILED {failure}"),
+    }
+    say!("trace hash {:016x}", report.trace_hash);
+    let s = &report.stats;
+    say!(
+        "simulated {:.1} s in {:.3} s wall: {:.0}x real time; {} events",
+        s.simulated_ms as f64 / 1000.0,
+        wall_ms / 1000.0,
+        s.simulated_ms as f64 / wall_ms.max(0.001),
+        s.events
+    );
+    say!(
+        "faults: {} crashes ({} for good, {} restarts), {} partitions; {} disk writes, {} refutations",
+        s.crashes,
+        s.permanent_crashes,
+        s.restarts,
+        s.partitions,
+        s.disk_writes,
+        s.refutations
+    );
+    print_gossip_summary(std::slice::from_ref(&report), options.nodes);
+    match &report.outcome {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            say!("reproduce with: {}", gossip_reproduce(args, options.seed));
+            Err(format!("seed {} failed", options.seed))
+        }
+    }
+}
+
+/// Detection times, false positives and traffic over a set of runs.
+fn print_gossip_summary(reports: &[GossipSimReport], nodes: usize) {
+    let mut everyone: Vec<u64> = Vec::new();
+    let mut first_suspicion: Vec<u64> = Vec::new();
+    let mut first_dead: Vec<u64> = Vec::new();
+    let (mut interrupted, mut excused, mut false_positives, mut false_suspicions) = (0, 0, 0, 0);
+    let (mut held_dead_ms, mut observed_ms, mut sent, mut bytes, mut dropped) = (0, 0, 0, 0, 0);
+    let mut simulated_member_ms = 0;
+    for report in reports {
+        let s = &report.stats;
+        everyone.extend(s.detections.iter().map(|d| d.everyone_ms));
+        first_suspicion.extend(s.detections.iter().map(|d| d.first_suspicion_ms));
+        first_dead.extend(s.detections.iter().map(|d| d.first_dead_ms));
+        interrupted += s.detections_interrupted;
+        excused += s.crashes_during_partitions;
+        false_positives += s.false_positives;
+        false_suspicions += s.false_suspicions;
+        held_dead_ms += s.false_positive_node_ms;
+        observed_ms += s.observed_node_ms;
+        sent += s.messages_sent;
+        bytes += s.bytes_sent;
+        dropped += s.messages_dropped;
+        simulated_member_ms += s.simulated_ms * nodes as u64;
+    }
+    let distribution = |name: &str, values: &mut Vec<u64>| {
+        if values.is_empty() {
+            say!("{name}: no crash was detected");
+            return;
+        }
+        values.sort_unstable();
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        let mean = values.iter().sum::<u64>() as f64 / values.len() as f64;
+        say!(
+            "{name}: mean {:.0} ms, p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            mean,
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            values[values.len() - 1]
+        );
+    };
+    say!(
+        "detections: {} crashes seen dead by every running member; {interrupted} restarted first, {excused} during \
+         partitions (not counted)",
+        everyone.len()
+    );
+    distribution("  detection time (crash to every running member holding it dead)", &mut everyone);
+    distribution("  first suspicion", &mut first_suspicion);
+    distribution("  first member holding it dead", &mut first_dead);
+    let member_seconds = observed_ms as f64 / 1000.0;
+    say!(
+        "false positives (a running member declared dead, outside partitions): {false_positives}, {:.3} per 1000 \
+         member-seconds; running members held dead by someone {:.3}% of {:.0} member-seconds",
+        false_positives as f64 * 1000.0 / member_seconds.max(0.001),
+        held_dead_ms as f64 * 100.0 / (observed_ms as f64).max(1.0),
+        member_seconds
+    );
+    say!(
+        "false suspicions (refuted or not): {false_suspicions}, {:.3} per 1000 member-seconds",
+        false_suspicions as f64 * 1000.0 / member_seconds.max(0.001)
+    );
+    say!(
+        "messages: {sent} sent ({:.2} per member-second, {} bytes each on average), {dropped} dropped",
+        sent as f64 * 1000.0 / (simulated_member_ms as f64).max(1.0),
+        bytes / sent.max(1)
+    );
+}
+
+fn gossip_sweep(args: &GossipSimArgs, options: &GossipSimOptions, count: u64) -> Result<(), String> {
+    if count == 0 || count > SEEDS_MAX {
+        return Err(format!("--seeds must lie between 1 and {SEEDS_MAX}"));
+    }
+    let end = args.start.checked_add(count).ok_or("--start + --seeds overflows a u64 seed")?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256)
+        .min(count as usize);
+    say!(
+        "keel sim gossip: seeds {}..{end} ({count} runs), {}, on {jobs} threads",
+        args.start,
+        describe_gossip_run(options)
+    );
+    let started = wall_clock();
+    let next = AtomicU64::new(args.start);
+    let stop = AtomicBool::new(false);
+    let results: Mutex<Vec<GossipSimReport>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    return;
+                }
+                let report = run_gossip(&GossipSimOptions { seed, ..options.clone() });
+                if let Err(failure) = &report.outcome {
+                    say!("seed {seed} FAILED {}", failure.to_string().lines().next().unwrap_or_default());
+                    say!("  reproduce with: {}", gossip_reproduce(args, seed));
+                    if args.fail_fast {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                results.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+            });
+        }
+    });
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut reports = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    reports.sort_by_key(|r| r.seed);
+    let failed: Vec<u64> = reports.iter().filter(|r| r.outcome.is_err()).map(|r| r.seed).collect();
+    let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
+    let converged: Vec<u64> = reports.iter().filter_map(|r| r.stats.liveness_converged_ms).collect();
+    say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
+    say!(
+        "simulated {:.1} s of {} members in {:.3} s wall on {jobs} threads",
+        simulated_ms as f64 / 1000.0,
+        options.nodes,
+        wall_ms / 1000.0,
+    );
+    if let Some(max) = converged.iter().max() {
+        let mean = converged.iter().sum::<u64>() / converged.len() as u64;
+        say!(
+            "views converged after faults stopped: mean {mean} ms, max {max} ms (bound {} ms)",
+            options.liveness_bound_ms()
+        );
+    }
+    print_gossip_summary(&reports, options.nodes);
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => {
+            let shown: Vec<String> = failed.iter().take(FAILURES_SHOWN).map(u64::to_string).collect();
+            let more = if failed.len() > FAILURES_SHOWN { " ..." } else { "" };
+            say!("failing seeds: {}{more}", shown.join(" "));
+            Err(format!(
+                "{} of {} seeds failed; reproduce the first with: {}",
+                failed.len(),
+                reports.len(),
+                gossip_reproduce(args, *first)
             ))
         }
     }
