@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use keel_sim::{
-    run_cluster, run_gossip, run_raft, ClusterMutation, ClusterSimOptions, ClusterSimReport, GossipMutation,
-    GossipSimOptions, GossipSimReport, Mutation, RaftSimOptions, RaftSimReport, Stats,
+    run_cluster, run_gossip, run_raft, ClusterMutation, ClusterSimOptions, GossipMutation, GossipSimOptions,
+    GossipSimReport, Mutation, RaftSimOptions, Stats,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -395,50 +395,24 @@ fn cluster_one(args: &ClusterSimArgs, options: &ClusterSimOptions) -> Result<(),
 }
 
 fn cluster_sweep(args: &ClusterSimArgs, options: &ClusterSimOptions, count: u64) -> Result<(), String> {
-    if count == 0 || count > SEEDS_MAX {
-        return Err(format!("--seeds must lie between 1 and {SEEDS_MAX}"));
-    }
-    let end = args.start.checked_add(count).ok_or("--start + --seeds overflows a u64 seed")?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, 256)
-        .min(count as usize);
-    say!(
-        "keel sim cluster: seeds {}..{end} ({count} runs), {}, on {jobs} threads",
-        args.start,
-        describe_cluster_run(options)
-    );
-    let started = wall_clock();
-    let next = AtomicU64::new(args.start);
-    let stop = AtomicBool::new(false);
-    let results: Mutex<Vec<ClusterSimReport>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
-                    return;
-                }
-                let report = run_cluster(&ClusterSimOptions { seed, ..options.clone() });
-                if let Err(failure) = &report.outcome {
-                    say!("seed {seed} FAILED {}", failure.to_string().lines().next().unwrap_or_default());
-                    say!("  reproduce with: {}", cluster_reproduce(args, seed));
-                    if args.fail_fast {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-                results.lock().unwrap_or_else(|e| e.into_inner()).push(report);
-            });
-        }
-    });
-    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut reports = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    reports.sort_by_key(|r| r.seed);
-    let failed: Vec<u64> = reports.iter().filter(|r| r.outcome.is_err()).map(|r| r.seed).collect();
+    let describe = |jobs: usize| {
+        let end = args.start.saturating_add(count);
+        format!(
+            "keel sim cluster: seeds {}..{end} ({count} runs), {}, on {jobs} threads",
+            args.start,
+            describe_cluster_run(options)
+        )
+    };
+    let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
+        SeedRange { start: args.start, count, jobs: args.jobs, fail_fast: args.fail_fast },
+        describe,
+        |seed| {
+            let report = run_cluster(&ClusterSimOptions { seed, ..options.clone() });
+            let failure = report.outcome.as_ref().err().map(|f| f.to_string());
+            (report, failure)
+        },
+        |seed| cluster_reproduce(args, seed),
+    )?;
     let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
     let acked: u64 = reports.iter().map(|r| r.stats.records_acked).sum();
     let crashes: u64 = reports.iter().map(|r| r.stats.lossy_crashes).sum();
@@ -449,20 +423,7 @@ fn cluster_sweep(args: &ClusterSimArgs, options: &ClusterSimOptions, count: u64)
         wall_ms / 1000.0,
         simulated_ms as f64 / wall_ms.max(0.001),
     );
-    match failed.first() {
-        None => Ok(()),
-        Some(first) => {
-            let shown: Vec<String> = failed.iter().take(FAILURES_SHOWN).map(u64::to_string).collect();
-            let more = if failed.len() > FAILURES_SHOWN { " ..." } else { "" };
-            say!("failing seeds: {}{more}", shown.join(" "));
-            Err(format!(
-                "{} of {} seeds failed; reproduce the first with: {}",
-                failed.len(),
-                reports.len(),
-                cluster_reproduce(args, *first)
-            ))
-        }
-    }
+    sweep_verdict(&failed, reports.len(), |seed| cluster_reproduce(args, seed))
 }
 
 fn sim_raft(args: &RaftSimArgs) -> Result<(), String> {
@@ -612,48 +573,24 @@ fn print_stats(stats: &Stats, wall_ms: f64) {
 }
 
 fn sweep(args: &RaftSimArgs, options: &RaftSimOptions, count: u64) -> Result<(), String> {
-    if count == 0 || count > SEEDS_MAX {
-        return Err(format!("--seeds must lie between 1 and {SEEDS_MAX}"));
-    }
-    let end = args.start.checked_add(count).ok_or("--start + --seeds overflows a u64 seed")?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, 256)
-        .min(count as usize);
-    say!("keel sim raft: seeds {}..{end} ({count} runs), {}, on {jobs} threads", args.start, describe_cluster(options));
-    let started = wall_clock();
-    let next = AtomicU64::new(args.start);
-    let stop = AtomicBool::new(false);
-    let results: Mutex<Vec<RaftSimReport>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
-                    return;
-                }
-                let report = run_raft(&RaftSimOptions { seed, ..options.clone() });
-                if let Err(failure) = &report.outcome {
-                    say!("seed {seed} FAILED {}", failure.to_string().lines().next().unwrap_or_default());
-                    say!("  reproduce with: {}", reproduce(args, seed));
-                    if args.fail_fast {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-                // A poisoned lock means another sweep thread panicked; its report is lost
-                // either way, so keep what the others produced.
-                results.lock().unwrap_or_else(|e| e.into_inner()).push(report);
-            });
-        }
-    });
-    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut reports = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    reports.sort_by_key(|r| r.seed);
-    let failed: Vec<u64> = reports.iter().filter(|r| r.outcome.is_err()).map(|r| r.seed).collect();
+    let describe = |jobs: usize| {
+        let end = args.start.saturating_add(count);
+        format!(
+            "keel sim raft: seeds {}..{end} ({count} runs), {}, on {jobs} threads",
+            args.start,
+            describe_cluster(options)
+        )
+    };
+    let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
+        SeedRange { start: args.start, count, jobs: args.jobs, fail_fast: args.fail_fast },
+        describe,
+        |seed| {
+            let report = run_raft(&RaftSimOptions { seed, ..options.clone() });
+            let failure = report.outcome.as_ref().err().map(|f| f.to_string());
+            (report, failure)
+        },
+        |seed| reproduce(args, seed),
+    )?;
     let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
     let events: u64 = reports.iter().map(|r| r.stats.events).sum();
     let converged: Vec<u64> = reports.iter().filter_map(|r| r.stats.liveness_converged_ms).collect();
@@ -669,20 +606,7 @@ fn sweep(args: &RaftSimArgs, options: &RaftSimOptions, count: u64) -> Result<(),
         let mean = converged.iter().sum::<u64>() / converged.len() as u64;
         say!("converged after faults stopped: mean {mean} ms, max {max} ms");
     }
-    match failed.first() {
-        None => Ok(()),
-        Some(first) => {
-            let shown: Vec<String> = failed.iter().take(FAILURES_SHOWN).map(u64::to_string).collect();
-            let more = if failed.len() > FAILURES_SHOWN { " ..." } else { "" };
-            say!("failing seeds: {}{more}", shown.join(" "));
-            Err(format!(
-                "{} of {} seeds failed; reproduce the first with: {}",
-                failed.len(),
-                reports.len(),
-                reproduce(args, *first)
-            ))
-        }
-    }
+    sweep_verdict(&failed, reports.len(), |seed| reproduce(args, seed))
 }
 
 fn gossip_options(args: &GossipSimArgs, seed: u64) -> Result<GossipSimOptions, String> {
@@ -882,50 +806,24 @@ fn print_gossip_summary(reports: &[GossipSimReport], nodes: usize) {
 }
 
 fn gossip_sweep(args: &GossipSimArgs, options: &GossipSimOptions, count: u64) -> Result<(), String> {
-    if count == 0 || count > SEEDS_MAX {
-        return Err(format!("--seeds must lie between 1 and {SEEDS_MAX}"));
-    }
-    let end = args.start.checked_add(count).ok_or("--start + --seeds overflows a u64 seed")?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, 256)
-        .min(count as usize);
-    say!(
-        "keel sim gossip: seeds {}..{end} ({count} runs), {}, on {jobs} threads",
-        args.start,
-        describe_gossip_run(options)
-    );
-    let started = wall_clock();
-    let next = AtomicU64::new(args.start);
-    let stop = AtomicBool::new(false);
-    let results: Mutex<Vec<GossipSimReport>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= end {
-                    return;
-                }
-                let report = run_gossip(&GossipSimOptions { seed, ..options.clone() });
-                if let Err(failure) = &report.outcome {
-                    say!("seed {seed} FAILED {}", failure.to_string().lines().next().unwrap_or_default());
-                    say!("  reproduce with: {}", gossip_reproduce(args, seed));
-                    if args.fail_fast {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-                results.lock().unwrap_or_else(|e| e.into_inner()).push(report);
-            });
-        }
-    });
-    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut reports = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    reports.sort_by_key(|r| r.seed);
-    let failed: Vec<u64> = reports.iter().filter(|r| r.outcome.is_err()).map(|r| r.seed).collect();
+    let describe = |jobs: usize| {
+        let end = args.start.saturating_add(count);
+        format!(
+            "keel sim gossip: seeds {}..{end} ({count} runs), {}, on {jobs} threads",
+            args.start,
+            describe_gossip_run(options)
+        )
+    };
+    let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
+        SeedRange { start: args.start, count, jobs: args.jobs, fail_fast: args.fail_fast },
+        describe,
+        |seed| {
+            let report = run_gossip(&GossipSimOptions { seed, ..options.clone() });
+            let failure = report.outcome.as_ref().err().map(|f| f.to_string());
+            (report, failure)
+        },
+        |seed| gossip_reproduce(args, seed),
+    )?;
     let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
     let converged: Vec<u64> = reports.iter().filter_map(|r| r.stats.liveness_converged_ms).collect();
     say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
@@ -943,18 +841,88 @@ fn gossip_sweep(args: &GossipSimArgs, options: &GossipSimOptions, count: u64) ->
         );
     }
     print_gossip_summary(&reports, options.nodes);
-    match failed.first() {
-        None => Ok(()),
-        Some(first) => {
-            let shown: Vec<String> = failed.iter().take(FAILURES_SHOWN).map(u64::to_string).collect();
-            let more = if failed.len() > FAILURES_SHOWN { " ..." } else { "" };
-            say!("failing seeds: {}{more}", shown.join(" "));
-            Err(format!(
-                "{} of {} seeds failed; reproduce the first with: {}",
-                failed.len(),
-                reports.len(),
-                gossip_reproduce(args, *first)
-            ))
-        }
+    sweep_verdict(&failed, reports.len(), |seed| gossip_reproduce(args, seed))
+}
+
+/// The seeds of a sweep: `start..start + count` on `jobs` threads (default: one per core).
+struct SeedRange {
+    start: u64,
+    count: u64,
+    jobs: Option<usize>,
+    /// Stop handing out seeds after the first failure.
+    fail_fast: bool,
+}
+
+/// What a sweep produced: the reports in seed order, the failed seeds, the threads used and
+/// the wall time.
+struct SweepRun<R> {
+    reports: Vec<R>,
+    failed: Vec<u64>,
+    jobs: usize,
+    wall_ms: f64,
+}
+
+/// Runs every seed of `range` with `run` (a report, and the failure if the seed failed),
+/// printing each failure with how to reproduce it. `describe` gives the opening line for the
+/// number of threads.
+fn run_sweep<R: Send>(
+    range: SeedRange,
+    describe: impl Fn(usize) -> String,
+    run: impl Fn(u64) -> (R, Option<String>) + Sync,
+    reproduce: impl Fn(u64) -> String + Sync,
+) -> Result<SweepRun<R>, String> {
+    let count = range.count;
+    if count == 0 || count > SEEDS_MAX {
+        return Err(format!("--seeds must lie between 1 and {SEEDS_MAX}"));
     }
+    let end = range.start.checked_add(count).ok_or("--start + --seeds overflows a u64 seed")?;
+    let jobs = range
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256)
+        .min(count as usize);
+    say!("{}", describe(jobs));
+    let started = wall_clock();
+    let next = AtomicU64::new(range.start);
+    let stop = AtomicBool::new(false);
+    let results: Mutex<Vec<(u64, R, bool)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    return;
+                }
+                let (report, failure) = run(seed);
+                if let Some(failure) = &failure {
+                    say!("seed {seed} FAILED {}", failure.lines().next().unwrap_or_default());
+                    say!("  reproduce with: {}", reproduce(seed));
+                    if range.fail_fast {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                // A poisoned lock means another sweep thread panicked; its report is lost
+                // either way, so keep what the others produced.
+                results.lock().unwrap_or_else(|e| e.into_inner()).push((seed, report, failure.is_some()));
+            });
+        }
+    });
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(seed, _, _)| *seed);
+    let failed = results.iter().filter(|(_, _, failed)| *failed).map(|(seed, _, _)| *seed).collect();
+    let reports = results.into_iter().map(|(_, report, _)| report).collect();
+    Ok(SweepRun { reports, failed, jobs, wall_ms })
+}
+
+/// The sweep's verdict: the failing seeds, and how to reproduce the first.
+fn sweep_verdict(failed: &[u64], runs: usize, reproduce: impl Fn(u64) -> String) -> Result<(), String> {
+    let Some(&first) = failed.first() else { return Ok(()) };
+    let shown: Vec<String> = failed.iter().take(FAILURES_SHOWN).map(u64::to_string).collect();
+    let more = if failed.len() > FAILURES_SHOWN { " ..." } else { "" };
+    say!("failing seeds: {}{more}", shown.join(" "));
+    Err(format!("{} of {runs} seeds failed; reproduce the first with: {}", failed.len(), reproduce(first)))
 }
