@@ -21,14 +21,16 @@
 //!   passes only when nothing is in flight. A message to a node that is down or paused is
 //!   dropped.
 //!
-//! Faults (not fair): crash, restart from the durable incarnation, pause, lost message, leave.
+//! Faults (not fair): crash, restart from the durable incarnation, pause, lost message, leave,
+//! a link cut for good (messages between its two ends are lost from then on, both ways).
 //! Fair: ticks, deliveries, and the end of a pause. So after the last fault, every node that
 //! runs must come to agree with reality (`converged`).
 //!
 //! Safety on every state: each core's own invariants; a running node never holds itself
 //! Suspect or Dead; incarnations never decrease: a node's own never goes below any it held or
 //! anyone heard of before, across restarts, and no running node's record of a member goes
-//! back to a lower incarnation.
+//! back to a lower incarnation (this last check can be turned off, to see what else a mutant
+//! breaks).
 
 use std::collections::BTreeSet;
 
@@ -49,6 +51,14 @@ pub struct GossipModelOptions {
     pub losses: u8,
     /// Graceful leaves.
     pub leaves: u8,
+    /// Links cut for good: from the step it is cut on, every datagram between the two members
+    /// is lost, both ways (an asymmetric partition: a firewall rule, a broken route), while
+    /// both keep running and talking to everyone else.
+    pub cuts: u8,
+    /// Check that no running node's record of a member goes back to a lower incarnation. On
+    /// by default; a test turns it off to show what else a mutant breaks (the blind merge's
+    /// endless contest, which this safety check would otherwise report first).
+    pub check_record_regression: bool,
     /// States with more messages in flight are cut off.
     pub max_in_flight: usize,
     /// States in which one member's incarnations lie further apart are cut off.
@@ -74,6 +84,8 @@ impl Default for GossipModelOptions {
             pauses: 1,
             losses: 0,
             leaves: 0,
+            cuts: 0,
+            check_record_regression: true,
             max_in_flight: 6,
             max_incarnation_spread: 3,
             probe_interval_ticks: 2,
@@ -128,6 +140,9 @@ pub struct GossipState {
     pub pauses: u8,
     pub losses: u8,
     pub leaves: u8,
+    pub cuts: u8,
+    /// Links cut for good, each as (lower id, higher id).
+    pub cut: BTreeSet<(NodeId, NodeId)>,
     /// Ghost: a view that went back to a lower incarnation in the last step, for the safety
     /// check (which sees one state at a time).
     pub regression: Option<String>,
@@ -143,6 +158,8 @@ pub enum GossipAction {
     Pause(NodeId),
     Resume(NodeId),
     Leave(NodeId),
+    /// Cuts the link between two members for good.
+    Cut(NodeId, NodeId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -164,6 +181,11 @@ const TICK: Duration = Duration(1_000_000);
 
 fn address(id: NodeId) -> Address {
     Address(format!("n{}", id.0))
+}
+
+/// A link, named by its two ends in order.
+fn link(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
+    (a.min(b), a.max(b))
 }
 
 fn node_of(address: &Address) -> Option<NodeId> {
@@ -199,8 +221,14 @@ impl GossipModel {
         (id.0 - 1) as usize
     }
 
-    /// Persists complete at once; messages join the network; changes are not needed here.
-    fn settle(gossip: &mut Gossip, durable: &mut Incarnation, network: &mut BTreeSet<(NodeId, NodeId, Message)>) {
+    /// Persists complete at once; messages join the network (those on a cut link are lost);
+    /// changes are not needed here.
+    fn settle(
+        gossip: &mut Gossip,
+        durable: &mut Incarnation,
+        network: &mut BTreeSet<(NodeId, NodeId, Message)>,
+        cut: &BTreeSet<(NodeId, NodeId)>,
+    ) {
         while let Some(d) = gossip.poll_persist() {
             *durable = d.incarnation;
             gossip.handle_persisted(NOW, d);
@@ -208,6 +236,9 @@ impl GossipModel {
         let from = gossip.id();
         for o in gossip.drain_messages() {
             if let Some(to) = node_of(&o.to) {
+                if cut.contains(&link(from, to)) {
+                    continue;
+                }
                 network.insert((from, to, o.message));
             }
         }
@@ -217,7 +248,7 @@ impl GossipModel {
     fn settle_node(s: &mut GossipState, i: usize) {
         let mut network = std::mem::take(&mut s.network);
         if let Some(g) = s.slots[i].gossip_mut() {
-            Self::settle(g, &mut s.durable[i], &mut network);
+            Self::settle(g, &mut s.durable[i], &mut network, &s.cut);
         }
         s.network = network;
     }
@@ -315,6 +346,8 @@ impl Model for GossipModel {
             pauses: self.options.pauses,
             losses: self.options.losses,
             leaves: self.options.leaves,
+            cuts: self.options.cuts,
+            cut: BTreeSet::new(),
             regression: None,
         };
         for i in 0..n {
@@ -379,6 +412,15 @@ impl Model for GossipModel {
                 Slot::Down => {
                     if state.restarts > 0 {
                         actions.push(GossipAction::Restart(id));
+                    }
+                }
+            }
+        }
+        if state.cuts > 0 {
+            for a in 1..=state.slots.len() as i32 {
+                for b in a + 1..=state.slots.len() as i32 {
+                    if !state.cut.contains(&(NodeId(a), NodeId(b))) {
+                        actions.push(GossipAction::Cut(NodeId(a), NodeId(b)));
                     }
                 }
             }
@@ -451,8 +493,17 @@ impl Model for GossipModel {
                 Self::settle_node(&mut s, i);
                 s.slots[i] = Slot::Down;
             }
+            GossipAction::Cut(a, b) => {
+                s.cuts -= 1;
+                let cut = link(*a, *b);
+                s.cut.insert(cut);
+                // What was on the wire is lost with the link.
+                s.network.retain(|(f, t, _)| link(*f, *t) != cut);
+            }
         }
-        s.regression = Self::regression(state, &s, action);
+        if self.options.check_record_regression {
+            s.regression = Self::regression(state, &s, action);
+        }
         let spread = self.normalize(&mut s);
         if spread > self.options.max_incarnation_spread || s.network.len() > self.options.max_in_flight {
             return None;
@@ -506,6 +557,9 @@ impl Model for GossipModel {
             GossipAction::Pause(id) => format!("n{} PAUSES (answers nothing)", id.0),
             GossipAction::Resume(id) => format!("n{} resumes", id.0),
             GossipAction::Leave(id) => format!("n{} LEAVES gracefully", id.0),
+            GossipAction::Cut(a, b) => {
+                format!("the link n{} - n{} is CUT for good (both run; nothing passes between them)", a.0, b.0)
+            }
         }
     }
 
@@ -524,9 +578,9 @@ impl Model for GossipModel {
         }
         if before.is_none() {
             lines.push(format!(
-                "faults left: {} crashes, {} restarts, {} pauses, {} losses, {} leaves; incarnations are \
+                "faults left: {} crashes, {} restarts, {} pauses, {} losses, {} leaves, {} cuts; incarnations are \
                  renumbered per member after every step (the lowest in the system is 0)",
-                after.crashes, after.restarts, after.pauses, after.losses, after.leaves
+                after.crashes, after.restarts, after.pauses, after.losses, after.leaves, after.cuts
             ));
         }
         lines

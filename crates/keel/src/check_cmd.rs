@@ -40,6 +40,16 @@ pub struct GossipCheckArgs {
     /// Graceful leaves.
     #[arg(long, default_value_t = 0)]
     leaves: u8,
+    /// Links cut for good (both ends keep running; nothing passes between them).
+    #[arg(long, default_value_t = 0)]
+    cuts: u8,
+    /// SWIM's k: members asked to probe an unresponsive member indirectly.
+    #[arg(long, default_value_t = 1)]
+    indirect_probes: usize,
+    /// Do not check that a record of a member never goes back to a lower incarnation (to see
+    /// whether a mutant also fails liveness, which that safety check would otherwise preempt).
+    #[arg(long)]
+    no_record_regression_check: bool,
     /// States with more messages in flight are cut off.
     #[arg(long, default_value_t = 6)]
     max_in_flight: usize,
@@ -258,6 +268,9 @@ fn check_gossip(args: GossipCheckArgs) -> Result<(), String> {
         restarts: args.restarts,
         losses: args.losses,
         leaves: args.leaves,
+        cuts: args.cuts,
+        indirect_probes: args.indirect_probes,
+        check_record_regression: !args.no_record_regression_check,
         max_in_flight: args.max_in_flight,
         formed: !args.from_boot,
         mutation,
