@@ -6,7 +6,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -284,8 +284,13 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), String> {
         .set("auto.offset.reset", if args.from_beginning { "earliest" } else { "latest" });
     let consumer: StreamConsumer = match &args.group {
         Some(group) => {
-            let consumer: StreamConsumer =
-                config.set("group.id", group).create().map_err(|e| format!("cannot create a consumer: {e}"))?;
+            // Offsets are stored for the records printed, and only those: librdkafka would
+            // otherwise commit past records it fetched but this command never showed.
+            let consumer: StreamConsumer = config
+                .set("group.id", group)
+                .set("enable.auto.offset.store", "false")
+                .create()
+                .map_err(|e| format!("cannot create a consumer: {e}"))?;
             consumer.subscribe(&[&args.topic]).map_err(|e| format!("cannot subscribe to {}: {e}", args.topic))?;
             consumer
         }
@@ -322,7 +327,14 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), String> {
             let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
             println!("{}\t{}\t{}\t{}", message.partition(), message.offset(), key, value);
         }
+        if args.group.is_some() {
+            consumer.store_offset_from_message(&message).map_err(|e| format!("cannot store the offset: {e}"))?;
+        }
         seen += 1;
+    }
+    if args.group.is_some() && seen > 0 {
+        // What was printed is committed before the command ends.
+        consumer.commit_consumer_state(CommitMode::Sync).map_err(|e| format!("cannot commit offsets: {e}"))?;
     }
     Ok(())
 }
