@@ -188,7 +188,6 @@ fn parse_boot(boot: &str, nodes: usize) -> Result<Vec<u64>, String> {
     }
 }
 
-#[allow(clippy::disallowed_methods)] // the CLI times the run; the checker itself never reads a clock
 fn check_raft(args: RaftCheckArgs) -> Result<(), String> {
     let mutation = args.mutation.as_deref().map(parse_mutation).transpose()?;
     if args.nodes == 0 || args.nodes > 5 {
@@ -211,15 +210,9 @@ fn check_raft(args: RaftCheckArgs) -> Result<(), String> {
         ..RaftModelOptions::default()
     };
     println!("checking keel-raft: {options:?}");
-    let limits = Limits { max_states: args.max_states, check_liveness: !args.no_liveness, ..Limits::default() };
-    let started = std::time::Instant::now();
-    let report = explore_raft(options, limits).map_err(|e| format!("invalid configuration: {e}"))?;
-    let elapsed = started.elapsed();
-    print_report(&report, elapsed);
-    verdict(&report)
+    run_check(args.max_states, args.no_liveness, |limits| explore_raft(options, limits))
 }
 
-#[allow(clippy::disallowed_methods)] // the CLI times the run; the checker itself never reads a clock
 fn check_isr(args: IsrCheckArgs) -> Result<(), String> {
     let (mutation, replication_mutation) = match args.mutation.as_deref() {
         None => (None, None),
@@ -245,15 +238,9 @@ fn check_isr(args: IsrCheckArgs) -> Result<(), String> {
         replication_mutation,
     };
     println!("checking keel-metadata's partition rules: {options:?}");
-    let limits = Limits { max_states: args.max_states, check_liveness: !args.no_liveness, ..Limits::default() };
-    let started = std::time::Instant::now();
-    let report = explore_isr(options, limits).map_err(|e| format!("invalid configuration: {e}"))?;
-    let elapsed = started.elapsed();
-    print_report(&report, elapsed);
-    verdict(&report)
+    run_check(args.max_states, args.no_liveness, |limits| explore_isr(options, limits))
 }
 
-#[allow(clippy::disallowed_methods)] // the CLI times the run; the checker itself never reads a clock
 fn check_gossip(args: GossipCheckArgs) -> Result<(), String> {
     let mutation = match args.mutation.as_deref() {
         None => None,
@@ -277,11 +264,21 @@ fn check_gossip(args: GossipCheckArgs) -> Result<(), String> {
         ..GossipModelOptions::default()
     };
     println!("checking keel-gossip: {options:?}");
-    let limits = Limits { max_states: args.max_states, check_liveness: !args.no_liveness, ..Limits::default() };
+    run_check(args.max_states, args.no_liveness, |limits| explore_gossip(options, limits))
+}
+
+/// Explores within the limits the flags give, prints the report and the time it took, and
+/// fails if anything was violated.
+#[allow(clippy::disallowed_methods)] // the CLI times the run; the checker itself never reads a clock
+fn run_check<E: std::fmt::Display>(
+    max_states: usize,
+    no_liveness: bool,
+    explore: impl FnOnce(Limits) -> Result<Report, E>,
+) -> Result<(), String> {
+    let limits = Limits { max_states, check_liveness: !no_liveness, ..Limits::default() };
     let started = std::time::Instant::now();
-    let report = explore_gossip(options, limits).map_err(|e| format!("invalid configuration: {e}"))?;
-    let elapsed = started.elapsed();
-    print_report(&report, elapsed);
+    let report = explore(limits).map_err(|e| format!("invalid configuration: {e}"))?;
+    print_report(&report, started.elapsed());
     verdict(&report)
 }
 

@@ -332,15 +332,7 @@ fn cluster_one(args: &ClusterSimArgs, options: &ClusterSimOptions) -> Result<(),
     let started = wall_clock();
     let report = run_cluster(options);
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-    {
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        for line in &report.trace {
-            if writeln!(out, "{line}").is_err() {
-                break;
-            }
-        }
-        let _ = out.flush();
-    }
+    print_trace(&report.trace);
     say!("keel sim cluster: seed {}, {}", options.seed, describe_cluster_run(options));
     match &report.outcome {
         Ok(()) => {
@@ -504,16 +496,7 @@ fn run_one(args: &RaftSimArgs, options: &RaftSimOptions) -> Result<(), String> {
     let started = wall_clock();
     let report = run_raft(options);
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-    {
-        // Buffered: a trace has tens of thousands of lines.
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        for line in &report.trace {
-            if writeln!(out, "{line}").is_err() {
-                break;
-            }
-        }
-        let _ = out.flush();
-    }
+    print_trace(&report.trace);
     say!("keel sim raft: seed {}, {}", options.seed, describe_cluster(options));
     match &report.outcome {
         Ok(()) => {
@@ -693,15 +676,7 @@ fn gossip_one(args: &GossipSimArgs, options: &GossipSimOptions) -> Result<(), St
     let started = wall_clock();
     let report = run_gossip(options);
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-    {
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        for line in &report.trace {
-            if writeln!(out, "{line}").is_err() {
-                break;
-            }
-        }
-        let _ = out.flush();
-    }
+    print_trace(&report.trace);
     say!("keel sim gossip: seed {}, {}", options.seed, describe_gossip_run(options));
     match &report.outcome {
         Ok(()) => {
@@ -925,4 +900,16 @@ fn sweep_verdict(failed: &[u64], runs: usize, reproduce: impl Fn(u64) -> String)
     let more = if failed.len() > FAILURES_SHOWN { " ..." } else { "" };
     say!("failing seeds: {}{more}", shown.join(" "));
     Err(format!("{} of {runs} seeds failed; reproduce the first with: {}", failed.len(), reproduce(first)))
+}
+
+/// Prints a run's trace lines, buffered (a trace has tens of thousands), stopping quietly if
+/// stdout goes away (as in `| head`).
+fn print_trace(trace: &[String]) {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in trace {
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    let _ = out.flush();
 }
