@@ -39,8 +39,6 @@ pub struct ClusterNode {
     pub standing: watch::Receiver<Standing>,
     want_shutdown: watch::Sender<bool>,
     data_dir: PathBuf,
-    /// This node's membership view.
-    pub membership: watch::Receiver<Vec<keel_gossip::Member>>,
     leave_membership: watch::Sender<bool>,
 }
 
@@ -151,7 +149,7 @@ impl ClusterNode {
                 ..ControllerConfig::default()
             };
             let peers = voters.iter().filter(|(&id, _)| id != node).map(|(&id, &a)| (id, a)).collect();
-            let view = Some(membership.view.clone());
+            let view = Some(membership.view);
             let handle = controller::start(raft_config, store, controller_config, peers, view, shutdown.clone())?;
             tokio::spawn(listener::serve(listener, handle.clone(), shutdown.clone()));
             tracing::info!(%node, cluster_port = %address, voters = voters.len(), "controller role started");
@@ -178,7 +176,6 @@ impl ClusterNode {
             standing,
             want_shutdown,
             data_dir: config.data_dir.clone(),
-            membership: membership.view,
             leave_membership: membership.leave,
         })
     }
