@@ -121,3 +121,32 @@ async fn quorum_elects_registers_fails_over_and_tells_clean_from_unclean_restart
         node.shutdown().await.unwrap();
     }
 }
+
+/// A broker-only node (no cluster port) registers, joins the membership through the voter's
+/// cluster port, and its view reaches `keel cluster status` through its heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_only_node_gossips_and_reports_its_view_with_its_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let voter: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let controllers = format!("1@{voter}");
+    let addresses = BTreeMap::from([(1, voter)]);
+    let mut nodes = Vec::new();
+    nodes.push(RunningClusterNode::start(node_config(1, &controllers, dir.path())).await.unwrap());
+    let broker_only = keel_broker::BrokerConfig {
+        process_roles: Some("broker".to_string()),
+        membership_probe_interval_ms: 100,
+        ..node_config(2, &controllers, dir.path())
+    };
+    nodes.push(RunningClusterNode::start(broker_only).await.unwrap());
+    let both_alive = |view: &[keel_broker::cluster::protocol::ViewEntry]| {
+        [1, 2].iter().all(|&n| view.iter().any(|(id, _, _, state)| *id == NodeId(n) && state == "alive"))
+    };
+    let (status, _) = wait_for(&addresses, "node 2's view, reported with its heartbeat", |status, image| {
+        all_active(image, &[1, 2])
+            && both_alive(&status.membership)
+            && status.reported.iter().any(|(node, _, view)| *node == NodeId(2) && both_alive(view))
+    })
+    .await;
+    assert_eq!(status.voters, vec![NodeId(1)], "node 2 is no voter");
+    drop(nodes);
+}

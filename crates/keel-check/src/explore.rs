@@ -9,7 +9,9 @@
 //! which is fair: every fair action (message delivery, time passing) that is enabled in every
 //! state of the set is taken inside it. Faults and client actions are not fair actions, so
 //! they do not appear in the liveness graph: after the last fault the system must recover on
-//! fair steps alone. Steps that leave the bounds (too many terms, too many messages in flight)
+//! fair steps alone. A model may instead hand an action's random choices to the scheduler
+//! ([`Model::scheduler_chooses`]): then each outcome is a separate edge the scheduler may pick,
+//! and the property must hold whatever it picks. Steps that leave the bounds (too many terms, too many messages in flight)
 //! are cut off, and a cut-off step counts as leaving the component, so liveness is judged on
 //! behaviours within the bounds.
 
@@ -34,6 +36,11 @@ pub trait Model {
     fn step(&self, state: &Self::State, action: &Self::Action, choices: &mut Choices) -> Option<Self::State>;
     /// `Some` for actions that are fair and belong to the healed system (used for liveness).
     fn fair_key(&self, state: &Self::State, action: &Self::Action) -> Option<Self::FairKey>;
+    /// True if the random choices `action` makes are the adversary's, not chance: for liveness,
+    /// the scheduler then picks the outcome (taking any of them counts as taking the action).
+    fn scheduler_chooses(&self, _action: &Self::Action) -> bool {
+        false
+    }
     /// Safety: every invariant of one state.
     fn check(&self, state: &Self::State) -> Result<(), String>;
     /// Liveness goals, each checked as "~goal ~> goal".
@@ -181,10 +188,12 @@ struct Meta {
 }
 
 /// A fair action of one state: which fair action it is, its number among the state's actions,
-/// and its outcomes (NONE marks a cut-off outcome).
+/// and its outcomes (NONE marks a cut-off outcome), numbered from `first_outcome` (an action
+/// whose outcome the scheduler chooses has an edge per outcome).
 struct FairEdge {
     key: u32,
     action: u32,
+    first_outcome: u32,
     outcomes: Vec<u32>,
 }
 
@@ -351,7 +360,16 @@ pub fn explore<M: Model>(model: &M, limits: Limits) -> Report {
             }
             if let Some(key_id) = key_id {
                 state_enabled.push(key_id);
-                state_edges.push(FairEdge { key: key_id, action: action_number as u32, outcomes: successors });
+                let scheduler_chooses = model.scheduler_chooses(action);
+                let action = action_number as u32;
+                if scheduler_chooses {
+                    for (outcome, next) in successors.into_iter().enumerate() {
+                        let first_outcome = outcome as u32;
+                        state_edges.push(FairEdge { key: key_id, action, first_outcome, outcomes: vec![next] });
+                    }
+                } else {
+                    state_edges.push(FairEdge { key: key_id, action, first_outcome: 0, outcomes: successors });
+                }
             }
         }
         if was_cut {
@@ -536,7 +554,8 @@ fn cycle_through(
     let (mut s, mut i, mut o) = found.expect("a component with internal edges has a cycle through each state");
     let mut cycle = Vec::new();
     loop {
-        cycle.push((s, (fair_edges[s as usize][i].action, o as u32)));
+        let edge = &fair_edges[s as usize][i];
+        cycle.push((s, (edge.action, edge.first_outcome + o as u32)));
         if s == start {
             break;
         }

@@ -21,6 +21,10 @@
 //!   passes only when nothing is in flight. A message to a node that is down or paused is
 //!   dropped.
 //!
+//! - Randomness: the probe order and the relays are the scheduler's choice by default
+//!   ([`GossipModelOptions::scheduler_orders_probes`]), so liveness must hold whatever order
+//!   members probe each other in.
+//!
 //! Faults (not fair): crash, restart from the durable incarnation, pause, lost message, leave,
 //! a link cut for good (messages between its two ends are lost from then on, both ways).
 //! Fair: ticks, deliveries, and the end of a pause. So after the last fault, every node that
@@ -69,6 +73,13 @@ pub struct GossipModelOptions {
     /// SWIM's k.
     pub indirect_probes: usize,
     pub retransmit_multiplier: u32,
+    /// Records of the whole view each message carries in turn (anti-entropy). With 3 members
+    /// one is the whole view but for sender and recipient.
+    pub anti_entropy_records: usize,
+    /// The probe order (each round's shuffle) and the choice of relays are the scheduler's,
+    /// not chance: convergence must not depend on luck in who probes whom when. Every member
+    /// is still probed once per round. Off, a run whose contest ends with probability 1 passes.
+    pub scheduler_orders_probes: bool,
     pub mutation: Option<Mutation>,
     /// Start from a formed cluster (every node joined, reached by one fixed schedule from
     /// boot) rather than from boot, where every interleaving of the joins is explored.
@@ -93,6 +104,8 @@ impl Default for GossipModelOptions {
             suspicion_timeout_ticks: 2,
             indirect_probes: 1,
             retransmit_multiplier: 1,
+            anti_entropy_records: 1,
+            scheduler_orders_probes: true,
             mutation: None,
             formed: true,
         }
@@ -207,6 +220,7 @@ impl GossipModel {
                 suspicion_timeout: Duration(TICK.0 * options.suspicion_timeout_ticks),
                 indirect_probes: options.indirect_probes,
                 retransmit_multiplier: options.retransmit_multiplier,
+                anti_entropy_records: options.anti_entropy_records,
                 members_max: options.nodes,
                 mutation: options.mutation,
                 // Everyone joins through n1.
@@ -518,6 +532,10 @@ impl Model for GossipModel {
             GossipAction::Resume(id) => Some(GossipFair::Resume(*id)),
             _ => None,
         }
+    }
+
+    fn scheduler_chooses(&self, action: &GossipAction) -> bool {
+        self.options.scheduler_orders_probes && matches!(action, GossipAction::Tick)
     }
 
     fn check(&self, state: &GossipState) -> Result<(), String> {

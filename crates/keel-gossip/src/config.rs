@@ -45,6 +45,13 @@ pub struct Config {
     /// SWIM's lambda: an update is piggybacked on at most
     /// `retransmit_multiplier * ceil(log10(members + 1))` messages (memberlist's rule).
     pub retransmit_multiplier: u32,
+    /// Anti-entropy: every message also carries up to this many records taken in turn from
+    /// the whole view (a cursor rotates over it), whether they changed lately or not. Bounded
+    /// retransmission alone can lose news for good: a refutation whose few retransmits all went
+    /// to members that did not need it never reaches the one that does. This is memberlist's
+    /// push-pull, spread thin over every datagram instead of a periodic full exchange.
+    /// 0 turns it off.
+    pub anti_entropy_records: usize,
     /// Most members held, this one included. Beyond it, members that left or died are
     /// forgotten first; news of further members is dropped.
     pub members_max: usize,
@@ -81,6 +88,7 @@ impl Config {
             indirect_probes: 3,
             suspicion_timeout: Duration::from_millis(5000),
             retransmit_multiplier: 4,
+            anti_entropy_records: 2,
             members_max: 1024,
             message_bytes_max: 1400,
             gated_messages_max: 256,

@@ -39,6 +39,10 @@ enum Probe {
         /// already Dead, which is only pinged directly).
         indirect_at: Option<Instant>,
         acked: bool,
+        /// The target was held Dead when the probe started: it is pinged directly only, and a
+        /// missing ack means nothing, even if news that it runs arrived in the meantime (it
+        /// never had its indirect probe; the next round probes it in full).
+        direct_only: bool,
     },
 }
 
@@ -64,6 +68,9 @@ pub struct Gossip {
     /// Members whose record is still being passed on, with how many messages carried it. The
     /// record sent is always the current one, so the queue holds at most one entry per member.
     piggyback: BTreeMap<NodeId, u32>,
+    /// The anti-entropy cursor: the member whose record was sent last; the next message goes
+    /// on from the member after it.
+    anti_entropy_after: NodeId,
     messages_ready: Vec<Outgoing>,
     /// Messages carrying an incarnation that is not durable yet.
     messages_gated: Vec<Outgoing>,
@@ -87,6 +94,7 @@ impl std::hash::Hash for Gossip {
         self.sequence.hash(state);
         self.next_probe_at.hash(state);
         self.piggyback.hash(state);
+        self.anti_entropy_after.hash(state);
         self.messages_ready.hash(state);
         self.messages_gated.hash(state);
         self.changes.hash(state);
@@ -117,6 +125,7 @@ impl Gossip {
             probe: Probe::Idle,
             sequence: 0,
             piggyback: BTreeMap::from([(me.id, 0)]),
+            anti_entropy_after: me.id,
             messages_ready: Vec::new(),
             messages_gated: Vec::new(),
             changes: BTreeMap::from([(me.id, me)]),
@@ -145,9 +154,9 @@ impl Gossip {
             dead.status = Status::Dead;
             self.set(now, dead);
         }
-        if let Probe::Waiting { target, sequence, indirect_at: Some(at), acked: false } = self.probe {
+        if let Probe::Waiting { target, sequence, indirect_at: Some(at), acked: false, direct_only } = self.probe {
             if now >= at {
-                self.probe = Probe::Waiting { target, sequence, indirect_at: None, acked: false };
+                self.probe = Probe::Waiting { target, sequence, indirect_at: None, acked: false, direct_only };
                 self.ask_for_indirect_probes(target, sequence, rng);
             }
         }
@@ -343,9 +352,11 @@ impl Gossip {
             .map(|e| format!("n{} {}@{}", e.member.id.0, e.member.status, e.member.incarnation))
             .collect();
         text.push_str(&format!(": [{}]", view.join(", ")));
-        if let Probe::Waiting { target, sequence, indirect_at, acked } = &self.probe {
+        if let Probe::Waiting { target, sequence, indirect_at, acked, direct_only } = &self.probe {
             let phase = if *acked {
                 "acked"
+            } else if *direct_only {
+                "direct only"
             } else if indirect_at.is_some() {
                 "direct"
             } else {
@@ -523,8 +534,45 @@ impl Gossip {
                 self.piggyback.insert(id, count + 1);
             }
         }
+        self.add_anti_entropy(&mut message, &mut size, about);
         debug_assert!(message.encoded_len() <= max);
         self.emit(Outgoing { to, message });
+    }
+
+    /// Fills what room is left with records in turn from the whole view, from the cursor on
+    /// (this member's and the recipient's excepted: every message carries the sender's, and the
+    /// recipient knows its own best). The cursor moves only when some candidates were left
+    /// out, so a view that fits whole is sent whole every time and the cursor stands still.
+    fn add_anti_entropy(&mut self, message: &mut Message, size: &mut usize, about: Option<NodeId>) {
+        let wanted = self.config.anti_entropy_records;
+        if wanted == 0 {
+            return;
+        }
+        let after = self.anti_entropy_after;
+        let candidates: Vec<NodeId> = self
+            .members
+            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .chain(self.members.range(..=after))
+            .map(|(id, _)| *id)
+            .filter(|id| *id != self.config.id && Some(*id) != about && !message.updates.iter().any(|m| m.id == *id))
+            .collect();
+        let mut sent = 0;
+        for id in &candidates {
+            if sent == wanted || message.updates.len() == UPDATES_MAX {
+                break;
+            }
+            let record = &self.members[id].member;
+            let len = record.encoded_len();
+            if *size + len > self.config.message_bytes_max {
+                break;
+            }
+            *size += len;
+            message.updates.push(record.clone());
+            sent += 1;
+        }
+        if sent > 0 && sent < candidates.len() {
+            self.anti_entropy_after = candidates[sent - 1];
+        }
     }
 
     fn emit(&mut self, outgoing: Outgoing) {
@@ -617,7 +665,7 @@ impl Gossip {
     }
 
     fn finish_probe(&mut self, now: Instant) {
-        if let Probe::Waiting { target, acked: false, .. } = self.probe {
+        if let Probe::Waiting { target, acked: false, direct_only: false, .. } = self.probe {
             if let Some(entry) = self.members.get(&target) {
                 if entry.member.status == Status::Alive {
                     let mut suspect = entry.member.clone();
@@ -635,10 +683,11 @@ impl Gossip {
         let address = entry.member.address.clone();
         // A member held Dead is still pinged now and then, so that one that was declared dead
         // while it ran (or came back) hears of it and refutes; but nobody else is bothered.
-        let indirect_at = entry.member.status.is_up().then(|| now + self.config.probe_timeout);
+        let direct_only = !entry.member.status.is_up();
+        let indirect_at = (!direct_only).then(|| now + self.config.probe_timeout);
         self.sequence += 1;
         let sequence = self.sequence;
-        self.probe = Probe::Waiting { target, sequence, indirect_at, acked: false };
+        self.probe = Probe::Waiting { target, sequence, indirect_at, acked: false, direct_only };
         self.send(address, Body::Ping { sequence, prober: self.config.id }, Some(target));
     }
 

@@ -46,6 +46,13 @@ pub struct GossipCheckArgs {
     /// SWIM's k: members asked to probe an unresponsive member indirectly.
     #[arg(long, default_value_t = 1)]
     indirect_probes: usize,
+    /// Records every message carries from the whole view in turn (anti-entropy); 0 turns it off.
+    #[arg(long, default_value_t = 1)]
+    anti_entropy_records: usize,
+    /// Treat the probe order and the choice of relays as chance (the liveness check then
+    /// accepts a contest that ends with probability 1); by default the scheduler picks them.
+    #[arg(long)]
+    random_probe_order: bool,
     /// Do not check that a record of a member never goes back to a lower incarnation (to see
     /// whether a mutant also fails liveness, which that safety check would otherwise preempt).
     #[arg(long)]
@@ -257,6 +264,8 @@ fn check_gossip(args: GossipCheckArgs) -> Result<(), String> {
         leaves: args.leaves,
         cuts: args.cuts,
         indirect_probes: args.indirect_probes,
+        anti_entropy_records: args.anti_entropy_records,
+        scheduler_orders_probes: !args.random_probe_order,
         check_record_regression: !args.no_record_regression_check,
         max_in_flight: args.max_in_flight,
         formed: !args.from_boot,

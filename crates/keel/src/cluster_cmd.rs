@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keel_broker::cluster::protocol::{ControllerStatus, Frame, Request, Response};
+use keel_broker::cluster::protocol::{ControllerStatus, Frame, Request, Response, ViewEntry};
 use keel_broker::cluster::transport::Caller;
 use keel_broker::BrokerConfig;
 use keel_metadata::MetadataImage;
@@ -85,17 +85,23 @@ async fn status(args: StatusArgs) -> Result<(), String> {
         );
     }
     println!("membership (each node's SWIM view: node status@incarnation):");
+    let show = |view: &[ViewEntry]| -> String {
+        let view: Vec<String> =
+            view.iter().map(|(node, _, incarnation, state)| format!("{node} {state}@{incarnation}")).collect();
+        if view.is_empty() {
+            "nothing yet".to_string()
+        } else {
+            view.join(", ")
+        }
+    };
     for status in &statuses {
-        let view: Vec<String> = status
-            .membership
-            .iter()
-            .map(|(node, _, incarnation, state)| format!("{node} {state}@{incarnation}"))
-            .collect();
-        println!(
-            "  seen by {}: {}",
-            status.node,
-            if view.is_empty() { "nothing yet".to_string() } else { view.join(", ") }
-        );
+        println!("  seen by {}: {}", status.node, show(&status.membership));
+    }
+    // Broker-only nodes have no cluster port: their views come with their heartbeats.
+    for (node, age_ms, view) in &best.reported {
+        if !statuses.iter().any(|s| s.node == *node) {
+            println!("  seen by {node} (sent with its heartbeat {age_ms} ms ago): {}", show(view));
+        }
     }
     let (mut total, mut leaderless, mut under) = (0usize, Vec::new(), Vec::new());
     for topic in image.topics() {

@@ -58,6 +58,9 @@ pub struct GossipSimArgs {
     /// probe rounds, 4 x nodes x 1 s, plus the 5 s suspicion timeout).
     #[arg(long, value_name = "MS")]
     liveness_ms: Option<u64>,
+    /// Records each datagram carries from the whole view in turn (anti-entropy); 0 turns it off.
+    #[arg(long, value_name = "N", default_value_t = GossipSimOptions::new(0).anti_entropy_records)]
+    anti_entropy_records: usize,
     /// Plant a bug the simulator should find.
     #[arg(long, value_enum)]
     mutation: Option<GossipMutationArg>,
@@ -606,6 +609,7 @@ fn gossip_options(args: &GossipSimArgs, seed: u64) -> Result<GossipSimOptions, S
         seed_nodes: defaults.seed_nodes.min(args.nodes),
         safety_ms: args.safety_ms.unwrap_or(defaults.safety_ms),
         liveness_ms: args.liveness_ms,
+        anti_entropy_records: args.anti_entropy_records,
         faults,
         mutation: args.mutation.map(GossipMutationArg::mutation),
         ..defaults
@@ -632,6 +636,9 @@ fn gossip_reproduce(args: &GossipSimArgs, seed: u64) -> String {
     }
     if let Some(ms) = args.liveness_ms {
         command.push_str(&format!(" --liveness-ms {ms}"));
+    }
+    if args.anti_entropy_records != GossipSimOptions::new(0).anti_entropy_records {
+        command.push_str(&format!(" --anti-entropy-records {}", args.anti_entropy_records));
     }
     if let Some(m) = args.mutation {
         command.push_str(&format!(" --mutation {}", m.name()));

@@ -16,7 +16,7 @@ use keel_raft::{Apply, Config as RaftConfig, LogIndex, Message, Payload, Propose
 use keel_types::{ErrorCode, NodeId, Rng};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::protocol::{ControllerStatus, Frame, Request, Response};
+use super::protocol::{view_entries, ControllerStatus, Frame, Request, Response, ViewEntry};
 use super::raft_store::RaftStore;
 use super::transport::PeerSender;
 use crate::clock::monotonic;
@@ -103,6 +103,8 @@ struct ControllerNode {
     heard: BTreeMap<NodeId, keel_types::Instant>,
     /// This node's membership view (SWIM), if it runs membership.
     membership: Option<watch::Receiver<Vec<keel_gossip::Member>>>,
+    /// The latest view each broker sent with a heartbeat, and when.
+    reported: BTreeMap<NodeId, (keel_types::Instant, Vec<ViewEntry>)>,
     waiters: BTreeMap<LogIndex, Waiter>,
     committed: Arc<Mutex<CommittedLog>>,
     applied: watch::Sender<u64>,
@@ -135,6 +137,7 @@ pub fn start(
         active: None,
         heard: BTreeMap::new(),
         membership,
+        reported: BTreeMap::new(),
         waiters: BTreeMap::new(),
         committed: committed.clone(),
         applied,
@@ -228,6 +231,9 @@ impl ControllerNode {
             return;
         };
         let now = monotonic();
+        if let Request::Heartbeat { node, membership, .. } = &request {
+            self.reported.insert(*node, (now, membership.clone()));
+        }
         let decided = super::decide::decide(controller, now, &mut self.rng, request);
         match decided {
             Ok((answer, records)) if records.is_empty() => {
@@ -396,6 +402,7 @@ impl ControllerNode {
     }
 
     fn status(&self) -> ControllerStatus {
+        let now = monotonic();
         let config = self.raft.config();
         ControllerStatus {
             node: self.raft.id(),
@@ -408,16 +415,12 @@ impl ControllerNode {
             replication_quorum: config.replication_quorum,
             election_quorum: config.election_quorum,
             image: self.image.encode(),
-            membership: self
-                .membership
-                .as_ref()
-                .map(|view| {
-                    view.borrow()
-                        .iter()
-                        .map(|m| (m.id, m.address.0.clone(), m.incarnation.0, m.status.to_string()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            membership: self.membership.as_ref().map(|view| view_entries(&view.borrow())).unwrap_or_default(),
+            reported: self
+                .reported
+                .iter()
+                .map(|(node, (at, view))| (*node, now.saturating_since(*at).as_millis(), view.clone()))
+                .collect(),
         }
     }
 }

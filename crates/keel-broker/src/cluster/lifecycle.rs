@@ -14,7 +14,7 @@ use keel_types::{ErrorCode, NodeId};
 use tokio::sync::watch;
 
 use super::client::ControllerClient;
-use super::protocol::{Listener, Request, Response};
+use super::protocol::{view_entries, Listener, Request, Response};
 
 /// How long a metadata fetch waits for new records.
 const FETCH_WAIT: Duration = Duration::from_millis(1000);
@@ -43,6 +43,8 @@ pub struct Registration {
     pub clean_shutdown: bool,
     pub incarnation: u64,
     pub heartbeat_interval: Duration,
+    /// This node's membership view, sent with every heartbeat for `keel cluster status`.
+    pub membership: watch::Receiver<Vec<keel_gossip::Member>>,
 }
 
 /// Starts metadata replay; returns its watch.
@@ -149,6 +151,7 @@ pub fn run(
                 metadata_index,
                 caught_up: metadata_index >= registered_at,
                 want_shutdown: *want_shutdown.borrow(),
+                membership: view_entries(&registration.membership.borrow()),
             };
             match client.call_active(request, registration.heartbeat_interval * 2).await {
                 Ok(Response::Heartbeat { fenced, should_shut_down }) => {

@@ -149,7 +149,7 @@ impl ClusterNode {
                 ..ControllerConfig::default()
             };
             let peers = voters.iter().filter(|(&id, _)| id != node).map(|(&id, &a)| (id, a)).collect();
-            let view = Some(membership.view);
+            let view = Some(membership.view.clone());
             let handle = controller::start(raft_config, store, controller_config, peers, view, shutdown.clone())?;
             tokio::spawn(listener::serve(listener, handle.clone(), shutdown.clone()));
             tracing::info!(%node, cluster_port = %address, voters = voters.len(), "controller role started");
@@ -167,6 +167,7 @@ impl ClusterNode {
             clean_shutdown,
             incarnation: membership.incarnation.0,
             heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+            membership: membership.view,
         };
         let standing = lifecycle::run(client.clone(), registration, replayed.clone(), want_shutdown_rx, shutdown);
         Ok(ClusterNode {

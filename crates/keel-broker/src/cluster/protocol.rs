@@ -38,6 +38,8 @@ pub enum Request {
         metadata_index: u64,
         caught_up: bool,
         want_shutdown: bool,
+        /// The broker's membership view, for `keel cluster status`.
+        membership: Vec<ViewEntry>,
     },
     /// A partition leader's ISR change.
     AlterPartition {
@@ -131,6 +133,17 @@ pub struct ControllerStatus {
     pub election_quorum: usize,
     /// The encoded committed image, so the caller can show brokers and partitions.
     pub image: Vec<u8>,
-    /// This node's membership view: (node, address, incarnation, status).
-    pub membership: Vec<(NodeId, String, u64, String)>,
+    /// This node's membership view.
+    pub membership: Vec<ViewEntry>,
+    /// The views brokers sent with their heartbeats to this node while it was the active
+    /// controller: (broker, milliseconds since that heartbeat, view).
+    pub reported: Vec<(NodeId, u64, Vec<ViewEntry>)>,
+}
+
+/// One record of a membership view: (node, address, incarnation, status).
+pub type ViewEntry = (NodeId, String, u64, String);
+
+/// A view as the cluster protocol carries it.
+pub fn view_entries(members: &[keel_gossip::Member]) -> Vec<ViewEntry> {
+    members.iter().map(|m| (m.id, m.address.0.clone(), m.incarnation.0, m.status.to_string())).collect()
 }

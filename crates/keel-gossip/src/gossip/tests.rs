@@ -309,7 +309,8 @@ fn a_member_that_leaves_is_held_left_and_not_probed() {
 
 #[test]
 fn each_update_is_sent_a_bounded_number_of_times() {
-    let mut net = Net::new(6, |_| {});
+    // Anti-entropy resends every record forever, by design; this is about the piggyback queue.
+    let mut net = Net::new(6, |c| c.anti_entropy_records = 0);
     net.run_ms(2000);
     net.crash(6);
     net.sent.clear();
@@ -327,6 +328,74 @@ fn each_update_is_sent_a_bounded_number_of_times() {
         assert!(carried <= 2 * limit, "n{from} sent n6's records {carried} times (limit {limit} per change)");
     }
     assert_eq!(net.node(1).retransmit_limit(), 2, "lambda 2 * ceil(log10(6 + 1))");
+}
+
+#[test]
+fn anti_entropy_rotates_every_record_through_the_messages() {
+    let mut net = Net::new(10, |_| {});
+    net.run_ms(3000);
+    for i in 1..=10 {
+        assert!(net.node(i).piggyback.is_empty(), "n{i} still has news to pass on");
+    }
+    net.sent.clear();
+    net.run_ms(2000);
+    let from_n1: Vec<&Message> =
+        net.sent.iter().filter(|(from, _, m)| *from == 1 && m.body != Body::JoinAck).map(|(_, _, m)| m).collect();
+    let carried: BTreeSet<i32> = from_n1.iter().flat_map(|m| m.updates.iter().map(|u| u.id.0)).collect();
+    assert_eq!(carried, (2..=10).collect(), "n1 passed on every record in {} messages", from_n1.len());
+    assert!(from_n1.iter().all(|m| m.updates.len() <= 2), "two records per message, nothing queued");
+    // Off, a quiet cluster's messages carry nothing but their senders.
+    let mut quiet = Net::new(10, |c| c.anti_entropy_records = 0);
+    quiet.run_ms(3000);
+    quiet.sent.clear();
+    quiet.run_ms(2000);
+    assert!(quiet.sent.iter().all(|(_, _, m)| m.updates.is_empty()));
+}
+
+/// The gap anti-entropy closes (the checker's cut link plus pause, here with partitions): n3
+/// and n4 hold n2 Dead behind links cut for good, and n2's refutation rode on n1's few
+/// retransmits while they could not hear n1. Bounded dissemination never repeats it;
+/// anti-entropy does, after which they probe n2 through n1 and keep it Alive.
+#[test]
+fn anti_entropy_repairs_a_record_that_missed_its_dissemination() {
+    let run = |anti_entropy_records: usize| {
+        let mut net = Net::new(4, |c| c.anti_entropy_records = anti_entropy_records);
+        net.run_ms(1000);
+        let cut = |net: &mut Net, a: i32, b: i32, on: bool| {
+            for link in [(a, b), (b, a)] {
+                if on {
+                    net.cut.insert(link);
+                } else {
+                    net.cut.remove(&link);
+                }
+            }
+        };
+        // n2 is cut off; the others declare it Dead.
+        net.isolate(2);
+        net.run_ms(2000);
+        assert_eq!(net.status(3, 2), Some((Status::Dead, 1)));
+        // n1 reaches only n2 for a while: n2 refutes to n1, and n1's retransmits of the
+        // refutation all go to n2.
+        cut(&mut net, 1, 3, true);
+        cut(&mut net, 1, 4, true);
+        cut(&mut net, 1, 2, false);
+        net.run_ms(3000);
+        assert_eq!(net.status(1, 2).map(|(s, _)| s), Some(Status::Alive));
+        assert!(!net.node(1).piggyback.contains_key(&NodeId(2)), "n1 is done passing n2's refutation on");
+        // n1 is reachable again; n2 stays cut off from n3 and n4 for good.
+        cut(&mut net, 1, 3, false);
+        cut(&mut net, 1, 4, false);
+        net.run_ms(5000);
+        (net.status(1, 2), net.status(3, 2), net.status(4, 2), net.status(3, 1))
+    };
+    let (n1_of_n2, n3_of_n2, n4_of_n2, n3_of_n1) = run(2);
+    assert_eq!(n3_of_n2, n1_of_n2, "anti-entropy brought n3 what n1 knows of n2");
+    assert_eq!(n4_of_n2, n1_of_n2);
+    assert_eq!(n3_of_n2.map(|(s, _)| s), Some(Status::Alive));
+    assert_eq!(n3_of_n1.map(|(s, _)| s), Some(Status::Alive));
+    let (_, n3_of_n2, n4_of_n2, _) = run(0);
+    assert_eq!(n3_of_n2.map(|(s, _)| s), Some(Status::Dead), "without anti-entropy the record is never repaired");
+    assert_eq!(n4_of_n2.map(|(s, _)| s), Some(Status::Dead));
 }
 
 #[test]
@@ -365,6 +434,48 @@ fn dead_members_make_room_for_new_ones() {
     node.handle_message(Instant::ZERO, message(vec![update(5, Status::Alive), update(6, Status::Dead)]));
     assert!(node.member(NodeId(5)).is_none() && node.member(NodeId(6)).is_none(), "full of running members");
     assert_eq!(node.members().count(), 3);
+    node.check_invariants().unwrap();
+}
+
+/// A member held Dead is pinged directly only; if news that it runs arrives while that ping goes
+/// unanswered, the failed ping must not make it Suspect: it never had its indirect probe (behind
+/// a cut link that is the whole difference). Found by `keel check gossip --cuts 1`.
+#[test]
+fn a_direct_only_probe_of_a_dead_member_accuses_nobody() {
+    let mut node = Gossip::start(config(1), Durable::default(), Instant::ZERO);
+    let durable = node.poll_persist().expect("first incarnation");
+    node.handle_persisted(Instant::ZERO, durable);
+    let record = |incarnation, status| Member {
+        id: NodeId(3),
+        address: address(3),
+        incarnation: Incarnation(incarnation),
+        status,
+    };
+    let from = Sender { id: NodeId(2), address: address(2), incarnation: Incarnation(1) };
+    let message = |update| Message { sender: from.clone(), body: Body::JoinAck, updates: vec![update] };
+    node.handle_message(Instant::ZERO, message(record(1, Status::Dead)));
+    let mut rng = Rng::new(7);
+    let mut now = Instant::ZERO;
+    let mut probed_n3 = false;
+    for _ in 0..200 {
+        now = now + Duration::from_millis(10);
+        node.handle_tick(now, &mut rng);
+        let pinged_n3 =
+            node.drain_messages().iter().any(|o| o.to == address(3) && matches!(o.message.body, Body::Ping { .. }));
+        if pinged_n3 {
+            probed_n3 = true;
+            // n3 refuted elsewhere; its ack to us is lost.
+            node.handle_message(now, message(record(2, Status::Alive)));
+            let period_end = now + node.config().probe_interval;
+            while now < period_end {
+                now = now + Duration::from_millis(10);
+                node.handle_tick(now, &mut rng);
+            }
+            break;
+        }
+    }
+    assert!(probed_n3, "n3 was never pinged");
+    assert_eq!(node.member(NodeId(3)).map(|m| (m.status, m.incarnation.0)), Some((Status::Alive, 2)));
     node.check_invariants().unwrap();
 }
 

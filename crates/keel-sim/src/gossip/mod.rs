@@ -56,10 +56,10 @@ pub struct GossipSimOptions {
     pub warmup_ms: u64,
     /// Then crashes and partitions stop: within this much simulated time every running
     /// member's view must match reality, or the run fails. `None`: four probe rounds
-    /// (4 x nodes x probe interval) and a suspicion timeout. keel-gossip has no periodic
-    /// full-state exchange, so news that gossip missed (a member cut off while it spread, a
-    /// member that restarted after it) waits for the round-robin probes: each running member
-    /// pings each member it knows within two rounds; the other two absorb lost datagrams.
+    /// (4 x nodes x probe interval) and a suspicion timeout: generous, so that it holds with
+    /// anti-entropy off too (news that gossip missed then waits for the round-robin probes:
+    /// each running member pings each member it knows within two rounds; the other two absorb
+    /// lost datagrams).
     pub liveness_ms: Option<u64>,
     pub probe_interval_ms: u64,
     pub probe_timeout_ms: u64,
@@ -68,6 +68,8 @@ pub struct GossipSimOptions {
     pub indirect_probes: usize,
     /// SWIM's lambda.
     pub retransmit_multiplier: u32,
+    /// Records of the whole view each datagram carries in turn (anti-entropy).
+    pub anti_entropy_records: usize,
     pub faults: GossipFaultOptions,
     /// A planted bug in every member (see [`keel_gossip::Mutation`]); the run should fail.
     pub mutation: Option<Mutation>,
@@ -146,6 +148,7 @@ impl GossipSimOptions {
             suspicion_timeout_ms: defaults.suspicion_timeout.as_millis(),
             indirect_probes: defaults.indirect_probes,
             retransmit_multiplier: defaults.retransmit_multiplier,
+            anti_entropy_records: defaults.anti_entropy_records,
             faults: GossipFaultOptions::default(),
             mutation: None,
             record_trace: false,
@@ -193,6 +196,7 @@ impl GossipSimOptions {
             suspicion_timeout: ms(self.suspicion_timeout_ms),
             indirect_probes: self.indirect_probes,
             retransmit_multiplier: self.retransmit_multiplier,
+            anti_entropy_records: self.anti_entropy_records,
             members_max: defaults.members_max.max(self.nodes),
             mutation: self.mutation,
             ..defaults
@@ -395,7 +399,7 @@ impl<'a> Sim<'a> {
             Instant::ZERO,
             format_args!(
                 "seed {} nodes {} seeds {} mutation {:?}; probe every {} ms, timeout {} ms, k {}, suspicion {} ms, \
-                 lambda {}; loss {}/1000, delay <= {} ms, disk <= {} ms; crashes {} partitions {} every {} ms",
+                 lambda {}, anti-entropy {}; loss {}/1000, delay <= {} ms, disk <= {} ms; crashes {} partitions {} every {} ms",
                 options.seed,
                 options.nodes,
                 options.seed_nodes,
@@ -405,6 +409,7 @@ impl<'a> Sim<'a> {
                 options.indirect_probes,
                 options.suspicion_timeout_ms,
                 options.retransmit_multiplier,
+                options.anti_entropy_records,
                 f.message_loss_permille,
                 f.network_delay_ms_max,
                 f.disk_delay_ms_max,
