@@ -4,14 +4,22 @@
 //!
 //! - rebalance: a stable group of 9 consumers over 100 partitions; a 10th joins; time from its
 //!   subscribe until every member holds its new assignment (all 100 partitions assigned once);
-//! - commits: threads each committing offsets synchronously (one group per thread).
+//! - commits: threads each committing offsets synchronously (one group per thread);
+//! - raw: the same load from keel's minimal Kafka client on many connections, which measures
+//!   the broker rather than librdkafka (`cargo bench -p keel --bench groups -- raw`).
 #![allow(clippy::disallowed_methods, clippy::print_stdout)] // a benchmark reads the clock and prints
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keel_broker::cluster::kafka_client::KafkaConnection;
 use keel_broker::{BrokerConfig, RunningBroker};
+use keel_kafka::kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use keel_kafka::kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+use keel_kafka::kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -98,6 +106,53 @@ fn commits(brokers: &str, threads: usize, seconds: f64) {
     println!("offset commits: {threads:>2} committing threads: {:.0} commits/s", n as f64 / seconds);
 }
 
+/// The broker's side alone: `connections` connections, each committing one offset per
+/// OffsetCommit (v8, a group per connection, as a consumer outside any generation commits) and
+/// waiting for the answer before the next, through keel's own minimal Kafka client, so that
+/// librdkafka's costs on the same two cores do not set the ceiling.
+fn raw_commits(runtime: &tokio::runtime::Runtime, brokers: &str, connections: usize, seconds: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let brokers = brokers.to_string();
+            runtime.spawn(async move {
+                let timeout = Duration::from_secs(10);
+                let mut connection =
+                    KafkaConnection::connect(&brokers, format!("raw-committer-{c}"), timeout).await.expect("connect");
+                let mut commits = 0u64;
+                while tokio::time::Instant::now() < deadline {
+                    let partition = OffsetCommitRequestPartition::default()
+                        .with_partition_index((c % 100) as i32)
+                        .with_committed_offset(commits as i64 + 1)
+                        .with_committed_leader_epoch(-1);
+                    let request = OffsetCommitRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_string(format!("raw-{c}"))))
+                        .with_generation_id_or_member_epoch(-1)
+                        .with_topics(vec![OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(StrBytes::from_static_str("wide")))
+                            .with_partitions(vec![partition])]);
+                    let response = connection.call(&request, 8, timeout).await.expect("offset commit");
+                    let error = response.topics[0].partitions[0].error_code;
+                    assert_eq!(error, 0, "offset commit refused");
+                    commits += 1;
+                }
+                commits
+            })
+        })
+        .collect();
+    let total: u64 = runtime.block_on(async {
+        let mut total = 0;
+        for task in tasks {
+            total += task.await.expect("committer task");
+        }
+        total
+    });
+    println!(
+        "offset commits, keel's minimal client: {connections:>3} connections: {:.0} commits/s",
+        total as f64 / seconds
+    );
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
@@ -125,6 +180,11 @@ fn main() {
     if wanted("commit") {
         for threads in [1, 4, 8, 16] {
             commits(&brokers, threads, 3.0);
+        }
+    }
+    if wanted("raw") {
+        for connections in [1, 4, 16, 64] {
+            raw_commits(&runtime, &brokers, connections, 3.0);
         }
     }
     runtime.block_on(running.shutdown()).unwrap();
