@@ -437,6 +437,16 @@ fn dead_members_make_room_for_new_ones() {
     node.check_invariants().unwrap();
 }
 
+/// A record of n3, as some message carries it.
+fn n3_record(incarnation: u64, status: Status) -> Member {
+    Member { id: NodeId(3), address: address(3), incarnation: Incarnation(incarnation), status }
+}
+
+/// n2 at incarnation 1, as the sender of a message.
+fn n2_at_1() -> Sender {
+    Sender { id: NodeId(2), address: address(2), incarnation: Incarnation(1) }
+}
+
 /// A member held Dead is pinged directly only; if news that it runs arrives while that ping goes
 /// unanswered, the failed ping must not make it Suspect: it never had its indirect probe (behind
 /// a cut link that is the whole difference). Found by `keel check gossip --cuts 1`.
@@ -445,13 +455,8 @@ fn a_direct_only_probe_of_a_dead_member_accuses_nobody() {
     let mut node = Gossip::start(config(1), Durable::default(), Instant::ZERO);
     let durable = node.poll_persist().expect("first incarnation");
     node.handle_persisted(Instant::ZERO, durable);
-    let record = |incarnation, status| Member {
-        id: NodeId(3),
-        address: address(3),
-        incarnation: Incarnation(incarnation),
-        status,
-    };
-    let from = Sender { id: NodeId(2), address: address(2), incarnation: Incarnation(1) };
+    let record = n3_record;
+    let from = n2_at_1();
     let message = |update| Message { sender: from.clone(), body: Body::JoinAck, updates: vec![update] };
     node.handle_message(Instant::ZERO, message(record(1, Status::Dead)));
     let mut rng = Rng::new(7);
@@ -481,13 +486,8 @@ fn a_direct_only_probe_of_a_dead_member_accuses_nobody() {
 
 #[test]
 fn the_mutants_merge_as_advertised() {
-    let rec = |incarnation, status| Member {
-        id: NodeId(3),
-        address: address(3),
-        incarnation: Incarnation(incarnation),
-        status,
-    };
-    let from = Sender { id: NodeId(2), address: address(2), incarnation: Incarnation(1) };
+    let rec = n3_record;
+    let from = n2_at_1();
     let feed = |mutation, first: Member, second: Member| {
         let mut node = Gossip::start(Config { mutation, ..config(1) }, Durable::default(), Instant::ZERO);
         for update in [first, second] {
