@@ -856,6 +856,11 @@ impl Broker {
         }
     }
 
+    /// How the group's last rebalance went, if this broker coordinates it.
+    pub fn last_rebalance(&self, group_id: &str) -> Option<keel_groups::Rebalance> {
+        self.groups.read(group_id, |c| c.last_rebalance(group_id)).ok().flatten()
+    }
+
     /// Advances group timers (sessions, rebalances, offset expiry).
     pub fn tick_groups(&self) {
         self.groups.tick();

@@ -303,6 +303,22 @@ struct Group {
     offsets: BTreeMap<(String, i32), CommittedOffset>,
     /// Commits written but not yet persisted, so fetches see them only once durable.
     pending_commits: u32,
+    /// When the rebalance under way started, and when a member last joined it.
+    rebalance_started: Option<Instant>,
+    last_joined: Option<Instant>,
+    last_rebalance: Option<Rebalance>,
+}
+
+/// How a rebalance went, for benchmarks and operators: from its start (a member joined, left
+/// or failed) and from the last member's JoinGroup to the moment the group was stable again
+/// (its assignment persisted and every member answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rebalance {
+    pub generation_id: i32,
+    pub members: usize,
+    pub started: Instant,
+    pub last_joined: Instant,
+    pub stable: Instant,
 }
 
 impl Group {
@@ -320,6 +336,9 @@ impl Group {
             state_since: now,
             offsets: BTreeMap::new(),
             pending_commits: 0,
+            rebalance_started: None,
+            last_joined: None,
+            last_rebalance: None,
         }
     }
 
@@ -560,6 +579,15 @@ impl Coordinator {
                 }
                 if ok {
                     group.transition(GroupState::Stable, now);
+                    if let Some(started) = group.rebalance_started.take() {
+                        group.last_rebalance = Some(Rebalance {
+                            generation_id,
+                            members: group.members.len(),
+                            started,
+                            last_joined: group.last_joined.take().unwrap_or(started),
+                            stable: now,
+                        });
+                    }
                     for member in group.members.values_mut() {
                         member.session_deadline = now + Duration::from_millis(member.session_timeout_ms as u64);
                     }
@@ -690,6 +718,7 @@ impl Coordinator {
         member.protocols = request.protocols;
         member.session_timeout_ms = request.session_timeout_ms;
         member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        group.last_joined = Some(now);
         let is_leader = group.leader.as_deref() == Some(member_id.as_str());
         match group.state {
             GroupState::PreparingRebalance => self.check_join_complete(group_id, now),
@@ -744,6 +773,7 @@ impl Coordinator {
     }
 
     fn rebalance_or_check(&mut self, group_id: &str, now: Instant) {
+        self.groups.get_mut(group_id).expect("group exists").last_joined = Some(now);
         match self.groups[group_id].state {
             GroupState::PreparingRebalance => self.check_join_complete(group_id, now),
             _ => self.prepare_rebalance(group_id, now),
@@ -765,6 +795,7 @@ impl Coordinator {
         let was_empty = group.state == GroupState::Empty;
         let delay = if was_empty { initial_delay.min(timeout) } else { timeout };
         group.join_deadline = Some(now + Duration::from_millis(delay as u64));
+        group.rebalance_started.get_or_insert(now);
         group.transition(GroupState::PreparingRebalance, now);
         for (token, response) in answers {
             self.respond(token, response);
@@ -802,6 +833,7 @@ impl Coordinator {
         if group.members.is_empty() {
             group.protocol_name = None;
             group.leader = None;
+            group.rebalance_started = None;
             group.transition(GroupState::Empty, now);
             let record = Record::Group {
                 group_id: group_id.to_string(),
@@ -1144,6 +1176,11 @@ impl Coordinator {
     /// The state of a group, if it exists.
     pub fn group_state(&self, group_id: &str) -> Option<GroupState> {
         self.groups.get(group_id).map(|g| g.state)
+    }
+
+    /// The group's last completed rebalance.
+    pub fn last_rebalance(&self, group_id: &str) -> Option<Rebalance> {
+        self.groups.get(group_id).and_then(|g| g.last_rebalance)
     }
 
     pub fn handle_delete_groups(&mut self, now: Instant, token: Token, group_ids: Vec<String>) {

@@ -421,3 +421,32 @@ fn deleting_groups_and_expiring_offsets() {
     assert!(h.coordinator.group_state("g").is_none());
     assert!(matches!(h.persisted.last(), Some(Record::Group { value: None, .. })));
 }
+
+#[test]
+fn the_last_rebalance_is_timed_from_its_start_and_from_its_last_join() {
+    let mut h = Harness::new(0);
+    let (a, join_a) = h.new_member(&["range"]);
+    h.join_answer(join_a).unwrap();
+    h.sync(&a, 1, &[(&a, "all")]);
+    let first = h.coordinator.last_rebalance("g").expect("the first rebalance completed");
+    assert_eq!((first.generation_id, first.members), (1, 1));
+    h.advance(1000);
+    // b joins at 1000; a learns of it from its heartbeat 300 ms later and rejoins; the leader
+    // syncs 20 ms after that.
+    let (b, join_b) = h.new_member(&["range"]);
+    h.advance(300);
+    assert_eq!(h.heartbeat(&a, None, 1), ErrorCode::RebalanceInProgress);
+    let rejoin_a = h.join(&a, None, &["range"]);
+    let generation = h.join_answer(rejoin_a).expect("everyone rejoined").generation_id;
+    h.join_answer(join_b).expect("b is answered too");
+    h.advance(20);
+    let leader = h.join_answer(rejoin_a).unwrap().leader;
+    let follower = if leader == a { b.clone() } else { a.clone() };
+    h.sync(&follower, generation, &[]);
+    assert_eq!(h.coordinator.last_rebalance("g"), Some(first), "not stable until the leader syncs");
+    h.sync(&leader, generation, &[(&a, "half"), (&b, "half")]);
+    let second = h.coordinator.last_rebalance("g").expect("the second rebalance completed");
+    assert_eq!((second.generation_id, second.members), (generation, 2));
+    let ms = |from: Instant| second.stable.saturating_since(from).as_millis();
+    assert_eq!((ms(second.started), ms(second.last_joined)), (320, 20));
+}

@@ -47,7 +47,7 @@ fn assigned(consumers: &[BaseConsumer]) -> usize {
     consumers.iter().map(|c| c.assignment().map(|a| a.count()).unwrap_or(0)).sum()
 }
 
-fn rebalance(brokers: &str, heartbeat_ms: u32) {
+fn rebalance(broker: &keel_broker::Broker, brokers: &str, heartbeat_ms: u32) {
     let group = format!("rebalance-{heartbeat_ms}");
     let mut consumers: Vec<BaseConsumer> = (0..9).map(|_| consumer(brokers, &group, heartbeat_ms)).collect();
     for c in &consumers {
@@ -75,6 +75,14 @@ fn rebalance(brokers: &str, heartbeat_ms: u32) {
     println!(
         "rebalance: 10th consumer joins a group of 9 over 100 partitions, heartbeat.interval.ms={heartbeat_ms}: {:.0} ms until all 10 hold their new assignment",
         took.as_secs_f64() * 1000.0
+    );
+    let r = broker.last_rebalance(&group).expect("the coordinator timed the rebalance");
+    assert_eq!(r.members, 10);
+    println!(
+        "  coordinator: generation {} stable {} ms after the rebalance started, {} ms after its last member joined",
+        r.generation_id,
+        r.stable.saturating_since(r.started).as_millis(),
+        r.stable.saturating_since(r.last_joined).as_millis()
     );
 }
 
@@ -174,8 +182,8 @@ fn main() {
         .block_on(admin.create_topics([&NewTopic::new("wide", 100, TopicReplication::Fixed(1))], &AdminOptions::new()))
         .unwrap();
     if wanted("rebalance") {
-        rebalance(&brokers, 500);
-        rebalance(&brokers, 3000);
+        rebalance(&running.broker, &brokers, 500);
+        rebalance(&running.broker, &brokers, 3000);
     }
     if wanted("commit") {
         for threads in [1, 4, 8, 16] {
