@@ -29,7 +29,7 @@ use keel_kafka::kafka_protocol::messages::*;
 use keel_kafka::kafka_protocol::protocol::StrBytes;
 use keel_kafka::SUPPORTED_APIS;
 use keel_replication::FetchDecision;
-use keel_storage::{AppendInfo, ReadError};
+use keel_storage::{AppendInfo, FlushPolicy, ReadError};
 use keel_types::{ErrorCode, LeaderEpoch, NodeId};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -346,16 +346,22 @@ impl Broker {
             );
         }
         // Appends run on blocking threads, all partitions at once: with flush `always` each
-        // waits for its group commit, and partitions sync in parallel.
+        // waits for its group commit, and partitions sync in parallel. One append that cannot
+        // wait for a disk (flush `never`: a copy into the page cache) runs right here instead:
+        // handing it to another thread and back cost more than the copy (producers with a
+        // short linger send one partition per request).
         let now = now_ms();
         let timeout_ms = request.timeout_ms;
+        let inline = appends.len() == 1 && appends[0].2.log.config().flush == FlushPolicy::Never;
         let tasks: Vec<_> = appends
             .into_iter()
             .map(|(t, p, partition, records)| {
-                let task = tokio::task::spawn_blocking(move || {
+                let append = move || {
                     let result = append_as_leader(&partition, &records, acks, timeout_ms, now, None);
                     (partition, result)
-                });
+                };
+                let task =
+                    if inline { Append::Done(append()) } else { Append::Blocking(tokio::task::spawn_blocking(append)) };
                 (t, p, task)
             })
             .collect();
@@ -363,7 +369,11 @@ impl Broker {
         let mut replicating = Vec::new();
         for (t, p, task) in tasks {
             let response = &mut topic_responses[t].partition_responses[p];
-            match task.await {
+            let outcome = match task {
+                Append::Done(done) => Ok(done),
+                Append::Blocking(handle) => handle.await,
+            };
+            match outcome {
                 Ok((_, Ok((info, completion)))) => {
                     appended = true;
                     response.base_offset = info.base_offset;
@@ -980,6 +990,12 @@ impl From<keel_storage::AppendError> for AppendFailure {
 /// just checked; with acks=all the answer is a completion that resolves once the high
 /// watermark passes the batch (or the request fails). With `in_epoch`, only a leader in that
 /// epoch appends.
+/// A produce append: finished on the request's own thread, or running on a blocking one.
+enum Append<T> {
+    Done(T),
+    Blocking(tokio::task::JoinHandle<T>),
+}
+
 pub(crate) fn append_as_leader(
     partition: &Partition,
     records: &[u8],
