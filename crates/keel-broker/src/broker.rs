@@ -985,17 +985,17 @@ impl From<keel_storage::AppendError> for AppendFailure {
     }
 }
 
-/// Appends a producer's records if this replica leads the partition (a single node always
-/// does). In a cluster the append happens under the replica's role lock, in the leader epoch
-/// just checked; with acks=all the answer is a completion that resolves once the high
-/// watermark passes the batch (or the request fails). With `in_epoch`, only a leader in that
-/// epoch appends.
 /// A produce append: finished on the request's own thread, or running on a blocking one.
 enum Append<T> {
     Done(T),
     Blocking(tokio::task::JoinHandle<T>),
 }
 
+/// Appends a producer's records if this replica leads the partition (a single node always
+/// does). In a cluster the append happens under the replica's role lock, in the leader epoch
+/// just checked; with acks=all the answer is a completion that resolves once the high
+/// watermark passes the batch (or the request fails). With `in_epoch`, only a leader in that
+/// epoch appends.
 pub(crate) fn append_as_leader(
     partition: &Partition,
     records: &[u8],

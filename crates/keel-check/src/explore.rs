@@ -11,9 +11,9 @@
 //! they do not appear in the liveness graph: after the last fault the system must recover on
 //! fair steps alone. A model may instead hand an action's random choices to the scheduler
 //! ([`Model::scheduler_chooses`]): then each outcome is a separate edge the scheduler may pick,
-//! and the property must hold whatever it picks. Steps that leave the bounds (too many terms, too many messages in flight)
-//! are cut off, and a cut-off step counts as leaving the component, so liveness is judged on
-//! behaviours within the bounds.
+//! and the property must hold whatever it picks. Steps that leave the bounds (too many terms,
+//! too many messages in flight) are cut off, and a cut-off step counts as leaving the
+//! component, so liveness is judged on behaviours within the bounds.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};

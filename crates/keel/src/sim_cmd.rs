@@ -390,17 +390,10 @@ fn cluster_one(args: &ClusterSimArgs, options: &ClusterSimOptions) -> Result<(),
 }
 
 fn cluster_sweep(args: &ClusterSimArgs, options: &ClusterSimOptions, count: u64) -> Result<(), String> {
-    let describe = |jobs: usize| {
-        let end = args.start.saturating_add(count);
-        format!(
-            "keel sim cluster: seeds {}..{end} ({count} runs), {}, on {jobs} threads",
-            args.start,
-            describe_cluster_run(options)
-        )
-    };
     let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
         SeedRange { start: args.start, count, jobs: args.jobs, fail_fast: args.fail_fast },
-        describe,
+        "cluster",
+        &describe_cluster_run(options),
         |seed| {
             let report = run_cluster(&ClusterSimOptions { seed, ..options.clone() });
             let failure = report.outcome.as_ref().err().map(|f| f.to_string());
@@ -559,17 +552,10 @@ fn print_stats(stats: &Stats, wall_ms: f64) {
 }
 
 fn sweep(args: &RaftSimArgs, options: &RaftSimOptions, count: u64) -> Result<(), String> {
-    let describe = |jobs: usize| {
-        let end = args.start.saturating_add(count);
-        format!(
-            "keel sim raft: seeds {}..{end} ({count} runs), {}, on {jobs} threads",
-            args.start,
-            describe_cluster(options)
-        )
-    };
     let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
         SeedRange { start: args.start, count, jobs: args.jobs, fail_fast: args.fail_fast },
-        describe,
+        "raft",
+        &describe_cluster(options),
         |seed| {
             let report = run_raft(&RaftSimOptions { seed, ..options.clone() });
             let failure = report.outcome.as_ref().err().map(|f| f.to_string());
@@ -650,12 +636,13 @@ fn gossip_reproduce(args: &GossipSimArgs, seed: u64) -> String {
 fn describe_gossip_run(options: &GossipSimOptions) -> String {
     let f = &options.faults;
     let mut text = format!(
-        "{} members, loss {:.1}%, probe every {} ms, suspicion {} ms, k {}",
+        "{} members, loss {:.1}%, probe every {} ms, suspicion {} ms, k {}, anti-entropy {}",
         options.nodes,
         f.message_loss_permille as f64 / 10.0,
         options.probe_interval_ms,
         options.suspicion_timeout_ms,
-        options.indirect_probes
+        options.indirect_probes,
+        options.anti_entropy_records
     );
     if !f.crashes {
         text.push_str(", no crashes");
@@ -788,17 +775,10 @@ fn print_gossip_summary(reports: &[GossipSimReport], nodes: usize) {
 }
 
 fn gossip_sweep(args: &GossipSimArgs, options: &GossipSimOptions, count: u64) -> Result<(), String> {
-    let describe = |jobs: usize| {
-        let end = args.start.saturating_add(count);
-        format!(
-            "keel sim gossip: seeds {}..{end} ({count} runs), {}, on {jobs} threads",
-            args.start,
-            describe_gossip_run(options)
-        )
-    };
     let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
         SeedRange { start: args.start, count, jobs: args.jobs, fail_fast: args.fail_fast },
-        describe,
+        "gossip",
+        &describe_gossip_run(options),
         |seed| {
             let report = run_gossip(&GossipSimOptions { seed, ..options.clone() });
             let failure = report.outcome.as_ref().err().map(|f| f.to_string());
@@ -845,11 +825,12 @@ struct SweepRun<R> {
 }
 
 /// Runs every seed of `range` with `run` (a report, and the failure if the seed failed),
-/// printing each failure with how to reproduce it. `describe` gives the opening line for the
-/// number of threads.
+/// printing each failure with how to reproduce it, after an opening line naming the
+/// `scenario` (`keel sim <scenario>`), the seeds, the run's `description` and the threads.
 fn run_sweep<R: Send>(
     range: SeedRange,
-    describe: impl Fn(usize) -> String,
+    scenario: &str,
+    description: &str,
     run: impl Fn(u64) -> (R, Option<String>) + Sync,
     reproduce: impl Fn(u64) -> String + Sync,
 ) -> Result<SweepRun<R>, String> {
@@ -863,7 +844,7 @@ fn run_sweep<R: Send>(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, 256)
         .min(count as usize);
-    say!("{}", describe(jobs));
+    say!("keel sim {scenario}: seeds {}..{end} ({count} runs), {description}, on {jobs} threads", range.start);
     let started = wall_clock();
     let next = AtomicU64::new(range.start);
     let stop = AtomicBool::new(false);

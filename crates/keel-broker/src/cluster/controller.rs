@@ -103,7 +103,7 @@ struct ControllerNode {
     heard: BTreeMap<NodeId, keel_types::Instant>,
     /// This node's membership view (SWIM), if it runs membership.
     membership: Option<watch::Receiver<Vec<keel_gossip::Member>>>,
-    /// The latest view each broker sent with a heartbeat, and when.
+    /// The latest view each broker-only node sent with a heartbeat, and when.
     reported: BTreeMap<NodeId, (keel_types::Instant, Vec<ViewEntry>)>,
     waiters: BTreeMap<LogIndex, Waiter>,
     committed: Arc<Mutex<CommittedLog>>,
@@ -232,7 +232,9 @@ impl ControllerNode {
         };
         let now = monotonic();
         if let Request::Heartbeat { node, membership, .. } = &request {
-            self.reported.insert(*node, (now, membership.clone()));
+            if !membership.is_empty() {
+                self.reported.insert(*node, (now, membership.clone()));
+            }
         }
         let decided = super::decide::decide(controller, now, &mut self.rng, request);
         match decided {

@@ -43,8 +43,9 @@ pub struct Registration {
     pub clean_shutdown: bool,
     pub incarnation: u64,
     pub heartbeat_interval: Duration,
-    /// This node's membership view, sent with every heartbeat for `keel cluster status`.
-    pub membership: watch::Receiver<Vec<keel_gossip::Member>>,
+    /// A broker-only node's membership view, sent with every heartbeat for `keel cluster
+    /// status` (such a node has no cluster port to ask).
+    pub membership: Option<watch::Receiver<Vec<keel_gossip::Member>>>,
 }
 
 /// Starts metadata replay; returns its watch.
@@ -151,7 +152,7 @@ pub fn run(
                 metadata_index,
                 caught_up: metadata_index >= registered_at,
                 want_shutdown: *want_shutdown.borrow(),
-                membership: view_entries(&registration.membership.borrow()),
+                membership: registration.membership.as_ref().map(|v| view_entries(&v.borrow())).unwrap_or_default(),
             };
             match client.call_active(request, registration.heartbeat_interval * 2).await {
                 Ok(Response::Heartbeat { fenced, should_shut_down }) => {

@@ -167,7 +167,8 @@ impl ClusterNode {
             clean_shutdown,
             incarnation: membership.incarnation.0,
             heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
-            membership: membership.view,
+            // A controller node answers `keel cluster status` with its own view.
+            membership: (!roles.controller).then_some(membership.view),
         };
         let standing = lifecycle::run(client.clone(), registration, replayed.clone(), want_shutdown_rx, shutdown);
         Ok(ClusterNode {

@@ -38,7 +38,8 @@ pub enum Request {
         metadata_index: u64,
         caught_up: bool,
         want_shutdown: bool,
-        /// The broker's membership view, for `keel cluster status`.
+        /// A broker-only node's membership view, for `keel cluster status` (empty from a
+        /// controller node, which answers with its own).
         membership: Vec<ViewEntry>,
     },
     /// A partition leader's ISR change.
@@ -135,8 +136,8 @@ pub struct ControllerStatus {
     pub image: Vec<u8>,
     /// This node's membership view.
     pub membership: Vec<ViewEntry>,
-    /// The views brokers sent with their heartbeats to this node while it was the active
-    /// controller: (broker, milliseconds since that heartbeat, view).
+    /// The views broker-only nodes sent with their heartbeats to this node while it was the
+    /// active controller: (broker, milliseconds since that heartbeat, view).
     pub reported: Vec<(NodeId, u64, Vec<ViewEntry>)>,
 }
 
