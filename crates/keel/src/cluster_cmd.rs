@@ -34,11 +34,22 @@ async fn status(args: StatusArgs) -> Result<(), String> {
     if voters.is_empty() {
         return Err("--controllers lists no controller".to_string());
     }
+    // Every controller at once: one that does not answer (stopped, partitioned) must not delay
+    // the others' answers, or the views printed would be older than they look.
+    let calls: Vec<_> = voters
+        .iter()
+        .map(|(&id, &address)| {
+            let call = tokio::spawn(async move {
+                Caller::new(address).call::<_, Response>(&Frame::Request(Request::Status), Duration::from_secs(2)).await
+            });
+            (id, address, call)
+        })
+        .collect();
     let mut statuses: Vec<ControllerStatus> = Vec::new();
     println!("controllers:");
-    for (&id, &address) in &voters {
-        let caller = Caller::new(address);
-        match caller.call::<_, Response>(&Frame::Request(Request::Status), Duration::from_secs(2)).await {
+    for (id, address, call) in calls {
+        let answer = call.await.map_err(|e| format!("status call to controller {id} failed: {e}"))?;
+        match answer {
             Ok(Response::Status(status)) => {
                 println!(
                     "  {id} at {address}: {} (term {}, leader {}, commit {}, applied {}; quorums R={} E={} of {})",
