@@ -109,6 +109,37 @@ pub struct Decision<T> {
     pub records: Vec<MetadataRecord>,
 }
 
+/// A broker process starting (Kafka's BrokerRegistration request).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerRegistrationRequest {
+    pub node: NodeId,
+    pub listeners: Vec<Endpoint>,
+    pub rack: Option<String>,
+    /// The broker epoch named by the clean-shutdown marker the broker found in its data
+    /// directory (KIP-966's `previousBrokerEpoch`): written after the final flush of a clean
+    /// shutdown, with the epoch the broker was registered with then. `None` when there was no
+    /// marker: after a crash, and on an empty or replaced data directory.
+    pub previous_broker_epoch: Option<i64>,
+    /// Random, drawn once by each broker process (Kafka's incarnation id).
+    pub process_id: u128,
+    /// The membership layer's incarnation of this process (0 when not known).
+    pub incarnation: u64,
+}
+
+/// How a broker's registration follows the node's current registration in the metadata log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Restart {
+    /// The broker's clean-shutdown marker names the epoch of the current registration: it
+    /// flushed and closed everything after that registration's last write.
+    Clean,
+    /// Anything else: its replicas may have lost their unflushed tail.
+    Unclean,
+    /// The process that made the current registration registers again (its answer was lost,
+    /// or its epoch went stale). It lost nothing since, and that registration already dealt
+    /// with how it started (`clean_shutdown` is what it found then).
+    SameProcess { clean_shutdown: bool },
+}
+
 /// The answer to a broker heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HeartbeatReply {
@@ -192,38 +223,66 @@ impl Controller {
 
     /// A broker process starts. It gets a broker epoch greater than any handed out before and
     /// starts fenced. An earlier registration of the node belongs to a process that is gone:
-    /// its replicas leave leadership and the ISR (for the ELR if that leaves the ISR short),
-    /// and if this start found no clean-shutdown marker they leave the ELR too, since their
+    /// its replicas leave leadership and the ISR (for the ELR if that leaves the ISR short).
+    /// Unless the start is clean (see [`Restart`]) they leave the ELR too, since their
     /// unflushed tail may be lost.
     pub fn register_broker(
         &mut self,
         now: Instant,
-        node: NodeId,
-        listeners: Vec<Endpoint>,
-        rack: Option<String>,
-        clean_shutdown: bool,
-        incarnation: u64,
+        request: BrokerRegistrationRequest,
     ) -> Result<Decision<i64>, ControllerError> {
+        let node = request.node;
         if node.0 < 0 {
             let message = format!("broker id {node} is negative; give the broker a node id of 0 or more");
             return Err(ControllerError::new(ErrorCode::InvalidRequest, message));
         }
+        let restart = self.restart(&request);
+        let clean_shutdown = match restart {
+            Restart::Clean => true,
+            Restart::Unclean => false,
+            Restart::SameProcess { clean_shutdown } => clean_shutdown,
+        };
         let broker_epoch = self.image.broker_epoch_last() + 1;
         let mut records = Vec::new();
-        let registration =
-            MetadataRecord::RegisterBroker { node, broker_epoch, listeners, rack, clean_shutdown, incarnation };
+        let registration = MetadataRecord::RegisterBroker {
+            node,
+            broker_epoch,
+            listeners: request.listeners,
+            rack: request.rack,
+            clean_shutdown,
+            process_id: request.process_id,
+            incarnation: request.incarnation,
+        };
         self.emit(&mut records, registration);
         self.change_partitions(
             &mut records,
             |_, p| p.replicas.contains(&node),
             |p, e| {
                 let removed = p.remove_replica(node, e);
-                let unclean = !clean_shutdown && p.handle_unclean_shutdown(node, e);
+                let unclean = restart == Restart::Unclean && p.handle_unclean_shutdown(node, e);
                 removed || unclean
             },
         );
         self.last_heartbeat.insert(node, now);
         Ok(Decision { reply: broker_epoch, records })
+    }
+
+    /// KIP-966: a start is clean only if the broker's clean-shutdown marker names the broker
+    /// epoch of the node's current registration in the metadata log. No marker (a crash, or
+    /// an empty or replaced data directory), a marker from an older run (a restored backup)
+    /// and a node with no registration are all unclean.
+    pub fn restart(&self, request: &BrokerRegistrationRequest) -> Restart {
+        let Some(current) = self.image.broker(request.node) else {
+            return Restart::Unclean;
+        };
+        if current.process_id == request.process_id {
+            return Restart::SameProcess { clean_shutdown: current.clean_shutdown };
+        }
+        if request.previous_broker_epoch == Some(current.broker_epoch) {
+            Restart::Clean
+        } else {
+            Restart::Unclean
+        }
     }
 
     /// A broker is alive. `caught_up`: it has replayed the metadata log at least up to its own

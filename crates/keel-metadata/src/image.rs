@@ -66,8 +66,11 @@ pub struct BrokerRegistration {
     pub fenced: bool,
     /// In controlled shutdown: may not lead or join an ISR either.
     pub shutting_down: bool,
-    /// Whether the broker registered with its clean-shutdown marker.
+    /// Whether the controller counted this registration as following a clean shutdown: the
+    /// broker's clean-shutdown marker named the broker epoch of the registration it replaced.
     pub clean_shutdown: bool,
+    /// Random, drawn once by the broker process that registered (Kafka's incarnation id).
+    pub process_id: u128,
     pub incarnation: u64,
 }
 
@@ -136,7 +139,15 @@ impl MetadataImage {
     /// controller's, so a record the controller wrote but replay ignored would show.
     pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
-            MetadataRecord::RegisterBroker { node, broker_epoch, listeners, rack, clean_shutdown, incarnation } => {
+            MetadataRecord::RegisterBroker {
+                node,
+                broker_epoch,
+                listeners,
+                rack,
+                clean_shutdown,
+                process_id,
+                incarnation,
+            } => {
                 self.broker_epoch_last = self.broker_epoch_last.max(*broker_epoch);
                 let registration = BrokerRegistration {
                     broker_epoch: *broker_epoch,
@@ -145,6 +156,7 @@ impl MetadataImage {
                     fenced: true,
                     shutting_down: false,
                     clean_shutdown: *clean_shutdown,
+                    process_id: *process_id,
                     incarnation: *incarnation,
                 };
                 self.brokers.insert(*node, registration);
@@ -345,6 +357,7 @@ mod tests {
             listeners: vec![Endpoint { name: "PLAINTEXT".into(), host: format!("b{node}"), port: 9092 }],
             rack: None,
             clean_shutdown: true,
+            process_id: node as u128,
             incarnation: 1,
         }
     }

@@ -11,7 +11,8 @@
 //!   the unclean-shutdown rule; the partition-epoch compare-and-set of AlterPartition. The
 //!   controller, the model checker (`keel check isr`) and the simulator all use these
 //!   functions, so what is checked is what runs.
-//! - [`controller`]: [`Controller`], the active controller: registration and broker epochs,
+//! - [`controller`]: [`Controller`], the active controller: registration and broker epochs
+//!   (clean only when the clean-shutdown marker names the registered epoch, KIP-966),
 //!   heartbeats, session expiry and fencing, controlled shutdown, replica placement, topic and
 //!   config changes, preferred-leader rebalancing. Each decision returns the records to append
 //!   and has already applied them to its working image.
@@ -29,7 +30,9 @@ pub mod records;
 #[cfg(test)]
 mod tests;
 
-pub use controller::{Controller, ControllerConfig, ControllerError, Decision, HeartbeatReply};
+pub use controller::{
+    BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, Decision, HeartbeatReply, Restart,
+};
 pub use image::{BrokerRegistration, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE};
 pub use partition::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
 pub use records::{Endpoint, MetadataRecord};

@@ -11,7 +11,8 @@
 //!   while |ISR| < min ISR, so it is as good a leader as any ISR member. The ISR may become empty
 //!   (the last member leaves for the ELR instead of staying). The ELR is cleared once
 //!   |ISR| >= min ISR again; a member that rejoins the ISR leaves the ELR.
-//! - Unclean shutdown: a broker that registers without a clean-shutdown marker may have lost its
+//! - Unclean shutdown: a broker whose clean-shutdown marker does not name the broker epoch it
+//!   is registered with (no marker, an old one, an empty data directory) may have lost its
 //!   unflushed tail. Its replicas leave the ISR, the ELR and leadership at once, and come back
 //!   only through the leader's ISR expansion, which requires them to have caught up.
 //! - Last-known ELR: the ELR members removed for an unclean shutdown while the partition had no

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::partition::PartitionRegistration;
 
-/// The version byte in front of every encoded record, batch and image.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+/// The version byte in front of every encoded record, batch and image. Version 2: broker
+/// registrations carry the process id, and the image the next producer id (KIP-730).
+pub(crate) const FORMAT_VERSION: u8 = 2;
 
 /// A listener a broker registers: clients reach it at `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,9 +40,13 @@ pub enum MetadataRecord {
         broker_epoch: i64,
         listeners: Vec<Endpoint>,
         rack: Option<String>,
-        /// Whether the broker found its clean-shutdown marker: if not, its replicas may have
-        /// lost their unflushed tail.
+        /// Whether the controller counted this start as following a clean shutdown (see
+        /// [`Controller::register_broker`](crate::Controller::register_broker)): if not, the
+        /// broker's replicas may have lost their unflushed tail.
         clean_shutdown: bool,
+        /// Random, drawn once by each broker process (Kafka's incarnation id): a registration
+        /// with the process id of the current one is that process registering again.
+        process_id: u128,
         /// The membership layer's incarnation of this process (0 when not known).
         incarnation: u64,
     },
@@ -103,10 +108,17 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> 
     let Some((&version, body)) = bytes.split_first() else {
         return Err(format!("{what} is empty"));
     };
-    if version != FORMAT_VERSION {
+    if version > FORMAT_VERSION {
         return Err(format!(
             "{what} has format version {version}, this keel reads version {FORMAT_VERSION}; \
              upgrade keel on this node"
+        ));
+    }
+    if version < FORMAT_VERSION {
+        return Err(format!(
+            "{what} has format version {version}, written by an older keel; this keel reads only version \
+             {FORMAT_VERSION} and cannot upgrade a cluster's metadata in place: start the cluster on empty \
+             data directories"
         ));
     }
     bincode_options(body.len() as u64).deserialize(body).map_err(|e| format!("{what} cannot be decoded: {e}"))
@@ -140,6 +152,7 @@ mod tests {
                 listeners: vec![Endpoint { name: "PLAINTEXT".into(), host: "10.0.0.7".into(), port: 9092 }],
                 rack: Some("eu-west-1a".into()),
                 clean_shutdown: false,
+                process_id: u128::MAX,
                 incarnation: u64::MAX,
             },
             MetadataRecord::RegisterBroker {
@@ -148,6 +161,7 @@ mod tests {
                 listeners: vec![],
                 rack: None,
                 clean_shutdown: true,
+                process_id: 0,
                 incarnation: 0,
             },
             MetadataRecord::FenceBroker { node: NodeId(7), broker_epoch: 12 },
@@ -178,6 +192,8 @@ mod tests {
         let mut wrong_version = good.clone();
         wrong_version[0] = 9;
         assert!(MetadataRecord::decode(&wrong_version).unwrap_err().contains("format version 9"));
+        wrong_version[0] = 1;
+        assert!(MetadataRecord::decode(&wrong_version).unwrap_err().contains("written by an older keel"));
         for cut in 1..good.len() {
             assert!(MetadataRecord::decode(&good[..cut]).is_err(), "truncated at {cut}");
         }

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng};
 
 use crate::{
-    AlterIsr, Controller, ControllerConfig, ControllerError, Decision, Endpoint, HeartbeatReply, MetadataImage,
-    MetadataRecord, PartitionRegistration, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE,
+    AlterIsr, BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, Decision, Endpoint,
+    HeartbeatReply, MetadataImage, MetadataRecord, PartitionRegistration, MIN_INSYNC_REPLICAS,
+    UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 
 const SESSION: Duration = Duration(9_000_000_000);
@@ -28,6 +29,8 @@ struct Cluster {
     log: Vec<MetadataRecord>,
     epochs: BTreeMap<NodeId, i64>,
     racks: BTreeMap<NodeId, String>,
+    /// The last process id drawn: every registration comes from a new process.
+    process_id: u128,
     now: Instant,
     rng: Rng,
 }
@@ -45,6 +48,7 @@ impl Cluster {
             log: Vec::new(),
             epochs: BTreeMap::new(),
             racks: BTreeMap::new(),
+            process_id: 0,
             now: Instant::ZERO,
             rng: Rng::new(7),
         }
@@ -76,11 +80,24 @@ impl Cluster {
         self.now = self.now + by;
     }
 
+    /// A new process of `node` registers; `clean_shutdown`: its marker names the epoch it is
+    /// registered with (as a broker's does after a clean shutdown), else it has no marker.
     fn register(&mut self, node: i32, clean_shutdown: bool) -> i64 {
-        let listeners = vec![Endpoint { name: "PLAINTEXT".into(), host: format!("broker-{node}"), port: 9092 }];
-        let rack = self.racks.get(&NodeId(node)).cloned();
-        let decision =
-            self.controller.register_broker(self.now, NodeId(node), listeners, rack, clean_shutdown, node as u64);
+        let previous_broker_epoch = self.epochs.get(&NodeId(node)).copied().filter(|_| clean_shutdown);
+        self.process_id += 1;
+        self.register_with(node, previous_broker_epoch, self.process_id)
+    }
+
+    fn register_with(&mut self, node: i32, previous_broker_epoch: Option<i64>, process_id: u128) -> i64 {
+        let request = BrokerRegistrationRequest {
+            node: NodeId(node),
+            listeners: vec![Endpoint { name: "PLAINTEXT".into(), host: format!("broker-{node}"), port: 9092 }],
+            rack: self.racks.get(&NodeId(node)).cloned(),
+            previous_broker_epoch,
+            process_id,
+            incarnation: node as u64,
+        };
+        let decision = self.controller.register_broker(self.now, request);
         let epoch = self.take(decision).unwrap();
         self.epochs.insert(NodeId(node), epoch);
         epoch
@@ -604,4 +621,118 @@ fn the_default_replication_factor_is_capped_at_the_brokers_but_an_explicit_one_i
     let partition = cluster.partition(id, 0);
     assert_eq!(partition.replicas.len(), 2, "{partition:?}");
     assert_eq!(cluster.create("explicit", 1, 3, None), Err(ErrorCode::InvalidReplicationFactor));
+}
+
+#[test]
+fn only_the_registered_broker_epoch_makes_a_registration_clean() {
+    // F2 of issue 17: a broker whose data directory was replaced came back "clean", stayed in
+    // the ELR as the last replica standing and was elected with an empty log.
+    enum Marker {
+        /// No marker: a crash, or an empty (replaced) data directory.
+        None,
+        /// A marker naming an epoch of an earlier run (a restored backup, say).
+        Older,
+        /// The marker of a clean shutdown after the current registration.
+        Registered,
+    }
+    for (what, marker, clean) in [
+        ("a replaced (empty) data directory", Marker::None, false),
+        ("a marker from an older run", Marker::Older, false),
+        ("the marker of its registered epoch", Marker::Registered, true),
+    ] {
+        let mut c = Cluster::new();
+        c.start(&[1, 2, 3]);
+        // Every broker restarts cleanly once, so each has an older epoch a stale marker can name.
+        let older = c.epochs.clone();
+        for node in [1, 2, 3] {
+            c.register(node, true);
+            c.commit();
+            c.heartbeat(node, true, false);
+            c.commit();
+        }
+        let t = c.create("t", 1, 3, Some(2)).unwrap();
+        let replicas = c.partition(t, 0).replicas;
+        let [a, b, z] = [replicas[0], replicas[1], replicas[2]];
+        c.fence(a);
+        c.fence(b);
+        c.fence(z);
+        let p = c.partition(t, 0);
+        assert_eq!((p.leader, p.isr, p.elr), (None, vec![], vec![b, z]), "{what}");
+        // z, the last replica standing, comes back first.
+        let previous = match marker {
+            Marker::None => None,
+            Marker::Older => Some(older[&z]),
+            Marker::Registered => Some(c.epochs[&z]),
+        };
+        c.register_with(z.0, previous, 100);
+        c.commit();
+        c.heartbeat(z.0, true, false);
+        c.commit();
+        let p = c.partition(t, 0);
+        if clean {
+            assert_eq!((p.leader, p.elr), (Some(z), vec![b]), "{what}: elected from the ELR");
+        } else {
+            assert!(!p.elr.contains(&z), "{what}: an unclean broker leaves the ELR: {p:?}");
+            assert_eq!(p.leader, None, "{what}: an unclean broker is not elected: {p:?}");
+        }
+        assert_eq!(c.controller.image().broker(z).unwrap().clean_shutdown, clean, "{what}");
+    }
+}
+
+#[test]
+fn a_broker_never_registered_before_is_unclean() {
+    let mut c = Cluster::new();
+    for previous in [None, Some(1)] {
+        let request = BrokerRegistrationRequest {
+            node: NodeId(5),
+            listeners: vec![],
+            rack: None,
+            previous_broker_epoch: previous,
+            process_id: 1,
+            incarnation: 0,
+        };
+        assert_eq!(c.controller.restart(&request), crate::Restart::Unclean, "{previous:?}");
+    }
+    c.register_with(5, Some(1), 1);
+    c.commit();
+    assert!(!c.controller.image().broker(NodeId(5)).unwrap().clean_shutdown);
+}
+
+#[test]
+fn the_same_process_registering_again_keeps_what_its_first_registration_found() {
+    // A registration whose answer was lost is sent again by the same process, with the same
+    // marker epoch; the first one committed meanwhile. The process lost nothing since: the
+    // retry neither turns unclean (which would drop it from the ELR) nor clean.
+    for clean in [true, false] {
+        let mut c = Cluster::new();
+        c.start(&[1, 2, 3]);
+        let t = c.create("t", 1, 3, Some(2)).unwrap();
+        let replicas = c.partition(t, 0).replicas;
+        let [a, b, z] = [replicas[0], replicas[1], replicas[2]];
+        c.fence(a);
+        c.fence(b);
+        c.fence(z);
+        let previous = c.epochs[&z];
+        let marker = clean.then_some(previous);
+        let first = c.register_with(z.0, marker, 100);
+        c.commit();
+        let retried = c.register_with(z.0, marker, 100);
+        c.commit();
+        assert!(retried > first);
+        assert_eq!(c.controller.image().broker(z).unwrap().clean_shutdown, clean);
+        assert_eq!(c.partition(t, 0).elr.contains(&z), clean, "the retry changed nothing about the ELR");
+        // After a stale broker epoch, the process sends the epoch it was registered with.
+        let again = c.register_with(z.0, Some(retried), 100);
+        c.commit();
+        assert!(again > retried);
+        assert_eq!(c.controller.image().broker(z).unwrap().clean_shutdown, clean);
+        // Another process with that epoch's marker (it shut down cleanly) is clean; a third
+        // that finds the same marker again (a restored copy) is not.
+        c.register_with(z.0, Some(again), 101);
+        c.commit();
+        assert!(c.controller.image().broker(z).unwrap().clean_shutdown);
+        c.register_with(z.0, Some(again), 102);
+        c.commit();
+        assert!(!c.controller.image().broker(z).unwrap().clean_shutdown);
+    }
 }

@@ -1,6 +1,6 @@
 //! Cluster calls mapped onto the active controller's decisions.
 
-use keel_metadata::{Controller, ControllerError, MetadataRecord};
+use keel_metadata::{BrokerRegistrationRequest, Controller, ControllerError, MetadataRecord};
 use keel_types::{Instant, Rng};
 
 use super::protocol::{Request, Response};
@@ -10,8 +10,10 @@ pub type Decided = Result<(Response, Vec<MetadataRecord>), ControllerError>;
 
 pub fn decide(controller: &mut Controller, now: Instant, rng: &mut Rng, request: Request) -> Decided {
     Ok(match request {
-        Request::RegisterBroker { node, listeners, rack, clean_shutdown, incarnation } => {
-            let d = controller.register_broker(now, node, listeners, rack, clean_shutdown, incarnation)?;
+        Request::RegisterBroker { node, listeners, rack, previous_broker_epoch, process_id, incarnation } => {
+            let request =
+                BrokerRegistrationRequest { node, listeners, rack, previous_broker_epoch, process_id, incarnation };
+            let d = controller.register_broker(now, request)?;
             // The index is filled in when the registration commits.
             (Response::Registered { broker_epoch: d.reply, metadata_index: 0 }, d.records)
         }

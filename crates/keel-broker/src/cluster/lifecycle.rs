@@ -1,9 +1,10 @@
 //! The broker's side of the cluster: replay the metadata log, register, heartbeat, and shut
 //! down under the controller's control.
 //!
-//! A broker registers with whether its previous run ended cleanly (the marker its last clean
-//! shutdown wrote after the final flush), gets a new broker epoch, and stays fenced until it
-//! has replayed the metadata log up to where it stood at registration. Heartbeats carry how far
+//! A broker registers with the broker epoch named by the marker its last clean shutdown wrote
+//! after the final flush (the controller counts the start as clean only if that is the epoch
+//! it is registered with), gets a new broker epoch, and stays fenced until it has replayed the
+//! metadata log up to where it stood at registration. Heartbeats carry how far
 //! it has replayed; a missed session gets it fenced, after which it simply heartbeats again.
 
 use std::sync::Arc;
@@ -40,7 +41,10 @@ pub struct Registration {
     pub node: NodeId,
     pub listeners: Vec<Listener>,
     pub rack: Option<String>,
-    pub clean_shutdown: bool,
+    /// The broker epoch the clean-shutdown marker named, if there was one.
+    pub previous_broker_epoch: Option<i64>,
+    /// Random, drawn once for this process (Kafka's incarnation id).
+    pub process_id: u128,
     pub incarnation: u64,
     pub heartbeat_interval: Duration,
     /// A broker-only node's membership view, sent with every heartbeat for `keel cluster
@@ -127,17 +131,23 @@ pub fn run(
                     node: registration.node,
                     listeners: registration.listeners.clone(),
                     rack: registration.rack.clone(),
-                    clean_shutdown: registration.clean_shutdown,
+                    previous_broker_epoch: registration.previous_broker_epoch,
+                    process_id: registration.process_id,
                     incarnation: registration.incarnation,
                 };
                 match client.call_active(request, registration.heartbeat_interval * 4).await {
                     Ok(Response::Registered { broker_epoch: epoch, metadata_index }) => {
                         registered_at = metadata_index;
-                        tracing::info!(node = %registration.node, broker_epoch = epoch, clean_shutdown = registration.clean_shutdown, "registered with the controller");
+                        tracing::info!(
+                            node = %registration.node,
+                            broker_epoch = epoch,
+                            previous_broker_epoch = ?registration.previous_broker_epoch,
+                            "registered with the controller"
+                        );
                         broker_epoch = Some(epoch);
-                        // This process lost nothing since: a later registration (after the
-                        // controller forgot this epoch) is not an unclean restart.
-                        registration.clean_shutdown = true;
+                        // This process lost nothing since: a later registration (after this
+                        // epoch went stale) names it, as a clean shutdown's marker would.
+                        registration.previous_broker_epoch = Some(epoch);
                         sender.send_modify(|s| s.broker_epoch = Some(epoch));
                     }
                     Ok(other) => tracing::warn!(?other, "registration refused; retrying"),

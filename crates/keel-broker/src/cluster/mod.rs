@@ -26,8 +26,9 @@ use client::ControllerClient;
 use lifecycle::{Registration, Replayed, Standing};
 use protocol::Listener;
 
-/// The file a clean shutdown leaves after the final flush; its absence at start means the
-/// previous run may have lost unflushed data.
+/// The file a clean shutdown leaves after the final flush, naming the broker epoch the broker
+/// was registered with. At the next start the controller counts the start as clean only if
+/// that is still the node's registered epoch (KIP-966).
 const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
 
 /// A running cluster member.
@@ -42,20 +43,26 @@ pub struct ClusterNode {
     leave_membership: watch::Sender<bool>,
 }
 
-/// Reads and removes the clean-shutdown marker: whether the previous run ended cleanly.
-/// The removal is synced so that a crash in this run is never mistaken for a clean stop.
-pub fn take_clean_shutdown_marker(data_dir: &Path) -> Result<bool, String> {
+/// Reads and removes the clean-shutdown marker: the broker epoch it names, or `None` if there
+/// is none (a crash, or an empty or replaced data directory) or it names none (the broker had
+/// not registered, or the file is damaged). The removal is synced so that a crash in this run
+/// is never mistaken for a clean stop.
+pub fn take_clean_shutdown_marker(data_dir: &Path) -> Result<Option<i64>, String> {
     let path = data_dir.join(CLEAN_SHUTDOWN_MARKER);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {
-            std::fs::File::open(data_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| format!("cannot sync {}: {e}", data_dir.display()))?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("cannot sync {}: {e}", data_dir.display()))?;
+    let broker_epoch = text.trim().parse::<i64>().ok().filter(|&epoch| epoch >= 1);
+    if broker_epoch.is_none() && text.trim() != "-1" {
+        tracing::warn!(path = %path.display(), ?text, "the clean-shutdown marker is damaged; starting as after a crash");
     }
+    Ok(broker_epoch)
 }
 
 /// Writes the clean-shutdown marker, after everything was flushed and closed.
@@ -101,11 +108,11 @@ impl ClusterNode {
         let node = NodeId(config.node_id);
         let voters = config.controller_voters()?;
         let roles = config.roles()?;
-        // A node starting on an empty data directory has nothing it could have lost.
-        let fresh = std::fs::read_dir(&config.data_dir).map_or(true, |mut entries| entries.next().is_none());
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
-        let clean_shutdown = take_clean_shutdown_marker(&config.data_dir)? || fresh;
+        // An empty data directory has no marker, so it counts as unclean: it may be a replaced
+        // disk, and the replicas it held before are gone.
+        let previous_broker_epoch = take_clean_shutdown_marker(&config.data_dir)?;
         // Membership gossips on the cluster port (UDP), or on the Kafka listener's address on
         // a broker-only node; every voter's cluster port is a seed.
         let (bind, gossip_address) = match voters.get(&node) {
@@ -150,7 +157,15 @@ impl ClusterNode {
             };
             let peers = voters.iter().filter(|(&id, _)| id != node).map(|(&id, &a)| (id, a)).collect();
             let view = Some(membership.view.clone());
-            let handle = controller::start(raft_config, store, controller_config, peers, view, shutdown.clone())?;
+            let handle = controller::start(
+                raft_config,
+                store,
+                controller_config,
+                config.controller_snapshot_entries,
+                peers,
+                view,
+                shutdown.clone(),
+            )?;
             tokio::spawn(listener::serve(listener, handle.clone(), shutdown.clone()));
             tracing::info!(%node, cluster_port = %address, voters = voters.len(), "controller role started");
             Some(handle)
@@ -164,7 +179,8 @@ impl ClusterNode {
             node,
             listeners: vec![Listener { name: "PLAINTEXT".to_string(), host: advertised.0, port: advertised.1 }],
             rack: config.rack.clone(),
-            clean_shutdown,
+            previous_broker_epoch,
+            process_id: uuid::Uuid::new_v4().as_u128(),
             incarnation: membership.incarnation.0,
             heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
             // A controller node answers `keel cluster status` with its own view.
@@ -202,5 +218,26 @@ impl ClusterNode {
     /// After the final flush: leaves the clean-shutdown marker for the next start.
     pub fn mark_clean_shutdown(&self) -> Result<(), String> {
         write_clean_shutdown_marker(&self.data_dir, self.standing.borrow().broker_epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_names_the_broker_epoch_and_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "an empty data directory is unclean");
+        write_clean_shutdown_marker(dir.path(), Some(7)).unwrap();
+        assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(Some(7)));
+        assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "taking the marker removes it");
+        write_clean_shutdown_marker(dir.path(), None).unwrap();
+        assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "a broker that never registered");
+        for damaged in ["", "seven\n", "0\n", "-5\n"] {
+            std::fs::write(dir.path().join(CLEAN_SHUTDOWN_MARKER), damaged).unwrap();
+            assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "{damaged:?}");
+            assert!(!dir.path().join(CLEAN_SHUTDOWN_MARKER).exists());
+        }
     }
 }

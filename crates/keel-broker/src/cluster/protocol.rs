@@ -26,8 +26,11 @@ pub enum Request {
         node: NodeId,
         listeners: Vec<Listener>,
         rack: Option<String>,
-        /// Whether the previous run ended with a clean-shutdown marker.
-        clean_shutdown: bool,
+        /// The broker epoch named by the clean-shutdown marker the broker found (KIP-966's
+        /// previousBrokerEpoch); `None` without one.
+        previous_broker_epoch: Option<i64>,
+        /// Random, drawn once per broker process (Kafka's incarnation id).
+        process_id: u128,
         incarnation: u64,
     },
     /// A broker is alive. `metadata_index` is how far it has replayed the metadata log;

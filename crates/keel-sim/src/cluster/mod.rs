@@ -19,7 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use keel_metadata::{AlterIsr, Controller, ControllerConfig, HeartbeatReply, MetadataImage, MetadataRecord, Mutation};
+use keel_metadata::{
+    AlterIsr, BrokerRegistrationRequest, Controller, ControllerConfig, HeartbeatReply, MetadataImage, MetadataRecord,
+    Mutation,
+};
 use keel_metadata::{PartitionRegistration, MIN_INSYNC_REPLICAS};
 use keel_replication::{
     Config as ReplicaConfig, FetchDecision, FetchRequest, FetchResponse, Follower, FollowerAction, Leader,
@@ -646,9 +649,15 @@ impl<'a> Sim<'a> {
             };
         for b in 0..options.brokers {
             let node = NodeId(b as i32 + 1);
-            let decision = controller
-                .register_broker(Instant::ZERO, node, Vec::new(), None, true, 1)
-                .expect("a registration at setup");
+            let request = BrokerRegistrationRequest {
+                node,
+                listeners: Vec::new(),
+                rack: None,
+                previous_broker_epoch: None,
+                process_id: 1,
+                incarnation: 1,
+            };
+            let decision = controller.register_broker(Instant::ZERO, request).expect("a registration at setup");
             epochs.push(decision.reply);
             commit(&mut controller, &mut metadata, decision.records);
             let decision =
@@ -998,9 +1007,20 @@ impl<'a> Sim<'a> {
             Message::Register { broker, process, clean } => {
                 let node = NodeId(broker as i32 + 1);
                 self.current = format!("register b{node} clean {clean}");
+                // A clean restart's marker names the epoch the broker is registered with.
+                let previous_broker_epoch =
+                    if clean { self.controller.image().broker(node).map(|b| b.broker_epoch) } else { None };
+                let request = BrokerRegistrationRequest {
+                    node,
+                    listeners: Vec::new(),
+                    rack: None,
+                    previous_broker_epoch,
+                    process_id: u128::from(process),
+                    incarnation: process,
+                };
                 let decision = self
                     .controller
-                    .register_broker(now, node, Vec::new(), None, clean, process)
+                    .register_broker(now, request)
                     .map_err(|e| format!("registration of b{node} refused: {e}"))?;
                 self.commit(&format!("b{node} registers, clean {clean}"), decision.records)?;
                 self.send(controller, broker, Message::RegisterReply { process, broker_epoch: decision.reply });
