@@ -625,10 +625,16 @@ impl Topics {
                 if checkpoint {
                     log.expire_producers(now_ms, PRODUCER_ID_EXPIRATION_MS);
                 }
-                let result = log
-                    .flush_if_due(now_ms)
-                    .and_then(|_| if checkpoint { log.enforce_retention(now_ms).map(drop) } else { Ok(()) })
-                    .and_then(|()| if checkpoint { log.checkpoint() } else { Ok(()) });
+                let result = log.flush_if_due(now_ms).and_then(|_| {
+                    if !checkpoint {
+                        return Ok(());
+                    }
+                    // Retention deletes only what every in-sync replica holds (issue 17, F6);
+                    // a single node holds everything it has.
+                    let high_watermark = partition.role.lock().high_watermark().unwrap_or_else(|| log.log_end_offset());
+                    log.enforce_retention(now_ms, high_watermark)?;
+                    log.checkpoint()
+                });
                 if let Err(e) = result {
                     tracing::error!(partition = %format!("{}-{}", topic.name, partition.index), error = %e, "log maintenance failed");
                 }

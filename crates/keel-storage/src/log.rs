@@ -22,7 +22,7 @@ use crate::error::{AppendError, IoContext, IoError, LogError, OpenError, ReadErr
 use crate::producer_state::{ProducerStates, SequenceCheck, SNAPSHOT_FILE};
 use crate::segment::{
     file_name, parse_file_name, write_index, BatchScanner, ScanError, Segment, INDEX_SUFFIX, LOG_SUFFIX,
-    SCAN_WINDOW_BYTES, SEEK_WINDOW_BYTES, TIME_INDEX_SUFFIX,
+    PRODUCER_SNAPSHOT_SUFFIX, SCAN_WINDOW_BYTES, SEEK_WINDOW_BYTES, TIME_INDEX_SUFFIX,
 };
 
 /// What an append wrote.
@@ -172,9 +172,10 @@ impl Log {
             }
         }
         bases.sort_unstable();
-        // Index files without their log file are leftovers of an interrupted deletion.
+        // Index and snapshot files without their log file are leftovers of an interrupted
+        // deletion.
         for name in &names {
-            let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+            let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX, PRODUCER_SNAPSHOT_SUFFIX]
                 .iter()
                 .find_map(|suffix| parse_file_name(name, suffix))
                 .is_some_and(|base| bases.binary_search(&base).is_err());
@@ -512,7 +513,7 @@ impl Log {
             let base = first.base_offset;
             let removed = state.segments.pop().expect("active segment");
             remove_segment_files(&*self.backend, &self.dir, removed.base_offset).map_err(|e| self.fail(e))?;
-            let segment = Segment::create(&*self.backend, &self.dir, base, now_ms).map_err(|e| self.fail(e))?;
+            let segment = self.create_segment(&state.producers, base, now_ms).map_err(|e| self.fail(e))?;
             state.segments.push(segment);
             state.dir_dirty = true;
         }
@@ -605,7 +606,7 @@ impl Log {
 
     fn roll(&self, state: &mut LogState, now_ms: i64) -> Result<(), IoError> {
         let base = state.log_end_offset();
-        let segment = Segment::create(&*self.backend, &self.dir, base, now_ms).map_err(|e| self.fail(e))?;
+        let segment = self.create_segment(&state.producers, base, now_ms).map_err(|e| self.fail(e))?;
         let active = state.active_mut();
         active.seal();
         let rolled = (active.log_path.clone(), active.log.clone());
@@ -616,6 +617,19 @@ impl Log {
         state.dir_dirty = true;
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
         Ok(())
+    }
+
+    /// Creates the segment that starts at `base_offset`, at the log end, with its producer
+    /// snapshot: `producers` as every batch below the base left them, so a truncation into
+    /// this segment replays only from its base (Kafka snapshots at every roll too). The
+    /// snapshot is a cache written without fsync: a lost or torn one (its checksum fails)
+    /// costs a longer replay, nothing else.
+    fn create_segment(&self, producers: &ProducerStates, base_offset: i64, now_ms: i64) -> Result<Segment, IoError> {
+        let segment = Segment::create(&*self.backend, &self.dir, base_offset, now_ms)?;
+        let path = self.dir.join(file_name(base_offset, PRODUCER_SNAPSHOT_SUFFIX));
+        let file = self.backend.open(&path, true).io_context("create", &path)?;
+        file.write_all_at(&producers.encode(base_offset), 0).io_context("write", &path)?;
+        Ok(segment)
     }
 
     /// Group commit: returns once everything below `target` is synced. One caller at a time
@@ -918,6 +932,7 @@ impl Log {
     /// Removes every batch at or after `offset` (a follower cutting a divergent tail). A batch
     /// that contains `offset` goes entirely, as in Kafka. Returns the new log end offset. The
     /// truncation is synced before this returns, so the removed tail cannot come back.
+    /// Idempotent producers are then remembered as a replay of the kept log gives them.
     pub fn truncate_to(&self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
         let _maintenance = self.lock_maintenance();
         self.check_online()?;
@@ -970,6 +985,13 @@ impl Log {
 
     fn truncate_locked(&self, state: &mut LogState, offset: i64, fully: bool, now_ms: i64) -> Result<(), IoError> {
         state.generation += 1;
+        // The last checkpoint's producer snapshot may hold batches about to be cut, and an
+        // open would take it once appends pass its offset again: it goes before the cut, made
+        // durable by the same directory sync (the next checkpoint writes a new one).
+        let snapshot = self.dir.join(SNAPSHOT_FILE);
+        if self.backend.exists(&snapshot).io_context("check", &snapshot)? {
+            self.backend.remove_file(&snapshot).io_context("remove", &snapshot)?;
+        }
         if fully || offset <= state.log_start_offset {
             // Everything goes: start over at `offset`.
             // The in-memory segments stay until the new one exists, so a failure midway leaves
@@ -998,7 +1020,11 @@ impl Log {
         let log_end_offset = state.log_end_offset();
         // A full reset forgets every producer and epoch: none of their records is left.
         let forget_from = if fully { i64::MIN } else { log_end_offset };
-        state.producers.truncate(forget_from);
+        if fully {
+            state.producers = ProducerStates::default();
+        } else if state.producers.remembers_batches_from(log_end_offset) {
+            state.producers = self.replay_kept_producers(state)?;
+        }
         if state.epochs.truncate_from_end(forget_from) {
             let path = self.dir.join(epoch_cache::FILE_NAME);
             state.epochs.persist(&*self.backend, &path).io_context("write", &path)?;
@@ -1008,6 +1034,17 @@ impl Log {
         flush.flushed_offset = flush.flushed_offset.min(log_end_offset);
         self.flushed_offset.store(flush.flushed_offset, Ordering::Release);
         Ok(())
+    }
+
+    /// Idempotent producer state as a replay of the kept log gives it (Kafka rebuilds it so
+    /// too): each producer's last five kept batches, in the epoch of its last one. A producer
+    /// whose remembered batches were all cut may still have earlier batches in the log, and a
+    /// retry of those must be known. The replay starts at the newest segment snapshot, so it
+    /// reads at most the segment the cut fell in unless snapshots are missing.
+    fn replay_kept_producers(&self, state: &LogState) -> Result<ProducerStates, IoError> {
+        let (producers, from) =
+            newest_segment_snapshot(&*self.backend, &self.dir, &state.segments, state.log_start_offset)?;
+        replay_producers(producers, from, &state.segments).map_err(|(path, e)| e.into_io_error(&path))
     }
 
     /// Kafka's DeleteRecords: moves the log start offset up to `offset` (at most the log end),
@@ -1076,32 +1113,43 @@ impl Log {
         Ok(deleted)
     }
 
-    /// Applies `retention.ms` and `retention.bytes`, deleting whole segments from the front.
-    /// An expired active segment is rolled first so it can go too (the log keeps an empty
-    /// active segment at the log end).
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<Vec<DeletedSegment>, LogError> {
+    /// Applies `retention.ms` and `retention.bytes`, deleting whole segments from the front,
+    /// but only segments wholly below `high_watermark`: the next segment starts at or below
+    /// it, so the new log start never passes it. A record not yet on every in-sync replica
+    /// must survive here, or acks=all could succeed for a record no replica holds (Kafka's
+    /// rule too). An expired active segment is rolled first so it can go too (the log keeps
+    /// an empty active segment at the log end), once the whole log lies below the high
+    /// watermark. A single node passes its log end offset.
+    pub fn enforce_retention(&self, now_ms: i64, high_watermark: i64) -> Result<Vec<DeletedSegment>, LogError> {
         let _maintenance = self.lock_maintenance();
         self.check_online()?;
+        let config = self.config();
         let mut state = self.lock_state();
-        let expired = |segment: &Segment| match self.config().retention_ms {
+        let expired = |segment: &Segment| match config.retention_ms {
             Some(ms) => segment.size > 0 && segment.max_timestamp < now_ms.saturating_sub(ms as i64),
             None => false,
         };
-        let active = state.active();
-        if expired(active) && state.segments.iter().all(expired) {
+        let replicated = |next_base: Option<i64>| next_base.is_some_and(|next| next <= high_watermark);
+        if state.log_end_offset() <= high_watermark && state.segments.iter().all(expired) {
             self.roll(&mut state, now_ms)?;
         }
-        let mut deleted = self.delete_front_segments(&mut state, |segment, _| expired(segment))?;
-        if let Some(limit) = self.config().retention_bytes {
+        let mut deleted =
+            self.delete_front_segments(&mut state, |segment, next_base| replicated(next_base) && expired(segment))?;
+        if let Some(limit) = config.retention_bytes {
             let mut size = state.size_bytes();
-            deleted.extend(self.delete_front_segments(&mut state, |segment, _| {
-                let doomed = size.saturating_sub(segment.size) >= limit && size > limit;
+            deleted.extend(self.delete_front_segments(&mut state, |segment, next_base| {
+                let doomed = replicated(next_base) && size.saturating_sub(segment.size) >= limit && size > limit;
                 if doomed {
                     size -= segment.size;
                 }
                 doomed
             })?);
         }
+        assert!(
+            deleted.is_empty() || state.log_start_offset <= high_watermark,
+            "retention moved the log start to {} past the high watermark {high_watermark}",
+            state.log_start_offset
+        );
         if !deleted.is_empty() {
             state.dir_dirty = true;
             tracing::info!(dir = %self.dir.display(), segments = deleted.len(), "retention deleted segments");
@@ -1164,7 +1212,7 @@ impl Log {
 
 fn remove_segment_files(backend: &dyn Backend, dir: &Path, base_offset: i64) -> Result<(), IoError> {
     // The log file goes first: index files without a log are cleaned up at the next open.
-    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, PRODUCER_SNAPSHOT_SUFFIX] {
         let path = dir.join(file_name(base_offset, suffix));
         if backend.exists(&path).io_context("check", &path)? {
             backend.remove_file(&path).io_context("remove", &path)?;
@@ -1236,7 +1284,8 @@ fn recover_segment(
 }
 
 /// Rebuilds idempotent producer state: the snapshot from the last checkpoint, then the batch
-/// headers after it. Without a usable snapshot the whole log is replayed (headers only).
+/// headers after it. Without a usable one, the newest segment snapshot and the batches after
+/// it; without any, the whole log is replayed (headers only).
 fn load_producers(
     backend: &dyn Backend,
     dir: &Path,
@@ -1258,10 +1307,49 @@ fn load_producers(
     } else {
         None
     };
-    let (mut states, from) = snapshot.unwrap_or_else(|| (ProducerStates::default(), log_start_offset));
+    let (states, from) = match snapshot {
+        Some(snapshot) => snapshot,
+        None => newest_segment_snapshot(backend, dir, segments, log_start_offset)?,
+    };
+    replay_producers(states, from, segments).map_err(|(path, e)| e.into_open_error(&path))
+}
+
+/// The newest intact producer snapshot taken at a segment's creation, and the offset it is
+/// as of (that segment's base); an empty state at the log start if there is none.
+fn newest_segment_snapshot(
+    backend: &dyn Backend,
+    dir: &Path,
+    segments: &[Segment],
+    log_start_offset: i64,
+) -> Result<(ProducerStates, i64), IoError> {
+    for segment in segments.iter().rev() {
+        let path = dir.join(file_name(segment.base_offset, PRODUCER_SNAPSHOT_SUFFIX));
+        if !backend.exists(&path).io_context("check", &path)? {
+            continue;
+        }
+        let bytes = read_all(backend, &path).io_context("read", &path)?;
+        match ProducerStates::decode(&bytes) {
+            Ok((states, offset)) if offset == segment.base_offset => return Ok((states, offset)),
+            Ok((_, offset)) => {
+                tracing::warn!(file = %path.display(), offset, "ignoring a producer snapshot for another offset");
+            }
+            // Written without fsync: a crash may have torn it.
+            Err(reason) => tracing::warn!(file = %path.display(), %reason, "ignoring unusable producer snapshot"),
+        }
+    }
+    Ok((ProducerStates::default(), log_start_offset))
+}
+
+/// Applies the header of every batch at or after `from` to `states`. A scan failure comes
+/// back with the file it happened in.
+fn replay_producers(
+    mut states: ProducerStates,
+    from: i64,
+    segments: &[Segment],
+) -> Result<ProducerStates, (PathBuf, ScanError)> {
     for segment in segments.iter().filter(|s| s.next_offset > from) {
         let mut scanner = BatchScanner::new(&*segment.log, segment.scan_start(from), segment.size, SCAN_WINDOW_BYTES);
-        while let Some(batch) = scanner.next(false).map_err(|e| e.into_open_error(&segment.log_path))? {
+        while let Some(batch) = scanner.next(false).map_err(|e| (segment.log_path.clone(), e))? {
             if batch.header.base_offset >= from {
                 states.apply(&batch.header);
             }

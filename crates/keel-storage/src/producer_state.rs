@@ -2,8 +2,11 @@
 //! batches, so a retried batch is recognised (and answered with its original offsets) and a
 //! gap in sequence numbers is refused.
 //!
-//! The state is snapshotted at every recovery checkpoint (`producer-snapshot`) and rebuilt on
-//! open by replaying batch headers after the snapshot, so it survives restarts.
+//! The state is snapshotted at every recovery checkpoint (`producer-snapshot`) and at every
+//! segment roll (`<base offset>.snapshot`, the state as of the new segment's base). It is
+//! rebuilt, as Kafka does, by replaying batch headers after a snapshot: on open, so it
+//! survives restarts, and when a truncation cuts batches it remembers, so it is what the
+//! kept log says.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -150,12 +153,11 @@ impl ProducerStates {
         producer.last_timestamp = producer.last_timestamp.max(header.max_timestamp);
     }
 
-    /// Forgets batches at or after `offset` (the log was truncated there).
-    pub(crate) fn truncate(&mut self, offset: i64) {
-        for producer in self.producers.values_mut() {
-            producer.batches.retain(|b| b.last_offset < offset);
-        }
-        self.producers.retain(|_, p| !p.batches.is_empty());
+    /// Whether a remembered batch ends at or after `offset`. A producer's newest batch is
+    /// always remembered, so if none does, no producer has a batch there and cutting the log
+    /// at `offset` leaves the state as a replay of the kept log would give it.
+    pub(crate) fn remembers_batches_from(&self, offset: i64) -> bool {
+        self.producers.values().any(|p| p.batches.back().is_some_and(|b| b.last_offset >= offset))
     }
 
     /// Forgets producers idle (by batch timestamp) for longer than `max_idle_ms`.
@@ -310,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_round_trip_truncate_and_expire() {
+    fn snapshot_round_trip_cut_check_and_expire() {
         let mut s = ProducerStates::default();
         s.apply(&header(1, 0, 0, 2, 0));
         s.apply(&header(1, 0, 2, 2, 2));
@@ -320,10 +322,8 @@ mod tests {
         let mut bytes = s.encode(5);
         bytes[12] ^= 1;
         assert!(ProducerStates::decode(&bytes).is_err());
-        let mut t = back;
-        t.truncate(2);
-        assert_eq!(t.check(&header(1, 0, 2, 2, 2)), Ok(SequenceCheck::Append));
-        assert_eq!(t.len(), 1);
+        assert!(s.remembers_batches_from(4) && s.remembers_batches_from(3));
+        assert!(!s.remembers_batches_from(5), "producer 2's batch ends at offset 4");
         assert_eq!(s.expire(1004 + 10, 10), 1, "producer 1 last wrote at 1002");
     }
 }

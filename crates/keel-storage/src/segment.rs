@@ -11,6 +11,8 @@ use crate::index::{OffsetIndex, TimeIndex};
 pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// The idempotent producer state as of the segment's base offset, taken when it was created.
+pub(crate) const PRODUCER_SNAPSHOT_SUFFIX: &str = ".snapshot";
 
 /// Kafka's segment file name: the base offset, zero-padded to 20 digits.
 pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
@@ -49,7 +51,7 @@ impl Segment {
         let log = backend.open(&log_path, true).io_context("create", &log_path)?;
         // A file left behind by an earlier truncation must not leak old bytes.
         log.set_len(0).io_context("truncate", &log_path)?;
-        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, PRODUCER_SNAPSHOT_SUFFIX] {
             let path = dir.join(file_name(base_offset, suffix));
             if backend.exists(&path).io_context("check", &path)? {
                 backend.remove_file(&path).io_context("remove", &path)?;
@@ -228,17 +230,9 @@ impl Segment {
 
     /// Cuts the segment before the batch that holds `offset` (or the first after it).
     pub(crate) fn truncate(&mut self, offset: i64, index_interval_bytes: u64) -> Result<(), IoError> {
-        let to_io = |path: &Path, e: ScanError| match e {
-            ScanError::Io(e) => IoError { path: path.to_path_buf(), ..e },
-            ScanError::Invalid { position, error } => IoError {
-                op: "scan",
-                path: path.to_path_buf(),
-                source: std::io::Error::other(format!("corrupt batch at byte {position}: {error}")),
-            },
-        };
         let mut cut = self.size;
         let mut scanner = BatchScanner::new(&*self.log, self.scan_start(offset), self.size, SEEK_WINDOW_BYTES);
-        while let Some(batch) = scanner.next(false).map_err(|e| to_io(&self.log_path, e))? {
+        while let Some(batch) = scanner.next(false).map_err(|e| e.into_io_error(&self.log_path))? {
             if batch.header.last_offset() >= offset {
                 cut = batch.position;
                 break;
@@ -247,7 +241,7 @@ impl Segment {
         self.log.set_len(cut).io_context("truncate", &self.log_path)?;
         self.offset_index.truncate_to_position(cut);
         self.rewind_to_last_entry();
-        self.scan_tail(cut, index_interval_bytes).map_err(|e| to_io(&self.log_path, e))
+        self.scan_tail(cut, index_interval_bytes).map_err(|e| e.into_io_error(&self.log_path))
     }
 }
 
@@ -295,6 +289,18 @@ impl ScanError {
             ScanError::Invalid { position, error } => {
                 crate::OpenError::Corrupt { file: path.to_path_buf(), position, reason: error.to_string() }
             }
+        }
+    }
+
+    /// For operations whose errors are IO errors: damage becomes one that says where.
+    pub(crate) fn into_io_error(self, path: &Path) -> IoError {
+        match self {
+            ScanError::Io(e) => IoError { path: path.to_path_buf(), ..e },
+            ScanError::Invalid { position, error } => IoError {
+                op: "scan",
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!("corrupt batch at byte {position}: {error}")),
+            },
         }
     }
 }

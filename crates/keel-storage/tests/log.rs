@@ -218,7 +218,7 @@ fn retention_by_time_and_size_deletes_whole_front_segments() {
         log.append(&batch(5, 100, i * 1000, Compression::None, 0), E0, 0).unwrap();
     }
     let segments = log.segment_count();
-    let deleted = log.enforce_retention(40_000).unwrap();
+    let deleted = log.enforce_retention(40_000, i64::MAX).unwrap();
     assert!(!deleted.is_empty());
     assert_eq!(log.segment_count(), segments - deleted.len());
     let start = log.log_start_offset();
@@ -230,7 +230,7 @@ fn retention_by_time_and_size_deletes_whole_front_segments() {
 
     // Everything expired: the active segment rolls and goes too; the log end stays.
     let end = log.log_end_offset();
-    log.enforce_retention(1_000_000).unwrap();
+    log.enforce_retention(1_000_000, end).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset(), log.size_bytes()), (end, end, 0));
     log.append(&batch(1, 10, 2_000_000, Compression::None, 0), E0, 0).unwrap();
     assert_eq!(log.log_end_offset(), end + 1);
@@ -240,7 +240,7 @@ fn retention_by_time_and_size_deletes_whole_front_segments() {
     for i in 0..40 {
         log.append(&batch(5, 100, i, Compression::None, 0), E0, 0).unwrap();
     }
-    log.enforce_retention(0).unwrap();
+    log.enforce_retention(0, log.log_end_offset()).unwrap();
     let size = log.size_bytes();
     assert!(size <= 8192 + 4096 && size > 8192 - 4096, "size {size}");
 }
@@ -512,4 +512,154 @@ fn truncate_fully_and_start_at_moves_an_empty_log_past_its_end() {
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 101));
     assert_eq!(log.latest_epoch(), Some(LeaderEpoch(4)));
     assert_eq!(decode(log.read(100, 1 << 20, 101).unwrap().records)[0].value, Some(vec![1; 10]));
+}
+
+/// Retention deletes only records every in-sync replica holds (issue 17, F6): no segment
+/// reaching the high watermark goes, by time or by size, and an expired active segment rolls
+/// and goes only once the whole log lies below it.
+#[test]
+fn retention_never_deletes_records_at_or_above_the_high_watermark() {
+    let fill = |log: &Log| {
+        for i in 0..40 {
+            log.append(&batch(5, 100, i * 1000, Compression::None, 0), E0, 0).unwrap();
+        }
+    };
+    let kept = |log: &Log, high_watermark: i64| {
+        let start = log.log_start_offset();
+        assert!(
+            start <= high_watermark,
+            "retention deleted records at or above the high watermark {high_watermark}: log start {start}"
+        );
+        assert_eq!(log.log_end_offset(), 200);
+        let batches = read_all(log);
+        assert!(batches.first().unwrap().0 <= high_watermark, "the batch holding the high watermark is gone");
+        assert_eq!(batches.last().unwrap().0, 195);
+    };
+
+    // By time: every record is expired, but only segments wholly below the high watermark go.
+    let config = LogConfig { retention_ms: Some(10_000), ..small_config() };
+    let log = open(&memory(), config);
+    fill(&log);
+    let segments = log.segment_count();
+    let deleted = log.enforce_retention(1_000_000, 57).unwrap();
+    kept(&log, 57);
+    assert!(!deleted.is_empty(), "segments wholly below the high watermark expire");
+    assert!(deleted.iter().all(|d| d.next_offset <= 57), "{deleted:?}");
+    assert_eq!(log.segment_count(), segments - deleted.len());
+    // The active segment's last batch is not yet replicated: it stays, unrolled.
+    log.enforce_retention(1_000_000, 199).unwrap();
+    kept(&log, 199);
+    assert_eq!(log.segment_count(), 1);
+    // Once everything is replicated, the active segment rolls and goes too.
+    log.enforce_retention(1_000_000, 200).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.size_bytes()), (200, 200, 0));
+
+    // By size: the log stays over retention.bytes rather than lose unreplicated records.
+    let config = LogConfig { retention_bytes: Some(8192), ..small_config() };
+    let log = open(&memory(), config);
+    fill(&log);
+    let size = log.size_bytes();
+    log.enforce_retention(0, 30).unwrap();
+    kept(&log, 30);
+    assert!(log.size_bytes() > size - 8192, "only the segments below offset 30 may go");
+    log.enforce_retention(0, 200).unwrap();
+    let size = log.size_bytes();
+    assert!(size <= 8192 + 4096 && size > 8192 - 4096, "size {size}");
+}
+
+/// After a follower cuts a divergent tail, each idempotent producer is remembered as a replay
+/// of the kept log gives it (issue 17, F7): its last five kept batches and their epoch, also
+/// across an unclean reopen. Before, a producer whose remembered batches all lay above the cut
+/// was forgotten, and its retry got UNKNOWN_PRODUCER_ID.
+#[test]
+fn truncation_remembers_producers_as_a_replay_of_the_kept_log() {
+    // With the snapshots taken at segment rolls, and without them (a replay from the start).
+    for snapshots in [false, true] {
+        let backend = memory();
+        let log = open(&backend, small_config());
+        let mut offsets = std::collections::BTreeMap::new();
+        let mut append = |log: &Log, producer: i64, epoch: i16, sequence: i32| {
+            let info = log.append(&idempotent_batch(producer, epoch, sequence, 1), E0, 0).unwrap();
+            assert!(!info.duplicate);
+            offsets.insert((producer, epoch, sequence), info.base_offset);
+        };
+        // Kept: producer 7 sequences 0..=4, producer 8 0..=6, producer 9 (epoch 0) 0..=2,
+        // with plain batches between them, over several segments.
+        for sequence in 0..7 {
+            append(&log, 8, 0, sequence);
+            if sequence < 5 {
+                append(&log, 7, 0, sequence);
+            }
+            if sequence < 3 {
+                append(&log, 9, 0, sequence);
+            }
+            log.append(&batch(1, 900, 0, Compression::None, 1), E0, 0).unwrap();
+        }
+        let cut = log.log_end_offset();
+        assert!(log.segment_count() > 1);
+        // Cut: producer 7 5..=9 (all five remembered batches), producer 8 7..=8, producer 9 in
+        // epoch 1, and another roll.
+        for sequence in 5..10 {
+            append(&log, 7, 0, sequence);
+            if sequence < 7 {
+                append(&log, 8, 0, sequence + 2);
+            }
+            append(&log, 9, 1, sequence - 5);
+            log.append(&batch(1, 900, 0, Compression::None, 2), E0, 0).unwrap();
+        }
+        let snapshot_files = || {
+            let names = backend.list(std::path::Path::new("/data/t-0")).unwrap();
+            names.into_iter().filter(|n| n.ends_with(".snapshot")).collect::<Vec<_>>()
+        };
+        if snapshots {
+            assert!(!snapshot_files().is_empty(), "every roll leaves a producer snapshot");
+        } else {
+            for name in snapshot_files() {
+                backend.remove_file(&std::path::Path::new("/data/t-0").join(name)).unwrap();
+            }
+        }
+        log.checkpoint().unwrap();
+        assert_eq!(log.truncate_to(cut, 0).unwrap(), cut);
+
+        let expect_kept = |log: &Log, context: &str| {
+            for (producer, epoch, sequence) in [(7, 0, 4), (7, 0, 0), (8, 0, 6), (8, 0, 2), (9, 0, 2)] {
+                let retry = log.append(&idempotent_batch(producer, epoch, sequence, 1), E0, 0);
+                let offset = offsets[&(producer, epoch, sequence)];
+                match retry {
+                    Ok(info) => assert!(
+                        info.duplicate && info.base_offset == offset,
+                        "{context}: producer {producer} sequence {sequence}: {info:?}, expected a duplicate at {offset}"
+                    ),
+                    Err(e) => panic!(
+                        "{context}: producer {producer} retried sequence {sequence} (kept at offset {offset}): {e}"
+                    ),
+                }
+            }
+            // Producer 8's batch of sequence 1 is the sixth newest: no longer remembered.
+            let old = log.append(&idempotent_batch(8, 0, 1, 1), E0, 0).unwrap_err();
+            assert_eq!(old.error_code(), ErrorCode::OutOfOrderSequenceNumber, "{context}");
+            assert_eq!(log.producer_count(), 3, "{context}");
+        };
+        expect_kept(&log, &format!("after the cut (snapshots {snapshots})"));
+        // Plain records past the old end, then an unclean reopen: the snapshot written before
+        // the cut must not come back.
+        for _ in 0..20 {
+            log.append(&batch(1, 10, 0, Compression::None, 3), E0, 0).unwrap();
+        }
+        drop(log);
+        let log = open(&backend, small_config());
+        expect_kept(&log, &format!("after an unclean reopen (snapshots {snapshots})"));
+        // The next sequences are accepted, and producer 9 may still bump its epoch.
+        for (producer, epoch, sequence) in [(7, 0, 5), (8, 0, 7), (9, 0, 3), (9, 1, 0)] {
+            let info = log.append(&idempotent_batch(producer, epoch, sequence, 1), E0, 0).unwrap();
+            assert!(!info.duplicate, "producer {producer} epoch {epoch} sequence {sequence}");
+        }
+
+        // A full reset forgets every producer: none of their records is left.
+        log.truncate_fully_and_start_at(1_000, 0).unwrap();
+        assert_eq!(log.producer_count(), 0);
+        let unknown = log.append(&idempotent_batch(7, 0, 6, 1), E0, 0).unwrap_err();
+        assert_eq!(unknown.error_code(), ErrorCode::UnknownProducerId);
+        assert_eq!(log.append(&idempotent_batch(7, 0, 0, 1), E0, 0).unwrap().base_offset, 1_000);
+    }
 }
