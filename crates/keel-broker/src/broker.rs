@@ -124,13 +124,19 @@ impl Broker {
         let clustered = cluster.is_some();
         let topics = Topics::open_with(&config.data_dir, config.topic_defaults.clone(), clustered, now_ms())?;
         let appended = Arc::new(Notify::new());
-        let (cluster_id, producer_ids, groups) = if clustered {
+        // A cluster member's producer ids come from the controller (KIP-730): a counter in the
+        // data directory would start over on a replaced disk.
+        let producer_ids = match &cluster {
+            Some(link) => ProducerIds::for_cluster(link),
+            None => ProducerIds::open_local(&config.data_dir)?,
+        };
+        let (cluster_id, groups) = if clustered {
             let groups = Groups::empty(config.group_config(), appended.clone())?;
-            (cluster_id_of_quorum(&config)?, ProducerIds::open(&config.data_dir, Some(config.node_id))?, groups)
+            (cluster_id_of_quorum(&config)?, groups)
         } else {
             let groups =
                 Groups::open(&topics, config.group_config(), &config.offsets_topic_flush_policy, appended.clone())?;
-            (load_or_create_cluster_id(&config)?, ProducerIds::open(&config.data_dir, None)?, groups)
+            (load_or_create_cluster_id(&config)?, groups)
         };
         Ok(Broker {
             config,
@@ -182,7 +188,7 @@ impl Broker {
             RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r, version)),
             RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),
             RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(self.find_coordinator(r, version)),
-            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(r)),
+            RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(r).await),
             RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(self.join_group(client, r, version).await),
             RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r, version).await),
             RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r).await),
@@ -810,8 +816,10 @@ impl Broker {
     }
 
     /// Hands out producer ids for idempotent producers. A producer that re-initialises with
-    /// its id and epoch (KIP-360) keeps the id with the next epoch.
-    fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    /// its id and epoch (KIP-360) keeps the id with the next epoch. In a cluster a new id may
+    /// wait for a block from the controller, and is COORDINATOR_LOAD_IN_PROGRESS (retriable)
+    /// if none comes in time.
+    async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
         if request.transactional_id.is_some() {
             return InitProducerIdResponse::default()
                 .with_error_code(code(ErrorCode::TransactionalIdAuthorizationFailed))
@@ -820,12 +828,12 @@ impl Broker {
         let (id, epoch) = if request.producer_id.0 >= 0 && (0..i16::MAX - 1).contains(&request.producer_epoch) {
             (request.producer_id.0, request.producer_epoch + 1)
         } else {
-            match self.producer_ids.next() {
+            match self.producer_ids.next().await {
                 Ok(id) => (id, 0),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot allocate a producer id");
+                    tracing::warn!(error = %e, "cannot hand out a producer id");
                     return InitProducerIdResponse::default()
-                        .with_error_code(code(ErrorCode::KafkaStorageError))
+                        .with_error_code(code(e.code()))
                         .with_producer_id(ProducerId(-1));
                 }
             }
@@ -904,38 +912,33 @@ pub(crate) struct LeaderView {
 /// older leader epoch is `FENCED_LEADER_EPOCH`, a newer one `UNKNOWN_LEADER_EPOCH` (this broker
 /// has not learnt it yet); -1 skips the check. Errors carry the high watermark to report.
 pub(crate) fn leader_view(partition: &Partition, current_leader_epoch: i32) -> Result<LeaderView, (ErrorCode, i64)> {
-    let role = partition.role.lock();
-    let known = role.leader_epoch().map_or(-1, |e| e.0);
-    let high_watermark = role.high_watermark();
-    let reported = high_watermark.unwrap_or(-1);
-    if current_leader_epoch >= 0 && known >= 0 {
-        if current_leader_epoch < known {
-            return Err((ErrorCode::FencedLeaderEpoch, reported));
+    let mut role = partition.role.lock();
+    let reported = role.high_watermark().unwrap_or(-1);
+    let Some(replica) = role.replica() else {
+        if matches!(*role, Role::Unassigned) {
+            return Err((ErrorCode::NotLeaderOrFollower, reported));
         }
-        if current_leader_epoch > known {
-            return Err((ErrorCode::UnknownLeaderEpoch, reported));
-        }
-    }
-    match &*role {
-        Role::Single => {
-            drop(role);
-            Ok(LeaderView { high_watermark: partition.high_watermark(), leader_epoch: LEADER_EPOCH, caught_up: true })
-        }
-        Role::Leader(leader) => Ok(LeaderView {
-            high_watermark: leader.core.high_watermark(),
-            leader_epoch: leader.core.leader_epoch().0,
-            caught_up: leader.core.high_watermark_reached_epoch_start(),
+        drop(role);
+        return Ok(LeaderView {
+            high_watermark: partition.high_watermark(),
+            leader_epoch: LEADER_EPOCH,
+            caught_up: true,
+        });
+    };
+    let epoch = (current_leader_epoch >= 0).then_some(LeaderEpoch(current_leader_epoch));
+    match replica.engine.consumer_view(epoch) {
+        Ok(view) => Ok(LeaderView {
+            high_watermark: view.high_watermark,
+            leader_epoch: view.leader_epoch.0,
+            caught_up: view.caught_up,
         }),
-        Role::Follower(_) | Role::Offline { .. } if current_leader_epoch > known => {
-            Err((ErrorCode::UnknownLeaderEpoch, reported))
-        }
-        Role::Follower(_) | Role::Offline { .. } => Err((ErrorCode::NotLeaderOrFollower, reported)),
+        Err(error) => Err((error, reported)),
     }
 }
 
-/// A follower's fetch, decided by the leader core: it may read up to the log end, or is told
-/// where its log diverges, or is refused. `replica` is the follower and the broker epoch it
-/// fetched with (-1 before Fetch v15).
+/// A follower's fetch, decided by the replication engine: it may read up to the log end, or
+/// is told where its log diverges, or is refused. `replica` is the follower and the broker
+/// epoch it fetched with (-1 before Fetch v15).
 fn replica_fetch(
     partition: &Partition,
     (replica, replica_epoch): (NodeId, i64),
@@ -944,32 +947,29 @@ fn replica_fetch(
 ) -> Result<FetchAccess, (ErrorCode, i64)> {
     let mut role = partition.role.lock();
     let reported = role.high_watermark().unwrap_or(-1);
-    let Some(leader) = role.as_leader() else { return Err((ErrorCode::NotLeaderOrFollower, reported)) };
+    let Some(local) = role.replica() else { return Err((ErrorCode::NotLeaderOrFollower, reported)) };
     let epoch = |e: i32| (e >= 0).then_some(LeaderEpoch(e));
     let fetch = keel_replication::FetchRequest {
         replica,
         fetch_offset: request.fetch_offset,
         last_fetched_epoch: epoch(request.last_fetched_epoch),
         current_leader_epoch: epoch(request.current_leader_epoch),
+        broker_epoch: (replica_epoch >= 0).then_some(replica_epoch),
     };
-    let before = leader.core.high_watermark();
-    let decision = leader.core.handle_fetch(monotonic(), &fetch, &LogView(&partition.log));
-    leader.complete();
-    *advanced |= leader.core.high_watermark() > before;
+    let before = local.engine.high_watermark();
+    let decision = local.engine.serve_fetch(monotonic(), &fetch, &LogView(&partition.log));
+    local.complete();
+    let high_watermark = local.engine.high_watermark();
+    *advanced |= high_watermark > before;
     match decision {
         FetchDecision::Read { high_watermark, .. } => {
-            if replica_epoch >= 0 {
-                leader.fetch_epochs.insert(replica, replica_epoch);
-            } else {
-                leader.fetch_epochs.remove(&replica);
-            }
             Ok(FetchAccess { upto: partition.log.log_end_offset(), high_watermark, diverging: None })
         }
         FetchDecision::Diverging { epoch, end_offset, high_watermark, .. } => {
             Ok(FetchAccess { upto: high_watermark, high_watermark, diverging: Some((epoch, end_offset)) })
         }
-        FetchDecision::OffsetOutOfRange { .. } => Err((ErrorCode::OffsetOutOfRange, leader.core.high_watermark())),
-        FetchDecision::Error(error) => Err((error, leader.core.high_watermark())),
+        FetchDecision::OffsetOutOfRange { .. } => Err((ErrorCode::OffsetOutOfRange, high_watermark)),
+        FetchDecision::Error(error) => Err((error, high_watermark)),
     }
 }
 
@@ -1005,41 +1005,42 @@ pub(crate) fn append_as_leader(
     in_epoch: Option<LeaderEpoch>,
 ) -> Result<(AppendInfo, Option<Completion>), AppendFailure> {
     let mut role = partition.role.lock();
-    match &mut *role {
-        Role::Leader(leader) if in_epoch.is_some_and(|e| e != leader.core.leader_epoch()) => Err(AppendFailure {
+    if matches!(*role, Role::Single) {
+        drop(role);
+        return Ok((partition.log.append(records, LeaderEpoch(LEADER_EPOCH), now_ms)?, None));
+    }
+    let not_leader = || AppendFailure {
+        code: ErrorCode::NotLeaderOrFollower,
+        message: format!("this broker does not lead partition {}", partition.name()),
+    };
+    let replica = role.replica().ok_or_else(not_leader)?;
+    let leader = replica.leader().ok_or_else(not_leader)?;
+    if let Some(epoch) = in_epoch.filter(|e| *e != leader.leader_epoch()) {
+        return Err(AppendFailure {
             code: ErrorCode::NotLeaderOrFollower,
             message: format!(
-                "partition {} is led in epoch {} now, not {in_epoch:?}",
+                "partition {} is led in epoch {} now, not {}",
                 partition.name(),
-                leader.core.leader_epoch().0
+                leader.leader_epoch().0,
+                epoch.0
             ),
-        }),
-        Role::Single => {
-            drop(role);
-            Ok((partition.log.append(records, LeaderEpoch(LEADER_EPOCH), now_ms)?, None))
-        }
-        Role::Leader(leader) => {
-            leader.core.check_produce(acks).map_err(|code| AppendFailure {
-                code,
-                message: format!(
-                    "partition {} cannot take acks={acks} now: its ISR {:?} is below min.insync.replicas",
-                    partition.name(),
-                    leader.core.isr()
-                ),
-            })?;
-            let info = partition.log.append(records, leader.core.leader_epoch(), now_ms)?;
-            let now = monotonic();
-            leader.core.handle_local_append(now, partition.log.log_end_offset());
-            leader.complete();
-            let deadline = now + keel_types::Duration::from_millis(timeout_ms.max(0) as u64);
-            let completion = (acks == -1).then(|| leader.wait_for(now, info.last_offset + 1, deadline));
-            Ok((info, completion))
-        }
-        Role::Follower(_) | Role::Offline { .. } => Err(AppendFailure {
-            code: ErrorCode::NotLeaderOrFollower,
-            message: format!("this broker does not lead partition {}", partition.name()),
-        }),
+        });
     }
+    leader.check_produce(acks).map_err(|code| AppendFailure {
+        code,
+        message: format!(
+            "partition {} cannot take acks={acks} now: its ISR {:?} is below min.insync.replicas",
+            partition.name(),
+            leader.isr()
+        ),
+    })?;
+    let info = partition.log.append(records, leader.leader_epoch(), now_ms)?;
+    let now = monotonic();
+    leader.handle_local_append(now, partition.log.log_end_offset());
+    replica.complete();
+    let deadline = now + keel_types::Duration::from_millis(timeout_ms.max(0) as u64);
+    let completion = if acks == -1 { replica.wait_for(now, info.last_offset + 1, deadline) } else { None };
+    Ok((info, completion))
 }
 
 /// ListOffsets with timestamp -3: the record with the largest timestamp.

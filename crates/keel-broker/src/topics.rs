@@ -53,7 +53,7 @@ pub struct Partition {
 
 impl Partition {
     fn new(topic: String, index: i32, log: Log, clustered: bool) -> Partition {
-        let role = if clustered { Role::Offline { high_watermark: 0 } } else { Role::Single };
+        let role = if clustered { Role::Unassigned } else { Role::Single };
         Partition { topic, index, log, role: ReplicaSlot::new(role) }
     }
 

@@ -20,6 +20,27 @@ pub struct Config {
     pub isr_change_retry_backoff: Duration,
     /// Kafka's `replica.fetch.backoff.ms`: how long a follower waits after a failed fetch.
     pub fetch_backoff: Duration,
+    /// A planted bug, for the checker and simulator tests that must catch it; `None` always in
+    /// the broker.
+    pub mutation: Option<Mutation>,
+}
+
+/// A deliberately planted bug in the leader's rules. Each removes one check the design says
+/// is needed; the checker (`keel check isr`), the simulator or a unit test must fail with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// ISR expansion ignores the start offset of the leader's epoch: a new leader's high
+    /// watermark may be stale, so reaching it does not prove a follower holds what is acked.
+    ExpandBelowEpochStart,
+    /// The leader keeps what it learned of a follower across the follower's restart (no
+    /// broker-epoch check, as before Kafka's KIP-903), so it can vouch for a log a crash has
+    /// since cut back.
+    KeepFollowerStateOnRestart,
+    /// The leader skips the KIP-320 divergence check: a follower with a divergent tail is
+    /// never told to truncate it.
+    NoDivergenceCheck,
+    /// The high watermark advances whatever the ISR's size (no strict min ISR, KIP-966).
+    IgnoreMinIsr,
 }
 
 /// Why a configuration or a role could not be set up.
@@ -44,6 +65,7 @@ impl Config {
             replica_lag_time_max: Duration::from_secs(30),
             isr_change_retry_backoff: Duration::from_millis(50),
             fetch_backoff: Duration::from_millis(1000),
+            mutation: None,
         }
     }
 

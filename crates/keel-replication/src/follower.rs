@@ -60,6 +60,15 @@ impl Follower {
         if !registration.replicas.contains(&id) {
             return Err(ConfigError(format!("broker {id} is not a replica {:?}", registration.replicas)));
         }
+        // Leader epochs only grow: a log holding a newer epoch than the registration was
+        // written under a later leader, so the registration is stale metadata, and following
+        // it could truncate records that later epoch committed.
+        if let Some(latest) = log.latest_epoch().filter(|e| *e > registration.leader_epoch) {
+            return Err(ConfigError(format!(
+                "broker {id} will not follow epoch {} (stale metadata): its log holds epoch {latest}",
+                registration.leader_epoch
+            )));
+        }
         let mut follower = Follower {
             config,
             leader,
@@ -107,6 +116,7 @@ impl Follower {
             fetch_offset: log.log_end_offset(),
             last_fetched_epoch: log.latest_epoch(),
             current_leader_epoch: Some(self.leader_epoch),
+            broker_epoch: None,
         })
     }
 

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use keel_metadata::{AlterIsr, PartitionRegistration};
 use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Mutation};
 use crate::message::{FetchDecision, FetchRequest, WaiterId};
 use crate::LocalLog;
 
@@ -38,6 +38,9 @@ pub struct ReplicaState {
     /// was at its previous fetch, which then counts as the previous fetch's time). ISR members
     /// start at the time leadership started.
     pub last_caught_up_time: Option<Instant>,
+    /// The broker epoch of the process whose fetches this state comes from (KIP-903); `None`
+    /// until it fetched, or if its fetches carried none.
+    pub broker_epoch: Option<i64>,
 }
 
 impl ReplicaState {
@@ -47,8 +50,21 @@ impl ReplicaState {
             last_fetch_time: None,
             last_fetch_leader_log_end_offset: None,
             last_caught_up_time: caught_up_at,
+            broker_epoch: None,
         }
     }
+}
+
+/// An ISR change to send to the controller (Kafka's AlterPartition): the compare-and-set
+/// request, and for every replica it adds the broker epoch of the process whose fetches caught
+/// it up, fixed when the change was proposed (KIP-903). A retry sends the same epochs, so a
+/// restarted follower is never vouched for on what its previous process fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IsrProposal {
+    pub request: AlterIsr,
+    /// `(replica, broker epoch)` for each replica not in the committed ISR; -1 where the
+    /// fetches carried no broker epoch (the controller then refuses the addition).
+    pub added: Vec<(NodeId, i64)>,
 }
 
 /// Where the one ISR change the leader may have outstanding stands.
@@ -67,6 +83,7 @@ enum IsrChangeStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PendingIsrChange {
     request: AlterIsr,
+    added: Vec<(NodeId, i64)>,
     status: IsrChangeStatus,
 }
 
@@ -82,7 +99,8 @@ struct Waiter {
 pub enum MetadataOutcome {
     /// Older than (or the same as) what the leader holds: nothing changed.
     Stale,
-    /// A newer partition epoch in this leader epoch: the ISR and replicas were replaced.
+    /// A newer partition epoch in this leader epoch (the ISR and replicas were replaced), or
+    /// a new min ISR for the topic.
     Applied,
     /// A newer leader epoch, or this broker is no longer the leader: it stopped leading; the
     /// broker builds the new role from the registration.
@@ -146,6 +164,15 @@ impl Leader {
         }
         if let Some(stranger) = registration.isr.iter().find(|r| !registration.replicas.contains(r)) {
             return Err(ConfigError(format!("ISR member {stranger} is not a replica {:?}", registration.replicas)));
+        }
+        // Leader epochs only grow: a log holding a newer epoch than the registration was
+        // written under a later leader, so the registration is stale metadata. Leading it
+        // would answer followers from an old epoch and cut records they hold.
+        if let Some(latest) = log.latest_epoch().filter(|e| *e > registration.leader_epoch) {
+            return Err(ConfigError(format!(
+                "broker {id} will not lead in epoch {} (stale metadata): its log holds epoch {latest}",
+                registration.leader_epoch
+            )));
         }
         let log_end_offset = log.log_end_offset();
         let followers = registration
@@ -271,9 +298,11 @@ impl Leader {
         if self.resigned || !self.followers.contains_key(&request.replica) {
             return FetchDecision::Error(ErrorCode::NotLeaderOrFollower);
         }
+        self.observe_fetcher(now, request.replica, request.broker_epoch);
         self.observe_log_end_offset(log.log_end_offset());
         let log_start_offset = log.log_start_offset();
-        if let Some(last_fetched_epoch) = request.last_fetched_epoch.filter(|e| e.is_defined()) {
+        let divergence_check = self.config.mutation != Some(Mutation::NoDivergenceCheck);
+        if let Some(last_fetched_epoch) = request.last_fetched_epoch.filter(|e| e.is_defined() && divergence_check) {
             let (epoch, end_offset) = self.end_offset_for_epoch(last_fetched_epoch, log);
             if epoch < last_fetched_epoch || end_offset < request.fetch_offset {
                 return FetchDecision::Diverging {
@@ -362,20 +391,25 @@ impl Leader {
 
     /// The ISR change to send to the controller now, if any; each is handed out once (again
     /// after a retriable failure and its backoff).
-    pub fn poll_isr_change(&mut self, now: Instant) -> Option<AlterIsr> {
+    pub fn poll_isr_change(&mut self, now: Instant) -> Option<IsrProposal> {
         self.observe_now(now);
         let change = self.isr_change.as_mut()?;
         match change.status {
             IsrChangeStatus::Unsent { not_before } if not_before <= now => {
                 change.status = IsrChangeStatus::InFlight;
-                Some(change.request.clone())
+                Some(IsrProposal { request: change.request.clone(), added: change.added.clone() })
             }
             _ => None,
         }
     }
 
     /// The controller's answer to `request`: the new partition epoch and ISR, or an error.
-    /// An answer to anything but the outstanding change is ignored. `INELIGIBLE_REPLICA` and
+    /// An answer to anything but the outstanding change is ignored. An accepted change is
+    /// applied only when the metadata log shows it ([`Leader::handle_metadata_update`]), with
+    /// the topic's min ISR as of that point: the controller may have built the ELR with a
+    /// min ISR this leader has not replayed yet, and the high watermark must not advance on a
+    /// smaller one. Until then no other change is proposed and the high watermark counts the
+    /// maximal ISR. `INELIGIBLE_REPLICA` and
     /// `OPERATION_NOT_ATTEMPTED` drop the change (retried later if still needed); errors that
     /// mean the metadata moved on (`INVALID_UPDATE_VERSION`, `FENCED_LEADER_EPOCH`,
     /// `NOT_LEADER_OR_FOLLOWER`, ...) keep it outstanding until [`Leader::handle_metadata_update`]
@@ -392,16 +426,12 @@ impl Leader {
             return;
         }
         match result {
-            Ok((partition_epoch, isr)) => {
+            Ok((partition_epoch, _isr)) => {
                 if partition_epoch <= self.partition_epoch {
                     self.isr_change = None;
-                } else if !isr.contains(&self.config.id) {
-                    // Only a leader change removes the leader from the ISR; its metadata follows.
+                } else {
                     change.status = IsrChangeStatus::AwaitingMetadata;
                     return;
-                } else {
-                    self.isr_change = None;
-                    self.apply_isr(now, partition_epoch, isr);
                 }
             }
             Err(ErrorCode::IneligibleReplica | ErrorCode::OperationNotAttempted) => {
@@ -432,7 +462,12 @@ impl Leader {
     /// older epoch is ignored. A newer leader epoch, or a registration in which this broker no
     /// longer leads, ends leadership ([`Leader::resign`]). A newer partition epoch in this
     /// leader epoch replaces the ISR and replicas and settles any outstanding ISR change.
-    pub fn handle_metadata_update(&mut self, now: Instant, registration: &PartitionRegistration) -> MetadataOutcome {
+    pub fn handle_metadata_update(
+        &mut self,
+        now: Instant,
+        registration: &PartitionRegistration,
+        min_isr: usize,
+    ) -> MetadataOutcome {
         self.observe_now(now);
         if self.resigned || registration.leader_epoch < self.leader_epoch {
             return MetadataOutcome::Stale;
@@ -446,8 +481,19 @@ impl Leader {
             self.resign();
             return MetadataOutcome::Resigned;
         }
-        if registration.partition_epoch <= self.partition_epoch {
+        if registration.partition_epoch < self.partition_epoch {
             return MetadataOutcome::Stale;
+        }
+        // The topic's min ISR as of this image: at least as new as the partition's state.
+        let min_isr = min_isr.max(1);
+        let min_isr_changed = self.config.min_isr != min_isr;
+        self.config.min_isr = min_isr;
+        if registration.partition_epoch == self.partition_epoch {
+            if !min_isr_changed {
+                return MetadataOutcome::Stale;
+            }
+            self.advance(now);
+            return MetadataOutcome::Applied;
         }
         self.replicas = registration.replicas.clone();
         let replicas = &self.replicas;
@@ -488,15 +534,45 @@ impl Leader {
                 continue;
             }
             let previous = self.broker_epochs.insert(node, epoch);
-            if previous.is_some_and(|p| p != epoch) {
-                let in_isr = self.maximal_isr().contains(&node);
-                if let Some(state) = self.followers.get_mut(&node) {
-                    *state = ReplicaState::new(in_isr.then_some(now));
-                }
+            let forget = self.config.mutation != Some(Mutation::KeepFollowerStateOnRestart);
+            if forget && previous.is_some_and(|p| p != epoch) {
+                self.forget_process(now, node, Some(epoch));
             }
         }
         if !self.resigned {
             self.advance(now);
+        }
+    }
+
+    /// A fetch from `follower` carrying `broker_epoch`: a different process than the one the
+    /// leader's state for it came from is a restart, and what the old one fetched no longer
+    /// counts (KIP-903).
+    fn observe_fetcher(&mut self, now: Instant, follower: NodeId, broker_epoch: Option<i64>) {
+        if self.config.mutation == Some(Mutation::KeepFollowerStateOnRestart) {
+            return;
+        }
+        let Some(state) = self.followers.get_mut(&follower) else { return };
+        match state.broker_epoch {
+            None if state.log_end_offset.is_none() => state.broker_epoch = broker_epoch,
+            known if known == broker_epoch => {}
+            _ => self.forget_process(now, follower, broker_epoch),
+        }
+    }
+
+    /// Forgets what an earlier process of `node` fetched: its state starts over (as an ISR
+    /// member it keeps the full lag time from now to fetch again), and an ISR change not yet
+    /// sent that vouches for another process of it is dropped.
+    fn forget_process(&mut self, now: Instant, node: NodeId, broker_epoch: Option<i64>) {
+        let in_isr = self.maximal_isr().contains(&node);
+        if let Some(state) = self.followers.get_mut(&node) {
+            *state = ReplicaState::new(in_isr.then_some(now));
+            state.broker_epoch = broker_epoch;
+        }
+        let vouches_for_other = |c: &PendingIsrChange| {
+            c.status != IsrChangeStatus::InFlight && c.added.iter().any(|&(n, e)| n == node && Some(e) != broker_epoch)
+        };
+        if self.isr_change.as_ref().is_some_and(vouches_for_other) {
+            self.isr_change = None;
         }
     }
 
@@ -618,12 +694,19 @@ impl Leader {
     /// the epoch cache when leadership starts; keel-storage records an epoch only with its
     /// first batch, so until this leader appends, its epoch is added here: it starts at
     /// [`Leader::epoch_start_offset`]. An epoch newer than the leader's (which no follower
-    /// should have) is answered as the leader's own, so the follower cuts what it has beyond.
+    /// should have) is answered as the leader's own, so the follower cuts what it has beyond,
+    /// but only while the log knows no epoch newer than the leader's: otherwise this leader
+    /// runs on stale metadata and the log, not its epoch, answers (never cutting records a
+    /// later epoch wrote).
     fn end_offset_for_epoch(&self, requested: LeaderEpoch, log: &impl LocalLog) -> (LeaderEpoch, i64) {
-        if requested >= self.leader_epoch {
+        let latest = log.latest_epoch();
+        let log_is_newer = latest.is_some_and(|e| e > self.leader_epoch);
+        if requested == self.leader_epoch || (requested > self.leader_epoch && !log_is_newer) {
             return (self.leader_epoch, self.log_end_offset);
         }
-        let latest = log.latest_epoch();
+        if log_is_newer {
+            return log.end_offset_for_epoch(requested).unwrap_or((requested, log.log_start_offset()));
+        }
         let log_knows_current_epoch = latest.is_some_and(|e| e >= self.leader_epoch);
         if !log_knows_current_epoch {
             // Nothing written in this epoch yet: its virtual entry starts at the epoch start.
@@ -667,13 +750,19 @@ impl Leader {
     }
 
     fn propose(&mut self, now: Instant, new_isr: Vec<NodeId>) {
+        let added = new_isr
+            .iter()
+            .filter(|n| !self.isr.contains(n))
+            .map(|n| (*n, self.followers.get(n).and_then(|s| s.broker_epoch).unwrap_or(-1)))
+            .collect();
         let request = AlterIsr {
             leader: self.config.id,
             leader_epoch: self.leader_epoch,
             partition_epoch: self.partition_epoch,
             new_isr,
         };
-        self.isr_change = Some(PendingIsrChange { request, status: IsrChangeStatus::Unsent { not_before: now } });
+        let status = IsrChangeStatus::Unsent { not_before: now };
+        self.isr_change = Some(PendingIsrChange { request, added, status });
     }
 
     fn maybe_shrink_isr(&mut self, now: Instant) {
@@ -696,7 +785,8 @@ impl Leader {
             return;
         }
         let Some(offset) = self.followers.get(&follower).and_then(|s| s.log_end_offset) else { return };
-        if offset >= self.high_watermark && offset >= self.epoch_start_offset {
+        let epoch_start_rule = self.config.mutation != Some(Mutation::ExpandBelowEpochStart);
+        if offset >= self.high_watermark && (offset >= self.epoch_start_offset || !epoch_start_rule) {
             let mut new_isr = self.isr.clone();
             new_isr.push(follower);
             self.propose(now, new_isr);
@@ -726,7 +816,8 @@ impl Leader {
     /// Kafka's `maybeIncrementLeaderHW` with KIP-966's strict min ISR: `None` while the
     /// committed ISR is short or a member of the maximal ISR has not fetched in this epoch.
     fn high_watermark_candidate(&self, now: Instant) -> Option<i64> {
-        if self.resigned || self.isr.len() < self.config.min_isr {
+        let strict = self.config.mutation != Some(Mutation::IgnoreMinIsr);
+        if self.resigned || (strict && self.isr.len() < self.config.min_isr) {
             return None;
         }
         let maximal = self.maximal_isr();

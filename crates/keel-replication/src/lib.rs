@@ -25,12 +25,14 @@ mod config;
 mod follower;
 mod leader;
 mod message;
+mod replica;
 pub mod testing;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Mutation};
 pub use follower::Follower;
-pub use leader::{Leader, MetadataOutcome, ReplicaState};
+pub use leader::{IsrProposal, Leader, MetadataOutcome, ReplicaState};
 pub use message::{FetchDecision, FetchRequest, FetchResponse, FollowerAction, WaiterId};
+pub use replica::{may_act_on, ConsumerView, Replica, ReplicaLog, Role, RoleChange};
 
 use keel_types::LeaderEpoch;
 

@@ -15,6 +15,10 @@ pub struct FetchRequest {
     /// The leader epoch the follower believes in (Kafka's `CurrentLeaderEpoch`); `None` skips
     /// the check, as Kafka does for requests without it.
     pub current_leader_epoch: Option<LeaderEpoch>,
+    /// The broker epoch of the fetching process (Fetch v15's `ReplicaState.ReplicaEpoch`),
+    /// `None` from older fetchers. What the leader learns from a fetch belongs to that process
+    /// (KIP-903): an ISR addition vouches for it by this epoch.
+    pub broker_epoch: Option<i64>,
 }
 
 /// The leader's decision about a fetch. The broker turns it into a response: for

@@ -5,10 +5,11 @@ mod common;
 
 use common::{config, n, nodes, registration, respond, Cluster, LAG};
 use keel_replication::testing::VecLog;
+use keel_replication::Mutation;
 use keel_replication::{
-    FetchDecision, FetchRequest, FetchResponse, Follower, FollowerAction, LocalLog, MetadataOutcome,
+    FetchDecision, FetchRequest, FetchResponse, Follower, FollowerAction, Leader, LocalLog, MetadataOutcome,
 };
-use keel_types::{Duration, ErrorCode, LeaderEpoch, Rng};
+use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, Rng};
 
 const NS: Duration = Duration(1);
 
@@ -142,18 +143,19 @@ fn losing_leadership_fails_waiters_and_fetches() {
     let waiter = c.leader.add_waiter(c.now, end, c.now + Duration::from_secs(5));
     let mut older = c.registration.clone();
     older.leader_epoch = LeaderEpoch(3);
-    assert_eq!(c.leader.handle_metadata_update(c.now, &older), MetadataOutcome::Stale);
+    assert_eq!(c.leader.handle_metadata_update(c.now, &older, 2), MetadataOutcome::Stale);
     let mut newer = c.registration.clone();
     newer.leader = Some(n(2));
     newer.leader_epoch = LeaderEpoch(5);
     newer.partition_epoch += 1;
-    assert_eq!(c.leader.handle_metadata_update(c.now, &newer), MetadataOutcome::Resigned);
+    assert_eq!(c.leader.handle_metadata_update(c.now, &newer, 2), MetadataOutcome::Resigned);
     assert_eq!(c.leader.drain_completed(), vec![(waiter, Err(ErrorCode::NotLeaderOrFollower))]);
     let fetch = |epoch| FetchRequest {
         replica: n(2),
         fetch_offset: 0,
         last_fetched_epoch: None,
         current_leader_epoch: Some(LeaderEpoch(epoch)),
+        broker_epoch: None,
     };
     assert_eq!(c.raw_fetch(fetch(5)), FetchDecision::Error(ErrorCode::NotLeaderOrFollower));
     assert_eq!(c.raw_fetch(fetch(4)), FetchDecision::Error(ErrorCode::FencedLeaderEpoch));
@@ -324,7 +326,7 @@ fn the_high_watermark_counts_the_maximal_isr_while_a_change_is_in_flight() {
     c.fetch(2);
     c.tick(sum(&[LAG, NS]));
     let shrink = c.leader.poll_isr_change(c.now).expect("a shrink");
-    assert_eq!(shrink.new_isr, nodes(&[1, 2]));
+    assert_eq!(shrink.request.new_isr, nodes(&[1, 2]));
     assert_eq!(c.leader.maximal_isr(), nodes(&[1, 2, 3]));
     c.fetch(2);
     assert_eq!(c.leader.high_watermark(), 0, "3 may still be in the controller's ISR");
@@ -336,7 +338,7 @@ fn the_high_watermark_counts_the_maximal_isr_while_a_change_is_in_flight() {
     c.fetch(3); // reports 0
     c.fetch(3); // reports 4: joins
     let expand = c.leader.poll_isr_change(c.now).expect("an expansion");
-    assert_eq!(expand.new_isr, nodes(&[1, 2, 3]));
+    assert_eq!(expand.request.new_isr, nodes(&[1, 2, 3]));
     c.tick(sum(&[LAG, Duration::from_secs(1)]));
     c.produce(2).unwrap();
     c.fetch(2);
@@ -365,31 +367,31 @@ fn controller_refusals_wait_for_metadata_or_retry() {
     c.tick(Duration::from_secs(1));
     assert_eq!(c.leader.poll_isr_change(c.now), None, "waits for metadata");
     assert!(c.leader.pending_isr_change().is_some());
-    assert_eq!(c.leader.handle_metadata_update(c.now, &c.registration.clone()), MetadataOutcome::Applied);
+    assert_eq!(c.leader.handle_metadata_update(c.now, &c.registration.clone(), c.min_isr), MetadataOutcome::Applied);
     assert_eq!((c.leader.isr(), c.leader.pending_isr_change()), (&nodes(&[1, 2])[..], None));
-    assert_eq!(c.leader.handle_metadata_update(c.now, &c.registration.clone()), MetadataOutcome::Stale);
+    assert_eq!(c.leader.handle_metadata_update(c.now, &c.registration.clone(), c.min_isr), MetadataOutcome::Stale);
 
     // A retriable failure is sent again after the backoff; an answer to another request is ignored.
     c.fetch(3);
     c.fetch(3);
     let expand = c.leader.poll_isr_change(c.now).expect("an expansion");
     let mut other = expand.clone();
-    other.new_isr = nodes(&[1]);
-    c.leader.handle_isr_change_result(c.now, &other, Ok((99, nodes(&[1]))));
+    other.request.new_isr = nodes(&[1]);
+    c.leader.handle_isr_change_result(c.now, &other.request, Ok((99, nodes(&[1]))));
     assert_eq!(c.leader.isr(), nodes(&[1, 2]));
-    c.leader.handle_isr_change_result(c.now, &expand, Err(ErrorCode::RequestTimedOut));
+    c.leader.handle_isr_change_result(c.now, &expand.request, Err(ErrorCode::RequestTimedOut));
     assert_eq!(c.leader.poll_isr_change(c.now), None);
     assert_eq!(c.leader.poll_timeout(), Some(c.now + Duration::from_millis(50)));
     c.tick(Duration::from_millis(50));
     assert_eq!(c.leader.poll_isr_change(c.now), Some(expand.clone()));
 
     // INELIGIBLE_REPLICA drops the change; it is proposed again only after the backoff.
-    c.leader.handle_isr_change_result(c.now, &expand, Err(ErrorCode::IneligibleReplica));
+    c.leader.handle_isr_change_result(c.now, &expand.request, Err(ErrorCode::IneligibleReplica));
     assert_eq!(c.leader.pending_isr_change(), None);
     c.tick(Duration::from_millis(49));
     assert_eq!(c.leader.pending_isr_change(), None);
     c.tick(Duration::from_millis(1));
-    assert_eq!(c.leader.pending_isr_change(), Some(&expand));
+    assert_eq!(c.leader.pending_isr_change(), Some(&expand.request));
 }
 
 #[test]
@@ -400,6 +402,7 @@ fn fetches_with_a_stale_or_unknown_leader_epoch_or_from_strangers_are_refused() 
         fetch_offset: 0,
         last_fetched_epoch: None,
         current_leader_epoch: epoch.map(LeaderEpoch),
+        broker_epoch: None,
     };
     assert_eq!(c.raw_fetch(fetch(2, Some(4))), FetchDecision::Error(ErrorCode::FencedLeaderEpoch));
     assert_eq!(c.raw_fetch(fetch(2, Some(6))), FetchDecision::Error(ErrorCode::UnknownLeaderEpoch));
@@ -440,6 +443,7 @@ fn fetches_outside_the_leaders_log_are_out_of_range_or_diverging() {
         fetch_offset: offset,
         last_fetched_epoch: last_fetched_epoch.map(LeaderEpoch),
         current_leader_epoch: Some(LeaderEpoch(1)),
+        broker_epoch: None,
     };
     assert_eq!(c.raw_fetch(fetch(5, None)), FetchDecision::OffsetOutOfRange { log_start_offset: 0, log_end_offset: 3 });
     assert!(matches!(
@@ -581,7 +585,7 @@ fn a_fenced_follower_is_not_proposed_for_the_isr_and_does_not_hold_the_high_wate
     // Broker 3 dies while caught up; the controller fences it and takes it out of the ISR.
     let mut fenced = registration(3, c.epoch().0, &[1, 2]);
     fenced.partition_epoch = c.leader.partition_epoch() + 1;
-    assert_eq!(c.leader.handle_metadata_update(c.now, &fenced), MetadataOutcome::Applied);
+    assert_eq!(c.leader.handle_metadata_update(c.now, &fenced, c.min_isr), MetadataOutcome::Applied);
     c.registration = fenced;
     c.leader.handle_ineligible_replicas(c.now, [n(3)]);
     c.produce(2).unwrap();
@@ -596,7 +600,7 @@ fn a_fenced_follower_is_not_proposed_for_the_isr_and_does_not_hold_the_high_wate
     c.fetch(3);
     c.fetch(3);
     let expand = c.leader.poll_isr_change(c.now).expect("an expansion");
-    assert_eq!(expand.new_isr, nodes(&[1, 2, 3]));
+    assert_eq!(expand.request.new_isr, nodes(&[1, 2, 3]));
 }
 
 #[test]
@@ -611,7 +615,7 @@ fn a_restarted_follower_is_not_vouched_for_on_what_it_fetched_before_its_restart
     // the leader's state for it is still from before the crash.
     let mut shrunk = registration(3, c.epoch().0, &[1, 2]);
     shrunk.partition_epoch = c.leader.partition_epoch() + 1;
-    c.leader.handle_metadata_update(c.now, &shrunk);
+    c.leader.handle_metadata_update(c.now, &shrunk, c.min_isr);
     c.registration = shrunk;
     c.leader.handle_ineligible_replicas(c.now, [n(3)]);
     c.leader.handle_replica_epochs(c.now, [(n(2), 1), (n(3), 2)]);
@@ -623,5 +627,142 @@ fn a_restarted_follower_is_not_vouched_for_on_what_it_fetched_before_its_restart
     c.fetch(3);
     c.fetch(3);
     let expand = c.leader.poll_isr_change(c.now).expect("an expansion");
-    assert_eq!(expand.new_isr, nodes(&[1, 2, 3]));
+    assert_eq!(expand.request.new_isr, nodes(&[1, 2, 3]));
+}
+
+/// F1 (issue 17), defence in depth: a registration older than the epochs in the local log is
+/// stale metadata (a snapshot replayed at restart); neither leading nor following it is safe.
+#[test]
+fn a_replica_refuses_a_role_in_an_epoch_older_than_its_log() {
+    let log = VecLog::from_epochs(&[1, 1, 3, 3]);
+    let stale = registration(3, 2, &[1, 2, 3]);
+    let leading = Leader::new(config(1, 2), &stale, Instant::from_millis(1), &log, 4);
+    assert!(leading.is_err_and(|e| e.0.contains("stale metadata")), "a leader in epoch 2 over a log of epoch 3");
+    let following = Follower::new(config(2, 2), &stale, &log, 4);
+    assert!(following.is_err_and(|e| e.0.contains("stale metadata")), "a follower in epoch 2 over epoch 3");
+    // The registration that wrote epoch 3 (or a later one) is taken up.
+    assert!(Leader::new(config(1, 2), &registration(3, 3, &[1, 2, 3]), Instant::from_millis(1), &log, 4).is_ok());
+}
+
+/// F4 (issue 17): an ISR addition vouches for the broker epoch of the process whose fetches
+/// caught the follower up, fixed when it is proposed. If that follower restarts before the
+/// change is sent (or while it waits for a retry), the change is dropped rather than sent with
+/// the new process's epoch: the new process may have lost its tail.
+#[test]
+fn an_isr_addition_vouches_for_the_process_that_caught_up_and_is_dropped_when_it_restarts() {
+    let mut c = Cluster::new(1, 1, &[1, 2], 0, VecLog::new(), empty_logs());
+    c.produce(4).unwrap();
+    let fetch = |offset: i64, broker_epoch: i64| FetchRequest {
+        replica: n(3),
+        fetch_offset: offset,
+        last_fetched_epoch: (offset > 0).then_some(LeaderEpoch(1)),
+        current_leader_epoch: Some(LeaderEpoch(1)),
+        broker_epoch: Some(broker_epoch),
+    };
+    c.fetch(2);
+    c.fetch(2);
+    assert_eq!(c.leader.high_watermark(), 4);
+    // Broker 3's process with broker epoch 7 fetches everything: it is proposed, vouched as 7.
+    c.raw_fetch(fetch(0, 7));
+    c.raw_fetch(fetch(4, 7));
+    let expand = c.leader.poll_isr_change(c.now).expect("an expansion");
+    assert_eq!((expand.request.new_isr.clone(), expand.added.clone()), (nodes(&[1, 2, 3]), vec![(n(3), 7)]));
+    // The AlterPartition times out and waits for its retry; broker 3 restarts meanwhile with
+    // an empty log, and its new process (broker epoch 8) fetches from 0.
+    c.leader.handle_isr_change_result(c.now, &expand.request, Err(ErrorCode::RequestTimedOut));
+    c.raw_fetch(fetch(0, 8));
+    c.tick(Duration::from_secs(1));
+    let retried = c.leader.poll_isr_change(c.now);
+    assert!(
+        retried.as_ref().is_none_or(|p| !p.added.contains(&(n(3), 8))),
+        "the new process is vouched for on what the old one fetched: {retried:?}"
+    );
+    assert_eq!(c.leader.replica_state(n(3)).and_then(|s| s.log_end_offset), Some(0));
+    // Once the new process catches up it is proposed as itself.
+    c.raw_fetch(fetch(4, 8));
+    let expand = c.leader.poll_isr_change(c.now).expect("an expansion of the new process");
+    assert_eq!(expand.added, vec![(n(3), 8)]);
+}
+
+/// F5 (issue 17): the controller may accept an ISR shrink under a min ISR the leader has not
+/// replayed yet (raised from 2 to 3). Had the leader applied the answer with its old min ISR,
+/// the high watermark would advance on two replicas while the controller holds that ISR below
+/// min ISR and keeps the removed replica in the ELR as if it had every committed record. The
+/// shrink takes effect only with the metadata that carries it, and that metadata's min ISR.
+#[test]
+fn an_accepted_isr_shrink_applies_with_the_min_isr_of_the_metadata_that_carries_it() {
+    let mut c = Cluster::new(2, 1, &[1, 2, 3], 0, VecLog::new(), empty_logs());
+    c.settle();
+    c.produce(4).unwrap();
+    c.fetch(2);
+    c.fetch(2);
+    c.tick(sum(&[LAG, NS]));
+    let shrink = c.leader.poll_isr_change(c.now).expect("a shrink");
+    assert_eq!(shrink.request.new_isr, nodes(&[1, 2]));
+    // The controller has min ISR 3 by now and accepts the shrink.
+    c.min_isr = 3;
+    assert_eq!(c.answer_only(&shrink.request), Ok(nodes(&[1, 2])));
+    c.fetch(2);
+    assert_eq!(c.leader.high_watermark(), 0, "the high watermark advanced without broker 3 under min ISR 3");
+    let waiter = c.leader.add_waiter(c.now, 4, c.now + Duration::from_secs(30));
+    // The metadata arrives: ISR [1, 2] under min ISR 3. acks=all requests cannot complete.
+    let registration = c.registration.clone();
+    c.leader.handle_metadata_update(c.now, &registration, 3);
+    assert_eq!(c.leader.isr(), nodes(&[1, 2]));
+    assert_eq!(c.leader.high_watermark(), 0);
+    assert_eq!(c.leader.drain_completed(), vec![(waiter, Err(ErrorCode::NotEnoughReplicasAfterAppend))]);
+    assert_eq!(c.leader.check_produce(-1), Err(ErrorCode::NotEnoughReplicas));
+}
+
+/// Every planted bug in keel-replication's leader fails at least one of the tests above: the
+/// checks they remove are needed.
+/// A test by name.
+type NamedTest = (&'static str, fn());
+
+#[test]
+fn every_mutation_of_the_leader_fails_a_test() {
+    let table: [(Mutation, &[NamedTest]); 4] = [
+        (
+            Mutation::ExpandBelowEpochStart,
+            &[(
+                "a_follower_joins_only_after_reaching_this_epochs_start_and_fetching_in_this_epoch",
+                a_follower_joins_only_after_reaching_this_epochs_start_and_fetching_in_this_epoch,
+            )],
+        ),
+        (
+            Mutation::KeepFollowerStateOnRestart,
+            &[
+                (
+                    "a_restarted_follower_is_not_vouched_for_on_what_it_fetched_before_its_restart",
+                    a_restarted_follower_is_not_vouched_for_on_what_it_fetched_before_its_restart,
+                ),
+                (
+                    "an_isr_addition_vouches_for_the_process_that_caught_up_and_is_dropped_when_it_restarts",
+                    an_isr_addition_vouches_for_the_process_that_caught_up_and_is_dropped_when_it_restarts,
+                ),
+            ],
+        ),
+        (
+            Mutation::NoDivergenceCheck,
+            &[(
+                "a_follower_truncates_an_uncommitted_tail_from_an_older_epoch",
+                a_follower_truncates_an_uncommitted_tail_from_an_older_epoch,
+            )],
+        ),
+        (
+            Mutation::IgnoreMinIsr,
+            &[(
+                "high_watermark_is_frozen_while_the_isr_is_below_min_isr",
+                high_watermark_is_frozen_while_the_isr_is_below_min_isr,
+            )],
+        ),
+    ];
+    for (mutation, tests) in table {
+        for (name, test) in tests {
+            common::MUTATION.set(Some(mutation));
+            let outcome = std::panic::catch_unwind(test);
+            common::MUTATION.set(None);
+            assert!(outcome.is_err(), "{name} passes with {mutation:?} planted");
+        }
+    }
 }

@@ -104,17 +104,32 @@ fn no_truncate_is_caught() {
     assert!(caught.iter().any(|(_, m)| m.contains("was committed")), "{caught:?}");
 }
 
-/// keel-replication's `Leader` keeps what a follower fetched across the follower's restart,
-/// and keel-metadata's `AlterIsr` carries no broker epochs, so nothing refuses an ISR expansion
-/// vouched for by an earlier incarnation (Kafka's KIP-903). The simulator's shell closes the gap
-/// by default; without it the run finds the bug (seed 76 of the sweep, among others).
+/// Without KIP-903 (fetches carry no broker epoch and the controller checks none), a leader
+/// that has not yet replayed a follower's new registration proposes it for the ISR on what
+/// its previous process fetched, and the controller accepts. The run finds it: seeds 334,
+/// 1248, 1500, 2084, 2408 and 2729 of 0..3000 (an ISR member lacking committed records, or
+/// an acknowledged record lost).
 #[test]
 fn without_the_broker_epoch_check_a_restarted_follower_rejoins_on_stale_state() {
     let options = ClusterSimOptions { broker_epoch_check: false, ..ClusterSimOptions::new(0) };
-    let caught = failures(&options, 300);
-    assert!(!caught.is_empty(), "no seed of 300 found the missing broker-epoch check");
+    let caught = failures(&options, 400);
+    assert!(!caught.is_empty(), "no seed of 400 found the missing broker-epoch check");
     assert!(
-        caught.iter().all(|(_, m)| m.contains("is in the ISR (committed image) but lacks committed")),
+        caught
+            .iter()
+            .all(|(_, m)| m.contains("is in the ISR (committed image) but lacks committed") || m.contains("is lost")),
         "{caught:?}"
     );
+}
+
+/// Issue 17, F1: a broker that acts on metadata before replaying its own registration (and
+/// fetches before registering) leads or follows in leader epochs that are over. The sweep
+/// catches it (3 of 300 seeds); seed 149 is pinned: with the gate it passes, without it a
+/// follower holds a record other than the committed one.
+#[test]
+fn no_metadata_gate_is_caught() {
+    let options = ClusterSimOptions { mutation: Some(ClusterMutation::NoMetadataGate), ..ClusterSimOptions::new(0) };
+    let caught = failures(&options, 300);
+    assert!(caught.iter().any(|(seed, _)| *seed == 149), "seed 149 no longer catches it: {caught:?}");
+    assert!(run_cluster(&ClusterSimOptions::new(149)).outcome.is_ok(), "seed 149 fails with the gate");
 }

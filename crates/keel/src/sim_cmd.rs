@@ -129,8 +129,8 @@ pub struct ClusterSimArgs {
     /// Plant a bug the simulator should find.
     #[arg(long, value_enum)]
     mutation: Option<ClusterMutationArg>,
-    /// Leave out the simulated shell's broker-epoch check (KIP-903), which covers a gap in
-    /// keel-replication: a leader then re-admits a restarted follower on stale state.
+    /// Leave out the broker-epoch check (KIP-903): fetches carry no broker epoch and the
+    /// controller checks none, so a leader may re-admit a restarted follower on stale state.
     #[arg(long)]
     no_broker_epoch_check: bool,
     /// Print the trace of the run.
@@ -145,11 +145,14 @@ pub struct ClusterSimArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[allow(clippy::enum_variant_names)] // the mutants' names say what check each removes
 enum ClusterMutationArg {
     /// keel-metadata's NoElr: the rules before KIP-966 (the last replica standing).
     NoElr,
     /// Followers never learn of a divergence and never truncate.
     NoTruncate,
+    /// Brokers act on metadata before replaying their own registration (issue 17, F1).
+    NoMetadataGate,
 }
 
 impl ClusterMutationArg {
@@ -157,6 +160,7 @@ impl ClusterMutationArg {
         match self {
             ClusterMutationArg::NoElr => ClusterMutation::NoElr,
             ClusterMutationArg::NoTruncate => ClusterMutation::NoTruncate,
+            ClusterMutationArg::NoMetadataGate => ClusterMutation::NoMetadataGate,
         }
     }
 }

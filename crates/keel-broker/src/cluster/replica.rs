@@ -1,6 +1,5 @@
-//! One local replica's role in a cluster: the keel-replication core it runs (leader or
-//! follower), the acks=all requests waiting on it, and the change of role when the metadata
-//! log says so.
+//! One local replica's role in a cluster: keel-replication's [`Replica`] engine (the rules
+//! keel-sim runs too) and the acks=all requests waiting on it.
 //!
 //! The role sits behind a mutex in the partition ([`ReplicaSlot`]). Role changes and every
 //! append to a replicated log happen under it, so an append is always made in the role (and
@@ -10,13 +9,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use keel_metadata::PartitionRegistration;
-use keel_replication::{Config, Follower, Leader, LocalLog, MetadataOutcome, WaiterId};
+use keel_replication::{Config, Leader, LocalLog, Replica, ReplicaLog, WaiterId};
 use keel_storage::Log;
-use keel_types::{ErrorCode, Instant, LeaderEpoch, NodeId};
+use keel_types::{ErrorCode, Instant, LeaderEpoch};
 use tokio::sync::oneshot;
 
-/// The local log as the replication cores see it.
+/// The local log as the replication engine sees and changes it.
 #[derive(Debug)]
 pub struct LogView<'a>(pub &'a Log);
 
@@ -39,6 +37,28 @@ impl LocalLog for LogView<'_> {
     }
 }
 
+impl ReplicaLog for LogView<'_> {
+    /// Whole batches as the leader sent them.
+    type Records = [u8];
+    type Error = String;
+
+    fn append_replicated(&mut self, records: &[u8]) -> Result<(), String> {
+        self.0.append_replicated(records, crate::clock::now_ms()).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn truncate_to(&mut self, offset: i64) -> Result<(), String> {
+        self.0.truncate_to(offset, crate::clock::now_ms()).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn start_over_at(&mut self, offset: i64) -> Result<(), String> {
+        self.0.truncate_fully_and_start_at(offset, crate::clock::now_ms()).map_err(|e| e.to_string())
+    }
+
+    fn delete_before(&mut self, offset: i64) -> Result<(), String> {
+        self.0.delete_records_before(offset).map(drop).map_err(|e| e.to_string())
+    }
+}
+
 /// A replica's role, behind its lock.
 #[derive(Debug)]
 pub struct ReplicaSlot(Mutex<Role>);
@@ -56,54 +76,51 @@ impl ReplicaSlot {
 /// What an acks=all produce request waits for.
 pub type Completion = oneshot::Receiver<Result<(), ErrorCode>>;
 
+/// A cluster replica: the engine, and the produce requests waiting for its high watermark.
 #[derive(Debug)]
-pub struct LeaderRole {
-    pub core: Leader,
+pub struct ReplicaRole {
+    pub engine: Replica,
     pub topic_id: u128,
     waiters: BTreeMap<WaiterId, oneshot::Sender<Result<(), ErrorCode>>>,
-    /// The broker epoch each follower's latest accepted fetch came with (Fetch v15's
-    /// `ReplicaState.ReplicaEpoch`): an ISR change names it for every replica it adds, and the
-    /// controller refuses one an earlier process of that broker vouched for (KIP-903).
-    pub fetch_epochs: BTreeMap<NodeId, i64>,
 }
 
-impl LeaderRole {
-    /// Hands completed acks=all requests their answers. Call after every core call.
+impl ReplicaRole {
+    pub fn new(config: Config, topic_id: u128) -> ReplicaRole {
+        ReplicaRole { engine: Replica::new(config), topic_id, waiters: BTreeMap::new() }
+    }
+
+    pub fn leader(&mut self) -> Option<&mut Leader> {
+        self.engine.leader_mut()
+    }
+
+    /// Hands completed acks=all requests their answers. Call after every engine call.
     pub fn complete(&mut self) {
-        for (id, result) in self.core.drain_completed() {
+        for (id, result) in self.engine.drain_completed() {
             if let Some(waiter) = self.waiters.remove(&id) {
                 let _ = waiter.send(result);
             }
         }
     }
 
-    /// Registers an acks=all request whose batch ends at `end_offset`.
-    pub fn wait_for(&mut self, now: Instant, end_offset: i64, deadline: Instant) -> Completion {
+    /// Registers an acks=all request whose batch ends at `end_offset` with the leader.
+    pub fn wait_for(&mut self, now: Instant, end_offset: i64, deadline: Instant) -> Option<Completion> {
+        let leader = self.engine.leader_mut()?;
         let (sender, receiver) = oneshot::channel();
-        let id = self.core.add_waiter(now, end_offset, deadline);
+        let id = leader.add_waiter(now, end_offset, deadline);
         self.waiters.insert(id, sender);
         self.complete();
-        receiver
+        Some(receiver)
     }
 }
 
-#[derive(Debug)]
-pub struct FollowerRole {
-    pub core: Follower,
-}
-
-/// A replica's role.
+/// A partition replica's role.
 #[derive(Debug)]
 pub enum Role {
     /// A single node: no replication; the partition serves everything.
     Single,
-    Leader(Box<LeaderRole>),
-    Follower(Box<FollowerRole>),
-    /// A replica without a role: the partition has no leader, this broker was told nothing
-    /// yet, or the topic is going away. It keeps the last high watermark it knew.
-    Offline {
-        high_watermark: i64,
-    },
+    /// A cluster replica the metadata has not given a role yet.
+    Unassigned,
+    Replica(Box<ReplicaRole>),
 }
 
 impl Role {
@@ -111,100 +128,36 @@ impl Role {
     pub fn high_watermark(&self) -> Option<i64> {
         match self {
             Role::Single => None,
-            Role::Leader(l) => Some(l.core.high_watermark()),
-            Role::Follower(f) => Some(f.core.high_watermark()),
-            Role::Offline { high_watermark } => Some(*high_watermark),
+            Role::Unassigned => Some(0),
+            Role::Replica(replica) => Some(replica.engine.high_watermark()),
         }
     }
 
     pub fn leader_epoch(&self) -> Option<LeaderEpoch> {
         match self {
-            Role::Leader(l) => Some(l.core.leader_epoch()),
-            Role::Follower(f) => Some(f.core.leader_epoch()),
-            Role::Single | Role::Offline { .. } => None,
+            Role::Replica(replica) => replica.engine.leader_epoch(),
+            Role::Single | Role::Unassigned => None,
         }
     }
 
-    pub fn as_leader(&mut self) -> Option<&mut LeaderRole> {
+    pub fn replica(&mut self) -> Option<&mut ReplicaRole> {
         match self {
-            Role::Leader(l) => Some(l),
-            _ => None,
+            Role::Replica(replica) => Some(replica),
+            Role::Single | Role::Unassigned => None,
         }
+    }
+
+    /// The leader core, if this replica leads.
+    pub fn leader(&mut self) -> Option<&mut Leader> {
+        self.replica().and_then(|r| r.engine.leader_mut())
     }
 
     /// Ends the role: a leader resigns (its waiting requests fail with
     /// `NOT_LEADER_OR_FOLLOWER`).
     pub fn stop(&mut self) {
-        if matches!(self, Role::Single) {
-            return;
+        if let Some(replica) = self.replica() {
+            replica.engine.stop();
+            replica.complete();
         }
-        let high_watermark = self.high_watermark().unwrap_or(0);
-        if let Role::Leader(leader) = self {
-            leader.core.resign();
-            leader.complete();
-        }
-        *self = Role::Offline { high_watermark };
-    }
-
-    /// Applies the partition's registration from the metadata log: updates the current role
-    /// when it still holds (a new ISR for the same leader epoch), or starts the new one.
-    /// Returns whether the role changed.
-    pub fn apply(
-        &mut self,
-        config: Config,
-        topic_id: u128,
-        registration: &PartitionRegistration,
-        now: Instant,
-        log: &Log,
-    ) -> bool {
-        let me = config.id;
-        let view = LogView(log);
-        match self {
-            Role::Leader(leader)
-                if registration.leader == Some(me) && leader.core.config().min_isr == config.min_isr =>
-            {
-                let outcome = leader.core.handle_metadata_update(now, registration);
-                leader.complete();
-                if outcome != MetadataOutcome::Resigned {
-                    return false;
-                }
-            }
-            Role::Follower(follower)
-                if registration.leader == Some(follower.core.leader())
-                    && registration.leader_epoch == follower.core.leader_epoch() =>
-            {
-                return false;
-            }
-            Role::Single => return false,
-            _ => {}
-        }
-        let high_watermark = self.high_watermark().unwrap_or(0);
-        let was_offline = matches!(self, Role::Offline { .. });
-        self.stop();
-        *self = match registration.leader {
-            Some(leader) if leader == me => match Leader::new(config, registration, now, &view, high_watermark) {
-                Ok(core) => Role::Leader(Box::new(LeaderRole {
-                    core,
-                    topic_id,
-                    waiters: BTreeMap::new(),
-                    fetch_epochs: BTreeMap::new(),
-                })),
-                Err(error) => {
-                    tracing::error!(%error, "cannot lead the partition as registered");
-                    Role::Offline { high_watermark }
-                }
-            },
-            Some(_) if registration.replicas.contains(&me) => {
-                match Follower::new(config, registration, &view, high_watermark) {
-                    Ok(core) => Role::Follower(Box::new(FollowerRole { core })),
-                    Err(error) => {
-                        tracing::error!(%error, "cannot follow the partition as registered");
-                        Role::Offline { high_watermark }
-                    }
-                }
-            }
-            _ => Role::Offline { high_watermark },
-        };
-        !(was_offline && matches!(self, Role::Offline { .. }))
     }
 }

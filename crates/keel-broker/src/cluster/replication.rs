@@ -1,9 +1,10 @@
 //! The broker's replication shell: it makes the local replicas follow the metadata log, runs
 //! the leaders' timers and ISR changes, and fetches for the followers.
 //!
-//! - Every replayed image is reconciled with the local store: logs open for the partitions
-//!   this broker is a replica of and close for the rest, and each replica takes the role its
-//!   registration gives it ([`Role::apply`]).
+//! - Every replayed image is reconciled with the local store, once it holds this process's
+//!   own registration ([`keel_replication::may_act_on`]): logs open for the partitions this
+//!   broker is a replica of and close for the rest, and each replica takes the role its
+//!   registration gives it ([`keel_replication::Replica::apply_image`]).
 //! - Every tick, each leader checks lagging followers and acks=all deadlines; an ISR change it
 //!   proposes goes to the active controller as AlterPartition, and the answer comes back to
 //!   the core.
@@ -20,7 +21,7 @@ use keel_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchT
 use keel_kafka::kafka_protocol::messages::fetch_response::PartitionData;
 use keel_kafka::kafka_protocol::messages::{BrokerId, FetchRequest as KafkaFetchRequest};
 use keel_metadata::MetadataImage;
-use keel_replication::{Config, FetchRequest, FetchResponse, FollowerAction};
+use keel_replication::{may_act_on, Config, FetchRequest, FetchResponse, FollowerAction, RoleChange};
 use keel_storage::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use keel_types::{ErrorCode, LeaderEpoch, NodeId};
 use tokio::sync::watch;
@@ -29,7 +30,7 @@ use uuid::Uuid;
 
 use super::kafka_client::KafkaConnection;
 use super::protocol::{Request, Response};
-use super::replica::{LogView, Role};
+use super::replica::{LogView, ReplicaRole, Role};
 use super::ClusterLink;
 use crate::broker::Broker;
 use crate::clock::{monotonic, now_ms};
@@ -50,6 +51,7 @@ const IDLE: Duration = Duration::from_millis(20);
 /// one fetcher per leader this broker follows.
 pub async fn run(broker: Arc<Broker>, link: ClusterLink, mut shutdown: watch::Receiver<bool>) {
     let mut replayed = link.replayed.clone();
+    let mut standing = link.standing.clone();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut fetchers: BTreeMap<NodeId, JoinHandle<()>> = BTreeMap::new();
@@ -57,10 +59,12 @@ pub async fn run(broker: Arc<Broker>, link: ClusterLink, mut shutdown: watch::Re
     replayed.mark_changed();
     loop {
         tokio::select! {
-            changed = replayed.changed() => {
+            // A registration may land after the image that holds it was replayed.
+            changed = async { tokio::select! { c = replayed.changed() => c, c = standing.changed() => c } } => {
                 if changed.is_err() {
                     return;
                 }
+                standing.mark_unchanged();
                 let image = replayed.borrow_and_update().image.clone();
                 let (b, i, l) = (broker.clone(), image, link.clone());
                 match tokio::task::spawn_blocking(move || reconcile(&b, &l, &i)).await {
@@ -91,6 +95,12 @@ pub async fn run(broker: Arc<Broker>, link: ClusterLink, mut shutdown: watch::Re
 /// Makes the local store and roles match `image`.
 fn reconcile(broker: &Broker, link: &ClusterLink, image: &MetadataImage) {
     let me = link.node;
+    // Until the image holds this process's registration it may be older than what the quorum
+    // committed (a snapshot replayed at restart): acting on it could lead or follow in an
+    // epoch that is over.
+    if !may_act_on(image, me, link.standing.borrow().broker_epoch) {
+        return;
+    }
     let now = monotonic();
     for topic in image.topics() {
         let hosted: Vec<i32> = (0..topic.partitions.len() as i32)
@@ -115,33 +125,26 @@ fn reconcile(broker: &Broker, link: &ClusterLink, image: &MetadataImage) {
         for &index in &hosted {
             let Some(partition) = local.partition(index) else { continue };
             let registration = &topic.partitions[index as usize];
-            let config = replica_config(link, topic.min_isr());
             let mut role = partition.role.lock();
-            if role.apply(config, topic.id, registration, now, &partition.log) {
-                tracing::info!(
+            if !matches!(*role, Role::Replica(_)) {
+                *role = Role::Replica(Box::new(ReplicaRole::new(replica_config(link), topic.id)));
+            }
+            let Some(replica) = role.replica() else { continue };
+            let change = replica.engine.apply_image(now, image, topic.id, index, &LogView(&partition.log));
+            replica.complete();
+            match change {
+                RoleChange::Unchanged => {}
+                RoleChange::Refused(reason) => {
+                    tracing::warn!(partition = %partition.name(), %reason, "replica role refused")
+                }
+                _ => tracing::info!(
                     partition = %partition.name(),
                     leader = ?registration.leader,
                     leader_epoch = registration.leader_epoch.0,
                     isr = ?registration.isr,
-                    role = role_name(&role),
+                    role = replica.engine.role_name(),
                     "replica role changed"
-                );
-            }
-            if let Some(leader) = role.as_leader() {
-                // KIP-841: fenced and shutting-down brokers neither join the ISR nor hold back
-                // the high watermark.
-                let ineligible = registration
-                    .replicas
-                    .iter()
-                    .copied()
-                    .filter(|r| image.broker(*r).is_none_or(|b| b.fenced || b.shutting_down));
-                leader.core.handle_ineligible_replicas(now, ineligible);
-                // KIP-903: a replica whose broker registered again is a new process; what the
-                // leader knew of the old one no longer counts.
-                let epochs =
-                    registration.replicas.iter().filter_map(|r| image.broker(*r).map(|b| (*r, b.broker_epoch)));
-                leader.core.handle_replica_epochs(now, epochs);
-                leader.complete();
+                ),
             }
         }
     }
@@ -159,10 +162,7 @@ fn reconcile(broker: &Broker, link: &ClusterLink, image: &MetadataImage) {
             .partitions
             .iter()
             .map(|p| {
-                let epoch = match &*p.role.lock() {
-                    Role::Leader(leader) => Some(leader.core.leader_epoch()),
-                    _ => None,
-                };
+                let epoch = p.role.lock().leader().map(|l| l.leader_epoch());
                 (p.clone(), epoch)
             })
             .collect()
@@ -170,18 +170,9 @@ fn reconcile(broker: &Broker, link: &ClusterLink, image: &MetadataImage) {
     broker.groups.follow_leadership(led);
 }
 
-fn role_name(role: &Role) -> &'static str {
-    match role {
-        Role::Single => "single",
-        Role::Leader(_) => "leader",
-        Role::Follower(_) => "follower",
-        Role::Offline { .. } => "offline",
-    }
-}
-
-fn replica_config(link: &ClusterLink, min_isr: usize) -> Config {
+/// This node's replication settings (each image supplies the topic's min ISR).
+fn replica_config(link: &ClusterLink) -> Config {
     Config {
-        min_isr: min_isr.max(1),
         replica_lag_time_max: link.replica_lag_time_max,
         fetch_backoff: keel_types::Duration::from_millis(500),
         ..Config::new(link.node)
@@ -195,33 +186,25 @@ fn tick(broker: &Arc<Broker>, link: &ClusterLink) {
     for topic in broker.topics.list() {
         for partition in &topic.partitions {
             let mut role = partition.role.lock();
-            let Some(leader) = role.as_leader() else { continue };
-            let before = leader.core.high_watermark();
-            leader.core.handle_tick(now);
-            leader.complete();
-            advanced |= leader.core.high_watermark() > before;
-            if let Some(change) = leader.core.poll_isr_change(now) {
+            let Some(replica) = role.replica() else { continue };
+            let topic_id = replica.topic_id;
+            let Some(leader) = replica.leader() else { continue };
+            let before = leader.high_watermark();
+            leader.handle_tick(now);
+            advanced |= leader.high_watermark() > before;
+            let proposal = leader.poll_isr_change(now);
+            replica.complete();
+            if let Some(proposal) = proposal {
                 // KIP-903: each replica the change adds is vouched for by the broker epoch of
-                // the process whose fetches caught it up.
-                let isr = leader.core.isr().to_vec();
-                let added: Option<Vec<(NodeId, i64)>> = change
-                    .new_isr
-                    .iter()
-                    .filter(|n| !isr.contains(n))
-                    .map(|n| leader.fetch_epochs.get(n).map(|e| (*n, *e)))
-                    .collect();
-                let Some(added) = added else {
-                    leader.core.handle_isr_change_result(now, &change, Err(ErrorCode::IneligibleReplica));
-                    leader.complete();
-                    continue;
-                };
+                // the process whose fetches caught it up, fixed when the change was proposed.
+                let change = proposal.request;
                 let request = Request::AlterPartition {
                     node: link.node,
                     broker_epoch: link.standing.borrow().broker_epoch.unwrap_or(-1),
-                    topic_id: leader.topic_id,
+                    topic_id,
                     partition: partition.index,
                     change: change.clone(),
-                    added,
+                    added: proposal.added,
                 };
                 tracing::info!(partition = %partition.name(), isr = ?change.new_isr, "proposing ISR change");
                 let (partition, client, broker) = (partition.clone(), link.client.clone(), broker.clone());
@@ -245,9 +228,11 @@ fn tick(broker: &Arc<Broker>, link: &ClusterLink) {
                         }
                     };
                     let mut role = partition.role.lock();
-                    if let Some(leader) = role.as_leader() {
-                        leader.core.handle_isr_change_result(monotonic(), &change, result);
-                        leader.complete();
+                    if let Some(replica) = role.replica() {
+                        if let Some(leader) = replica.leader() {
+                            leader.handle_isr_change_result(monotonic(), &change, result);
+                        }
+                        replica.complete();
                     }
                     drop(role);
                     broker.appended.notify_waiters();
@@ -265,9 +250,10 @@ fn followed_leaders(broker: &Broker) -> Vec<NodeId> {
     let mut leaders = Vec::new();
     for topic in broker.topics.list() {
         for partition in &topic.partitions {
-            if let Role::Follower(follower) = &*partition.role.lock() {
-                if !leaders.contains(&follower.core.leader()) {
-                    leaders.push(follower.core.leader());
+            let mut role = partition.role.lock();
+            if let Some(follower) = role.replica().and_then(|r| r.engine.follower()) {
+                if !leaders.contains(&follower.leader()) {
+                    leaders.push(follower.leader());
                 }
             }
         }
@@ -295,12 +281,15 @@ async fn fetcher(broker: Arc<Broker>, link: ClusterLink, leader: NodeId, mut shu
         for topic in broker.topics.list() {
             for partition in &topic.partitions {
                 let mut role = partition.role.lock();
-                let Role::Follower(follower) = &mut *role else { continue };
-                if follower.core.leader() != leader {
+                let Some(replica) = role.replica() else { continue };
+                if replica.engine.follower().is_none_or(|f| f.leader() != leader) {
                     continue;
                 }
                 following = true;
-                if let Some(request) = follower.core.next_fetch(now, &LogView(&partition.log)) {
+                // Fetch v15 carries this process's broker epoch (KIP-903); a node fetches only
+                // once registered (it takes roles only then).
+                let broker_epoch = link.standing.borrow().broker_epoch;
+                if let Some(request) = replica.engine.next_fetch(now, broker_epoch, &LogView(&partition.log)) {
                     fetching.push(Fetching { topic_id: topic.id, partition: partition.clone(), request });
                 }
             }
@@ -339,8 +328,7 @@ async fn fetcher(broker: Arc<Broker>, link: ClusterLink, leader: NodeId, mut shu
                 }
             }
         }
-        let broker_epoch = link.standing.borrow().broker_epoch.unwrap_or(-1);
-        let request = fetch_request(link.node, broker_epoch, &fetching);
+        let request = fetch_request(link.node, &fetching);
         let timeout = Duration::from_millis(FETCH_MAX_WAIT_MS as u64) + Duration::from_secs(5);
         let exchange = connection.as_mut().expect("connected").fetch(&request, timeout);
         let response = tokio::select! {
@@ -387,14 +375,15 @@ async fn fetcher(broker: Arc<Broker>, link: ClusterLink, leader: NodeId, mut shu
 fn fail_all(fetching: &[Fetching]) {
     let now = monotonic();
     for fetched in fetching {
-        if let Role::Follower(follower) = &mut *fetched.partition.role.lock() {
-            follower.core.handle_fetch_failed(now);
+        if let Some(follower) = fetched.partition.role.lock().replica().and_then(|r| r.engine.follower_mut()) {
+            follower.handle_fetch_failed(now);
         }
     }
 }
 
 /// A Fetch v15 request: this broker's id and broker epoch, the partitions by topic id.
-fn fetch_request(me: NodeId, broker_epoch: i64, fetching: &[Fetching]) -> KafkaFetchRequest {
+fn fetch_request(me: NodeId, fetching: &[Fetching]) -> KafkaFetchRequest {
+    let broker_epoch = fetching.first().and_then(|f| f.request.broker_epoch).unwrap_or(-1);
     let mut topics: Vec<FetchTopic> = Vec::new();
     for fetched in fetching {
         let partition = FetchPartition::default()
@@ -425,7 +414,6 @@ fn apply_fetched(fetched: &Fetching, data: PartitionData) {
     let partition = &fetched.partition;
     let log = &partition.log;
     let mut records = data.records.unwrap_or_default();
-    let leader_log_start = data.log_start_offset;
     let response = match ErrorCode::from_code(data.error_code).unwrap_or(ErrorCode::UnknownServerError) {
         ErrorCode::None if data.diverging_epoch.epoch >= 0 => FetchResponse::Diverging {
             epoch: LeaderEpoch(data.diverging_epoch.epoch),
@@ -455,46 +443,18 @@ fn apply_fetched(fetched: &Fetching, data: PartitionData) {
     };
     let now = monotonic();
     let mut role = partition.role.lock();
-    let Role::Follower(follower) = &mut *role else { return };
-    let view = LogView(log);
-    let action = follower.core.handle_fetch_response(now, &fetched.request, response, &view);
-    let done = match action {
-        FollowerAction::Append => {
-            // Only whole batches past the log end (the leader reads from batch boundaries).
-            log.append_replicated(&records, now_ms())
-                .map(drop)
-                .map_err(|e| e.to_string())
-                .and_then(|()| follow_log_start(log, leader_log_start))
+    let Some(replica) = role.replica() else { return };
+    let mut view = LogView(log);
+    match replica.engine.handle_fetched(now, &fetched.request, response, &records[..], &mut view) {
+        Ok(FollowerAction::Truncate { offset }) => {
+            tracing::info!(partition = %partition.name(), offset, "truncated a divergent tail");
         }
-        FollowerAction::Truncate { offset } => {
-            tracing::info!(partition = %partition.name(), offset, "truncating a divergent tail");
-            log.truncate_to(offset, now_ms()).map(drop).map_err(|e| e.to_string())
+        Ok(FollowerAction::ResetTo { offset }) => {
+            tracing::info!(partition = %partition.name(), offset, "started the log over at the leader's log start");
         }
-        FollowerAction::ResetTo { offset } => {
-            tracing::info!(partition = %partition.name(), offset, "starting the log over at the leader's log start");
-            log.truncate_fully_and_start_at(offset, now_ms()).map_err(|e| e.to_string())
-        }
-        FollowerAction::Continue => follow_log_start(log, leader_log_start),
-        FollowerAction::Backoff { .. } | FollowerAction::AwaitMetadata | FollowerAction::Stale => return,
-    };
-    match done {
-        Ok(()) => follower.core.handle_log_updated(now, &view),
-        Err(error) => {
-            tracing::error!(partition = %partition.name(), %error, "follower could not update its log");
-            follower.core.handle_fetch_failed(now);
-        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(partition = %partition.name(), %error, "follower could not update its log"),
     }
-}
-
-/// Deletes what the leader deleted (DeleteRecords, a rewritten offsets partition): the leader's
-/// log start offset, as far as this log reaches. The leader moves it only below its high
-/// watermark, where every replica holds the same records.
-fn follow_log_start(log: &keel_storage::Log, leader_log_start: i64) -> Result<(), String> {
-    let start = leader_log_start.min(log.log_end_offset());
-    if start <= log.log_start_offset() {
-        return Ok(());
-    }
-    log.delete_records_before(start).map(drop).map_err(|e| e.to_string())
 }
 
 /// The offset after the last whole batch in `records` (`fetch_offset` if there is none), and

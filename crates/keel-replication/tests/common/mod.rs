@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use keel_metadata::{AlterIsr, Eligibility, PartitionRegistration};
 use keel_replication::testing::VecLog;
 use keel_replication::{
-    Config, FetchDecision, FetchRequest, FetchResponse, Follower, FollowerAction, Leader, LocalLog,
+    Config, FetchDecision, FetchRequest, FetchResponse, Follower, FollowerAction, IsrProposal, Leader, LocalLog,
+    Mutation,
 };
 use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId};
 
@@ -23,8 +24,13 @@ pub fn nodes(ids: &[i32]) -> Vec<NodeId> {
     ids.iter().copied().map(NodeId).collect()
 }
 
+thread_local! {
+    /// The planted bug every core this thread's harness builds runs with (mutation tests).
+    pub static MUTATION: std::cell::Cell<Option<Mutation>> = const { std::cell::Cell::new(None) };
+}
+
 pub fn config(id: i32, min_isr: usize) -> Config {
-    Config { min_isr, replica_lag_time_max: LAG, ..Config::new(n(id)) }
+    Config { min_isr, replica_lag_time_max: LAG, mutation: MUTATION.get(), ..Config::new(n(id)) }
 }
 
 /// A partition on replicas 1..=`replicas` led by node 1.
@@ -170,9 +176,21 @@ impl Cluster {
         Some(self.answer(&request))
     }
 
-    /// The controller (keel-metadata's rules, every replica active) decides `request`, and the
-    /// leader hears the answer.
-    pub fn answer(&mut self, request: &AlterIsr) -> Result<Vec<NodeId>, ErrorCode> {
+    /// The controller (keel-metadata's rules, every replica active) decides `proposal`, the
+    /// leader hears the answer, and then (if accepted) replays the new registration.
+    pub fn answer(&mut self, proposal: &IsrProposal) -> Result<Vec<NodeId>, ErrorCode> {
+        let result = self.answer_only(&proposal.request);
+        if result.is_ok() {
+            let registration = self.registration.clone();
+            self.leader.handle_metadata_update(self.now, &registration, self.min_isr);
+            self.check();
+        }
+        result
+    }
+
+    /// The controller decides `request` and the leader hears the answer; the metadata log's
+    /// copy of the change has not reached the leader yet.
+    pub fn answer_only(&mut self, request: &AlterIsr) -> Result<Vec<NodeId>, ErrorCode> {
         let active = self.registration.replicas.clone();
         let eligibility =
             Eligibility { min_isr: self.min_isr, unclean_leader_election: false, active: &active, mutation: None };

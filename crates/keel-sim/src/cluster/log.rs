@@ -3,7 +3,7 @@
 //! record and how much of the log is flushed.
 
 use keel_replication::testing::VecLog;
-use keel_replication::LocalLog;
+use keel_replication::{LocalLog, ReplicaLog};
 use keel_types::LeaderEpoch;
 
 /// A record as the simulator knows it: the leader epoch that wrote it and a value unique over
@@ -127,6 +127,34 @@ impl LocalLog for SimLog {
 
     fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, i64)> {
         self.epochs.end_offset_for_epoch(epoch)
+    }
+}
+
+impl ReplicaLog for SimLog {
+    type Records = [Record];
+    type Error = std::convert::Infallible;
+
+    fn append_replicated(&mut self, records: &[Record]) -> Result<(), Self::Error> {
+        self.append_records(records);
+        Ok(())
+    }
+
+    fn truncate_to(&mut self, offset: i64) -> Result<(), Self::Error> {
+        SimLog::truncate_to(self, offset);
+        Ok(())
+    }
+
+    fn start_over_at(&mut self, offset: i64) -> Result<(), Self::Error> {
+        self.reset_to(offset);
+        Ok(())
+    }
+
+    fn delete_before(&mut self, offset: i64) -> Result<(), Self::Error> {
+        let start = self.epochs.log_start_offset();
+        let offset = offset.clamp(start, self.log_end());
+        self.epochs.delete_records_before(offset);
+        self.values.drain(..(offset - start) as usize);
+        Ok(())
     }
 }
 
