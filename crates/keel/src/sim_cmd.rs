@@ -153,6 +153,8 @@ enum ClusterMutationArg {
     NoTruncate,
     /// Brokers act on metadata before replaying their own registration (issue 17, F1).
     NoMetadataGate,
+    /// A broker back on an empty data directory registers as clean (issue 17, F2).
+    FreshDirectoryIsClean,
 }
 
 impl ClusterMutationArg {
@@ -161,6 +163,7 @@ impl ClusterMutationArg {
             ClusterMutationArg::NoElr => ClusterMutation::NoElr,
             ClusterMutationArg::NoTruncate => ClusterMutation::NoTruncate,
             ClusterMutationArg::NoMetadataGate => ClusterMutation::NoMetadataGate,
+            ClusterMutationArg::FreshDirectoryIsClean => ClusterMutation::FreshDirectoryIsClean,
         }
     }
 }
@@ -374,15 +377,19 @@ fn cluster_one(args: &ClusterSimArgs, options: &ClusterSimOptions) -> Result<(),
         s.truncations
     );
     say!(
-        "faults: {} lossy crashes ({} records lost from some log), {} clean restarts, {} power losses, {} partitions, {} slow disks, {} metadata stalls; {} findings excused by the loss bound",
+        "faults: {} lossy crashes and {} disk swaps ({} records lost from some log), {} clean restarts, {} whole-cluster restarts, {} power losses, {} partitions, {} slow disks, {} metadata stalls, {} min ISR changes; {} findings excused by the loss bound; {} consumer fetches answered with a lower high watermark",
         s.lossy_crashes,
+        s.disk_swaps,
         s.records_lost_in_crashes,
         s.clean_restarts,
+        s.cluster_restarts,
         s.power_losses,
         s.partitions,
         s.slow_disks,
         s.metadata_stalls,
-        s.excused
+        s.min_isr_changes,
+        s.excused,
+        s.consumer_high_watermark_regressions
     );
     match &report.outcome {
         Ok(()) => Ok(()),

@@ -25,8 +25,8 @@ use keel_metadata::{
 };
 use keel_metadata::{PartitionRegistration, MIN_INSYNC_REPLICAS};
 use keel_replication::{
-    may_act_on, Config as ReplicaConfig, FetchDecision, FetchRequest, FetchResponse, FollowerAction, Replica, Role,
-    RoleChange, WaiterId,
+    may_act_on, Config as ReplicaConfig, FetchDecision, FetchRequest, FetchResponse, FollowerAction, LocalLog, Replica,
+    Role, RoleChange, WaiterId,
 };
 use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng};
 
@@ -92,6 +92,10 @@ pub enum ClusterMutation {
     /// registration, and its followers fetch before registering (without a broker epoch):
     /// the cluster shell before issue 17's fix (finding F1).
     NoMetadataGate,
+    /// A broker that returns on an empty data directory registers as cleanly shut down (the
+    /// rule before issue 17's fix, finding F2: a fresh directory counted as clean), so it keeps
+    /// its ELR membership and may be elected with an empty log.
+    FreshDirectoryIsClean,
 }
 
 /// What to simulate. [`ClusterSimOptions::new`] gives the defaults CI sweeps with.
@@ -143,6 +147,15 @@ pub struct ClusterFaultOptions {
     pub slow_disks: bool,
     /// A broker stops replaying metadata for a while, so it acts on an old registration.
     pub metadata_stalls: bool,
+    /// A broker crashes and comes back with an empty data directory (a replaced disk): it
+    /// registers unclean, since it has no clean-shutdown marker.
+    pub disk_swaps: bool,
+    /// Every broker shuts down cleanly at once (controlled shutdowns that cannot all move
+    /// leadership away), then all restart.
+    pub cluster_restarts: bool,
+    /// The operator sets the topic's `min.insync.replicas` to a random value from 1 to the
+    /// replication factor, while ISR changes are in flight.
+    pub min_isr_changes: bool,
     pub fault_interval_ms_mean: u64,
     /// Each seed switches off a random subset of the fault kinds above.
     pub swarm: bool,
@@ -161,6 +174,9 @@ impl ClusterFaultOptions {
             partitions: false,
             slow_disks: false,
             metadata_stalls: false,
+            disk_swaps: false,
+            cluster_restarts: false,
+            min_isr_changes: false,
             fault_interval_ms_mean: 500,
             swarm: false,
         }
@@ -180,6 +196,9 @@ impl Default for ClusterFaultOptions {
             partitions: true,
             slow_disks: true,
             metadata_stalls: true,
+            disk_swaps: true,
+            cluster_restarts: true,
+            min_isr_changes: true,
             fault_interval_ms_mean: 700,
             swarm: true,
         }
@@ -304,6 +323,9 @@ pub struct ClusterStats {
     pub metadata_stalls: u64,
     /// Follower truncations (divergence, out of range).
     pub truncations: u64,
+    pub disk_swaps: u64,
+    pub cluster_restarts: u64,
+    pub min_isr_changes: u64,
     /// Violations not reported because more replicas than min ISR - 1 lost the record.
     pub excused: u64,
     /// Consumer fetches answered by a new leader with a lower high watermark than the
@@ -528,12 +550,15 @@ enum FaultKind {
     Partition,
     SlowDisk,
     MetadataStall,
+    DiskSwap,
+    ClusterRestart,
+    MinIsrChange,
 }
 
 impl FaultKind {
     fn weight(self) -> u64 {
         match self {
-            FaultKind::PowerLoss => 1,
+            FaultKind::PowerLoss | FaultKind::DiskSwap | FaultKind::ClusterRestart => 1,
             _ => 3,
         }
     }
@@ -623,6 +648,9 @@ impl<'a> Sim<'a> {
             (f.partitions, FaultKind::Partition),
             (f.slow_disks, FaultKind::SlowDisk),
             (f.metadata_stalls, FaultKind::MetadataStall),
+            (f.disk_swaps, FaultKind::DiskSwap),
+            (f.cluster_restarts, FaultKind::ClusterRestart),
+            (f.min_isr_changes, FaultKind::MinIsrChange),
         ] {
             if enabled && (!f.swarm || knobs.chance(3, 4)) {
                 faults.push(kind);
@@ -1460,7 +1488,7 @@ impl<'a> Sim<'a> {
                 let offset = replica.log.log_end();
                 let end = replica.log.append((leader.leader_epoch(), value));
                 leader.handle_local_append(now, end);
-                self.oracle.record_written(p, value, now);
+                self.oracle.record_written(p, value, now, leader.config().min_isr);
                 offset
             }
         };
@@ -1569,6 +1597,46 @@ impl<'a> Sim<'a> {
         );
         self.schedule(self.now + downtime, Event::Restart { broker: b, process });
         Ok(())
+    }
+
+    /// A crash after which the broker comes back on an empty data directory.
+    fn swap_disk(&mut self, b: usize, downtime: Duration) -> Result<(), String> {
+        if !self.brokers[b].up {
+            return Ok(());
+        }
+        let id = self.brokers[b].id;
+        for p in 0..self.options.partitions {
+            let log = &mut self.brokers[b].replicas[p].log;
+            let lost = log.log_end() - log.log_start_offset();
+            *log = SimLog::default();
+            self.stats.records_lost_in_crashes += lost as u64;
+            self.oracle.record_loss(p, id, 0, self.now);
+            let logs: Vec<&SimLog> = self.brokers.iter().map(|b| &b.replicas[p].log).collect();
+            self.oracle.check_not_lost(p, 0, logs.into_iter())?;
+        }
+        let fresh_is_clean = self.options.mutation == Some(ClusterMutation::FreshDirectoryIsClean);
+        self.stop(b, fresh_is_clean);
+        self.stats.disk_swaps += 1;
+        let process = self.brokers[b].process;
+        self.trace.line(
+            self.now,
+            format_args!("CRASH b{id} for {} ms; it returns with an empty data directory", downtime.as_millis()),
+        );
+        self.schedule(self.now + downtime, Event::Restart { broker: b, process });
+        Ok(())
+    }
+
+    /// The operator sets the topic's `min.insync.replicas` (IncrementalAlterConfigs).
+    fn change_min_isr(&mut self, min_isr: usize) -> Result<(), String> {
+        let configs = BTreeMap::from([(MIN_INSYNC_REPLICAS.to_string(), min_isr.to_string())]);
+        match self.controller.alter_configs(TOPIC, configs) {
+            Ok(decision) => {
+                self.stats.min_isr_changes += 1;
+                self.oracle.handle_min_isr(min_isr, self.now);
+                self.commit(&format!("min.insync.replicas={min_isr}"), decision.records)
+            }
+            Err(error) => Err(format!("the controller refused min.insync.replicas={min_isr}: {error:?}")),
+        }
     }
 
     fn stop_cleanly(&mut self, b: usize) {
@@ -1819,6 +1887,26 @@ impl<'a> Sim<'a> {
                 let id = broker.id;
                 self.trace.line(self.now, format_args!("disk of b{id} slow until {} ms", until.as_millis()));
             }
+            FaultKind::DiskSwap => {
+                if let Some(victim) = pick(self, &up) {
+                    let downtime = self.downtime();
+                    self.swap_disk(victim, downtime)?;
+                }
+            }
+            FaultKind::ClusterRestart => {
+                self.stats.cluster_restarts += 1;
+                self.trace.line(self.now, format_args!("the whole cluster shuts down cleanly"));
+                for &b in &up {
+                    if self.brokers[b].shutdown_requested.is_none() {
+                        self.brokers[b].shutdown_requested = Some(self.now);
+                        self.brokers[b].next_heartbeat = self.now;
+                    }
+                }
+            }
+            FaultKind::MinIsrChange => {
+                let min_isr = self.fault_rng.range_inclusive(1, self.options.replication_factor as u64) as usize;
+                self.change_min_isr(min_isr)?;
+            }
             FaultKind::MetadataStall => {
                 let victim = self.fault_rng.below(total as u64) as usize;
                 let until = self.now + ms(self.fault_rng.range_inclusive(200, 3_000));
@@ -2049,6 +2137,7 @@ impl fmt::Display for ClusterMutation {
             ClusterMutation::NoElr => "no-elr",
             ClusterMutation::NoTruncate => "no-truncate",
             ClusterMutation::NoMetadataGate => "no-metadata-gate",
+            ClusterMutation::FreshDirectoryIsClean => "fresh-directory-is-clean",
         })
     }
 }

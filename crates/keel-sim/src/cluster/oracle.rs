@@ -39,14 +39,15 @@ pub(crate) struct PartitionOracle {
     verified: BTreeMap<NodeId, i64>,
     /// Acknowledged values and their offsets.
     pub(crate) acked: BTreeMap<u64, i64>,
-    /// When a leader first wrote each value.
-    written: BTreeMap<u64, Instant>,
+    /// When a leader first wrote each value, and the min ISR that leader held then.
+    written: BTreeMap<u64, (Instant, usize)>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Oracle {
     pub(crate) partitions: Vec<PartitionOracle>,
-    min_isr: usize,
+    /// The topic's min ISR over time: `(since, min ISR)`, oldest first.
+    min_isr: Vec<(Instant, usize)>,
     /// Violations not reported because more replicas than the bound lost the record.
     pub(crate) excused: u64,
 }
@@ -57,7 +58,11 @@ fn show(record: Record) -> String {
 
 impl Oracle {
     pub(crate) fn new(partitions: usize, min_isr: usize) -> Oracle {
-        Oracle { partitions: (0..partitions).map(|_| PartitionOracle::default()).collect(), min_isr, excused: 0 }
+        Oracle {
+            partitions: (0..partitions).map(|_| PartitionOracle::default()).collect(),
+            min_isr: vec![(Instant::ZERO, min_isr)],
+            excused: 0,
+        }
     }
 
     pub(crate) fn committed_end(&self, p: usize) -> i64 {
@@ -69,19 +74,44 @@ impl Oracle {
         self.partitions[p].committed.get(index).map(|c| c.record)
     }
 
-    /// A leader wrote `value` (its first copy) now.
-    pub(crate) fn record_written(&mut self, p: usize, value: u64, now: Instant) {
-        self.partitions[p].written.entry(value).or_insert(now);
+    /// The topic's min ISR changed now.
+    pub(crate) fn handle_min_isr(&mut self, min_isr: usize, now: Instant) {
+        self.min_isr.push((now, min_isr));
+    }
+
+    /// How many lossy crashes the record at `offset` is promised to survive: min ISR - 1, for
+    /// the min ISR its leader held when it wrote the record (a change reaches a leader with
+    /// the metadata, as in Kafka) or any smaller one set since (lowering it lets the ISR
+    /// shrink below what the record was committed on).
+    fn loss_bound(&self, p: usize, offset: i64) -> usize {
+        let Some((written, at_leader)) = self.written(p, offset) else { return 0 };
+        let since = self.min_isr.iter().filter(|(at, _)| *at > written).map(|(_, m)| *m);
+        since.fold(at_leader, usize::min).saturating_sub(1)
+    }
+
+    /// A leader holding `min_isr` wrote `value` (its first copy) now.
+    pub(crate) fn record_written(&mut self, p: usize, value: u64, now: Instant, min_isr: usize) {
+        self.partitions[p].written.entry(value).or_insert((now, min_isr));
+    }
+
+    /// When the committed record at `offset` was first written, and the min ISR its leader
+    /// held then.
+    fn written(&self, p: usize, offset: i64) -> Option<(Instant, usize)> {
+        let part = &self.partitions[p];
+        let committed = usize::try_from(offset).ok().and_then(|i| part.committed.get(i))?;
+        let at_commit = (committed.time, self.min_isr_at(committed.time));
+        Some(part.written.get(&committed.record.1).copied().unwrap_or(at_commit))
+    }
+
+    fn min_isr_at(&self, time: Instant) -> usize {
+        self.min_isr.iter().rev().find(|(since, _)| *since <= time).map_or(1, |(_, m)| *m)
     }
 
     /// How many distinct replicas lost a tail covering the committed record at `offset` since
     /// it was first written.
     pub(crate) fn loss_count(&self, p: usize, offset: i64) -> usize {
         let part = &self.partitions[p];
-        let Some(committed) = usize::try_from(offset).ok().and_then(|i| part.committed.get(i)) else {
-            return 0;
-        };
-        let since = part.written.get(&committed.record.1).copied().unwrap_or(committed.time).min(committed.time);
+        let Some((since, _)) = self.written(p, offset) else { return 0 };
         let mut nodes: Vec<NodeId> = part
             .losses
             .iter()
@@ -96,7 +126,7 @@ impl Oracle {
     /// Whether a violation about the record at `offset` is beyond the durability bound (and
     /// counts it if so).
     fn excuse(&mut self, p: usize, offset: i64) -> bool {
-        let excused = self.loss_count(p, offset) > self.min_isr.saturating_sub(1);
+        let excused = self.loss_count(p, offset) > self.loss_bound(p, offset);
         self.excused += u64::from(excused);
         excused
     }
@@ -230,7 +260,7 @@ impl Oracle {
             if !logs.clone().any(|log| log.get(offset) == Some(committed)) && !self.excuse(p, offset) {
                 let acked = if self.partitions[p].acked.contains_key(&committed.1) { "acknowledged " } else { "" };
                 return Err(format!(
-                    "committed {acked}record {} at p{p} offset {offset} is lost: no replica holds it ({} replica(s) lost a tail covering it since it committed)",
+                    "committed {acked}record {} at p{p} offset {offset} is lost: no replica holds it ({} replica(s) lost a tail covering it since it was written)",
                     show(committed),
                     self.loss_count(p, offset)
                 ));
@@ -276,6 +306,6 @@ impl Oracle {
 
     /// Whether the acknowledged record at `offset` is still under the durability promise.
     pub(crate) fn promised(&self, p: usize, offset: i64) -> bool {
-        self.loss_count(p, offset) <= self.min_isr.saturating_sub(1)
+        self.loss_count(p, offset) <= self.loss_bound(p, offset)
     }
 }
