@@ -61,6 +61,11 @@ pub struct BrokerConfig {
     /// Lower than Kafka's 1000 so that, when the active controller dies with a broker, the
     /// election is over before the broker's session expires.
     pub controller_election_timeout_ms: u64,
+    /// How many applied metadata log entries the controller keeps before compacting them into
+    /// a snapshot of the image. Kafka bounds the same thing by bytes and time
+    /// (`metadata.log.max.record.bytes.between.snapshots`, `metadata.log.max.snapshot.interval.ms`);
+    /// keel counts entries. Tests lower it so that restarts replay from a snapshot.
+    pub controller_snapshot_entries: u64,
     /// Membership (SWIM over UDP on the cluster port): one member is probed per interval
     /// (memberlist's `ProbeInterval`); an unanswered probe makes it Suspect, and a Suspect
     /// member that does not refute within the suspicion timeout is declared Dead, which fences
@@ -130,6 +135,7 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 250,
             broker_session_timeout_ms: 1_500,
             controller_election_timeout_ms: 750,
+            controller_snapshot_entries: 4096,
             membership_probe_interval_ms: 500,
             membership_suspicion_timeout_ms: 3_000,
             default_replication_factor: 3,
@@ -223,6 +229,9 @@ impl BrokerConfig {
             }
             if self.default_replication_factor < 1 || self.min_insync_replicas < 1 {
                 return Err("default_replication_factor and min_insync_replicas must be at least 1".to_string());
+            }
+            if self.controller_snapshot_entries == 0 {
+                return Err("controller_snapshot_entries must be at least 1 (the default is 4096)".to_string());
             }
             if self.replica_lag_time_max_ms == 0 {
                 return Err("replica_lag_time_max_ms must be positive (Kafka's default is 30000)".to_string());
@@ -357,5 +366,21 @@ mod tests {
             ..BrokerConfig::default()
         };
         assert!(bad.validate().unwrap_err().contains("flush_policy"));
+    }
+
+    #[test]
+    fn controller_snapshot_entries_must_be_positive() {
+        let cluster = |entries| BrokerConfig {
+            node_id: 1,
+            controllers: "1@127.0.0.1:9093".to_string(),
+            controller_snapshot_entries: entries,
+            ..BrokerConfig::default()
+        };
+        for (entries, valid) in [(0, false), (1, true), (16, true), (4096, true)] {
+            assert_eq!(cluster(entries).validate().is_ok(), valid, "controller_snapshot_entries = {entries}");
+        }
+        let config: BrokerConfig = toml::from_str("controller_snapshot_entries = 16").unwrap();
+        assert_eq!(config.controller_snapshot_entries, 16);
+        assert_eq!(BrokerConfig::default().controller_snapshot_entries, 4096);
     }
 }

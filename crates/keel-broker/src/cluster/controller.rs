@@ -21,8 +21,6 @@ use super::raft_store::RaftStore;
 use super::transport::PeerSender;
 use crate::clock::monotonic;
 
-/// Compact the Raft log into a snapshot after this many applied entries.
-const SNAPSHOT_EVERY: u64 = 4096;
 /// How often the active controller checks broker sessions and preferred leaders.
 const CONTROLLER_TICK: StdDuration = StdDuration::from_millis(100);
 
@@ -97,6 +95,8 @@ struct ControllerNode {
     /// The image of every applied entry.
     image: MetadataImage,
     config: ControllerConfig,
+    /// Compact the Raft log into a snapshot after this many applied entries.
+    snapshot_entries: u64,
     /// Present while this node is the active controller (leader, caught up with its term).
     active: Option<Controller>,
     /// When each other voter last sent this node a Raft message.
@@ -115,11 +115,13 @@ pub fn start(
     raft_config: RaftConfig,
     store: RaftStore,
     config: ControllerConfig,
+    snapshot_entries: u64,
     peers: BTreeMap<NodeId, std::net::SocketAddr>,
     membership: Option<watch::Receiver<Vec<keel_gossip::Member>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ControllerHandle, String> {
     raft_config.validate().map_err(|e| e.to_string())?;
+    assert!(snapshot_entries >= 1, "the broker config validates controller_snapshot_entries");
     let now = monotonic();
     let mut rng = Rng::new(seed());
     let raft = Raft::restart(raft_config, store.durable().clone(), now, &mut rng);
@@ -134,6 +136,7 @@ pub fn start(
         peers,
         image: MetadataImage::default(),
         config,
+        snapshot_entries,
         active: None,
         heard: BTreeMap::new(),
         membership,
@@ -367,7 +370,7 @@ impl ControllerNode {
 
     fn maybe_compact(&mut self, applied: u64) {
         let base = self.raft.snapshot().map_or(0, |s| s.index);
-        if applied.saturating_sub(base) < SNAPSHOT_EVERY {
+        if applied.saturating_sub(base) < self.snapshot_entries {
             return;
         }
         let data = self.image.encode();
