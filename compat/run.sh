@@ -32,6 +32,13 @@
 #              order, and a committing consumer group processes them all without being handed
 #              a record below its committed offsets; prints the longest time without a
 #              successful produce
+#   cluster-disk-swap  five keel processes (three controllers, two broker-only), a topic on three
+#              of them (RF 3, min ISR 2), 20,000 records acknowledged with acks=all: the followers
+#              are SIGKILLed and fenced one by one, then the leader; a follower in the ELR comes
+#              back on an empty data directory (a disk swap) and must not be elected; every
+#              acknowledged record is read back exactly once. Twice: after the leader crashed
+#              (leadership back through unclean.leader.election.enable, which prefers the
+#              last-known ELR) and after it stopped cleanly (leadership back on its own, timed)
 # The first three keep to assign() without commits and non-idempotent producers; the groups
 # tests cover group membership, commits and idempotence. A new group's first rebalance waits
 # group.initial.rebalance.delay.ms (3 s by default, as in Kafka).
@@ -185,6 +192,7 @@ if start_keel; then
     run_test confluent-admin "$PY" "$HERE/test_confluent_admin.py" "$BOOTSTRAP"
     run_test kafka-python-admin "$PY" "$HERE/test_kafka_python_admin.py" "$BOOTSTRAP"
     TEST_TIMEOUT=240 run_test cluster-failover "$PY" "$HERE/test_cluster_failover.py" "$KEEL" 60
+    TEST_TIMEOUT=150 run_test cluster-disk-swap "$PY" "$HERE/test_cluster_disk_swap.py" "$KEEL"
 
     # keel must still be up after all of that, and stop cleanly on SIGTERM.
     echo "---- keel-shutdown"
