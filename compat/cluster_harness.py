@@ -269,10 +269,28 @@ def produce_acked(bootstrap, topic, count, tag, timeout=90.0):
     return acked
 
 
+def check_acked_readable(cluster, topic, acked, timeout=30.0):
+    """Every acknowledged record can be read back exactly once: waits (at most `timeout`) until
+    every high watermark covers the records acknowledged in its partition, reads up to it and
+    checks. Lost records keep a high watermark short, so after the wait the records are checked
+    anyway, and the missing ones are named."""
+    high_watermarks, short = wait_for_high_watermarks(cluster.bootstrap, topic, acked, timeout)
+    if short:
+        cluster.say(f"after {timeout:.0f} s the high watermarks {high_watermarks} are still below the numbers of "
+                    f"records acknowledged in their partitions {short}; reading what is there")
+    records = read_back(cluster.bootstrap, topic, high_watermarks)
+    cluster.say(f"read {len(records)} records up to the high watermarks {high_watermarks}")
+    check_exactly_once(acked, records)
+    if short:
+        raise Failure(f"the high watermarks {high_watermarks} stay below the acknowledged record counts {short}")
+    cluster.say(f"all {len(acked)} acknowledged records read back exactly once")
+
+
 def wait_for_high_watermarks(bootstrap, topic, acked, timeout):
     """Waits until every partition's high watermark covers as many records as were acknowledged
-    in it; returns {partition: high watermark}. A shortfall that lasts is reported with the
-    watermarks seen last (lost records keep it short for ever)."""
+    in it; returns ({partition: high watermark}, {}), or after `timeout` the watermarks seen last
+    and {partition: records acknowledged} of the partitions they do not cover. Fails if a
+    partition's watermarks cannot be read at all."""
     need = {}
     for partition in acked.values():
         need[partition] = need.get(partition, 0) + 1
@@ -288,10 +306,12 @@ def wait_for_high_watermarks(bootstrap, topic, acked, timeout):
                 except KafkaException as e:
                     seen[partition] = repr(e)
             if all(isinstance(w, tuple) and w[1] >= need[p] for p, w in seen.items()):
-                return {p: w[1] for p, w in seen.items()}
+                return {p: w[1] for p, w in seen.items()}, {}
             if time.monotonic() >= deadline:
-                raise Failure(f"the high watermarks {dict(sorted(seen.items()))} (low, high) stay below the "
-                              f"acknowledged record counts {dict(sorted(need.items()))} for {timeout:.0f} s")
+                if not all(isinstance(w, tuple) for w in seen.values()):
+                    raise Failure(f"the high watermarks cannot be read for {timeout:.0f} s: {dict(sorted(seen.items()))}")
+                return ({p: w[1] for p, w in seen.items()},
+                        {p: n for p, n in sorted(need.items()) if seen[p][1] < n})
             time.sleep(0.5)
     finally:
         consumer.close()
