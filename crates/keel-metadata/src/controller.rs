@@ -1,5 +1,6 @@
 //! The active controller's decisions: broker registration, heartbeats and fencing, controlled
-//! shutdown, topic creation with replica placement, partition changes, config changes.
+//! shutdown, topic creation with replica placement, partition changes, config changes,
+//! producer-id blocks.
 //!
 //! A decision never changes anything by itself: it returns the records to append to the
 //! metadata log, and has already applied them to the controller's working image (the committed
@@ -17,6 +18,7 @@ use keel_types::{Duration, Entropy, ErrorCode, Instant, NodeId};
 
 use crate::image::{self, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE};
 use crate::partition::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
+use crate::producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
 use crate::records::{Endpoint, MetadataRecord};
 
 /// The controller's settings (Kafka's names in each field's documentation).
@@ -417,6 +419,32 @@ impl Controller {
                 format!("broker {node} is not registered; register before sending heartbeats"),
             )),
         }
+    }
+
+    // ---- producer ids -------------------------------------------------------------------
+
+    /// A block of producer ids for broker `node` (KIP-730's AllocateProducerIds): the ids from
+    /// the image's next producer id on, recorded so that no later block overlaps it. Only the
+    /// broker's current registration may ask (STALE_BROKER_EPOCH otherwise), so a process that
+    /// was replaced cannot take blocks in its name. Answer only once the record has committed:
+    /// a block the quorum could still lose could be handed out again.
+    pub fn allocate_producer_ids(
+        &mut self,
+        node: NodeId,
+        broker_epoch: i64,
+    ) -> Result<Decision<ProducerIdBlock>, ControllerError> {
+        self.registered(node, broker_epoch)?;
+        let next_producer_id = self.image.next_producer_id();
+        if next_producer_id > i64::MAX - PRODUCER_ID_BLOCK_SIZE {
+            let message =
+                format!("every producer id has been handed out (the next block would start at {next_producer_id})");
+            return Err(ControllerError::new(ErrorCode::UnknownServerError, message));
+        }
+        let block = ProducerIdBlock::starting_at(next_producer_id);
+        let mut records = Vec::new();
+        self.emit(&mut records, MetadataRecord::ProducerIds { node, broker_epoch, next_producer_id: block.end() });
+        assert_eq!(self.image.next_producer_id(), block.end(), "the image moved past the block");
+        Ok(Decision { reply: block, records })
     }
 
     // ---- topics -------------------------------------------------------------------------

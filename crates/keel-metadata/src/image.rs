@@ -128,6 +128,8 @@ pub struct MetadataImage {
     topic_ids: BTreeMap<String, u128>,
     /// The highest broker epoch ever registered: the next registration gets a greater one.
     broker_epoch_last: i64,
+    /// The first producer id no block has held: the next block starts here (KIP-730).
+    next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -203,6 +205,10 @@ impl MetadataImage {
                     topic.partitions.push(registration.clone());
                 }
             }
+            MetadataRecord::ProducerIds { next_producer_id, .. } => {
+                // Blocks only move forward; an id once handed out is never handed out again.
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+            }
         }
     }
 
@@ -229,6 +235,11 @@ impl MetadataImage {
     /// The highest broker epoch handed out so far (0 before the first registration).
     pub fn broker_epoch_last(&self) -> i64 {
         self.broker_epoch_last
+    }
+
+    /// The first producer id of the next block the controller hands out (0 before the first).
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
     }
 
     /// Every topic, in name order.
@@ -289,6 +300,9 @@ impl MetadataImage {
                 Some(topic) if topic.name == *name => {}
                 _ => return Err(format!("topic name {name:?} points to id {id:x}, which is not that topic")),
             }
+        }
+        if self.next_producer_id < 0 {
+            return Err(format!("the next producer id {} is negative", self.next_producer_id));
         }
         for (node, broker) in &self.brokers {
             if broker.broker_epoch < 1 || broker.broker_epoch > self.broker_epoch_last {
@@ -391,6 +405,7 @@ mod tests {
             MetadataRecord::Topic { name: "orders".into(), id: 7, configs },
             partition(7, 0, 1, &[1, 2]),
             partition(7, 1, 2, &[2, 1]),
+            MetadataRecord::ProducerIds { node: NodeId(2), broker_epoch: 2, next_producer_id: 2000 },
         ] {
             image.apply(&record);
         }
@@ -444,10 +459,23 @@ mod tests {
     }
 
     #[test]
+    fn producer_id_blocks_only_move_forward() {
+        let mut image = MetadataImage::default();
+        assert_eq!(image.next_producer_id(), 0);
+        image.apply(&MetadataRecord::ProducerIds { node: NodeId(1), broker_epoch: 1, next_producer_id: 1000 });
+        image.apply(&MetadataRecord::ProducerIds { node: NodeId(2), broker_epoch: 2, next_producer_id: 2000 });
+        assert_eq!(image.next_producer_id(), 2000);
+        image.apply(&MetadataRecord::ProducerIds { node: NodeId(1), broker_epoch: 1, next_producer_id: 1000 });
+        assert_eq!(image.next_producer_id(), 2000, "a replayed older record changes nothing");
+    }
+
+    #[test]
     fn snapshot_round_trip_keeps_everything_and_rebuilds_the_name_index() {
         let image = sample();
+        assert_eq!(image.next_producer_id(), 2000);
         let decoded = MetadataImage::decode(&image.encode()).unwrap();
         assert_eq!(decoded, image);
+        assert_eq!(decoded.next_producer_id(), 2000, "the snapshot carries the next producer id");
         assert_eq!(decoded.topic_by_name("orders").map(|t| t.id), Some(7));
         assert_eq!(MetadataImage::decode(&MetadataImage::default().encode()), Ok(MetadataImage::default()));
         let bytes = image.encode();

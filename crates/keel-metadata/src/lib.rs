@@ -11,11 +11,14 @@
 //!   the unclean-shutdown rule; the partition-epoch compare-and-set of AlterPartition. The
 //!   controller, the model checker (`keel check isr`) and the simulator all use these
 //!   functions, so what is checked is what runs.
+//! - [`producer_ids`]: producer-id blocks (KIP-730): the controller hands them out through the
+//!   metadata log, so no producer id is ever handed out twice; [`ProducerIdAllocator`] is a
+//!   broker's side (hand out ids, ask for the next block in time).
 //! - [`controller`]: [`Controller`], the active controller: registration and broker epochs
 //!   (clean only when the clean-shutdown marker names the registered epoch, KIP-966),
 //!   heartbeats, session expiry and fencing, controlled shutdown, replica placement, topic and
-//!   config changes, preferred-leader rebalancing. Each decision returns the records to append
-//!   and has already applied them to its working image.
+//!   config changes, preferred-leader rebalancing, producer-id blocks. Each decision returns
+//!   the records to append and has already applied them to its working image.
 //!
 //! This crate owns the meaning of the metadata log. It never does IO, reads a clock, spawns
 //! threads or draws unseeded randomness: time comes in as [`keel_types::Instant`] arguments and
@@ -25,6 +28,7 @@
 pub mod controller;
 pub mod image;
 pub mod partition;
+pub mod producer_ids;
 pub mod records;
 
 #[cfg(test)]
@@ -35,4 +39,5 @@ pub use controller::{
 };
 pub use image::{BrokerRegistration, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE};
 pub use partition::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
+pub use producer_ids::{ProducerIdAllocator, ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
 pub use records::{Endpoint, MetadataRecord};

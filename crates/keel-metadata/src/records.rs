@@ -71,6 +71,9 @@ pub enum MetadataRecord {
     /// A partition's whole state: a new partition (`index` equal to the topic's partition
     /// count) or the new state of an existing one.
     Partition { topic_id: u128, index: i32, registration: PartitionRegistration },
+    /// A block of producer ids went to broker `node` (at `broker_epoch`), and the next block
+    /// starts at `next_producer_id` (KIP-730's ProducerIdsRecord). Only ever grows.
+    ProducerIds { node: NodeId, broker_epoch: i64, next_producer_id: i64 },
 }
 
 impl MetadataRecord {
@@ -171,6 +174,7 @@ mod tests {
             MetadataRecord::TopicConfigs { id: 3, configs },
             MetadataRecord::RemoveTopic { id: 1 << 100 },
             MetadataRecord::Partition { topic_id: 42, index: 17, registration },
+            MetadataRecord::ProducerIds { node: NodeId(7), broker_epoch: 12, next_producer_id: i64::MAX - 7 },
         ]
     }
 
@@ -200,9 +204,13 @@ mod tests {
         let mut trailing = good.clone();
         trailing.push(0);
         assert!(MetadataRecord::decode(&trailing).is_err(), "trailing bytes are refused");
-        // A huge length prefix must not allocate: variant 8 (Partition), topic 42, index 17
+        // A huge length prefix must not allocate: variant 7 (Partition), topic 42, index 17
         // (zigzag 34), then a replica count of about 2^62 (varint tag 253, then a u64).
-        let hostile = [FORMAT_VERSION, 8, 42, 34, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
+        let hostile = [FORMAT_VERSION, 7, 42, 34, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
+        assert!(MetadataRecord::decode(&hostile).unwrap_err().contains("cannot be decoded"));
+        let mut unknown_variant = hostile;
+        unknown_variant[1] = 9;
+        assert!(MetadataRecord::decode(&unknown_variant).is_err());
         assert!(MetadataRecord::decode(&hostile).is_err());
         assert!(MetadataRecord::decode_batch(&[FORMAT_VERSION, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f])
             .is_err());

@@ -9,8 +9,8 @@ use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng};
 
 use crate::{
     AlterIsr, BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, Decision, Endpoint,
-    HeartbeatReply, MetadataImage, MetadataRecord, PartitionRegistration, MIN_INSYNC_REPLICAS,
-    UNCLEAN_LEADER_ELECTION_ENABLE,
+    HeartbeatReply, MetadataImage, MetadataRecord, PartitionRegistration, ProducerIdBlock, MIN_INSYNC_REPLICAS,
+    PRODUCER_ID_BLOCK_SIZE, UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 
 const SESSION: Duration = Duration(9_000_000_000);
@@ -735,4 +735,71 @@ fn the_same_process_registering_again_keeps_what_its_first_registration_found() 
         c.commit();
         assert!(!c.controller.image().broker(z).unwrap().clean_shutdown);
     }
+}
+
+#[test]
+fn producer_id_blocks_never_overlap_across_brokers_restarts_failovers_and_snapshots() {
+    // F3 of issue 17: ids came from a counter in each node's data directory, which a disk swap
+    // reset. Blocks from the metadata log survive all of that.
+    let mut c = Cluster::new();
+    c.start(&[1, 2, 3]);
+    let mut blocks = Vec::new();
+    for round in 0..4 {
+        for node in [1, 2, 3] {
+            let decision = c.controller.allocate_producer_ids(NodeId(node), c.epochs[&NodeId(node)]);
+            blocks.push(c.take(decision).unwrap());
+            c.commit();
+        }
+        // A broker comes back on an empty disk: nothing about producer ids starts over.
+        c.register(round % 3 + 1, false);
+        c.commit();
+        // A new active controller, on a snapshot of the committed image.
+        let snapshot = MetadataImage::decode(&c.controller.committed().encode()).unwrap();
+        assert_eq!(&snapshot, c.controller.committed(), "the snapshot carries the next producer id");
+        c.controller.reset(snapshot, c.now);
+    }
+    assert_eq!(blocks[0], ProducerIdBlock { first: 0, size: PRODUCER_ID_BLOCK_SIZE });
+    for pair in blocks.windows(2) {
+        assert_eq!(pair[0].end(), pair[1].first, "blocks follow each other without overlap: {pair:?}");
+    }
+    // Replaying the whole log gives the same next block.
+    let mut replayed = MetadataImage::default();
+    c.log.iter().for_each(|record| replayed.apply(record));
+    assert_eq!(replayed.next_producer_id(), blocks.last().unwrap().end());
+    assert_eq!(replayed, *c.controller.committed());
+}
+
+#[test]
+fn only_a_brokers_current_registration_gets_producer_ids() {
+    let mut c = Cluster::new();
+    c.start(&[1]);
+    let old = c.epochs[&NodeId(1)];
+    c.register(1, true);
+    c.commit();
+    for (node, epoch) in [(1, old), (9, 1)] {
+        let before = c.controller.clone();
+        let refused = c.controller.allocate_producer_ids(NodeId(node), epoch).map(|d| d.reply).map_err(|e| e.code);
+        assert_eq!(refused, Err(ErrorCode::StaleBrokerEpoch), "broker {node} at epoch {epoch}");
+        assert_eq!(c.controller, before, "a refusal changes nothing");
+    }
+    // A fenced broker may still have ids: any broker answers InitProducerId.
+    c.fence(NodeId(1));
+    let decision = c.controller.allocate_producer_ids(NodeId(1), c.epochs[&NodeId(1)]);
+    assert_eq!(c.take(decision).map(|block| block.first), Ok(0));
+    c.commit();
+}
+
+#[test]
+fn the_last_producer_id_block_is_refused_rather_than_wrapped() {
+    let mut c = Cluster::new();
+    c.start(&[1]);
+    let mut image = c.controller.committed().clone();
+    let epoch = c.epochs[&NodeId(1)];
+    let near_the_end = i64::MAX - PRODUCER_ID_BLOCK_SIZE;
+    image.apply(&MetadataRecord::ProducerIds { node: NodeId(1), broker_epoch: epoch, next_producer_id: near_the_end });
+    c.controller.reset(image, c.now);
+    let block = c.controller.allocate_producer_ids(NodeId(1), epoch).unwrap().reply;
+    assert_eq!((block.first, block.end()), (near_the_end, i64::MAX));
+    let refused = c.controller.allocate_producer_ids(NodeId(1), epoch).map(|d| d.reply).map_err(|e| e.code);
+    assert_eq!(refused, Err(ErrorCode::UnknownServerError));
 }

@@ -27,6 +27,10 @@ pub fn decide(controller: &mut Controller, now: Instant, rng: &mut Rng, request:
             let d = controller.alter_partition(node, broker_epoch, topic_id, partition, &change)?;
             (Response::AlterPartition { registration: d.reply }, d.records)
         }
+        Request::AllocateProducerIds { node, broker_epoch } => {
+            let d = controller.allocate_producer_ids(node, broker_epoch)?;
+            (Response::ProducerIds { block: d.reply }, d.records)
+        }
         Request::CreateTopic { name, partitions, replication_factor, configs, assignment } => {
             let d = if assignment.is_empty() {
                 controller.create_topic(&name, partitions, replication_factor, configs, rng)?

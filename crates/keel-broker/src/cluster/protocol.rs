@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_metadata::{AlterIsr, PartitionRegistration};
+use keel_metadata::{AlterIsr, PartitionRegistration, ProducerIdBlock};
 use keel_raft::Message;
 use keel_types::NodeId;
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,12 @@ pub enum Request {
         /// The replicas the change adds to the ISR, each with the broker epoch it fetched with
         /// (KIP-903).
         added: Vec<(NodeId, i64)>,
+    },
+    /// A broker needs a block of producer ids (KIP-730's AllocateProducerIds); only its
+    /// current registration may ask.
+    AllocateProducerIds {
+        node: NodeId,
+        broker_epoch: i64,
     },
     CreateTopic {
         name: String,
@@ -111,6 +117,10 @@ pub enum Response {
     },
     TopicCreated {
         topic_id: u128,
+    },
+    /// A block of producer ids, recorded in the metadata log: no other broker gets any of it.
+    ProducerIds {
+        block: ProducerIdBlock,
     },
     Done,
     Metadata {
