@@ -152,7 +152,8 @@ class Cluster:
 
     def say(self, text):
         """Prints a step with the time since the start and the UTC time the node logs use."""
-        wall = time.strftime("%H:%M:%S", time.gmtime()) + f"{time.time() % 1:.1f}"[1:]
+        now = time.time()
+        wall = time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 10)}"
         print(f"{self.elapsed():6.1f}s ({wall}Z) {text}", flush=True)
 
     def admin(self, nodes=None):
