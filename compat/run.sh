@@ -39,6 +39,13 @@
 #              acknowledged record is read back exactly once. Twice: after the leader crashed
 #              (leadership back through unclean.leader.election.enable, which prefers the
 #              last-known ELR) and after it stopped cleanly (leadership back on its own, timed)
+#   cluster-clean-restart  three keel processes snapshotting their metadata log every 32 entries
+#              (controller_snapshot_entries): records acknowledged across a leader crash; every
+#              controller just past a snapshot; the leader stopped cleanly, more records in a newer
+#              leader epoch, the other two stopped; all three restarted at once, from snapshots in
+#              which the first-stopped node still leads. Every partition must get a live leader
+#              (timed), every acknowledged record must be read back exactly once, producing must
+#              work, and no broker may answer Metadata with a leader epoch older than before
 # The first three keep to assign() without commits and non-idempotent producers; the groups
 # tests cover group membership, commits and idempotence. A new group's first rebalance waits
 # group.initial.rebalance.delay.ms (3 s by default, as in Kafka).
@@ -193,6 +200,7 @@ if start_keel; then
     run_test kafka-python-admin "$PY" "$HERE/test_kafka_python_admin.py" "$BOOTSTRAP"
     TEST_TIMEOUT=240 run_test cluster-failover "$PY" "$HERE/test_cluster_failover.py" "$KEEL" 60
     TEST_TIMEOUT=150 run_test cluster-disk-swap "$PY" "$HERE/test_cluster_disk_swap.py" "$KEEL"
+    TEST_TIMEOUT=150 run_test cluster-clean-restart "$PY" "$HERE/test_cluster_clean_restart.py" "$KEEL"
 
     # keel must still be up after all of that, and stop cleanly on SIGTERM.
     echo "---- keel-shutdown"

@@ -20,6 +20,7 @@ use keel_kafka::kafka_protocol::messages::*;
 use keel_kafka::kafka_protocol::protocol::StrBytes;
 use keel_metadata::image::TopicImage;
 use keel_metadata::MetadataImage;
+use keel_replication::may_act_on;
 use keel_types::{ErrorCode, NodeId};
 use uuid::Uuid;
 
@@ -48,7 +49,10 @@ impl Broker {
         request: RequestKind,
     ) -> Result<Reply, Box<RequestKind>> {
         let response = match request {
-            RequestKind::Metadata(r) => ResponseKind::Metadata(self.cluster_metadata(link, r, version).await),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(match Self::caught_up(link).await {
+                true => self.cluster_metadata(link, r, version).await,
+                false => self.metadata_not_ready(link, r),
+            }),
             RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(self.cluster_describe(link, r, version)),
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.cluster_create_topics(link, r).await),
             RequestKind::DeleteTopics(r) => {
@@ -130,6 +134,49 @@ impl Broker {
         coordinator_response(version, answers)
     }
 
+    /// Waits (bounded) until this broker has replayed its own registration: until then its
+    /// image may be older than what the quorum committed (at restart, the snapshot its own
+    /// controller published). Kafka's brokers likewise serve clients only once caught up.
+    async fn caught_up(link: &ClusterLink) -> bool {
+        let ready = || may_act_on(&link.replayed.borrow().image, link.node, link.standing.borrow().broker_epoch);
+        if ready() {
+            return true;
+        }
+        let (mut replayed, mut standing) = (link.replayed.clone(), link.standing.clone());
+        let wait = async {
+            while !ready() {
+                tokio::select! {
+                    changed = replayed.changed() => if changed.is_err() { return },
+                    changed = standing.changed() => if changed.is_err() { return },
+                }
+            }
+        };
+        tokio::time::timeout(REPLAY_DEADLINE, wait).await.is_ok() && ready()
+    }
+
+    /// Metadata from a broker that has not caught up: the brokers it knows (so a client can
+    /// ask another), and LEADER_NOT_AVAILABLE (retriable) for each topic asked about rather
+    /// than leaders from metadata that may be over.
+    fn metadata_not_ready(&self, link: &ClusterLink, request: MetadataRequest) -> MetadataResponse {
+        let topics = request
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| {
+                MetadataResponseTopic::default()
+                    .with_name(r.name)
+                    .with_topic_id(r.topic_id)
+                    .with_error_code(ErrorCode::LeaderNotAvailable.code())
+            })
+            .collect();
+        MetadataResponse::default()
+            .with_cluster_authorized_operations(i32::MIN)
+            .with_brokers(metadata_brokers(&Self::image(link)))
+            .with_cluster_id(Some(s(self.cluster_id.clone())))
+            .with_controller_id(BrokerId(link.node.0))
+            .with_topics(topics)
+    }
+
     fn image(link: &ClusterLink) -> Arc<MetadataImage> {
         link.replayed.borrow().image.clone()
     }
@@ -179,17 +226,7 @@ impl Broker {
                 }
             })
             .collect();
-        let image = Self::image(link);
-        let brokers = live_brokers(&image)
-            .into_iter()
-            .map(|(node, host, port, rack)| {
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(node.0))
-                    .with_host(s(host))
-                    .with_port(port)
-                    .with_rack(rack.map(s))
-            })
-            .collect();
+        let brokers = metadata_brokers(&Self::image(link));
         MetadataResponse::default()
             .with_cluster_authorized_operations(if include_cluster_operations {
                 CLUSTER_OPERATIONS_ALL
@@ -590,6 +627,20 @@ fn live_brokers(image: &MetadataImage) -> Vec<(NodeId, String, i32, Option<Strin
 }
 
 /// A topic as Metadata reports it: leaders, epochs, replicas, ISR and offline replicas.
+/// The live brokers as a Metadata response lists them.
+fn metadata_brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    live_brokers(image)
+        .into_iter()
+        .map(|(node, host, port, rack)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(node.0))
+                .with_host(s(host))
+                .with_port(port)
+                .with_rack(rack.map(s))
+        })
+        .collect()
+}
+
 fn topic_metadata(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
     let live = |node: &NodeId| image.broker(*node).is_some_and(|b| !b.fenced);
     let ids = |nodes: &[NodeId]| nodes.iter().map(|n| BrokerId(n.0)).collect::<Vec<_>>();

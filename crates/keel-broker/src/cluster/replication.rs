@@ -57,21 +57,30 @@ pub async fn run(broker: Arc<Broker>, link: ClusterLink, mut shutdown: watch::Re
     let mut fetchers: BTreeMap<NodeId, JoinHandle<()>> = BTreeMap::new();
     // The image replayed so far counts as a change: reconcile with it first.
     replayed.mark_changed();
+    // The broker epoch the last reconcile saw: a registration may land after the image that
+    // holds it was replayed, and then the gate opens without a new image. Heartbeats refresh
+    // the standing every interval without changing it; those do not reconcile.
+    let mut reconciled_epoch = None;
     loop {
         tokio::select! {
-            // A registration may land after the image that holds it was replayed.
-            changed = async { tokio::select! { c = replayed.changed() => c, c = standing.changed() => c } } => {
+            changed = replayed.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                standing.mark_unchanged();
+                reconciled_epoch = link.standing.borrow().broker_epoch;
                 let image = replayed.borrow_and_update().image.clone();
-                let (b, i, l) = (broker.clone(), image, link.clone());
-                match tokio::task::spawn_blocking(move || reconcile(&b, &l, &i)).await {
-                    Ok(()) => {}
-                    Err(error) => tracing::error!(%error, "reconciling replicas failed"),
+                reconcile_in_background(&broker, &link, image).await;
+            }
+            changed = standing.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-                broker.appended.notify_waiters();
+                let epoch = standing.borrow_and_update().broker_epoch;
+                if epoch != reconciled_epoch {
+                    reconciled_epoch = epoch;
+                    let image = replayed.borrow().image.clone();
+                    reconcile_in_background(&broker, &link, image).await;
+                }
             }
             _ = ticker.tick() => tick(&broker, &link),
             _ = shutdown.changed() => {
@@ -90,6 +99,15 @@ pub async fn run(broker: Arc<Broker>, link: ClusterLink, mut shutdown: watch::Re
                 .or_insert_with(|| tokio::spawn(fetcher(broker.clone(), link.clone(), leader, shutdown.clone())));
         }
     }
+}
+
+async fn reconcile_in_background(broker: &Arc<Broker>, link: &ClusterLink, image: Arc<MetadataImage>) {
+    let (b, l) = (broker.clone(), link.clone());
+    match tokio::task::spawn_blocking(move || reconcile(&b, &l, &image)).await {
+        Ok(()) => {}
+        Err(error) => tracing::error!(%error, "reconciling replicas failed"),
+    }
+    broker.appended.notify_waiters();
 }
 
 /// Makes the local store and roles match `image`.
