@@ -1,160 +1,339 @@
-//! A replica's partition log in the simulation: keel-replication's [`VecLog`] (the epoch of
-//! every record and the epoch cache, following keel-storage's rules) plus the identity of each
-//! record and how much of the log is flushed.
+//! A replica's partition log in the simulation: keel-storage's real [`Log`] (segments of
+//! RecordBatch v2 bytes, indexes, the leader-epoch cache, idempotent producer state, recovery)
+//! over its broker's crash-simulating backend, and a cache of what each stored batch says.
+//!
+//! Every batch the simulation writes holds one record, and a record's identity is read from
+//! the batch header the log stores: the leader epoch from `partitionLeaderEpoch` (which the
+//! log assigns) and the producer's value, unique over the run, from `baseTimestamp` (the
+//! record's value holds it too). The cache (`records`) holds that identity per offset, so the
+//! oracle reads a log by offset without going to storage; it is kept in step with every
+//! change through the log's answers, checked against the log's offsets after each one, and
+//! rebuilt from a full read of the log whenever it is opened (checked against what it held
+//! before: all of it after a clean close, a prefix after a crash).
 
-use keel_replication::testing::VecLog;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
 use keel_replication::{LocalLog, ReplicaLog};
+use keel_storage::backend::CrashBackend;
+use keel_storage::batch::{validate_batch, BatchBuilder, BatchHeader};
+use keel_storage::{AppendError, AppendInfo, FlushPolicy, Log, LogConfig, ReadError, ReadResult, RecoveryReport};
 use keel_types::LeaderEpoch;
 
 /// A record as the simulator knows it: the leader epoch that wrote it and a value unique over
-/// the whole run (the producer's sequence), so two copies of a record are recognised anywhere.
+/// the whole run, so two copies of a record are recognised anywhere.
 pub(crate) type Record = (LeaderEpoch, u64);
 
-#[derive(Debug, Clone, Default)]
+/// Most bytes one read of a whole log takes at a time (when a log is opened or verified).
+const READ_ALL_BYTES: usize = 1 << 20;
+
+/// The log configuration every simulated replica uses: `flush.policy=never` (the simulated OS
+/// writes back), no retention, small segments and checkpoints so that rolls, segment producer
+/// snapshots and recovery from a checkpoint happen within a run.
+pub(crate) fn log_config(segment_bytes: u64, recovery_checkpoint_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        segment_ms: u64::MAX / 4,
+        retention_ms: None,
+        retention_bytes: None,
+        index_interval_bytes: 512,
+        flush: FlushPolicy::Never,
+        recovery_checkpoint_bytes,
+        ..LogConfig::default()
+    }
+}
+
+/// The batch an idempotent producer sends for `value`: one record, the value in the base
+/// timestamp (where the simulation reads it back) and in the record.
+pub(crate) fn producer_batch(value: u64, producer_id: i64, producer_epoch: i16, sequence: i32) -> Bytes {
+    let mut builder = BatchBuilder::new(value as i64);
+    builder.idempotent(producer_id, producer_epoch, sequence).record(None, Some(&value.to_be_bytes()));
+    Bytes::from(builder.build())
+}
+
+/// The record a stored batch holds.
+fn record_of(header: &BatchHeader) -> Result<Record, String> {
+    if header.record_count != 1 || header.last_offset_delta != 0 {
+        return Err(format!("a batch at offset {} holds {} records, not one", header.base_offset, header.record_count));
+    }
+    Ok((LeaderEpoch(header.partition_leader_epoch), header.base_timestamp as u64))
+}
+
+/// The records of whole batches as a log returned them, each batch's CRC checked (as a
+/// consumer checks what it fetched): `(base offset, record)`.
+pub(crate) fn records_in(mut bytes: &[u8]) -> Result<Vec<(i64, Record)>, String> {
+    let mut records = Vec::new();
+    while !bytes.is_empty() {
+        let header = validate_batch(bytes).map_err(|e| format!("a fetched batch is invalid: {e}"))?;
+        records.push((header.base_offset, record_of(&header)?));
+        bytes = &bytes[header.size()..];
+    }
+    Ok(records)
+}
+
+#[derive(Debug)]
 pub(crate) struct SimLog {
-    epochs: VecLog,
-    /// The value of each record, from offset 0 (the simulation never moves the log start).
-    values: Vec<u64>,
-    /// Records below this offset are on disk and survive a crash.
-    flushed: i64,
-    /// Bumped by every truncation, so a flush started before it cannot mark records written
-    /// after it as flushed.
-    generation: u64,
+    log: Log,
+    /// The identity of every record from `start` on, as the stored batches give it.
+    start: i64,
+    records: Vec<Record>,
+    /// `close` was called: the log takes no more writes until it is opened again.
+    closed: bool,
 }
 
 impl SimLog {
+    /// Opens (and recovers) the log in `dir` on `disk`, reading every batch it holds.
+    pub(crate) fn open(
+        disk: &CrashBackend,
+        dir: PathBuf,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<(SimLog, RecoveryReport), String> {
+        let (log, report) = Log::open(Arc::new(disk.clone()), dir.clone(), config, now_ms)
+            .map_err(|e| format!("opening the log in {} failed: {e}", dir.display()))?;
+        let start = log.log_start_offset();
+        let records = read_records(&log)?;
+        let sim_log = SimLog { log, start, records, closed: false };
+        sim_log.check_offsets("open")?;
+        Ok((sim_log, report))
+    }
+
+    /// This log as found on `disk` (a crash image, or the disk after a clean close) and
+    /// recovered: it must hold a prefix of what this log holds, and at least everything this
+    /// log had flushed (all of it after a close).
+    pub(crate) fn reopen(&self, disk: &CrashBackend, now_ms: i64) -> Result<(SimLog, RecoveryReport), String> {
+        let (flushed, dir) = (self.flushed(), self.log.dir().to_path_buf());
+        let (reopened, report) = SimLog::open(disk, dir, (*self.log.config()).clone(), now_ms)?;
+        let dir = self.log.dir().display();
+        if reopened.log_end() < flushed {
+            return Err(format!(
+                "storage: {dir} recovered to log end {} below its flushed offset {flushed}",
+                reopened.log_end()
+            ));
+        }
+        if reopened.start != self.start || !self.records.starts_with(&reopened.records) {
+            let first_difference = reopened.records.iter().zip(&self.records).position(|(a, b)| a != b);
+            return Err(format!(
+                "storage: {dir} recovered records [{}, {}) that are not a prefix of the [{}, {}) it held \
+                 (first difference at index {first_difference:?})",
+                reopened.start,
+                reopened.log_end(),
+                self.start,
+                self.log_end()
+            ));
+        }
+        Ok((reopened, report))
+    }
+
     pub(crate) fn log_end(&self) -> i64 {
-        self.epochs.log_end_offset()
+        self.start + self.records.len() as i64
     }
 
     pub(crate) fn flushed(&self) -> i64 {
-        self.flushed
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation
+        self.log.flushed_offset()
     }
 
     /// The record at `offset`, if the log holds it.
     pub(crate) fn get(&self, offset: i64) -> Option<Record> {
-        let epoch = self.epochs.epoch_at(offset)?;
-        let index = usize::try_from(offset - self.epochs.log_start_offset()).ok()?;
-        Some((epoch, self.values[index]))
+        let index = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        self.records.get(index).copied()
     }
 
     /// Records in `from..to`, clamped to the log.
-    pub(crate) fn slice(&self, from: i64, to: i64) -> Vec<Record> {
-        let start = self.epochs.log_start_offset();
-        let from = from.max(start);
-        let to = to.min(self.log_end());
-        (from..to).filter_map(|o| self.get(o)).collect()
+    pub(crate) fn slice(&self, from: i64, to: i64) -> &[Record] {
+        let from = (from.max(self.start) - self.start) as usize;
+        let to = (to.min(self.log_end()) - self.start).max(0) as usize;
+        self.records.get(from..to.max(from)).unwrap_or(&[])
     }
 
-    /// Where `value` is, searching from the end (a producer's retry is of its latest record).
-    pub(crate) fn find(&self, value: u64) -> Option<i64> {
-        let start = self.epochs.log_start_offset();
-        self.values.iter().rposition(|v| *v == value).map(|i| start + i as i64)
-    }
-
-    /// Appends one record; returns the new log end.
-    pub(crate) fn append(&mut self, record: Record) -> i64 {
-        self.epochs.append(record.0, 1);
-        self.values.push(record.1);
-        self.log_end()
-    }
-
-    pub(crate) fn append_records(&mut self, records: &[Record]) -> i64 {
-        for record in records {
-            self.append(*record);
+    /// Appends a producer's batch as leader in `epoch` (keel-storage validates it and checks
+    /// the producer's sequence; a retry of a batch it holds is answered as a duplicate).
+    pub(crate) fn append(&mut self, batch: &[u8], epoch: LeaderEpoch, now_ms: i64) -> Result<AppendInfo, AppendError> {
+        assert!(!self.closed, "an append to a closed log");
+        let end = self.log_end();
+        let info = self.log.append(batch, epoch, now_ms)?;
+        if !info.duplicate {
+            assert_eq!((info.base_offset, info.last_offset), (end, end), "one record appended at the log end");
+            let header = BatchHeader::parse(batch).expect("the log validated it");
+            self.records.push((epoch, header.base_timestamp as u64));
         }
-        self.log_end()
+        if let Err(bug) = self.check_offsets("append") {
+            panic!("{bug}");
+        }
+        Ok(info)
     }
 
-    /// Removes every record at or after `offset` (durably: truncation is assumed synced).
-    pub(crate) fn truncate_to(&mut self, offset: i64) {
-        let start = self.epochs.log_start_offset();
-        if offset <= start {
-            self.reset_to(offset);
-            return;
-        }
-        if offset < self.log_end() {
-            self.epochs.truncate_to(offset);
-            self.values.truncate((offset - start) as usize);
-            self.generation += 1;
-        }
-        self.flushed = self.flushed.min(self.log_end());
+    /// Whole batches from `from_offset`, up to `max_bytes` (at least one) and below `upto`.
+    pub(crate) fn read(&self, from_offset: i64, max_bytes: usize, upto: i64) -> Result<ReadResult, ReadError> {
+        self.log.read(from_offset, max_bytes, upto)
     }
 
-    pub(crate) fn reset_to(&mut self, offset: i64) {
-        self.epochs.reset_to(offset);
-        self.values.clear();
-        self.flushed = offset;
-        self.generation += 1;
+    /// The simulated OS wrote the log back: everything written so far is synced.
+    pub(crate) fn flush(&self, now_ms: i64) -> Result<(), String> {
+        if self.closed {
+            return Ok(());
+        }
+        self.log.flush(now_ms).map_err(|e| format!("flushing {} failed: {e}", self.log.dir().display()))
     }
 
-    /// A flush of everything up to `upto` completed (if the log was not cut since it began).
-    pub(crate) fn flushed_to(&mut self, upto: i64, generation: u64) {
-        if generation == self.generation {
-            self.flushed = self.flushed.max(upto.min(self.log_end()));
-        }
+    /// A clean shutdown: flush, indexes and a clean checkpoint.
+    pub(crate) fn close(&mut self, now_ms: i64) -> Result<(), String> {
+        self.closed = true;
+        self.log.close(now_ms).map_err(|e| format!("closing {} failed: {e}", self.log.dir().display()))
     }
 
-    /// A crash: what was not flushed is lost, and of it the part below `cut` happened to reach
-    /// the disk anyway. Returns how many records were lost.
-    pub(crate) fn crash(&mut self, cut: i64) -> i64 {
-        let cut = cut.clamp(self.flushed, self.log_end());
-        let lost = self.log_end() - cut;
-        if lost > 0 {
-            self.truncate_to(cut);
-        }
-        self.flushed = self.log_end();
-        lost
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
     }
+
+    /// The log as the replication engine changes it, at `now_ms`.
+    pub(crate) fn at(&mut self, now_ms: i64) -> Writer<'_> {
+        assert!(!self.closed, "the replica engine writes to a closed log");
+        Writer { log: self, now_ms }
+    }
+
+    /// Checks the cache against every batch the log holds, CRCs included.
+    pub(crate) fn verify(&self) -> Result<(), String> {
+        let dir = self.log.dir().display();
+        self.log.verify().map_err(|e| format!("storage: {dir} fails verification: {e}"))?;
+        let stored = read_records(&self.log)?;
+        if stored != self.records || self.log.log_start_offset() != self.start {
+            return Err(format!("storage: {dir} holds other records than its writes left (cache out of step)"));
+        }
+        Ok(())
+    }
+
+    /// After a change: the cache covers exactly the log's offsets.
+    fn check_offsets(&self, after: &str) -> Result<(), String> {
+        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        if (start, end) != (self.start, self.log_end()) {
+            return Err(format!(
+                "simulator bug: after {after}, {} spans [{start}, {end}) but its cache [{}, {})",
+                self.log.dir().display(),
+                self.start,
+                self.log_end()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fits the cache to the log's offsets after a cut at either end.
+    fn refit(&mut self, after: &str) -> Result<(), String> {
+        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        if start != self.start {
+            let drop_front = usize::try_from(start - self.start).unwrap_or(usize::MAX);
+            if drop_front <= self.records.len() {
+                self.records.drain(..drop_front);
+            } else {
+                self.records.clear();
+            }
+            self.start = start;
+        }
+        let keep = usize::try_from(end - self.start).unwrap_or(0);
+        self.records.truncate(keep);
+        self.check_offsets(after)
+    }
+}
+
+/// Reads every record a log holds, from its start to its end.
+fn read_records(log: &Log) -> Result<Vec<Record>, String> {
+    let (mut from, end) = (log.log_start_offset(), log.log_end_offset());
+    let mut records = Vec::with_capacity((end - from).max(0) as usize);
+    while from < end {
+        let read = log.read(from, READ_ALL_BYTES, end).map_err(|e| format!("storage: reading {from}: {e}"))?;
+        if read.next_offset <= from {
+            return Err(format!("storage: a read at {from} below the log end {end} returned nothing"));
+        }
+        for (offset, record) in records_in(&read.records)? {
+            if offset != log.log_start_offset() + records.len() as i64 {
+                return Err(format!("storage: batch at offset {offset} where {} was due", from));
+            }
+            records.push(record);
+        }
+        from = read.next_offset;
+    }
+    Ok(records)
 }
 
 impl LocalLog for SimLog {
     fn log_start_offset(&self) -> i64 {
-        self.epochs.log_start_offset()
+        self.start
     }
 
     fn log_end_offset(&self) -> i64 {
-        self.epochs.log_end_offset()
+        self.log_end()
     }
 
     fn latest_epoch(&self) -> Option<LeaderEpoch> {
-        self.epochs.latest_epoch()
+        self.log.latest_epoch()
     }
 
     fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, i64)> {
-        self.epochs.end_offset_for_epoch(epoch)
+        let (found, end) = self.log.end_offset_for_epoch(epoch);
+        (found.is_defined() && end >= 0).then_some((found, end))
     }
 }
 
-impl ReplicaLog for SimLog {
-    type Records = [Record];
-    type Error = std::convert::Infallible;
+/// A [`SimLog`] as keel-replication changes it: the log calls take the time, as the broker's
+/// `LogView` takes it from its clock.
+#[derive(Debug)]
+pub(crate) struct Writer<'a> {
+    log: &'a mut SimLog,
+    now_ms: i64,
+}
 
-    fn append_replicated(&mut self, records: &[Record]) -> Result<(), Self::Error> {
-        self.append_records(records);
-        Ok(())
+impl LocalLog for Writer<'_> {
+    fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
     }
 
-    fn truncate_to(&mut self, offset: i64) -> Result<(), Self::Error> {
-        SimLog::truncate_to(self, offset);
-        Ok(())
+    fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
     }
 
-    fn start_over_at(&mut self, offset: i64) -> Result<(), Self::Error> {
-        self.reset_to(offset);
-        Ok(())
+    fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.log.latest_epoch()
     }
 
-    fn delete_before(&mut self, offset: i64) -> Result<(), Self::Error> {
-        let start = self.epochs.log_start_offset();
-        let offset = offset.clamp(start, self.log_end());
-        self.epochs.delete_records_before(offset);
-        self.values.drain(..(offset - start) as usize);
-        Ok(())
+    fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, i64)> {
+        self.log.end_offset_for_epoch(epoch)
+    }
+}
+
+impl ReplicaLog for Writer<'_> {
+    /// Whole batches as the leader's log returned them.
+    type Records = [u8];
+    type Error = String;
+
+    fn append_replicated(&mut self, records: &[u8]) -> Result<(), String> {
+        let batches = records_in(records)?;
+        let end = self.log.log_end();
+        for (i, (offset, _)) in batches.iter().enumerate() {
+            if *offset != end + i as i64 {
+                return Err(format!("fetched batch at offset {offset} does not follow the log end {end}"));
+            }
+        }
+        self.log.log.append_replicated(records, self.now_ms).map_err(|e| e.to_string())?;
+        self.log.records.extend(batches.iter().map(|(_, record)| *record));
+        self.log.check_offsets("a replicated append")
+    }
+
+    fn truncate_to(&mut self, offset: i64) -> Result<(), String> {
+        self.log.log.truncate_to(offset, self.now_ms).map_err(|e| e.to_string())?;
+        self.log.refit("a truncation")
+    }
+
+    fn start_over_at(&mut self, offset: i64) -> Result<(), String> {
+        self.log.log.truncate_fully_and_start_at(offset, self.now_ms).map_err(|e| e.to_string())?;
+        self.log.start = offset;
+        self.log.records.clear();
+        self.log.check_offsets("starting over")
+    }
+
+    fn delete_before(&mut self, offset: i64) -> Result<(), String> {
+        self.log.log.delete_records_before(offset).map_err(|e| e.to_string())?;
+        self.log.refit("a deletion")
     }
 }
 
@@ -162,24 +341,36 @@ impl ReplicaLog for SimLog {
 mod tests {
     use super::*;
 
+    fn open(disk: &CrashBackend) -> SimLog {
+        SimLog::open(disk, PathBuf::from("/data/t-0"), log_config(1024, 2048), 0).unwrap().0
+    }
+
     #[test]
-    fn a_crash_keeps_the_flushed_prefix_and_a_truncation_voids_older_flushes() {
-        let mut log = SimLog::default();
-        for v in 0..5 {
-            log.append((LeaderEpoch(1), v));
+    fn records_are_read_back_from_storage_and_a_crash_keeps_a_prefix() {
+        let disk = CrashBackend::new();
+        let mut log = open(&disk);
+        for value in 0..40 {
+            let info = log.append(&producer_batch(value, 7, 0, value as i32), LeaderEpoch(1), 0).unwrap();
+            assert_eq!(info.base_offset, value as i64);
+            if value == 20 {
+                log.flush(0).unwrap();
+            }
         }
-        let generation = log.generation();
-        log.flushed_to(3, generation);
-        assert_eq!(log.flushed(), 3);
-        assert_eq!(log.crash(0), 2, "a cut below the flushed point is raised to it");
-        assert_eq!((log.log_end(), log.get(2), log.get(3)), (3, Some((LeaderEpoch(1), 2)), None));
-        let generation = log.generation();
-        log.append((LeaderEpoch(2), 9));
-        log.truncate_to(2);
-        log.append((LeaderEpoch(3), 10));
-        log.flushed_to(4, generation);
-        assert_eq!(log.flushed(), 2, "the flush began before the truncation");
-        assert_eq!(log.find(10), Some(2));
-        assert_eq!(log.slice(0, 10).len(), 3);
+        let retry = log.append(&producer_batch(39, 7, 0, 39), LeaderEpoch(1), 0).unwrap();
+        assert!(retry.duplicate && retry.base_offset == 39, "{retry:?}");
+        assert_eq!((log.log_end(), log.get(5), log.slice(38, 50).len()), (40, Some((LeaderEpoch(1), 5)), 2));
+        log.verify().unwrap();
+        let image = disk.crash(&mut keel_types::Rng::new(3));
+        let (recovered, _) = log.reopen(&image, 0).unwrap();
+        assert!(recovered.log_end() >= 21 && recovered.log_end() <= 40, "{}", recovered.log_end());
+        recovered.verify().unwrap();
+
+        let mut writer = log.at(0);
+        writer.truncate_to(10).unwrap();
+        assert_eq!(log.log_end(), 10);
+        log.close(0).unwrap();
+        let (reopened, report) = log.reopen(&disk, 0).unwrap();
+        assert!(report.clean_shutdown);
+        assert_eq!(reopened.slice(0, 10), log.slice(0, 10));
     }
 }

@@ -13,8 +13,16 @@
 //! few milliseconds before, which the leader has not yet learned of; Kafka's leader does the
 //! same.) A violation about that record is reported only while the count is at most
 //! min ISR - 1; beyond it the record is *excused* (and counted).
+//!
+//! **Duplicates.** A value is committed, and acknowledged, at one offset only: the leader's
+//! log answers a retry of a batch it holds as a duplicate. That promise holds within one
+//! producer epoch. A value the producer sent again in a new epoch (KIP-360, after
+//! UNKNOWN_PRODUCER_ID or OUT_OF_ORDER_SEQUENCE_NUMBER) is a new batch to every log, so if an
+//! earlier attempt was appended where the refusing broker could not see it (a zombie leader
+//! refused the retry), both copies may commit, as in Kafka; such duplicates are counted, not
+//! reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use keel_types::{Instant, NodeId};
 
@@ -41,6 +49,8 @@ pub(crate) struct PartitionOracle {
     pub(crate) acked: BTreeMap<u64, i64>,
     /// When a leader first wrote each value, and the min ISR that leader held then.
     written: BTreeMap<u64, (Instant, usize)>,
+    /// Values the producer sent again in a new producer epoch.
+    resent: BTreeSet<u64>,
 }
 
 #[derive(Debug)]
@@ -50,6 +60,8 @@ pub(crate) struct Oracle {
     min_isr: Vec<(Instant, usize)>,
     /// Violations not reported because more replicas than the bound lost the record.
     pub(crate) excused: u64,
+    /// Values committed or acknowledged at a second offset after an epoch bump resent them.
+    pub(crate) epoch_bump_duplicates: u64,
 }
 
 fn show(record: Record) -> String {
@@ -62,6 +74,7 @@ impl Oracle {
             partitions: (0..partitions).map(|_| PartitionOracle::default()).collect(),
             min_isr: vec![(Instant::ZERO, min_isr)],
             excused: 0,
+            epoch_bump_duplicates: 0,
         }
     }
 
@@ -87,6 +100,11 @@ impl Oracle {
         let Some((written, at_leader)) = self.written(p, offset) else { return 0 };
         let since = self.min_isr.iter().filter(|(at, _)| *at > written).map(|(_, m)| *m);
         since.fold(at_leader, usize::min).saturating_sub(1)
+    }
+
+    /// The producer bumped its epoch and sends `value` again, as a new batch.
+    pub(crate) fn record_resent(&mut self, p: usize, value: u64) {
+        self.partitions[p].resent.insert(value);
     }
 
     /// A leader holding `min_isr` wrote `value` (its first copy) now.
@@ -197,20 +215,27 @@ impl Oracle {
                 *verified = (*verified).min(offset);
             }
         }
+        let mut duplicates = 0;
         let part = &mut self.partitions[p];
         let end = hw.min(log.log_end());
         for offset in part.committed.len() as i64..end {
             let record = log.get(offset).expect("below the log end");
-            if let Some(&other) = part.committed_values.get(&record.1) {
-                return Err(format!(
-                    "value v{} committed twice in p{p}: at offset {other} and, by leader {node}, at {offset}",
-                    record.1
-                ));
+            match part.committed_values.get(&record.1) {
+                Some(_) if part.resent.contains(&record.1) => duplicates += 1,
+                Some(&other) => {
+                    return Err(format!(
+                        "value v{} committed twice in p{p}: at offset {other} and, by leader {node}, at {offset}",
+                        record.1
+                    ))
+                }
+                None => {
+                    part.committed_values.insert(record.1, offset);
+                }
             }
-            part.committed_values.insert(record.1, offset);
             part.committed.push(Committed { record, time: now });
         }
         part.verified.insert(node, end);
+        self.epoch_bump_duplicates += duplicates;
         Ok(())
     }
 
@@ -272,7 +297,9 @@ impl Oracle {
     /// The producer heard that `value` is acknowledged at `offset`.
     pub(crate) fn record_ack(&mut self, p: usize, value: u64, offset: i64) -> Result<(), String> {
         if let Some(&first) = self.partitions[p].acked.get(&value) {
-            if first != offset {
+            if first != offset && self.partitions[p].resent.contains(&value) {
+                self.epoch_bump_duplicates += 1;
+            } else if first != offset {
                 return Err(format!("v{value} acknowledged at p{p} offset {first} and again at {offset}"));
             }
             return Ok(());
