@@ -366,15 +366,19 @@ fn cluster_one(args: &ClusterSimArgs, options: &ClusterSimOptions) -> Result<(),
         s.messages_duplicated
     );
     say!(
-        "records {} produced, {} acknowledged, {} consumed, {} produce retries; {} leader changes, {} ISR changes, {} fences, {} truncations",
+        "records {} produced, {} acknowledged, {} consumed, {} produce retries; {} producer ids, {} producer epoch bumps ({} values committed twice after one); {} leader changes, {} ISR changes, {} fences, {} truncations, {} tails cut by recovery",
         s.records_produced,
         s.records_acked,
         s.records_consumed,
         s.produce_retries,
+        s.producer_ids,
+        s.producer_epoch_bumps,
+        s.epoch_bump_duplicates,
         s.leader_changes,
         s.isr_changes,
         s.fences,
-        s.truncations
+        s.truncations,
+        s.recovery_cuts
     );
     say!(
         "faults: {} lossy crashes and {} disk swaps ({} records lost from some log), {} clean restarts, {} whole-cluster restarts, {} power losses, {} partitions, {} slow disks, {} metadata stalls, {} min ISR changes; {} findings excused by the loss bound; {} consumer fetches answered with a lower high watermark",
