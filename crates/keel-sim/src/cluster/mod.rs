@@ -1453,7 +1453,8 @@ impl<'a> Sim<'a> {
                 Role::Leader(leader) => {
                     leader.check_invariants().map_err(|e| format!("p{p}: {e}"))?;
                     let hw = leader.high_watermark();
-                    self.oracle.observe_high_watermark(p, id, &replica.log, hw, now)?;
+                    let min_isr = leader.config().min_isr;
+                    self.oracle.observe_high_watermark(p, id, &replica.log, hw, min_isr, now)?;
                     let leader = replica.engine.leader_mut().expect("a leader");
                     if let Some(proposal) = leader.poll_isr_change(now) {
                         replica.alter_isr = Some((proposal.request.clone(), now));
@@ -1733,7 +1734,7 @@ impl<'a> Sim<'a> {
                 ));
             }
         } else {
-            self.oracle.record_written(p, value, now, leader.config().min_isr);
+            self.oracle.record_written(p, value, now);
         }
         leader.handle_local_append(now, replica.log.log_end());
         let waiter = leader.add_waiter(now, offset + 1, now + PRODUCE_TIMEOUT);

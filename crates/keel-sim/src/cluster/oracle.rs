@@ -32,6 +32,8 @@ use super::log::{Record, SimLog};
 struct Committed {
     record: Record,
     time: Instant,
+    /// The min ISR the leader whose high watermark committed it held then.
+    min_isr: usize,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +50,7 @@ pub(crate) struct PartitionOracle {
     /// Acknowledged values and their offsets.
     pub(crate) acked: BTreeMap<u64, i64>,
     /// When a leader first wrote each value, and the min ISR that leader held then.
-    written: BTreeMap<u64, (Instant, usize)>,
+    written: BTreeMap<u64, Instant>,
     /// Values the producer sent again in a new producer epoch.
     resent: BTreeSet<u64>,
 }
@@ -93,13 +95,15 @@ impl Oracle {
     }
 
     /// How many lossy crashes the record at `offset` is promised to survive: min ISR - 1, for
-    /// the min ISR its leader held when it wrote the record (a change reaches a leader with
-    /// the metadata, as in Kafka) or any smaller one set since (lowering it lets the ISR
-    /// shrink below what the record was committed on).
+    /// the min ISR the leader held when its high watermark committed the record (a change
+    /// reaches a leader with the metadata, as in Kafka), or the topic's, if smaller, at any
+    /// time since (lowering it lets the ISR shrink below what the record was committed on).
     fn loss_bound(&self, p: usize, offset: i64) -> usize {
-        let Some((written, at_leader)) = self.written(p, offset) else { return 0 };
-        let since = self.min_isr.iter().filter(|(at, _)| *at > written).map(|(_, m)| *m);
-        since.fold(at_leader, usize::min).saturating_sub(1)
+        let part = &self.partitions[p];
+        let Some(committed) = usize::try_from(offset).ok().and_then(|i| part.committed.get(i)) else { return 0 };
+        let since = self.min_isr.iter().filter(|(at, _)| *at > committed.time).map(|(_, m)| *m);
+        let at_commit = self.min_isr_at(committed.time);
+        since.fold(committed.min_isr.min(at_commit), usize::min).saturating_sub(1)
     }
 
     /// The producer bumped its epoch and sends `value` again, as a new batch.
@@ -107,18 +111,16 @@ impl Oracle {
         self.partitions[p].resent.insert(value);
     }
 
-    /// A leader holding `min_isr` wrote `value` (its first copy) now.
-    pub(crate) fn record_written(&mut self, p: usize, value: u64, now: Instant, min_isr: usize) {
-        self.partitions[p].written.entry(value).or_insert((now, min_isr));
+    /// A leader wrote `value` (its first copy) now.
+    pub(crate) fn record_written(&mut self, p: usize, value: u64, now: Instant) {
+        self.partitions[p].written.entry(value).or_insert(now);
     }
 
-    /// When the committed record at `offset` was first written, and the min ISR its leader
-    /// held then.
-    fn written(&self, p: usize, offset: i64) -> Option<(Instant, usize)> {
+    /// When the committed record at `offset` was first written.
+    fn written(&self, p: usize, offset: i64) -> Option<Instant> {
         let part = &self.partitions[p];
         let committed = usize::try_from(offset).ok().and_then(|i| part.committed.get(i))?;
-        let at_commit = (committed.time, self.min_isr_at(committed.time));
-        Some(part.written.get(&committed.record.1).copied().unwrap_or(at_commit))
+        Some(part.written.get(&committed.record.1).copied().unwrap_or(committed.time).min(committed.time))
     }
 
     fn min_isr_at(&self, time: Instant) -> usize {
@@ -129,7 +131,7 @@ impl Oracle {
     /// it was first written.
     pub(crate) fn loss_count(&self, p: usize, offset: i64) -> usize {
         let part = &self.partitions[p];
-        let Some((since, _)) = self.written(p, offset) else { return 0 };
+        let Some(since) = self.written(p, offset) else { return 0 };
         let mut nodes: Vec<NodeId> = part
             .losses
             .iter()
@@ -198,6 +200,7 @@ impl Oracle {
         node: NodeId,
         log: &SimLog,
         hw: i64,
+        min_isr: usize,
         now: Instant,
     ) -> Result<(), String> {
         if let Some((offset, what)) = self.compare(p, node, log, hw, true) {
@@ -232,7 +235,7 @@ impl Oracle {
                     part.committed_values.insert(record.1, offset);
                 }
             }
-            part.committed.push(Committed { record, time: now });
+            part.committed.push(Committed { record, time: now, min_isr });
         }
         part.verified.insert(node, end);
         self.epoch_bump_duplicates += duplicates;
