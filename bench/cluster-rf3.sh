@@ -38,7 +38,9 @@ for i in 1 2 3; do
 done
 for i in 1 2 3; do wait_port "29${i}92"; done
 sleep 3
-"$KEEL" cluster status --controllers "$C" | head -8
+# (Into a file first: `keel cluster status | head` may close the pipe before it has printed all.)
+"$KEEL" cluster status --controllers "$C" >"$DATA/status.txt" 2>&1 || true
+head -8 "$DATA/status.txt"
 
 BASE=(--partitions 8 --message-size 1024 --producers 1 --linger-ms 5 --batch-size 131072 --warmup 5 --duration "$MEASURED")
 run() {  # NAME BROKERS ARGS...
