@@ -199,7 +199,7 @@ struct FairEdge {
 
 type FairEdges = Vec<FairEdge>;
 
-fn fingerprint<T: Hash>(value: &T) -> u128 {
+pub(crate) fn fingerprint<T: Hash + ?Sized>(value: &T) -> u128 {
     // SipHash with fixed keys: deterministic from run to run. Two salted hashes make a 128-bit
     // fingerprint, so a collision (which would hide states) is vanishingly unlikely.
     #[allow(deprecated)]
@@ -521,48 +521,78 @@ fn find_fair_bad_component(
     }
 }
 
-/// A shortest cycle from `start` back to itself inside the component: the witness printed.
-/// (The fair run goes around the whole component; one loop shows how it never reaches the goal.)
+/// A cycle from `start` back to itself inside the component that takes an edge of every fair
+/// action the component takes: the witness printed. (The fair run goes around the whole
+/// component; this loop shows each fair action happening and the goal still never holding,
+/// not just the shortest way around.)
 fn cycle_through(
     start: u32,
     component: &BTreeSet<u32>,
     kept: &[Vec<usize>],
     fair_edges: &[FairEdges],
-) -> Vec<(u32, (u32, u32))> {
-    // BFS over kept edges from start's successors back to start.
+) -> Vec<WitnessStep> {
+    let keys: BTreeSet<u32> =
+        component.iter().flat_map(|&s| kept[s as usize].iter().map(move |&i| fair_edges[s as usize][i].key)).collect();
+    let mut cycle = Vec::new();
+    let mut at = start;
+    for key in keys {
+        let (steps, end) = path_within(at, component, kept, fair_edges, |edge, _| edge.key == key);
+        cycle.extend(steps);
+        at = end;
+    }
+    if at != start || cycle.is_empty() {
+        let (steps, _) = path_within(at, component, kept, fair_edges, |_, target| target == start);
+        cycle.extend(steps);
+    }
+    cycle
+}
+
+/// A step of a witness: the state it leaves and (action number, outcome number).
+type WitnessStep = (u32, (u32, u32));
+
+/// The shortest path of kept edges inside the component from `from` whose last edge satisfies
+/// `goal(edge, state it leads to)`, and the state it ends in.
+fn path_within(
+    from: u32,
+    component: &BTreeSet<u32>,
+    kept: &[Vec<usize>],
+    fair_edges: &[FairEdges],
+    goal: impl Fn(&FairEdge, u32) -> bool,
+) -> (Vec<WitnessStep>, u32) {
+    // BFS; parent[t] = (s, edge index, outcome index) of the edge that first reached t.
     let mut parent: BTreeMap<u32, (u32, usize, usize)> = BTreeMap::new();
-    let mut queue = VecDeque::new();
-    queue.push_back(start);
-    let mut found = None;
-    'search: while let Some(s) = queue.pop_front() {
+    let mut queue = VecDeque::from([from]);
+    let mut visited = BTreeSet::from([from]);
+    let step = |s: u32, i: usize, o: usize| {
+        let edge = &fair_edges[s as usize][i];
+        (s, (edge.action, edge.first_outcome + o as u32))
+    };
+    while let Some(s) = queue.pop_front() {
         for &i in &kept[s as usize] {
-            for (o, &t) in fair_edges[s as usize][i].outcomes.iter().enumerate() {
+            let edge = &fair_edges[s as usize][i];
+            for (o, &t) in edge.outcomes.iter().enumerate() {
                 if !component.contains(&t) {
                     continue;
                 }
-                if t == start {
-                    found = Some((s, i, o));
-                    break 'search;
+                if goal(edge, t) {
+                    let mut path = vec![step(s, i, o)];
+                    let mut at = s;
+                    while at != from {
+                        let (p, pi, po) = parent[&at];
+                        path.push(step(p, pi, po));
+                        at = p;
+                    }
+                    path.reverse();
+                    return (path, t);
                 }
-                if let std::collections::btree_map::Entry::Vacant(v) = parent.entry(t) {
-                    v.insert((s, i, o));
+                if visited.insert(t) {
+                    parent.insert(t, (s, i, o));
                     queue.push_back(t);
                 }
             }
         }
     }
-    let (mut s, mut i, mut o) = found.expect("a component with internal edges has a cycle through each state");
-    let mut cycle = Vec::new();
-    loop {
-        let edge = &fair_edges[s as usize][i];
-        cycle.push((s, (edge.action, edge.first_outcome + o as u32)));
-        if s == start {
-            break;
-        }
-        (s, i, o) = parent[&s];
-    }
-    cycle.reverse();
-    cycle
+    unreachable!("a strongly connected component with internal edges reaches every edge in it")
 }
 
 /// Tarjan's algorithm, iterative. Edges: for each kept fair edge of s, all its outcomes.

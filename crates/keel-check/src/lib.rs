@@ -17,9 +17,11 @@ mod raft;
 pub use explore::{explore, Choices, Limits, Model, Property, Report, Trace, TraceStep, Verdict};
 pub use gossip::{converged as membership_converged, GossipAction, GossipModel, GossipModelOptions, GossipState, Slot};
 pub use isr::{
-    acked_everywhere, led_if_possible, IsrAction, IsrModel, IsrModelOptions, IsrState, LeaderState, Replica,
-    ReplicaStatus, ReplicationMutation,
+    acked_everywhere, isr_complete, led_if_possible, AlterPartitionRequest, Broker, BrokerRecord, ControllerMutation,
+    IsrAction, IsrModel, IsrModelOptions, IsrState, Metadata, ModelLog, Status,
 };
+/// keel-replication's planted bugs, which the ISR model's cores run with.
+pub use keel_replication::Mutation as ReplicationMutation;
 pub use raft::{converged, leader_elected, RaftAction, RaftModel, RaftModelOptions, RaftState};
 
 /// Explores the Raft model. A plain function, so the exploration is compiled (and optimized)

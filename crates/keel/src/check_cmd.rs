@@ -1,8 +1,8 @@
 //! `keel check`: run the model checker on the real protocol cores.
 
 use keel_check::{
-    check_gossip as explore_gossip, check_isr as explore_isr, check_raft as explore_raft, GossipModelOptions,
-    IsrModelOptions, Limits, RaftModelOptions, ReplicationMutation, Report, Verdict,
+    check_gossip as explore_gossip, check_isr as explore_isr, check_raft as explore_raft, ControllerMutation,
+    GossipModelOptions, IsrModelOptions, Limits, RaftModelOptions, Report, Verdict,
 };
 use keel_raft::Mutation;
 
@@ -10,8 +10,9 @@ use keel_raft::Mutation;
 pub enum CheckCommand {
     /// Explore every interleaving of a small Raft cluster (keel-raft's real code).
     Raft(RaftCheckArgs),
-    /// Explore one partition's replication under the controller's ISR/ELR rules
-    /// (keel-metadata's real code), with brokers that crash and lose their unflushed tail.
+    /// Explore one partition's replication: keel-replication's real replica engine (leader and
+    /// follower cores) under the controller's ISR/ELR rules (keel-metadata's real code), with
+    /// brokers that crash and lose their unflushed tail. See docs/replication.md.
     Isr(IsrCheckArgs),
     /// Explore SWIM membership (keel-gossip's real code) on a small cluster with false
     /// accusations (pauses), crashes and restarts: no node holds itself dead, incarnations never
@@ -89,17 +90,27 @@ pub struct IsrCheckArgs {
     /// durability claim is made for).
     #[arg(long)]
     lossy_crashes: Option<u8>,
+    /// Controlled shutdowns (flush, leave leadership and the ISR, stop with the clean-shutdown
+    /// marker); a stopped broker may restart.
+    #[arg(long, default_value_t = 1)]
+    clean_shutdowns: u8,
     /// Allow unclean leader election (acknowledged records may then be lost).
     #[arg(long)]
     unclean_leader_election: bool,
     /// Let an operator change min.insync.replicas (to any value from 1 to --replicas) at any time.
     #[arg(long)]
     min_isr_changes: bool,
-    /// Plant a bug the checker must find: no-elr (Kafka before KIP-966, in keel-metadata's
-    /// rules), expand-below-epoch-start, keep-follower-state (in the model's leader) or
-    /// ignore-min-isr-change (with --min-isr-changes).
+    /// The controller handles an AlterPartition in the step the leader proposes it (nothing
+    /// happens while it is in flight): several times fewer states, for bigger configurations.
     #[arg(long)]
-    mutation: Option<String>,
+    alter_partition_at_once: bool,
+    /// Plant a bug the checker must find (repeat the flag to plant several, one per layer):
+    /// in keel-replication's leader expand-below-epoch-start, keep-follower-state,
+    /// no-divergence-check or ignore-min-isr; in keel-metadata's partition rules no-elr (Kafka
+    /// before KIP-966); in the controller around them ignore-min-isr-change (with
+    /// --min-isr-changes) or no-broker-epoch-check.
+    #[arg(long)]
+    mutation: Vec<String>,
     /// Give up (verdict unknown) after this many states.
     #[arg(long, default_value_t = 20_000_000)]
     max_states: usize,
@@ -221,31 +232,52 @@ fn check_raft(args: RaftCheckArgs) -> Result<(), String> {
 }
 
 fn check_isr(args: IsrCheckArgs) -> Result<(), String> {
-    let (mutation, replication_mutation) = match args.mutation.as_deref() {
-        None => (None, None),
-        Some("no-elr") => (Some(keel_metadata::Mutation::NoElr), None),
-        Some("expand-below-epoch-start") => (None, Some(ReplicationMutation::ExpandBelowEpochStart)),
-        Some("keep-follower-state") => (None, Some(ReplicationMutation::KeepFollowerStateOnRestart)),
-        Some("ignore-min-isr-change") => (None, Some(ReplicationMutation::IgnoreMinIsrChange)),
-        Some(other) => {
-            return Err(format!(
-                "unknown mutation \"{other}\"; use no-elr, expand-below-epoch-start, keep-follower-state or \
-                 ignore-min-isr-change"
-            ))
-        }
-    };
-    let options = IsrModelOptions {
+    let mut options = IsrModelOptions {
         replicas: args.replicas,
         min_isr: args.min_isr,
         records: args.records,
         lossy_crashes: args.lossy_crashes.unwrap_or(args.min_isr.saturating_sub(1) as u8),
+        clean_shutdowns: args.clean_shutdowns,
         unclean_leader_election: args.unclean_leader_election,
         min_isr_changes: args.min_isr_changes,
-        mutation,
-        replication_mutation,
+        alter_partition_at_once: args.alter_partition_at_once,
+        ..IsrModelOptions::default()
     };
-    println!("checking keel-metadata's partition rules: {options:?}");
+    for name in &args.mutation {
+        plant_isr_mutation(&mut options, name)?;
+    }
+    println!("checking keel-replication's replica engine under keel-metadata's partition rules: {options:?}");
     run_check(args.max_states, args.no_liveness, |limits| explore_isr(options, limits))
+}
+
+/// Plants the mutation `name` names, in its layer (keel-replication's leader, keel-metadata's
+/// partition rules, or the controller around them); one per layer.
+fn plant_isr_mutation(options: &mut IsrModelOptions, name: &str) -> Result<(), String> {
+    use keel_check::ReplicationMutation as Replication;
+    let mut replication = |m: Replication| options.replication_mutation.replace(m).is_some();
+    let layer_taken = match name {
+        "expand-below-epoch-start" => replication(Replication::ExpandBelowEpochStart),
+        "keep-follower-state" => replication(Replication::KeepFollowerStateOnRestart),
+        "no-divergence-check" => replication(Replication::NoDivergenceCheck),
+        "ignore-min-isr" => replication(Replication::IgnoreMinIsr),
+        "no-elr" => options.metadata_mutation.replace(keel_metadata::Mutation::NoElr).is_some(),
+        "ignore-min-isr-change" => {
+            options.controller_mutation.replace(ControllerMutation::IgnoreMinIsrChange).is_some()
+        }
+        "no-broker-epoch-check" => {
+            options.controller_mutation.replace(ControllerMutation::NoBrokerEpochCheck).is_some()
+        }
+        other => {
+            return Err(format!(
+                "unknown mutation \"{other}\"; use expand-below-epoch-start, keep-follower-state, \
+                 no-divergence-check, ignore-min-isr, no-elr, ignore-min-isr-change or no-broker-epoch-check"
+            ))
+        }
+    };
+    if layer_taken {
+        return Err(format!("--mutation {name}: that layer already has a planted bug; plant one per layer"));
+    }
+    Ok(())
 }
 
 fn check_gossip(args: GossipCheckArgs) -> Result<(), String> {

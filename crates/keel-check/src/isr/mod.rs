@@ -1,60 +1,104 @@
-//! The ISR model: the controller's partition rules (keel-metadata's [`PartitionRegistration`],
-//! the real code) driving an abstract model of one partition's replication, with brokers that
-//! crash and lose what they had not flushed.
+//! The ISR model: one partition replicated by keel-replication's real engine, under the
+//! controller's real partition rules, with brokers that crash and lose what they had not
+//! flushed.
 //!
-//! What is modelled, per replica: its log as the leader epoch of each record (a record is
-//! identified by its offset and the epoch of the leader that wrote it, since a leader writes
-//! each offset once per epoch), how much of it is flushed, and whether the broker is running,
-//! crashed (the controller has not noticed yet) or stopped and fenced (after a clean shutdown
-//! or not). The leader's role carries its high watermark, the offset its epoch started at and
-//! what it learned of each follower's log end offset by their fetches in this epoch.
+//! What runs is the code the broker runs:
+//!
+//! - Every running broker's replica is a [`keel_replication::Replica`], with the real `Leader`
+//!   and `Follower` cores inside. Roles come from a real `keel_metadata::MetadataImage` (built
+//!   from metadata records: registrations, fencing, controlled shutdown, the topic's configs,
+//!   the partition) through `may_act_on` and `Replica::apply_image`. A fetch is one round
+//!   trip: `Replica::next_fetch` (with the process's broker epoch), `Replica::serve_fetch` on
+//!   the leader, and `Replica::handle_fetched` on the follower, which appends, truncates or
+//!   starts over on its log. Appends go through `Leader::handle_local_append`, ISR changes
+//!   through `Leader::poll_isr_change` and `handle_isr_change_result`, and time through
+//!   `Leader::handle_tick`. Logs are keel-replication's `VecLog` (the epoch of each record and
+//!   an epoch cache with keel-storage's rules).
+//! - The controller is keel-metadata's `PartitionRegistration` rules, called as
+//!   `keel_metadata::Controller` calls them: registration (`remove_replica`, then
+//!   `handle_unclean_shutdown` for a start without a clean-shutdown marker), unfencing
+//!   (`try_elect`), fencing and controlled shutdown (`remove_replica`), AlterPartition
+//!   (KIP-903's broker-epoch check of `Controller::check_replica_epochs`, the sender's broker
+//!   epoch, then `alter_isr`), `min.insync.replicas` changes (`handle_min_isr_change` and
+//!   `try_elect`) and preferred leader election. The model keeps the controller's records as a
+//!   compact [`Metadata`]; the glue is short and mirrors the controller's.
+//! - Planted bugs are the real ones: keel-metadata's `Mutation`, keel-replication's
+//!   `Mutation` (every core runs with it), and two in the glue ([`ControllerMutation`]).
+//!
+//! Steps: a leader appends a record (while its log is shorter than `records`); a follower
+//! fetches once (one record per fetch, so a follower can be partly caught up); the controller
+//! handles an AlterPartition request in flight and answers it; a broker shuts down cleanly
+//! (flush, controlled shutdown, stop; at most `clean_shutdowns` times) or crashes (at most
+//! `lossy_crashes` times); the controller fences a crashed broker (its session expired); a
+//! stopped broker restarts (a new process: it registers with a new broker epoch, with the
+//! clean-shutdown marker or without, catches up with the metadata and is unfenced); the
+//! controller moves leadership to the preferred replica; an operator changes
+//! `min.insync.replicas` (with `min_isr_changes`); time passes.
 //!
 //! Abstractions:
-//! - Metadata propagates at once: every broker sees each registration change in the step that
-//!   makes it, and AlterPartition is answered in the step that sends it. So no leader acts on a
-//!   stale registration, and the partition-epoch compare-and-set never refuses a request here
-//!   (`partition_epoch` is set back to 0 after each step, since nothing in this model can tell
-//!   two values apart).
-//! - A fetch is one step: the epoch-based divergence check (Kafka's OffsetsForLeaderEpoch,
-//!   repeated until the follower's last epoch agrees with the leader's), the truncation, the
-//!   copy of the next record (one per fetch, so a follower can be partly caught up), and the
-//!   leader learning the follower's new log end offset. The leader's epoch cache is derived
-//!   from the epochs of its records.
-//! - Leader epochs are only compared and incremented, so after each step they are renumbered
-//!   0, 1, 2, ... in order (the registration's epoch, every log's, the ghost's). This keeps the
-//!   state space finite without cutting runs off; traces show the renumbered epochs.
-//! - A new leader's high watermark starts at 0 (a follower's knowledge of the high watermark is
-//!   not modelled; any stale value is at least 0, and a lower high watermark only allows more
-//!   ISR expansions). Consumers see a leader's high watermark only once it reached the offset
-//!   its epoch started at (Kafka's KIP-207 rule for a new leader's stale high watermark).
-//! - The leader may shrink the ISR at any time (a follower whose fetches stop arriving, for any
-//!   reason, lags after `replica.lag.time.max.ms`). It expands the ISR with a follower whose
-//!   last fetch in this epoch (and since its broker last started) reached the high watermark
-//!   and the epoch's start offset; the follower may have crashed since, unknown to the leader.
-//! - A clean shutdown flushes, asks the controller to move leadership away and take the broker
-//!   out of the ISR (`remove_replica`) and stops, all in one step. A crash cuts the log back to
-//!   what was flushed; the controller fences the broker in a later step (its session expires),
-//!   and the broker restarts only after that. A restart registers (without the clean-shutdown
-//!   marker after a crash: `handle_unclean_shutdown`), is unfenced and triggers an election.
-//! - When no crash budget is left, flushing no longer matters: every log counts as flushed.
-//! - Unclean leader election is an option (off by default), and so are `min.insync.replicas`
-//!   changes (`handle_min_isr_change`), to any value at any time.
+//! - **Metadata reaches every running broker in the step that changes it**, and a broker
+//!   catches up with the metadata log at once when it restarts: no broker acts on a stale
+//!   image, and a restarted broker is unfenced in the step it registers. (keel-sim runs
+//!   brokers whose images lag; here the state space would not allow it.) The AlterPartition
+//!   exchange is not atomic: the request is in flight from the step the leader proposes the
+//!   change until the controller handles it, while anything else may happen, so the
+//!   compare-and-set may refuse it or the follower it adds may have restarted. The answer and
+//!   the metadata it carries arrive in the controller's step. A request the controller would
+//!   refuse and whose answer nobody would act on is dropped at once (`drop_dead_requests`).
+//!   With `alter_partition_at_once` the controller handles each request in the step that
+//!   proposes it.
+//! - **Time moves in one kind of step**, longer than `replica.lag.time.max.ms` plus every
+//!   backoff, after which every leader handles a tick: followers not caught up leave the ISR,
+//!   backoffs are over. Between such steps everything happens at the same instant, so a
+//!   follower lags only across a time step, and the scheduler may let followers catch up
+//!   before one. The cores keep times, and epochs, in private fields; states are compared by a
+//!   canonical fingerprint in which old times are alike and epochs are ranked (`canonical.rs`
+//!   says why that is sound). Traces show epochs counted from where the model starts them.
+//! - **A crash keeps what was flushed and any part of the rest**: the broker may have flushed
+//!   any part of its tail at any time, or none, so every cut from the flushed length to the
+//!   log end is a separate step (no torn writes: keel-sim's crash-simulating disk does those).
+//!   Only a clean shutdown flushes. Once no crash is left, every log counts as flushed.
+//! - acks=all is not driven through `Leader::add_waiter`: a record counts as acknowledged once
+//!   a leader's high watermark passes it, which is when such a request completes. Producers
+//!   may append whatever the ISR (acks=1 too).
+//! - One partition, no retention (log start offset 0), no unclean recovery by an operator.
 //!
-//! Properties, on every state: the registration's own `check_invariants`; logs are ordered by
-//! epoch; log matching (two logs holding the same record at an offset hold the same records
-//! below it); a fenced broker never leads; no acknowledged record is lost (every running ISR
-//! and ELR member holds every acknowledged record); no offset holds two acknowledged records;
-//! the high watermark consumers see never goes back. Liveness (fair: fetches, ISR expansions
-//! and fencing crashed brokers; not fair: appends, shrinks, flushes, shutdowns, crashes,
-//! restarts, preferred elections): a partition with a running ISR or ELR member eventually has
-//! a running leader, and acknowledged records eventually reach every running replica. A fair
-//! `Wait` step that changes nothing is always possible, so a state where nothing else fair
-//! can happen counts as a run that stays there.
+//! Properties, on every state: the registration's `check_invariants`, the cores'
+//! `check_invariants`; every running broker's role is the one the metadata gives it; logs
+//! are ordered by epoch; log matching; a fenced broker never leads; no acknowledged record is
+//! lost (every running ISR and ELR member holds every acknowledged record); a leader holds
+//! exactly the acknowledged records below its high watermark; the high watermark consumers
+//! see never goes back. Liveness, under fairness of fetches, AlterPartition handling, fencing
+//! crashed brokers and time (not appends, shutdowns, crashes, restarts, preferred elections or
+//! min ISR changes): a partition with a running ISR or ELR member eventually has a running
+//! leader; acknowledged records eventually reach every running replica; every running replica
+//! eventually is in the ISR of a running leader. Time passing is always possible, so a state
+//! in which nothing else fair can happen counts as a run that stays there.
 
-use keel_metadata::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
-use keel_types::{LeaderEpoch, NodeId};
+mod canonical;
+mod describe;
+mod log;
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use keel_metadata::{
+    Eligibility, MetadataImage, MetadataRecord, Mutation as MetadataMutation, PartitionRegistration,
+    MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE,
+};
+use keel_replication::{
+    may_act_on, Config, FetchDecision, IsrProposal, Mutation as ReplicationMutation, Replica, Role,
+};
+use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId};
 
 use crate::explore::{Choices, Model, Property};
+use canonical::{canonical_fingerprint, BROKER_EPOCH_BASE, LEADER_EPOCH_BASE, PARTITION_EPOCH_BASE, TIME_BASE};
+pub use log::ModelLog;
+
+/// The topic's id in the images the model builds.
+const TOPIC_ID: u128 = 1;
+/// The clock at the start (only differences matter).
+const START: Instant = Instant(TIME_BASE);
 
 #[derive(Debug, Clone)]
 pub struct IsrModelOptions {
@@ -64,35 +108,39 @@ pub struct IsrModelOptions {
     pub min_isr: usize,
     /// Longest log explored: a leader appends while its log end offset is below this.
     pub records: usize,
-    /// Crashes without a clean shutdown, each losing what the broker had not flushed. The
-    /// design claims durability for at most `min_isr - 1` of them; the rules in fact keep
+    /// Crashes without a clean shutdown, each losing any part of what the broker had not
+    /// flushed. The design claims durability for at most `min_isr - 1` of them; the rules in fact keep
     /// acknowledged records through any number (they give up availability instead).
     pub lossy_crashes: u8,
+    /// Controlled shutdowns (each flushes, so nothing is lost; the broker may restart after).
+    pub clean_shutdowns: u8,
     /// The topic's `unclean.leader.election.enable`.
     pub unclean_leader_election: bool,
     /// An operator may set `min.insync.replicas` to any value from 1 to `replicas` at any time
     /// (`min_isr` is where it starts).
     pub min_isr_changes: bool,
-    /// A planted bug in keel-metadata's rules.
-    pub mutation: Option<Mutation>,
-    /// A planted bug in the model's own (abstract) replication rules.
+    /// The controller handles a leader's AlterPartition in the step that proposes it, so
+    /// nothing happens while it is in flight (several times fewer states; the compare-and-set
+    /// and KIP-903's broker-epoch check then never refuse).
+    pub alter_partition_at_once: bool,
+    /// A planted bug in keel-metadata's partition rules.
+    pub metadata_mutation: Option<MetadataMutation>,
+    /// A planted bug in keel-replication's leader; every broker's cores run with it.
     pub replication_mutation: Option<ReplicationMutation>,
+    /// A planted bug in the controller's glue around the partition rules.
+    pub controller_mutation: Option<ControllerMutation>,
 }
 
-/// Planted bugs in the leader's side of replication, each breaking a rule the design states,
-/// so the checker shows the rule is needed.
+/// Planted bugs in what the controller does around keel-metadata's partition rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicationMutation {
-    /// ISR expansion ignores the start offset of the leader's epoch: a new leader's high
-    /// watermark may be stale, so reaching it does not prove a follower holds what is acked.
-    ExpandBelowEpochStart,
-    /// The leader keeps what it learned of a follower across the follower's restart (no
-    /// broker-epoch check, as before Kafka's KIP-903), so it can vouch for a log that a crash
-    /// has since cut back.
-    KeepFollowerStateOnRestart,
+pub enum ControllerMutation {
     /// The controller does not revisit the partition when `min.insync.replicas` changes, so an
     /// ELR outlives the ISR meeting the new minimum.
     IgnoreMinIsrChange,
+    /// The controller takes an ISR addition whatever broker epoch the leader vouches for (no
+    /// `Controller::check_replica_epochs`, KIP-903's check on the controller's side), leaving
+    /// the leader's own check as the only one.
+    NoBrokerEpochCheck,
 }
 
 impl Default for IsrModelOptions {
@@ -102,30 +150,52 @@ impl Default for IsrModelOptions {
             min_isr: 2,
             records: 2,
             lossy_crashes: 1,
+            clean_shutdowns: 1,
             unclean_leader_election: false,
             min_isr_changes: false,
-            mutation: None,
+            alter_partition_at_once: false,
+            metadata_mutation: None,
             replication_mutation: None,
+            controller_mutation: None,
         }
     }
 }
 
-/// What the leader knows in its epoch.
+/// The controller's record of one broker's registration (what keel-metadata's
+/// `BrokerRegistration` holds that the partition rules and the replicas look at).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LeaderState {
-    pub leader_epoch: LeaderEpoch,
-    /// The leader's log end offset when its epoch began.
-    pub epoch_start_offset: usize,
-    pub high_watermark: usize,
-    /// Per replica (index = node id - 1): the log end offset its last fetch in this epoch
-    /// reported, `None` if it has not fetched since the epoch began or its broker restarted.
-    pub follower_end_offsets: Vec<Option<usize>>,
+pub struct BrokerRecord {
+    pub broker_epoch: i64,
+    pub fenced: bool,
+    pub shutting_down: bool,
+    pub clean_shutdown: bool,
 }
 
+impl BrokerRecord {
+    fn is_active(&self) -> bool {
+        !self.fenced && !self.shutting_down
+    }
+}
+
+/// What the metadata log says about the partition: the registration, the topic's min ISR and
+/// the brokers (index i is broker n(i + 1)).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ReplicaStatus {
-    Follower,
-    Leader(LeaderState),
+pub struct Metadata {
+    pub partition: PartitionRegistration,
+    pub min_isr: usize,
+    pub brokers: Vec<BrokerRecord>,
+}
+
+impl Metadata {
+    /// Brokers that are registered, unfenced and not shutting down.
+    pub fn active(&self) -> Vec<NodeId> {
+        (0..self.brokers.len()).filter(|&i| self.brokers[i].is_active()).map(node).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Running,
     /// Down without a clean shutdown; the controller still counts the broker as active until
     /// it fences it.
     Crashed,
@@ -136,86 +206,119 @@ pub enum ReplicaStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Replica {
-    /// The leader epoch of the record at each offset.
-    pub log: Vec<LeaderEpoch>,
-    /// Records below this offset survive a crash.
-    pub flushed: usize,
-    pub status: ReplicaStatus,
+pub struct Broker {
+    pub status: Status,
+    pub log: ModelLog,
+    /// The running process's replica engine (`None` while the broker is down).
+    pub replica: Option<Replica>,
 }
 
-impl Replica {
-    pub fn is_running(&self) -> bool {
-        matches!(self.status, ReplicaStatus::Follower | ReplicaStatus::Leader(_))
-    }
-
-    fn leader_state(&self) -> Option<&LeaderState> {
-        match &self.status {
-            ReplicaStatus::Leader(state) => Some(state),
-            _ => None,
-        }
-    }
-
-    fn holds(&self, records: &[LeaderEpoch]) -> bool {
-        self.log.len() >= records.len() && self.log[..records.len()] == *records
-    }
-}
-
-/// The whole system in one value.
+/// An AlterPartition on its way to the controller, from the process with `broker_epoch`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AlterPartitionRequest {
+    pub from: NodeId,
+    pub broker_epoch: i64,
+    pub proposal: IsrProposal,
+}
+
+/// The whole system in one value. Two states are the same when their canonical fingerprints
+/// are (see the module documentation and `canonical.rs`): `Eq` and `Hash` use it.
+#[derive(Debug, Clone)]
 pub struct IsrState {
-    /// The controller's record of the partition.
-    pub partition: PartitionRegistration,
+    /// The clock; it moves only in [`IsrAction::TimePasses`].
+    pub now: Instant,
+    /// What the metadata log says, which every running broker has replayed.
+    pub metadata: Metadata,
     /// Index i is broker n(i + 1).
-    pub replicas: Vec<Replica>,
+    pub brokers: Vec<Broker>,
+    /// AlterPartition requests sent and not yet handled, in the order sent.
+    pub in_flight: Vec<AlterPartitionRequest>,
     /// Ghost: the acknowledged records (acks=all completes once a leader's high watermark
     /// passes a record, so they form a prefix of the log), as first acknowledged.
     pub acked: Vec<LeaderEpoch>,
     pub lossy_crashes: u8,
-    /// The topic's `min.insync.replicas` now (it changes only with `min_isr_changes`).
-    pub min_isr: usize,
+    pub clean_shutdowns: u8,
+    fingerprint: u128,
+}
+
+impl PartialEq for IsrState {
+    fn eq(&self, other: &IsrState) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for IsrState {}
+
+impl Hash for IsrState {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.fingerprint.hash(state);
+    }
+}
+
+impl IsrState {
+    fn replica(&self, i: usize) -> Option<&Replica> {
+        self.brokers[i].replica.as_ref()
+    }
+
+    /// Whether the broker the registration names leader runs and leads in its epoch.
+    pub fn has_running_leader(&self) -> bool {
+        let partition = &self.metadata.partition;
+        partition.leader.is_some_and(|l| {
+            self.replica(index(l))
+                .and_then(Replica::leader)
+                .is_some_and(|leader| leader.leader_epoch() == partition.leader_epoch && !leader.is_resigned())
+        })
+    }
+
+    /// Whether a running broker is in the ISR or the ELR (so some broker may lead).
+    fn eligible_replica_runs(&self) -> bool {
+        let partition = &self.metadata.partition;
+        partition.isr.iter().chain(&partition.elr).any(|&r| self.brokers[index(r)].status == Status::Running)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum IsrAction {
     /// A producer's record reaches the leader.
     Append(NodeId),
-    /// A follower fetches from the leader.
+    /// A follower fetches from its leader: request, answer, and what the follower does with it.
     Fetch(NodeId),
-    /// The leader removes a follower from the ISR.
-    Shrink(NodeId),
-    /// The leader adds a caught-up follower to the ISR.
-    Expand(NodeId),
-    Flush(NodeId),
+    /// The controller handles the AlterPartition request in flight at this position and
+    /// answers it.
+    AlterPartition(usize),
     /// Controlled shutdown: flush, leave leadership and the ISR, stop with the marker.
     Shutdown(NodeId),
-    /// Crash: everything not flushed is lost.
-    Crash(NodeId),
+    /// Crash: of what the broker had not flushed, only the records below this offset reached
+    /// the disk (any offset from what was flushed to the log end: the broker may have flushed
+    /// any part of its tail at any time, or none).
+    Crash(NodeId, i64),
     /// The controller fences a crashed broker whose session expired.
     Fence(NodeId),
-    /// A stopped broker starts, registers and is unfenced.
+    /// A stopped broker starts, registers, catches up and is unfenced.
     Restart(NodeId),
     /// The controller moves leadership back to the preferred replica.
     ElectPreferred,
     /// An operator sets the topic's `min.insync.replicas`.
     SetMinIsr(usize),
-    /// Nothing happens. Always possible and fair, so that a state in which nothing else fair
-    /// can happen is a run that stays there forever (the explorer's liveness search only
-    /// follows fair steps).
-    Wait,
+    /// Time passes (longer than the lag time and every backoff) and leaders handle a tick.
+    TimePasses,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum IsrFair {
     Fetch(NodeId),
-    Expand(NodeId),
+    AlterPartition(usize),
     Fence(NodeId),
-    Wait,
+    TimePasses,
 }
 
 #[derive(Debug)]
 pub struct IsrModel {
     options: IsrModelOptions,
+    /// How far [`IsrAction::TimePasses`] moves the clock.
+    time_step: Duration,
+    /// Times this close to `now` are told apart; older ones are all alike.
+    recent: Duration,
 }
 
 fn node(index: usize) -> NodeId {
@@ -224,46 +327,6 @@ fn node(index: usize) -> NodeId {
 
 fn index(node: NodeId) -> usize {
     (node.0 - 1) as usize
-}
-
-/// Kafka's OffsetsForLeaderEpoch over a log: the largest epoch at most `epoch` that the log
-/// holds, and the offset where it ends (where a later epoch starts, or the log end offset).
-fn end_offset_for(log: &[LeaderEpoch], epoch: LeaderEpoch) -> Option<(LeaderEpoch, usize)> {
-    let found = log.iter().copied().filter(|e| *e <= epoch).max()?;
-    let end = log.iter().position(|e| *e > found).unwrap_or(log.len());
-    Some((found, end))
-}
-
-/// The offset a follower truncates to before fetching from `leader`: the fetch's divergence
-/// check, repeated with the follower's new last epoch until the leader accepts it.
-fn divergence_offset(follower: &[LeaderEpoch], leader: &[LeaderEpoch]) -> usize {
-    let mut end = follower.len();
-    while let Some(&last_epoch) = follower[..end].last() {
-        let truncate_to = match end_offset_for(leader, last_epoch) {
-            // The leader holds nothing of this epoch or before: nothing is shared.
-            None => 0,
-            Some((epoch, leader_end)) if epoch == last_epoch => leader_end.min(end),
-            Some((epoch, leader_end)) => {
-                let follower_end = end_offset_for(&follower[..end], epoch).map_or(0, |(_, e)| e);
-                leader_end.min(follower_end)
-            }
-        };
-        if truncate_to >= end {
-            break;
-        }
-        end = truncate_to;
-    }
-    end
-}
-
-fn format_log(log: &[LeaderEpoch]) -> String {
-    let records: Vec<String> = log.iter().map(|e| format!("e{}", e.0)).collect();
-    format!("[{}]", records.join(" "))
-}
-
-fn format_nodes(nodes: &[NodeId]) -> String {
-    let names: Vec<String> = nodes.iter().map(|n| format!("n{}", n.0)).collect();
-    format!("[{}]", names.join(" "))
 }
 
 impl IsrModel {
@@ -281,11 +344,22 @@ impl IsrModel {
         if options.records == 0 || options.records > 8 {
             return Err(format!("records must be between 1 and 8, not {}", options.records));
         }
-        Ok(IsrModel { options })
+        let config = Config::new(NodeId(1));
+        let recent = config.replica_lag_time_max;
+        // Longer than the lag time plus the longest backoff: whatever was recorded before a
+        // time step is expired or past after it.
+        let backoffs = config.fetch_backoff.0.max(config.isr_change_retry_backoff.0);
+        let time_step = Duration(recent.0 + backoffs + Duration::from_millis(1).0);
+        Ok(IsrModel { options, time_step, recent })
     }
 
     pub fn options(&self) -> &IsrModelOptions {
         &self.options
+    }
+
+    /// The replication config of broker `i`'s processes.
+    fn config(&self, i: usize) -> Config {
+        Config { min_isr: self.options.min_isr, mutation: self.options.replication_mutation, ..Config::new(node(i)) }
     }
 
     fn eligibility<'a>(&self, min_isr: usize, active: &'a [NodeId]) -> Eligibility<'a> {
@@ -293,200 +367,368 @@ impl IsrModel {
             min_isr,
             unclean_leader_election: self.options.unclean_leader_election,
             active,
-            mutation: self.options.mutation,
+            mutation: self.options.metadata_mutation,
         }
     }
 
-    /// Brokers the controller counts as active: running, or crashed and not yet fenced.
-    fn active(state: &IsrState) -> Vec<NodeId> {
-        (0..state.replicas.len())
-            .filter(|&i| !matches!(state.replicas[i].status, ReplicaStatus::Stopped { .. }))
-            .map(node)
-            .collect()
+    /// Applies a partition rule with the current brokers and min ISR; returns what it returns.
+    fn change_partition(
+        &self,
+        metadata: &mut Metadata,
+        change: impl FnOnce(&mut PartitionRegistration, &Eligibility) -> bool,
+    ) -> bool {
+        let active = metadata.active();
+        let eligibility = self.eligibility(metadata.min_isr, &active);
+        change(&mut metadata.partition, &eligibility)
     }
 
-    fn leader_index(state: &IsrState) -> Option<usize> {
-        state.replicas.iter().position(|r| matches!(r.status, ReplicaStatus::Leader(_)))
+    /// The metadata as a broker's replay of the metadata log has it: a real image.
+    fn image(&self, metadata: &Metadata) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for (i, broker) in metadata.brokers.iter().enumerate() {
+            let (node, broker_epoch) = (node(i), broker.broker_epoch);
+            image.apply(&MetadataRecord::RegisterBroker {
+                node,
+                broker_epoch,
+                listeners: Vec::new(),
+                rack: None,
+                clean_shutdown: broker.clean_shutdown,
+                process_id: 0,
+                incarnation: 0,
+            });
+            if !broker.fenced {
+                image.apply(&MetadataRecord::UnfenceBroker { node, broker_epoch });
+            }
+            if broker.shutting_down {
+                image.apply(&MetadataRecord::BeginControlledShutdown { node, broker_epoch });
+            }
+        }
+        let configs = BTreeMap::from([
+            (MIN_INSYNC_REPLICAS.to_string(), metadata.min_isr.to_string()),
+            (UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), self.options.unclean_leader_election.to_string()),
+        ]);
+        image.apply(&MetadataRecord::Topic { name: "topic".into(), id: TOPIC_ID, configs });
+        let registration = metadata.partition.clone();
+        image.apply(&MetadataRecord::Partition { topic_id: TOPIC_ID, index: 0, registration });
+        image
     }
 
-    fn leader_state_mut(state: &mut IsrState) -> Option<&mut LeaderState> {
-        state.replicas.iter_mut().find_map(|r| match &mut r.status {
-            ReplicaStatus::Leader(leader) => Some(leader),
-            _ => None,
-        })
+    /// Every running broker replays the metadata: roles, ISR, min ISR, fenced replicas and
+    /// broker epochs, as the broker's replica engine takes them from an image.
+    fn publish(&self, s: &mut IsrState) {
+        let image = self.image(&s.metadata);
+        for (i, broker) in s.brokers.iter_mut().enumerate() {
+            let Some(replica) = broker.replica.as_mut() else { continue };
+            if may_act_on(&image, node(i), Some(s.metadata.brokers[i].broker_epoch)) {
+                replica.apply_image(s.now, &image, TOPIC_ID, 0, &broker.log);
+            }
+        }
     }
 
-    /// The brokers learn the registration: a running broker the registration names leader
-    /// takes the role for the new epoch; any other leader steps down.
-    fn propagate(state: &mut IsrState) {
-        let n = state.replicas.len();
-        let partition = &state.partition;
-        for (i, replica) in state.replicas.iter_mut().enumerate() {
-            let named = partition.leader == Some(node(i));
-            match &replica.status {
-                ReplicaStatus::Leader(leader) if !named || leader.leader_epoch != partition.leader_epoch => {
-                    replica.status = ReplicaStatus::Follower;
+    /// What a driver does after every input (send the ISR change a leader proposes, drain
+    /// completed requests), then the model's bookkeeping: the ghost of acknowledged records,
+    /// flushing once it no longer matters, and the fingerprint.
+    fn settle(&self, s: &mut IsrState) {
+        Self::send_and_acknowledge(s);
+        Self::drop_dead_requests(s);
+        while self.options.alter_partition_at_once && !s.in_flight.is_empty() {
+            self.alter_partition(s, 0);
+            Self::send_and_acknowledge(s);
+            Self::drop_dead_requests(s);
+        }
+        if s.lossy_crashes == 0 {
+            s.brokers.iter_mut().for_each(|b| b.log.flush());
+        }
+        // The rules treat the ELR and last-known ELR as sets.
+        s.metadata.partition.elr.sort();
+        s.metadata.partition.last_known_elr.sort();
+        s.fingerprint = self.fingerprint(s);
+    }
+
+    /// Sends what leaders propose to the controller, and counts the records below a leader's
+    /// high watermark as acknowledged.
+    fn send_and_acknowledge(s: &mut IsrState) {
+        for (i, broker) in s.brokers.iter_mut().enumerate() {
+            let Some(replica) = broker.replica.as_mut() else { continue };
+            // No acks=all request waits in the cores: acknowledgement is the ghost below.
+            let _ = replica.drain_completed();
+            let Some(leader) = replica.leader_mut() else { continue };
+            if let Some(proposal) = leader.poll_isr_change(s.now) {
+                let broker_epoch = s.metadata.brokers[i].broker_epoch;
+                s.in_flight.push(AlterPartitionRequest { from: node(i), broker_epoch, proposal });
+            }
+            let high_watermark = leader.high_watermark() as usize;
+            if high_watermark > s.acked.len() {
+                s.acked.extend_from_slice(&broker.log.epochs()[s.acked.len()..high_watermark]);
+            }
+        }
+    }
+
+    /// Drops the AlterPartition requests whose handling could change nothing: the controller
+    /// refuses a request from an older leader epoch, an older partition epoch or an earlier
+    /// process of its sender, and nobody acts on the answer, since the metadata that moved
+    /// those epochs on has already replaced the sender's outstanding change (`Leader::
+    /// handle_metadata_update`) or ended its leadership or process. Left in flight they would
+    /// only multiply states.
+    fn drop_dead_requests(s: &mut IsrState) {
+        let metadata = &s.metadata;
+        s.in_flight.retain(|r| {
+            let request = &r.proposal.request;
+            request.leader_epoch == metadata.partition.leader_epoch
+                && request.partition_epoch == metadata.partition.partition_epoch
+                && metadata.brokers[index(r.from)].broker_epoch == r.broker_epoch
+        });
+    }
+
+    fn fingerprint(&self, s: &IsrState) -> u128 {
+        let budgets = (s.lossy_crashes, s.clean_shutdowns);
+        canonical_fingerprint(&(&s.metadata, &s.brokers, &s.in_flight, &s.acked, budgets), s.now, self.recent)
+    }
+
+    /// Whether follower `f`'s replica would send a fetch now, to a running broker.
+    fn may_fetch(s: &IsrState, f: usize) -> bool {
+        let Some(follower) = s.replica(f).and_then(Replica::follower) else { return false };
+        !follower.is_awaiting_metadata()
+            && follower.poll_timeout().is_none_or(|until| until <= s.now)
+            && s.replica(index(follower.leader())).is_some()
+    }
+
+    fn append(s: &mut IsrState, l: usize) {
+        let broker = &mut s.brokers[l];
+        let leader = broker.replica.as_mut().and_then(Replica::leader_mut).expect("only a leader appends");
+        let log_end_offset = broker.log.append(leader.leader_epoch());
+        leader.handle_local_append(s.now, log_end_offset);
+    }
+
+    /// One fetch round trip from follower `f`; the answer carries at most one record.
+    fn fetch(s: &mut IsrState, f: usize) {
+        let now = s.now;
+        let broker_epoch = s.metadata.brokers[f].broker_epoch;
+        let follower = &mut s.brokers[f];
+        let replica = follower.replica.as_mut().expect("a running follower fetches");
+        let leader_node = replica.follower().expect("a follower fetches").leader();
+        let request = replica.next_fetch(now, Some(broker_epoch), &follower.log).expect("the follower sends a fetch");
+        let leader = &mut s.brokers[index(leader_node)];
+        let decision =
+            leader.replica.as_mut().expect("fetches go to a running broker").serve_fetch(now, &request, &leader.log);
+        let records = match decision {
+            FetchDecision::Read { fetch_offset, .. } => leader.log.records.slice(fetch_offset, fetch_offset + 1),
+            _ => Vec::new(),
+        };
+        let response = decision.response(request.fetch_offset + records.len() as i64);
+        let follower = &mut s.brokers[f];
+        let replica = follower.replica.as_mut().expect("a running follower fetches");
+        match replica.handle_fetched(now, &request, response, records.as_slice(), &mut follower.log) {
+            Ok(_) => {}
+            Err(never) => match never {},
+        }
+    }
+
+    /// The controller handles the AlterPartition at `position` in flight (as the broker's
+    /// `decide` and `Controller::alter_partition` do) and answers the process that sent it.
+    fn alter_partition(&self, s: &mut IsrState, position: usize) {
+        let request = s.in_flight.remove(position);
+        let result = self.decide_alter_partition(&mut s.metadata, &request);
+        let sender = index(request.from);
+        let same_process = s.metadata.brokers[sender].broker_epoch == request.broker_epoch;
+        let leader = s.brokers[sender].replica.as_mut().and_then(Replica::leader_mut);
+        if let Some(leader) = leader.filter(|_| same_process) {
+            leader.handle_isr_change_result(s.now, &request.proposal.request, result.clone());
+        }
+        if result.is_ok() {
+            self.publish(s);
+        }
+    }
+
+    fn decide_alter_partition(
+        &self,
+        metadata: &mut Metadata,
+        request: &AlterPartitionRequest,
+    ) -> Result<(i32, Vec<NodeId>), ErrorCode> {
+        if self.options.controller_mutation != Some(ControllerMutation::NoBrokerEpochCheck) {
+            let registered = |&(node, epoch): &(NodeId, i64)| metadata.brokers[index(node)].broker_epoch == epoch;
+            if !request.proposal.added.iter().all(registered) {
+                return Err(ErrorCode::IneligibleReplica);
+            }
+        }
+        if metadata.brokers[index(request.from)].broker_epoch != request.broker_epoch {
+            return Err(ErrorCode::StaleBrokerEpoch);
+        }
+        let active = metadata.active();
+        let eligibility = self.eligibility(metadata.min_isr, &active);
+        metadata.partition.alter_isr(&request.proposal.request, &eligibility)?;
+        Ok((metadata.partition.partition_epoch, metadata.partition.isr.clone()))
+    }
+
+    /// Controlled shutdown (`Controller::heartbeat` asking to shut down, then the process
+    /// stops with the clean-shutdown marker): flush, leave leadership and the ISR, stop.
+    fn shutdown(&self, s: &mut IsrState, r: usize) {
+        s.metadata.brokers[r].shutting_down = true;
+        self.change_partition(&mut s.metadata, |p, e| p.remove_replica(node(r), e));
+        let broker = &mut s.brokers[r];
+        broker.log.flush();
+        if let Some(mut replica) = broker.replica.take() {
+            replica.stop();
+        }
+        broker.status = Status::Stopped { clean: true };
+        s.metadata.brokers[r].fenced = true;
+        s.clean_shutdowns -= 1;
+        self.publish(s);
+    }
+
+    fn crash(s: &mut IsrState, r: usize, keep: i64) {
+        let broker = &mut s.brokers[r];
+        broker.log.crash(keep);
+        broker.replica = None;
+        broker.status = Status::Crashed;
+        s.lossy_crashes -= 1;
+    }
+
+    fn fence(&self, s: &mut IsrState, r: usize) {
+        s.metadata.brokers[r].fenced = true;
+        s.brokers[r].status = Status::Stopped { clean: false };
+        self.change_partition(&mut s.metadata, |p, e| p.remove_replica(node(r), e));
+        self.publish(s);
+    }
+
+    /// A new process: `Controller::register_broker` (a new broker epoch; out of the ISR, and
+    /// out of the ELR too without the clean-shutdown marker), then it catches up with the
+    /// metadata and `Controller::heartbeat` unfences it (and elects a leader if none).
+    fn restart(&self, s: &mut IsrState, r: usize) {
+        let Status::Stopped { clean } = s.brokers[r].status else { unreachable!("only a stopped broker restarts") };
+        let broker_epoch = s.metadata.brokers.iter().map(|b| b.broker_epoch).max().unwrap_or(BROKER_EPOCH_BASE) + 1;
+        s.metadata.brokers[r] =
+            BrokerRecord { broker_epoch, fenced: true, shutting_down: false, clean_shutdown: clean };
+        self.change_partition(&mut s.metadata, |p, e| {
+            let removed = p.remove_replica(node(r), e);
+            let unclean = !clean && p.handle_unclean_shutdown(node(r), e);
+            removed || unclean
+        });
+        s.metadata.brokers[r].fenced = false;
+        self.change_partition(&mut s.metadata, |p, e| p.try_elect(e));
+        s.brokers[r].status = Status::Running;
+        s.brokers[r].replica = Some(Replica::new(self.config(r)));
+        self.publish(s);
+    }
+
+    fn set_min_isr(&self, s: &mut IsrState, min_isr: usize) {
+        s.metadata.min_isr = min_isr;
+        if self.options.controller_mutation != Some(ControllerMutation::IgnoreMinIsrChange) {
+            self.change_partition(&mut s.metadata, |p, e| p.handle_min_isr_change(e) | p.try_elect(e));
+        }
+        self.publish(s);
+    }
+
+    fn time_passes(&self, s: &mut IsrState) {
+        s.now = s.now + self.time_step;
+        for broker in &mut s.brokers {
+            if let Some(leader) = broker.replica.as_mut().and_then(Replica::leader_mut) {
+                leader.handle_tick(s.now);
+            }
+        }
+    }
+
+    fn check_logs(s: &IsrState) -> Result<(), String> {
+        let latest = s.metadata.partition.leader_epoch;
+        for (i, broker) in s.brokers.iter().enumerate() {
+            let log = broker.log.epochs();
+            if log.windows(2).any(|w| w[0] > w[1]) || log.iter().any(|&e| e > latest) {
+                return Err(format!("log order: n{} holds {}", i + 1, describe::log(log)));
+            }
+        }
+        // Log matching: the same record at an offset means the same records below it.
+        for (i, a) in s.brokers.iter().enumerate() {
+            for (j, b) in s.brokers.iter().enumerate().skip(i + 1) {
+                let (a, b) = (a.log.epochs(), b.log.epochs());
+                let common = a.len().min(b.len());
+                if let Some(last) = (0..common).rev().find(|&o| a[o] == b[o]) {
+                    if a[..last] != b[..last] {
+                        return Err(format!(
+                            "log matching: n{} {} and n{} {} agree at offset {last} but not below it",
+                            i + 1,
+                            describe::log(a),
+                            j + 1,
+                            describe::log(b)
+                        ));
+                    }
                 }
-                _ => {}
-            }
-            if named && replica.status == ReplicaStatus::Follower {
-                replica.status = ReplicaStatus::Leader(LeaderState {
-                    leader_epoch: partition.leader_epoch,
-                    epoch_start_offset: replica.log.len(),
-                    high_watermark: 0,
-                    follower_end_offsets: vec![None; n],
-                });
             }
         }
+        Ok(())
     }
 
-    /// HW = the least log end offset over the ISR, advancing only while |ISR| >= min ISR; the
-    /// records it passes are acknowledged.
-    fn advance_high_watermark(&self, state: &mut IsrState) {
-        let Some(l) = Self::leader_index(state) else { return };
-        if state.partition.isr.len() < state.min_isr {
-            return;
+    /// Every running broker's role is the one the metadata (which it has replayed) gives it,
+    /// and its core's own invariants hold.
+    fn check_replicas(s: &IsrState) -> Result<(), String> {
+        let partition = &s.metadata.partition;
+        for (i, broker) in s.brokers.iter().enumerate() {
+            let Some(replica) = &broker.replica else { continue };
+            let epoch = partition.leader_epoch;
+            let expected = match replica.role() {
+                Role::Leader(leader) => {
+                    leader.check_invariants()?;
+                    partition.leader == Some(node(i)) && leader.leader_epoch() == epoch
+                }
+                Role::Follower(follower) => {
+                    follower.check_invariants(&broker.log)?;
+                    partition.leader == Some(follower.leader()) && follower.leader_epoch() == epoch
+                }
+                Role::Offline { .. } => partition.leader.is_none(),
+            };
+            if !expected {
+                return Err(format!(
+                    "role: n{} is {} while the metadata names leader {} in epoch {}",
+                    i + 1,
+                    replica.role_name(),
+                    describe::leader(partition.leader),
+                    describe::epoch(epoch)
+                ));
+            }
         }
-        let leader = &state.replicas[l];
-        let ReplicaStatus::Leader(view) = &leader.status else { unreachable!("leader_index found a leader") };
-        let mut least = leader.log.len();
-        for &member in &state.partition.isr {
-            if member == node(l) {
+        Ok(())
+    }
+
+    fn check_acked(s: &IsrState) -> Result<(), String> {
+        let partition = &s.metadata.partition;
+        for (i, broker) in s.brokers.iter().enumerate() {
+            let set = if partition.isr.contains(&node(i)) {
+                "ISR"
+            } else if partition.elr.contains(&node(i)) {
+                "ELR"
+            } else {
                 continue;
-            }
-            match view.follower_end_offsets[index(member)] {
-                Some(end) => least = least.min(end),
-                None => return,
-            }
-        }
-        if least <= view.high_watermark {
-            return;
-        }
-        for offset in state.acked.len()..least {
-            state.acked.push(leader.log[offset]);
-        }
-        if let Some(view) = Self::leader_state_mut(state) {
-            view.high_watermark = least;
-        }
-    }
-
-    /// Canonical form: renumbered epochs, partition epoch 0, ELR sets in replica order, and
-    /// every log flushed once no crash can lose anything.
-    fn normalize(state: &mut IsrState) {
-        state.partition.partition_epoch = 0;
-        state.partition.elr.sort();
-        state.partition.last_known_elr.sort();
-        if state.lossy_crashes == 0 {
-            for replica in &mut state.replicas {
-                replica.flushed = replica.log.len();
+            };
+            if broker.status == Status::Running && !broker.log.holds(&s.acked) {
+                return Err(format!(
+                    "acked record lost: n{} is in the {set} but holds {}, not every acknowledged record {}",
+                    i + 1,
+                    describe::log(broker.log.epochs()),
+                    describe::log(&s.acked)
+                ));
             }
         }
-        let mut epochs: Vec<LeaderEpoch> = vec![state.partition.leader_epoch];
-        epochs.extend(state.acked.iter().copied());
-        for replica in &state.replicas {
-            epochs.extend(replica.log.iter().copied());
-            if let Some(leader) = replica.leader_state() {
-                epochs.push(leader.leader_epoch);
+        for (i, broker) in s.brokers.iter().enumerate() {
+            let Some(leader) = broker.replica.as_ref().and_then(Replica::leader) else { continue };
+            let high_watermark = leader.high_watermark() as usize;
+            let covered = high_watermark.min(s.acked.len());
+            if broker.log.epochs()[..covered] != s.acked[..covered] {
+                return Err(format!(
+                    "two acked records at one offset: leader n{} holds {} below its HW {high_watermark}, acknowledged {}",
+                    i + 1,
+                    describe::log(broker.log.epochs()),
+                    describe::log(&s.acked)
+                ));
+            }
+            let view = broker.replica.as_ref().and_then(|r| r.consumer_view(None).ok());
+            if view.is_some_and(|v| v.caught_up && (v.high_watermark as usize) < s.acked.len()) {
+                return Err(format!(
+                    "high watermark went back: leader n{} shows consumers HW {high_watermark} after {} records were acknowledged",
+                    i + 1,
+                    s.acked.len()
+                ));
             }
         }
-        epochs.sort();
-        epochs.dedup();
-        let renumber = |e: &mut LeaderEpoch| {
-            let rank = epochs.binary_search(e).expect("every epoch was collected");
-            *e = LeaderEpoch(rank as i32);
-        };
-        renumber(&mut state.partition.leader_epoch);
-        state.acked.iter_mut().for_each(renumber);
-        for replica in &mut state.replicas {
-            replica.log.iter_mut().for_each(renumber);
-            if let ReplicaStatus::Leader(leader) = &mut replica.status {
-                renumber(&mut leader.leader_epoch);
-            }
-        }
-    }
-
-    /// The leader's AlterPartition, answered at once. The model only sends requests the rules
-    /// accept, so a refusal is a bug in the model or the rules.
-    fn alter_isr(&self, state: &mut IsrState, new_isr: Vec<NodeId>) {
-        let active = Self::active(state);
-        let min_isr = state.min_isr;
-        let partition = &mut state.partition;
-        let leader = partition.leader.expect("only a leader alters the ISR");
-        let request = AlterIsr {
-            leader,
-            leader_epoch: partition.leader_epoch,
-            partition_epoch: partition.partition_epoch,
-            new_isr,
-        };
-        if let Err(error) = partition.alter_isr(&request, &self.eligibility(min_isr, &active)) {
-            panic!("AlterPartition {request:?} refused with {error:?}");
-        }
-    }
-
-    /// Whether a fetch by `f` would change anything: truncate, copy, or tell the leader news.
-    fn fetch_changes(state: &IsrState, l: usize, f: usize) -> bool {
-        let leader = &state.replicas[l];
-        let follower = &state.replicas[f];
-        let view = leader.leader_state().expect("a leader");
-        follower.log != leader.log || view.follower_end_offsets[f] != Some(follower.log.len())
-    }
-
-    fn fetch(state: &mut IsrState, l: usize, f: usize) {
-        let leader_log = state.replicas[l].log.clone();
-        let follower = &mut state.replicas[f];
-        let keep = divergence_offset(&follower.log, &leader_log);
-        follower.log.truncate(keep);
-        follower.flushed = follower.flushed.min(keep);
-        if let Some(&next) = leader_log.get(follower.log.len()) {
-            follower.log.push(next);
-        }
-        let end = follower.log.len();
-        if let ReplicaStatus::Leader(view) = &mut state.replicas[l].status {
-            view.follower_end_offsets[f] = Some(end);
-        }
-    }
-
-    fn describe_partition(partition: &PartitionRegistration) -> String {
-        let leader = partition.leader.map_or("none".to_string(), |n| format!("n{}", n.0));
-        format!(
-            "partition: leader {leader}, leader epoch e{}, ISR {}, ELR {}, last-known ELR {}",
-            partition.leader_epoch.0,
-            format_nodes(&partition.isr),
-            format_nodes(&partition.elr),
-            format_nodes(&partition.last_known_elr)
-        )
-    }
-
-    /// One replica's line; `flushed` says whether flushing still matters (a crash is left).
-    fn describe_replica(i: usize, replica: &Replica, flushed: bool) -> String {
-        let role = match &replica.status {
-            ReplicaStatus::Follower => "follower".to_string(),
-            ReplicaStatus::Leader(view) => {
-                let followers: Vec<String> = view
-                    .follower_end_offsets
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(j, end)| format!("n{}={}", j + 1, end.map_or("?".to_string(), |e| e.to_string())))
-                    .collect();
-                format!(
-                    "leader of e{} (HW {}, epoch start offset {}, follower log end offsets {})",
-                    view.leader_epoch.0,
-                    view.high_watermark,
-                    view.epoch_start_offset,
-                    followers.join(" ")
-                )
-            }
-            ReplicaStatus::Crashed => "CRASHED, not yet fenced".to_string(),
-            ReplicaStatus::Stopped { clean: true } => "stopped after a clean shutdown, fenced".to_string(),
-            ReplicaStatus::Stopped { clean: false } => "down after a crash, fenced".to_string(),
-        };
-        let log = format_log(&replica.log);
-        if flushed {
-            format!("n{} {role}: log {log} flushed to {}", i + 1, replica.flushed)
-        } else {
-            format!("n{} {role}: log {log}", i + 1)
-        }
+        Ok(())
     }
 }
 
@@ -496,247 +738,123 @@ impl Model for IsrModel {
     type FairKey = IsrFair;
 
     fn initial(&self) -> IsrState {
-        let nodes: Vec<NodeId> = (0..self.options.replicas).map(node).collect();
-        let partition = PartitionRegistration::new(nodes.clone(), &self.eligibility(self.options.min_isr, &nodes));
-        let replica = Replica { log: Vec::new(), flushed: 0, status: ReplicaStatus::Follower };
+        let n = self.options.replicas;
+        let nodes: Vec<NodeId> = (0..n).map(node).collect();
+        let mut partition = PartitionRegistration::new(nodes.clone(), &self.eligibility(self.options.min_isr, &nodes));
+        partition.leader_epoch = LeaderEpoch(LEADER_EPOCH_BASE);
+        partition.partition_epoch = PARTITION_EPOCH_BASE;
+        let record = |i: usize| BrokerRecord {
+            broker_epoch: BROKER_EPOCH_BASE + 1 + i as i64,
+            fenced: false,
+            shutting_down: false,
+            clean_shutdown: true,
+        };
+        let metadata = Metadata { partition, min_isr: self.options.min_isr, brokers: (0..n).map(record).collect() };
+        let broker = |i: usize| Broker {
+            status: Status::Running,
+            log: ModelLog::default(),
+            replica: Some(Replica::new(self.config(i))),
+        };
         let mut state = IsrState {
-            partition,
-            replicas: vec![replica; self.options.replicas],
+            now: START,
+            metadata,
+            brokers: (0..n).map(broker).collect(),
+            in_flight: Vec::new(),
             acked: Vec::new(),
             lossy_crashes: self.options.lossy_crashes,
-            min_isr: self.options.min_isr,
+            clean_shutdowns: self.options.clean_shutdowns,
+            fingerprint: 0,
         };
-        Self::propagate(&mut state);
-        Self::normalize(&mut state);
+        self.publish(&mut state);
+        self.settle(&mut state);
         state
     }
 
-    fn actions(&self, state: &IsrState) -> Vec<IsrAction> {
+    fn actions(&self, s: &IsrState) -> Vec<IsrAction> {
         let mut actions = Vec::new();
-        let leader = Self::leader_index(state);
-        let epoch_start_rule = self.options.replication_mutation != Some(ReplicationMutation::ExpandBelowEpochStart);
-        if let Some(l) = leader {
-            let view = state.replicas[l].leader_state().expect("a leader");
-            if state.replicas[l].log.len() < self.options.records {
-                actions.push(IsrAction::Append(node(l)));
-            }
-            for (f, follower) in state.replicas.iter().enumerate() {
-                if f == l {
-                    continue;
+        for (i, broker) in s.brokers.iter().enumerate() {
+            match broker.replica.as_ref().map(Replica::role) {
+                Some(Role::Leader(_)) if broker.log.record_count() < self.options.records => {
+                    actions.push(IsrAction::Append(node(i)))
                 }
-                if follower.is_running() && Self::fetch_changes(state, l, f) {
-                    actions.push(IsrAction::Fetch(node(f)));
-                }
-                // The leader cannot tell a crashed follower from a slow one: it judges both by
-                // their last fetch.
-                let reachable = follower.is_running() || follower.status == ReplicaStatus::Crashed;
-                if state.partition.isr.contains(&node(f)) {
-                    actions.push(IsrAction::Shrink(node(f)));
-                } else if reachable
-                    && view.follower_end_offsets[f].is_some_and(|end| {
-                        end >= view.high_watermark && (end >= view.epoch_start_offset || !epoch_start_rule)
-                    })
-                {
-                    actions.push(IsrAction::Expand(node(f)));
-                }
+                Some(Role::Follower(_)) if Self::may_fetch(s, i) => actions.push(IsrAction::Fetch(node(i))),
+                _ => {}
             }
         }
-        for (i, replica) in state.replicas.iter().enumerate() {
+        actions.extend((0..s.in_flight.len()).map(IsrAction::AlterPartition));
+        for (i, broker) in s.brokers.iter().enumerate() {
             let id = node(i);
-            match replica.status {
-                ReplicaStatus::Follower | ReplicaStatus::Leader(_) => {
-                    if state.lossy_crashes > 0 && replica.flushed < replica.log.len() {
-                        actions.push(IsrAction::Flush(id));
+            match broker.status {
+                Status::Running => {
+                    if s.clean_shutdowns > 0 {
+                        actions.push(IsrAction::Shutdown(id));
                     }
-                    actions.push(IsrAction::Shutdown(id));
-                    if state.lossy_crashes > 0 {
-                        actions.push(IsrAction::Crash(id));
+                    if s.lossy_crashes > 0 {
+                        let kept = broker.log.flushed..=broker.log.record_count() as i64;
+                        actions.extend(kept.map(|keep| IsrAction::Crash(id, keep)));
                     }
                 }
-                ReplicaStatus::Crashed => actions.push(IsrAction::Fence(id)),
-                ReplicaStatus::Stopped { .. } => actions.push(IsrAction::Restart(id)),
+                Status::Crashed => actions.push(IsrAction::Fence(id)),
+                Status::Stopped { .. } => actions.push(IsrAction::Restart(id)),
             }
         }
-        let mut preferred = state.partition.clone();
-        let active = Self::active(state);
-        if preferred.elect_preferred(&self.eligibility(state.min_isr, &active)) {
+        let mut metadata = s.metadata.clone();
+        if self.change_partition(&mut metadata, |p, e| p.elect_preferred(e)) {
             actions.push(IsrAction::ElectPreferred);
         }
         if self.options.min_isr_changes {
-            for min_isr in (1..=self.options.replicas).filter(|&m| m != state.min_isr) {
-                actions.push(IsrAction::SetMinIsr(min_isr));
-            }
+            let others = (1..=self.options.replicas).filter(|&m| m != s.metadata.min_isr);
+            actions.extend(others.map(IsrAction::SetMinIsr));
         }
-        actions.push(IsrAction::Wait);
+        actions.push(IsrAction::TimePasses);
         actions
     }
 
     fn step(&self, state: &IsrState, action: &IsrAction, _choices: &mut Choices) -> Option<IsrState> {
         let mut s = state.clone();
         match *action {
-            IsrAction::Append(l) => {
-                let replica = &mut s.replicas[index(l)];
-                let epoch = replica.leader_state().expect("only a leader appends").leader_epoch;
-                replica.log.push(epoch);
-            }
-            IsrAction::Fetch(f) => {
-                let l = Self::leader_index(&s).expect("followers fetch from a leader");
-                Self::fetch(&mut s, l, index(f));
-            }
-            IsrAction::Shrink(f) => {
-                let new_isr = s.partition.isr.iter().copied().filter(|&r| r != f).collect();
-                self.alter_isr(&mut s, new_isr);
-            }
-            IsrAction::Expand(f) => {
-                let mut new_isr = s.partition.isr.clone();
-                new_isr.push(f);
-                new_isr.sort();
-                self.alter_isr(&mut s, new_isr);
-            }
-            IsrAction::Flush(r) => {
-                let replica = &mut s.replicas[index(r)];
-                replica.flushed = replica.log.len();
-            }
-            IsrAction::Shutdown(r) => {
-                let replica = &mut s.replicas[index(r)];
-                replica.flushed = replica.log.len();
-                replica.status = ReplicaStatus::Stopped { clean: true };
-                let active = Self::active(&s);
-                s.partition.remove_replica(r, &self.eligibility(s.min_isr, &active));
-            }
-            IsrAction::Crash(r) => {
-                let replica = &mut s.replicas[index(r)];
-                replica.log.truncate(replica.flushed);
-                replica.status = ReplicaStatus::Crashed;
-                s.lossy_crashes -= 1;
-            }
-            IsrAction::Fence(r) => {
-                s.replicas[index(r)].status = ReplicaStatus::Stopped { clean: false };
-                let active = Self::active(&s);
-                s.partition.remove_replica(r, &self.eligibility(s.min_isr, &active));
-            }
-            IsrAction::Restart(r) => {
-                let ReplicaStatus::Stopped { clean } = s.replicas[index(r)].status else {
-                    unreachable!("only a stopped broker restarts")
-                };
-                if !clean {
-                    // The registration carries no clean-shutdown marker; the broker is still
-                    // fenced while the controller handles it.
-                    let active = Self::active(&s);
-                    s.partition.handle_unclean_shutdown(r, &self.eligibility(s.min_isr, &active));
-                }
-                s.replicas[index(r)].status = ReplicaStatus::Follower;
-                let active = Self::active(&s);
-                s.partition.try_elect(&self.eligibility(s.min_isr, &active));
-                // A new incarnation: what the leader learned of the old one's log no longer holds.
-                let forget = self.options.replication_mutation != Some(ReplicationMutation::KeepFollowerStateOnRestart);
-                if let Some(view) = Self::leader_state_mut(&mut s).filter(|_| forget) {
-                    view.follower_end_offsets[index(r)] = None;
-                }
-            }
+            IsrAction::Append(l) => Self::append(&mut s, index(l)),
+            IsrAction::Fetch(f) => Self::fetch(&mut s, index(f)),
+            IsrAction::AlterPartition(position) => self.alter_partition(&mut s, position),
+            IsrAction::Shutdown(r) => self.shutdown(&mut s, index(r)),
+            IsrAction::Crash(r, keep) => Self::crash(&mut s, index(r), keep),
+            IsrAction::Fence(r) => self.fence(&mut s, index(r)),
+            IsrAction::Restart(r) => self.restart(&mut s, index(r)),
             IsrAction::ElectPreferred => {
-                let active = Self::active(&s);
-                s.partition.elect_preferred(&self.eligibility(s.min_isr, &active));
+                self.change_partition(&mut s.metadata, |p, e| p.elect_preferred(e));
+                self.publish(&mut s);
             }
-            IsrAction::SetMinIsr(min_isr) => {
-                s.min_isr = min_isr;
-                if self.options.replication_mutation != Some(ReplicationMutation::IgnoreMinIsrChange) {
-                    let active = Self::active(&s);
-                    s.partition.handle_min_isr_change(&self.eligibility(min_isr, &active));
-                }
-            }
-            IsrAction::Wait => return Some(s),
+            IsrAction::SetMinIsr(min_isr) => self.set_min_isr(&mut s, min_isr),
+            IsrAction::TimePasses => self.time_passes(&mut s),
         }
-        Self::propagate(&mut s);
-        self.advance_high_watermark(&mut s);
-        Self::normalize(&mut s);
+        self.settle(&mut s);
         Some(s)
     }
 
     fn fair_key(&self, _state: &IsrState, action: &IsrAction) -> Option<IsrFair> {
         match *action {
             IsrAction::Fetch(f) => Some(IsrFair::Fetch(f)),
-            IsrAction::Expand(f) => Some(IsrFair::Expand(f)),
+            IsrAction::AlterPartition(position) => Some(IsrFair::AlterPartition(position)),
             IsrAction::Fence(r) => Some(IsrFair::Fence(r)),
-            IsrAction::Wait => Some(IsrFair::Wait),
+            IsrAction::TimePasses => Some(IsrFair::TimePasses),
             _ => None,
         }
     }
 
-    fn check(&self, state: &IsrState) -> Result<(), String> {
-        let active = Self::active(state);
-        let partition = &state.partition;
+    fn check(&self, s: &IsrState) -> Result<(), String> {
+        let active = s.metadata.active();
+        let partition = &s.metadata.partition;
         partition
-            .check_invariants(&self.eligibility(state.min_isr, &active))
+            .check_invariants(&self.eligibility(s.metadata.min_isr, &active))
             .map_err(|e| format!("partition invariant: {e}"))?;
-        for (i, replica) in state.replicas.iter().enumerate() {
-            if replica.log.windows(2).any(|w| w[0] > w[1]) || replica.log.iter().any(|&e| e > partition.leader_epoch) {
-                return Err(format!("log order: n{} holds {}", i + 1, format_log(&replica.log)));
-            }
-        }
-        // Log matching: the same record at an offset means the same records below it.
-        for (i, a) in state.replicas.iter().enumerate() {
-            for (j, b) in state.replicas.iter().enumerate().skip(i + 1) {
-                let common = a.log.len().min(b.log.len());
-                if let Some(last) = (0..common).rev().find(|&o| a.log[o] == b.log[o]) {
-                    if a.log[..last] != b.log[..last] {
-                        return Err(format!(
-                            "log matching: n{} {} and n{} {} agree at offset {last} but not below it",
-                            i + 1,
-                            format_log(&a.log),
-                            j + 1,
-                            format_log(&b.log)
-                        ));
-                    }
-                }
-            }
-        }
         if let Some(leader) = partition.leader {
-            if matches!(state.replicas[index(leader)].status, ReplicaStatus::Stopped { .. }) {
+            if s.metadata.brokers[index(leader)].fenced {
                 return Err(format!("fenced leader: n{} leads while fenced", leader.0));
             }
         }
-        for (i, replica) in state.replicas.iter().enumerate() {
-            let id = node(i);
-            let set = if partition.isr.contains(&id) {
-                "ISR"
-            } else if partition.elr.contains(&id) {
-                "ELR"
-            } else {
-                continue;
-            };
-            if replica.is_running() && !replica.holds(&state.acked) {
-                return Err(format!(
-                    "acked record lost: n{} is in the {set} but holds {}, not every acknowledged record {}",
-                    i + 1,
-                    format_log(&replica.log),
-                    format_log(&state.acked)
-                ));
-            }
-        }
-        if let Some(l) = Self::leader_index(state) {
-            let leader = &state.replicas[l];
-            let view = leader.leader_state().expect("a leader");
-            let covered = view.high_watermark.min(state.acked.len());
-            if leader.log[..covered] != state.acked[..covered] {
-                return Err(format!(
-                    "two acked records at one offset: leader n{} holds {} below its HW {}, acknowledged {}",
-                    l + 1,
-                    format_log(&leader.log),
-                    view.high_watermark,
-                    format_log(&state.acked)
-                ));
-            }
-            if view.high_watermark >= view.epoch_start_offset && view.high_watermark < state.acked.len() {
-                return Err(format!(
-                    "high watermark went back: leader n{} shows consumers HW {} after {} records were acknowledged",
-                    l + 1,
-                    view.high_watermark,
-                    state.acked.len()
-                ));
-            }
-        }
-        Ok(())
+        Self::check_logs(s)?;
+        Self::check_replicas(s)?;
+        Self::check_acked(s)
     }
 
     fn properties(&self) -> Vec<Property<IsrState>> {
@@ -746,120 +864,90 @@ impl Model for IsrModel {
                 goal: led_if_possible,
             },
             Property { name: "acknowledged records reach every running replica", goal: acked_everywhere },
+            Property { name: "every running replica is in the ISR of a running leader", goal: isr_complete },
         ]
     }
 
     fn describe_action(&self, state: &IsrState, action: &IsrAction) -> String {
-        let leader = Self::leader_index(state).map_or("none".to_string(), |l| format!("n{}", l + 1));
-        match *action {
-            IsrAction::Append(l) => {
-                format!("n{} (leader) appends a record at offset {}", l.0, state.replicas[index(l)].log.len())
-            }
-            IsrAction::Fetch(f) => format!("n{} fetches from leader {leader}", f.0),
-            IsrAction::Shrink(f) => format!("leader {leader} shrinks the ISR: n{} is out (AlterPartition)", f.0),
-            IsrAction::Expand(f) => format!("leader {leader} expands the ISR: n{} is back (AlterPartition)", f.0),
-            IsrAction::Flush(r) => format!("n{} flushes its log", r.0),
-            IsrAction::Shutdown(r) => format!("n{} shuts down cleanly (flush, controlled shutdown)", r.0),
-            IsrAction::Crash(r) => format!("n{} CRASHES and loses what it had not flushed", r.0),
-            IsrAction::Fence(r) => format!("the controller fences n{} (its session expired)", r.0),
-            IsrAction::Restart(r) => {
-                let how = match state.replicas[index(r)].status {
-                    ReplicaStatus::Stopped { clean: true } => "with",
-                    _ => "WITHOUT",
-                };
-                format!("n{} restarts and registers {how} a clean-shutdown marker; it is unfenced", r.0)
-            }
-            IsrAction::ElectPreferred => "the controller elects the preferred leader".to_string(),
-            IsrAction::SetMinIsr(min_isr) => format!("an operator sets min.insync.replicas to {min_isr}"),
-            IsrAction::Wait => "time passes; nothing else happens".to_string(),
-        }
+        describe::action(self, state, action)
     }
 
     fn describe_state(&self, before: Option<&IsrState>, after: &IsrState) -> Vec<String> {
-        let mut lines = Vec::new();
-        let partition = Self::describe_partition(&after.partition);
-        if before.is_none_or(|b| Self::describe_partition(&b.partition) != partition) {
-            lines.push(partition);
-        }
-        let flushed = after.lossy_crashes > 0;
-        for (i, replica) in after.replicas.iter().enumerate() {
-            let now = Self::describe_replica(i, replica, flushed);
-            if before.is_none_or(|b| Self::describe_replica(i, &b.replicas[i], flushed) != now) {
-                lines.push(now);
-            }
-        }
-        if before.is_none_or(|b| b.acked != after.acked) {
-            lines.push(format!("acknowledged: {}", format_log(&after.acked)));
-        }
-        if before.is_none_or(|b| b.min_isr != after.min_isr) {
-            lines.push(format!("min.insync.replicas: {}", after.min_isr));
-        }
-        if before.is_none() {
-            lines.push(format!(
-                "lossy crashes left: {}; epochs are renumbered e0, e1, ... in order after every step",
-                after.lossy_crashes
-            ));
-        }
-        lines
+        describe::changes(before, after)
     }
 }
 
 /// A running broker leads, or no running broker is in the ISR or the ELR.
 pub fn led_if_possible(state: &IsrState) -> bool {
-    if let Some(leader) = state.partition.leader {
-        if state.replicas[index(leader)].is_running() {
-            return true;
-        }
-    }
-    let eligible = state.partition.isr.iter().chain(&state.partition.elr);
-    !eligible.into_iter().any(|&r| state.replicas[index(r)].is_running())
+    state.has_running_leader() || !state.eligible_replica_runs()
 }
 
 /// Every running replica holds every acknowledged record, or no running broker is in the ISR
 /// or the ELR (so no leader can bring them).
 pub fn acked_everywhere(state: &IsrState) -> bool {
-    let everywhere = state.replicas.iter().filter(|r| r.is_running()).all(|r| r.holds(&state.acked));
-    let eligible = state.partition.isr.iter().chain(&state.partition.elr);
-    everywhere || !eligible.into_iter().any(|&r| state.replicas[index(r)].is_running())
+    let everywhere = state.brokers.iter().filter(|b| b.status == Status::Running).all(|b| b.log.holds(&state.acked));
+    everywhere || !state.eligible_replica_runs()
+}
+
+/// Every running broker is in the ISR, or no running broker leads (a leader adds every
+/// follower that catches up).
+pub fn isr_complete(state: &IsrState) -> bool {
+    let isr = &state.metadata.partition.isr;
+    let complete =
+        (0..state.brokers.len()).all(|i| state.brokers[i].status != Status::Running || isr.contains(&node(i)));
+    complete || !state.has_running_leader()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn epochs(list: &[i32]) -> Vec<LeaderEpoch> {
-        list.iter().map(|&e| LeaderEpoch(e)).collect()
+    fn step(model: &IsrModel, state: &IsrState, action: IsrAction) -> IsrState {
+        model.step(state, &action, &mut Choices::default()).expect("within bounds")
     }
 
     #[test]
-    fn divergence_keeps_the_longest_shared_prefix() {
-        // (follower, leader, offset the follower keeps)
-        let table: &[(&[i32], &[i32], usize)] = &[
-            (&[], &[0, 0], 0),
-            (&[0], &[0, 0], 1),
-            (&[0, 0], &[0], 1),
-            (&[0, 1, 1], &[0, 2], 1),
-            (&[0, 1], &[0, 0, 2], 1),
-            (&[1], &[], 0),
-            (&[1, 1], &[0, 2], 0),
-            (&[0, 0, 3], &[0, 0, 2, 2], 2),
-            (&[0, 2, 2], &[0, 2, 2, 4], 3),
-        ];
-        for &(follower, leader, keep) in table {
-            assert_eq!(divergence_offset(&epochs(follower), &epochs(leader)), keep, "{follower:?} vs {leader:?}");
-        }
-    }
-
-    #[test]
-    fn epochs_are_renumbered_in_order() {
+    fn time_passing_again_over_a_quiet_partition_is_the_same_state() {
         let model = IsrModel::new(IsrModelOptions::default()).expect("valid");
         let mut state = model.initial();
-        state.partition.leader_epoch = LeaderEpoch(7);
-        state.replicas[0].log = epochs(&[2, 5]);
-        state.replicas[0].status = ReplicaStatus::Follower;
-        state.acked = epochs(&[2]);
-        IsrModel::normalize(&mut state);
-        assert_eq!((state.replicas[0].log.clone(), state.partition.leader_epoch), (epochs(&[0, 1]), LeaderEpoch(2)));
-        assert_eq!(state.acked, epochs(&[0]));
+        for follower in [2, 3] {
+            state = step(&model, &state, IsrAction::Fetch(NodeId(follower)));
+        }
+        let once = step(&model, &state, IsrAction::TimePasses);
+        let twice = step(&model, &once, IsrAction::TimePasses);
+        assert_ne!(state, once, "the fetches' times became old");
+        assert_eq!(once, twice, "old times are alike");
+        assert!(twice.now > once.now);
+    }
+
+    #[test]
+    fn a_shutdown_and_restart_comes_back_to_the_same_state_in_new_epochs() {
+        let model = IsrModel::new(IsrModelOptions { clean_shutdowns: 2, ..IsrModelOptions::default() }).expect("valid");
+        let cycle = |state: &IsrState| {
+            let stopped = step(&model, state, IsrAction::Shutdown(NodeId(3)));
+            step(&model, &stopped, IsrAction::Restart(NodeId(3)))
+        };
+        let once = cycle(&model.initial());
+        let mut twice = cycle(&once);
+        assert_ne!(once.metadata.brokers[2].broker_epoch, twice.metadata.brokers[2].broker_epoch);
+        // The same but for the budget and the epochs' values.
+        twice.clean_shutdowns += 1;
+        twice.fingerprint = model.fingerprint(&twice);
+        assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn a_crash_keeps_what_was_flushed_and_may_keep_more() {
+        let model = IsrModel::new(IsrModelOptions { clean_shutdowns: 2, ..IsrModelOptions::default() }).expect("valid");
+        let mut state = model.initial();
+        state = step(&model, &state, IsrAction::Append(NodeId(1)));
+        let crashes: Vec<IsrAction> =
+            model.actions(&state).into_iter().filter(|a| matches!(a, IsrAction::Crash(NodeId(1), _))).collect();
+        assert_eq!(crashes, [IsrAction::Crash(NodeId(1), 0), IsrAction::Crash(NodeId(1), 1)]);
+        state = step(&model, &state, IsrAction::Shutdown(NodeId(1)));
+        state = step(&model, &state, IsrAction::Restart(NodeId(1)));
+        let crashes: Vec<IsrAction> =
+            model.actions(&state).into_iter().filter(|a| matches!(a, IsrAction::Crash(NodeId(1), _))).collect();
+        assert_eq!(crashes, [IsrAction::Crash(NodeId(1), 1)], "the shutdown flushed the record");
     }
 }
