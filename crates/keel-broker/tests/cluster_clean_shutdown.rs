@@ -12,7 +12,7 @@ use keel_metadata::{BrokerRegistration, MetadataImage};
 use keel_types::NodeId;
 
 mod common;
-use common::{free_port, node_config};
+use common::{broker_only_config, node_config, one_voter};
 
 async fn status(address: std::net::SocketAddr) -> Option<ControllerStatus> {
     match Caller::new(address).call::<_, Response>(&Frame::Request(Request::Status), Duration::from_secs(1)).await {
@@ -40,12 +40,8 @@ async fn registered_after(voter: std::net::SocketAddr, node: i32, after: i64) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_marker_naming_the_registered_epoch_is_a_clean_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let voter: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let controllers = format!("1@{voter}");
-    let broker_only = || keel_broker::BrokerConfig {
-        process_roles: Some("broker".to_string()),
-        ..node_config(2, &controllers, dir.path())
-    };
+    let (voter, controllers) = one_voter();
+    let broker_only = || broker_only_config(2, &controllers, dir.path());
     let data_dir = broker_only().data_dir;
     let marker = data_dir.join("clean-shutdown");
     let mut nodes = BTreeMap::new();

@@ -9,7 +9,7 @@ use keel_kafka::kafka_protocol::messages::{ApiKey, InitProducerIdRequest, Produc
 use keel_types::ErrorCode;
 
 mod common;
-use common::{free_port, node_config};
+use common::{broker_only_config, node_config, one_voter};
 
 /// A new producer id from `node`, retrying while it answers COORDINATOR_LOAD_IN_PROGRESS (as
 /// clients do), for at most 20 s.
@@ -35,12 +35,8 @@ async fn new_producer_id(node: &RunningClusterNode) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_data_directory_never_hands_out_a_producer_id_again() {
     let dir = tempfile::tempdir().unwrap();
-    let voter: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let controllers = format!("1@{voter}");
-    let broker_only = || keel_broker::BrokerConfig {
-        process_roles: Some("broker".to_string()),
-        ..node_config(2, &controllers, dir.path())
-    };
+    let (_, controllers) = one_voter();
+    let broker_only = || broker_only_config(2, &controllers, dir.path());
     let voter_node = RunningClusterNode::start(node_config(1, &controllers, dir.path())).await.unwrap();
     let node = RunningClusterNode::start(broker_only()).await.unwrap();
     let before: Vec<i64> = vec![new_producer_id(&node).await, new_producer_id(&node).await];

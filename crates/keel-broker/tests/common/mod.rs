@@ -25,6 +25,18 @@ pub fn node_config(id: i32, controllers: &str, dir: &Path) -> BrokerConfig {
 }
 
 /// One uncompressed record batch holding one record, as a producer sends it.
+/// A one-voter controller quorum on a free port: the voter's cluster address and the
+/// `controllers` setting naming it.
+pub fn one_voter() -> (std::net::SocketAddr, String) {
+    let voter: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    (voter, format!("1@{voter}"))
+}
+
+/// Node `id` with the broker role only, in `dir`.
+pub fn broker_only_config(id: i32, controllers: &str, dir: &Path) -> BrokerConfig {
+    BrokerConfig { process_roles: Some("broker".to_string()), ..node_config(id, controllers, dir) }
+}
+
 pub fn batch() -> bytes::Bytes {
     let record = Record {
         transactional: false,
