@@ -13,12 +13,11 @@ use keel_kafka::kafka_protocol::messages::describe_log_dirs_response::{
 };
 use keel_kafka::kafka_protocol::messages::*;
 use keel_kafka::kafka_protocol::protocol::StrBytes;
-use keel_types::ErrorCode;
+use keel_types::{ErrorCode, Refusal};
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::groups::OFFSETS_TOPIC;
-use crate::topics::TopicError;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -46,12 +45,12 @@ impl Broker {
                 let bad_assignment =
                     t.assignments.as_ref().is_some_and(|a| a.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != node)));
                 let outcome = if bad_assignment {
-                    Err(TopicError {
+                    Err(Refusal {
                         code: ErrorCode::InvalidReplicaAssignment,
                         message: format!("replicas may only be assigned to broker {node}"),
                     })
                 } else if t.name.0.as_str() == OFFSETS_TOPIC {
-                    Err(TopicError {
+                    Err(Refusal {
                         code: ErrorCode::InvalidTopicException,
                         message: "the consumer offsets topic cannot change".into(),
                     })
@@ -157,11 +156,11 @@ impl Broker {
     ) -> ConfigResult {
         let outcome = match resource_type {
             RESOURCE_TOPIC => self.topics.alter_configs(&resource_name, set, delete, replace, validate_only),
-            RESOURCE_BROKER => Err(TopicError {
+            RESOURCE_BROKER => Err(Refusal {
                 code: ErrorCode::InvalidRequest,
                 message: "broker configs are static in keel: set them in the config file and restart".into(),
             }),
-            other => Err(TopicError {
+            other => Err(Refusal {
                 code: ErrorCode::InvalidRequest,
                 message: format!("resource type {other} has no configs"),
             }),

@@ -30,7 +30,7 @@ use keel_kafka::kafka_protocol::protocol::StrBytes;
 use keel_kafka::SUPPORTED_APIS;
 use keel_replication::FetchDecision;
 use keel_storage::{AppendInfo, FlushPolicy, ReadError};
-use keel_types::{ErrorCode, LeaderEpoch, NodeId};
+use keel_types::{ErrorCode, LeaderEpoch, NodeId, Refusal};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -40,7 +40,7 @@ use crate::cluster::ClusterLink;
 use crate::config::BrokerConfig;
 use crate::groups::{Groups, OFFSETS_TOPIC};
 use crate::producer_ids::ProducerIds;
-use crate::topics::{describe_topic_configs, validate_topic_name, Partition, Topic, TopicError, Topics};
+use crate::topics::{describe_topic_configs, validate_topic_name, Partition, Topic, Topics};
 
 /// The leader epoch of every partition on a single node.
 const LEADER_EPOCH: i32 = 0;
@@ -277,7 +277,7 @@ impl Broker {
         match self.topics.create(name, None, BTreeMap::new(), false, now_ms()) {
             Ok(topic) => self.topic_metadata(&topic),
             // Created concurrently by another request: answer with it.
-            Err(TopicError { code: ErrorCode::TopicAlreadyExists, .. }) => match self.topics.get(name) {
+            Err(Refusal { code: ErrorCode::TopicAlreadyExists, .. }) => match self.topics.get(name) {
                 Some(topic) => self.topic_metadata(&topic),
                 None => unknown(ErrorCode::LeaderNotAvailable),
             },
@@ -629,11 +629,11 @@ impl Broker {
             .map(|t| {
                 let name = t.name.0.to_string();
                 let result = CreatableTopicResult::default().with_name(t.name.clone());
-                let fail = |e: TopicError| {
+                let fail = |e: Refusal| {
                     result.clone().with_error_code(code(e.code)).with_error_message(Some(str_bytes(e.message)))
                 };
                 if !matches!(t.replication_factor, -1 | 1) {
-                    return fail(TopicError {
+                    return fail(Refusal {
                         code: ErrorCode::InvalidReplicationFactor,
                         message: format!(
                             "replication factor {} is larger than the 1 broker in this keel cluster",
@@ -642,7 +642,7 @@ impl Broker {
                     });
                 }
                 if t.assignments.iter().any(|a| a.broker_ids != [node]) {
-                    return fail(TopicError {
+                    return fail(Refusal {
                         code: ErrorCode::InvalidReplicaAssignment,
                         message: format!("replicas may only be assigned to broker {}", node.0),
                     });
@@ -973,18 +973,6 @@ fn replica_fetch(
     }
 }
 
-/// Why an append did not happen: the Kafka error and a message for people.
-pub(crate) struct AppendFailure {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl From<keel_storage::AppendError> for AppendFailure {
-    fn from(error: keel_storage::AppendError) -> AppendFailure {
-        AppendFailure { code: error.error_code(), message: error.to_string() }
-    }
-}
-
 /// A produce append: finished on the request's own thread, or running on a blocking one.
 enum Append<T> {
     Done(T),
@@ -992,10 +980,11 @@ enum Append<T> {
 }
 
 /// Appends a producer's records if this replica leads the partition (a single node always
-/// does). In a cluster the append happens under the replica's role lock, in the leader epoch
-/// just checked; with acks=all the answer is a completion that resolves once the high
-/// watermark passes the batch (or the request fails). With `in_epoch`, only a leader in that
-/// epoch appends.
+/// does). In a cluster the write happens under the replica's role lock, in the leader epoch
+/// just checked, and the flush its policy asks for after the lock is released, so concurrent
+/// producers of the partition share a group commit; with acks=all the answer is a completion
+/// that resolves once the high watermark passes the batch (or the request fails). With
+/// `in_epoch`, only a leader in that epoch appends.
 pub(crate) fn append_as_leader(
     partition: &Partition,
     records: &[u8],
@@ -1003,20 +992,20 @@ pub(crate) fn append_as_leader(
     timeout_ms: i32,
     now_ms: i64,
     in_epoch: Option<LeaderEpoch>,
-) -> Result<(AppendInfo, Option<Completion>), AppendFailure> {
+) -> Result<(AppendInfo, Option<Completion>), Refusal> {
     let mut role = partition.role.lock();
     if matches!(*role, Role::Single) {
         drop(role);
         return Ok((partition.log.append(records, LeaderEpoch(LEADER_EPOCH), now_ms)?, None));
     }
-    let not_leader = || AppendFailure {
+    let not_leader = || Refusal {
         code: ErrorCode::NotLeaderOrFollower,
         message: format!("this broker does not lead partition {}", partition.name()),
     };
     let replica = role.replica().ok_or_else(not_leader)?;
     let leader = replica.leader().ok_or_else(not_leader)?;
     if let Some(epoch) = in_epoch.filter(|e| *e != leader.leader_epoch()) {
-        return Err(AppendFailure {
+        return Err(Refusal {
             code: ErrorCode::NotLeaderOrFollower,
             message: format!(
                 "partition {} is led in epoch {} now, not {}",
@@ -1026,7 +1015,7 @@ pub(crate) fn append_as_leader(
             ),
         });
     }
-    leader.check_produce(acks).map_err(|code| AppendFailure {
+    leader.check_produce(acks).map_err(|code| Refusal {
         code,
         message: format!(
             "partition {} cannot take acks={acks} now: its ISR {:?} is below min.insync.replicas",
@@ -1034,12 +1023,14 @@ pub(crate) fn append_as_leader(
             leader.isr()
         ),
     })?;
-    let info = partition.log.append(records, leader.leader_epoch(), now_ms)?;
+    let info = partition.log.append_unflushed(records, leader.leader_epoch(), now_ms)?;
     let now = monotonic();
     leader.handle_local_append(now, partition.log.log_end_offset());
     replica.complete();
     let deadline = now + keel_types::Duration::from_millis(timeout_ms.max(0) as u64);
     let completion = if acks == -1 { replica.wait_for(now, info.last_offset + 1, deadline) } else { None };
+    drop(role);
+    partition.log.complete_append(info.last_offset + 1, now_ms)?;
     Ok((info, completion))
 }
 

@@ -21,14 +21,14 @@ use keel_kafka::kafka_protocol::protocol::StrBytes;
 use keel_metadata::image::TopicImage;
 use keel_metadata::MetadataImage;
 use keel_replication::may_act_on;
-use keel_types::{ErrorCode, NodeId};
+use keel_types::{ErrorCode, NodeId, Refusal};
 use uuid::Uuid;
 
 use crate::broker::{Broker, Reply, CLUSTER_OPERATIONS_ALL, TOPIC_OPERATIONS_ALL};
 use crate::cluster::protocol::{Request, Response};
 use crate::cluster::ClusterLink;
 use crate::groups::{offsets_topic_configs, OFFSETS_TOPIC};
-use crate::topics::{topic_log_config, validate_topic_name, TopicError};
+use crate::topics::{topic_log_config, validate_topic_name};
 
 /// How long a topic change waits for the controller, and then for this broker's replay.
 const CONTROLLER_DEADLINE: Duration = Duration::from_secs(5);
@@ -105,7 +105,7 @@ impl Broker {
                 .create_through_controller(link, OFFSETS_TOPIC, partitions, replication_factor, configs, assignment)
                 .await
             {
-                Ok(()) | Err(TopicError { code: ErrorCode::TopicAlreadyExists, .. }) => {}
+                Ok(()) | Err(Refusal { code: ErrorCode::TopicAlreadyExists, .. }) => {}
                 Err(error) if error.code == ErrorCode::InvalidReplicationFactor => {
                     tracing::debug!(%error, "{OFFSETS_TOPIC} waits for more brokers")
                 }
@@ -251,7 +251,7 @@ impl Broker {
             return unknown(ErrorCode::UnknownTopicOrPartition);
         }
         match self.create_through_controller(link, name, -1, -1, BTreeMap::new(), Vec::new()).await {
-            Ok(()) | Err(TopicError { code: ErrorCode::TopicAlreadyExists, .. }) => {
+            Ok(()) | Err(Refusal { code: ErrorCode::TopicAlreadyExists, .. }) => {
                 let image = Self::image(link);
                 match image.topic_by_name(name) {
                     Some(topic) => topic_metadata(&image, topic),
@@ -279,7 +279,7 @@ impl Broker {
         replication_factor: i16,
         configs: BTreeMap<String, String>,
         assignment: Vec<Vec<NodeId>>,
-    ) -> Result<(), TopicError> {
+    ) -> Result<(), Refusal> {
         topic_log_config(self.topics.defaults(), &configs)?;
         let request =
             Request::CreateTopic { name: name.to_string(), partitions, replication_factor, configs, assignment };
@@ -403,7 +403,7 @@ impl Broker {
             let assignment: Vec<Vec<NodeId>> =
                 t.assignments.iter().flatten().map(|a| a.broker_ids.iter().map(|b| NodeId(b.0)).collect()).collect();
             let outcome = if t.assignments.is_some() && current > 0 && assignment.len() as i32 != t.count - current {
-                Err(TopicError {
+                Err(Refusal {
                     code: ErrorCode::InvalidReplicaAssignment,
                     message: format!(
                         "{} assignments for the {} new partitions of topic {name:?} (from {current} to {})",
@@ -413,18 +413,18 @@ impl Broker {
                     ),
                 })
             } else if name == OFFSETS_TOPIC {
-                Err(TopicError {
+                Err(Refusal {
                     code: ErrorCode::InvalidTopicException,
                     message: "the consumer offsets topic cannot change".into(),
                 })
             } else if request.validate_only {
                 match Self::image(link).topic_by_name(&name) {
                     Some(topic) if (topic.partitions.len() as i32) < t.count => Ok(()),
-                    Some(topic) => Err(TopicError {
+                    Some(topic) => Err(Refusal {
                         code: ErrorCode::InvalidPartitions,
                         message: format!("topic {name:?} already has {} partitions", topic.partitions.len()),
                     }),
-                    None => Err(TopicError {
+                    None => Err(Refusal {
                         code: ErrorCode::UnknownTopicOrPartition,
                         message: format!("topic {name:?} does not exist"),
                     }),
@@ -458,24 +458,24 @@ impl Broker {
         name: &str,
         change: impl FnOnce(&BTreeMap<String, String>) -> BTreeMap<String, String>,
         validate_only: bool,
-    ) -> Result<(), TopicError> {
+    ) -> Result<(), Refusal> {
         match resource_type {
             RESOURCE_TOPIC => {}
             RESOURCE_BROKER => {
-                return Err(TopicError {
+                return Err(Refusal {
                     code: ErrorCode::InvalidRequest,
                     message: "broker configs are static in keel: set them in the config file and restart".into(),
                 })
             }
             other => {
-                return Err(TopicError {
+                return Err(Refusal {
                     code: ErrorCode::InvalidRequest,
                     message: format!("resource type {other} has no configs"),
                 })
             }
         }
         let image = Self::image(link);
-        let topic = image.topic_by_name(name).ok_or_else(|| TopicError {
+        let topic = image.topic_by_name(name).ok_or_else(|| Refusal {
             code: ErrorCode::UnknownTopicOrPartition,
             message: format!("topic {name:?} does not exist"),
         })?;
@@ -537,7 +537,7 @@ impl Broker {
                 }
             }
             let outcome = match invalid {
-                Some(message) => Err(TopicError { code: ErrorCode::InvalidConfig, message }),
+                Some(message) => Err(Refusal { code: ErrorCode::InvalidConfig, message }),
                 None => {
                     let change = |current: &BTreeMap<String, String>| {
                         let mut configs = current.clone();
@@ -567,12 +567,12 @@ impl Broker {
 /// A CreateTopics entry's replica assignment, by partition (`None`: the controller places
 /// replicas). As in Kafka, an assignment replaces the partition count and replication factor,
 /// and must list partitions 0 to n-1.
-fn creation_assignment(topic: &create_topics_request::CreatableTopic) -> Result<Option<Vec<Vec<NodeId>>>, TopicError> {
+fn creation_assignment(topic: &create_topics_request::CreatableTopic) -> Result<Option<Vec<Vec<NodeId>>>, Refusal> {
     if topic.assignments.is_empty() {
         return Ok(None);
     }
     if topic.num_partitions != -1 || topic.replication_factor != -1 {
-        return Err(TopicError {
+        return Err(Refusal {
             code: ErrorCode::InvalidRequest,
             message: "numPartitions and replicationFactor must be -1 when replica assignments are given".into(),
         });
@@ -580,7 +580,7 @@ fn creation_assignment(topic: &create_topics_request::CreatableTopic) -> Result<
     let mut assignments: Vec<_> = topic.assignments.iter().collect();
     assignments.sort_by_key(|a| a.partition_index);
     if assignments.iter().enumerate().any(|(i, a)| a.partition_index != i as i32) {
-        return Err(TopicError {
+        return Err(Refusal {
             code: ErrorCode::InvalidReplicaAssignment,
             message: format!("the assignment must list partitions 0 to {} once each", assignments.len() - 1),
         });
@@ -588,7 +588,7 @@ fn creation_assignment(topic: &create_topics_request::CreatableTopic) -> Result<
     Ok(Some(assignments.iter().map(|a| a.broker_ids.iter().map(|b| NodeId(b.0)).collect()).collect()))
 }
 
-fn split(outcome: Result<(), TopicError>) -> (ErrorCode, Option<String>) {
+fn split(outcome: Result<(), Refusal>) -> (ErrorCode, Option<String>) {
     match outcome {
         Ok(()) => (ErrorCode::None, None),
         Err(e) => (e.code, Some(e.message)),
@@ -596,21 +596,21 @@ fn split(outcome: Result<(), TopicError>) -> (ErrorCode, Option<String>) {
 }
 
 /// Calls the active controller; its refusals and unreachability become topic errors.
-async fn call(link: &ClusterLink, request: Request) -> Result<Response, TopicError> {
+async fn call(link: &ClusterLink, request: Request) -> Result<Response, Refusal> {
     match link.client.call_active(request, CONTROLLER_DEADLINE).await {
         Ok(Response::Error { code, message }) => {
-            Err(TopicError { code: ErrorCode::from_code(code).unwrap_or(ErrorCode::UnknownServerError), message })
+            Err(Refusal { code: ErrorCode::from_code(code).unwrap_or(ErrorCode::UnknownServerError), message })
         }
         Ok(response) => Ok(response),
-        Err(error) => Err(TopicError {
+        Err(error) => Err(Refusal {
             code: ErrorCode::RequestTimedOut,
             message: format!("no active controller answered: {error}"),
         }),
     }
 }
 
-fn unexpected(response: &Response) -> TopicError {
-    TopicError { code: ErrorCode::UnknownServerError, message: format!("unexpected controller answer {response:?}") }
+fn unexpected(response: &Response) -> Refusal {
+    Refusal { code: ErrorCode::UnknownServerError, message: format!("unexpected controller answer {response:?}") }
 }
 
 /// Unfenced brokers with their first listener: (node, host, port, rack).

@@ -9,6 +9,45 @@ use std::path::{Path, PathBuf};
 use keel_storage::{FlushPolicy, LogConfig};
 use serde::Deserialize;
 
+/// Why a configuration cannot be used; each says which setting and what it must be.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {} is not valid: {source}", path.display())]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{setting} = {value}: must be {requirement}")]
+    OutOfRange { setting: &'static str, value: String, requirement: &'static str },
+    #[error("{setting} {value:?} is not one of never, interval, always")]
+    FlushPolicy { setting: &'static str, value: String },
+    #[error("advertise address {value:?} must be HOST:PORT with a port from 0 to 65535")]
+    AdvertiseAddress { value: String },
+    #[error("controllers entry {entry:?} must look like 1@127.0.0.1:9093{}", detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    ControllersEntry { entry: String, detail: Option<String> },
+    #[error("controllers lists node {node} twice")]
+    DuplicateVoter { node: i32 },
+    #[error("process_roles {value:?} must be \"broker\" or \"broker,controller\"")]
+    ProcessRoles { value: String },
+    #[error(
+        "node {node} runs the controller role but is not in controllers {controllers:?}; add it or set \
+         process_roles = \"broker\""
+    )]
+    ControllerNotVoter { node: i32, controllers: String },
+    #[error("broker_session_timeout_ms must exceed broker_heartbeat_interval_ms (> 0)")]
+    SessionTimeout,
+    #[error("group coordinator settings: {0}")]
+    Groups(String),
+    #[error("topic_defaults: {0}")]
+    TopicDefaults(String),
+}
+
+/// For callers that still report errors as strings.
+impl From<ConfigError> for String {
+    fn from(error: ConfigError) -> String {
+        error.to_string()
+    }
+}
+
 /// Everything `keel serve` needs.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -165,22 +204,20 @@ impl Default for TopicDefaults {
 
 impl BrokerConfig {
     /// Reads a TOML file; unknown keys are errors, missing keys take their defaults.
-    pub fn from_file(path: &Path) -> Result<BrokerConfig, String> {
+    pub fn from_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
         let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        let config: BrokerConfig =
-            toml::from_str(&text).map_err(|e| format!("config file {} is not valid: {e}", path.display()))?;
-        Ok(config)
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(e) })
     }
 
     /// The host and port clients should use.
-    pub fn advertised(&self) -> Result<(String, u16), String> {
+    pub fn advertised(&self) -> Result<(String, u16), ConfigError> {
         let Some(advertise) = &self.advertise else {
             return Ok((self.listen.ip().to_string(), self.listen.port()));
         };
-        let (host, port) =
-            advertise.rsplit_once(':').ok_or_else(|| format!("advertise address {advertise:?} must be HOST:PORT"))?;
-        let port = port.parse().map_err(|_| format!("advertise address {advertise:?} has an invalid port"))?;
+        let invalid = || ConfigError::AdvertiseAddress { value: advertise.clone() };
+        let (host, port) = advertise.rsplit_once(':').ok_or_else(invalid)?;
+        let port = port.parse().map_err(|_| invalid())?;
         Ok((host.trim_matches(['[', ']']).to_string(), port))
     }
 
@@ -196,51 +233,53 @@ impl BrokerConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
-        self.group_config().validate()?;
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.group_config().validate().map_err(ConfigError::Groups)?;
         if !self.offsets_topic_flush_policy.is_empty()
             && FlushPolicy::parse(&self.offsets_topic_flush_policy, 1, 1).is_none()
         {
-            return Err(format!(
-                "offsets_topic_flush_policy {:?} is not one of never, interval, always",
-                self.offsets_topic_flush_policy
-            ));
+            let value = self.offsets_topic_flush_policy.clone();
+            return Err(ConfigError::FlushPolicy { setting: "offsets_topic_flush_policy", value });
         }
+        let out_of_range = |setting, value: &dyn std::fmt::Display, requirement| {
+            Err(ConfigError::OutOfRange { setting, value: value.to_string(), requirement })
+        };
         if self.node_id < 0 {
-            return Err(format!("node_id must be non-negative, got {}", self.node_id));
+            return out_of_range("node_id", &self.node_id, "0 or more");
         }
         if self.socket_request_max_bytes < 1024 {
-            return Err("socket_request_max_bytes must be at least 1024".to_string());
+            return out_of_range("socket_request_max_bytes", &self.socket_request_max_bytes, "at least 1024");
         }
         self.advertised()?;
         let controllers = self.controller_voters()?;
         if !controllers.is_empty() {
             let roles = self.roles()?;
             if roles.controller && !controllers.contains_key(&keel_types::NodeId(self.node_id)) {
-                return Err(format!(
-                    "node {} runs the controller role but is not in controllers {:?}; add it or set process_roles = \"broker\"",
-                    self.node_id, self.controllers
-                ));
+                let controllers = self.controllers.clone();
+                return Err(ConfigError::ControllerNotVoter { node: self.node_id, controllers });
             }
             if self.broker_heartbeat_interval_ms == 0
                 || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
             {
-                return Err("broker_session_timeout_ms must exceed broker_heartbeat_interval_ms (> 0)".to_string());
+                return Err(ConfigError::SessionTimeout);
             }
-            if self.default_replication_factor < 1 || self.min_insync_replicas < 1 {
-                return Err("default_replication_factor and min_insync_replicas must be at least 1".to_string());
+            if self.default_replication_factor < 1 {
+                return out_of_range("default_replication_factor", &self.default_replication_factor, "at least 1");
+            }
+            if self.min_insync_replicas < 1 {
+                return out_of_range("min_insync_replicas", &self.min_insync_replicas, "at least 1");
             }
             if self.controller_snapshot_entries == 0 {
-                return Err("controller_snapshot_entries must be at least 1 (the default is 4096)".to_string());
+                return out_of_range("controller_snapshot_entries", &0, "at least 1 (the default is 4096)");
             }
             if self.replica_lag_time_max_ms == 0 {
-                return Err("replica_lag_time_max_ms must be positive (Kafka's default is 30000)".to_string());
+                return out_of_range("replica_lag_time_max_ms", &0, "positive (Kafka's default is 30000)");
             }
         }
         if self.topic_defaults.num_partitions < 1 {
-            return Err("topic_defaults.num_partitions must be at least 1".to_string());
+            return out_of_range("topic_defaults.num_partitions", &self.topic_defaults.num_partitions, "at least 1");
         }
-        self.topic_defaults.log_config()?.validate().map_err(|e| format!("topic_defaults: {e}"))
+        self.topic_defaults.log_config()?.validate().map_err(ConfigError::TopicDefaults)
     }
 }
 
@@ -255,20 +294,20 @@ impl BrokerConfig {
     /// The controller quorum, by node id; empty for a single node.
     pub fn controller_voters(
         &self,
-    ) -> Result<std::collections::BTreeMap<keel_types::NodeId, std::net::SocketAddr>, String> {
+    ) -> Result<std::collections::BTreeMap<keel_types::NodeId, std::net::SocketAddr>, ConfigError> {
         let mut voters = std::collections::BTreeMap::new();
         for entry in self.controllers.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let bad = || format!("controllers entry {entry:?} must look like 1@127.0.0.1:9093");
-            let (id, address) = entry.split_once('@').ok_or_else(bad)?;
-            let id: i32 = id.parse().map_err(|_| bad())?;
+            let bad = |detail: Option<String>| ConfigError::ControllersEntry { entry: entry.to_string(), detail };
+            let (id, address) = entry.split_once('@').ok_or_else(|| bad(None))?;
+            let id: i32 = id.parse().map_err(|_| bad(None))?;
             use std::net::ToSocketAddrs;
             let address = address
                 .to_socket_addrs()
-                .map_err(|e| format!("controllers entry {entry:?}: {e}"))?
+                .map_err(|e| bad(Some(e.to_string())))?
                 .next()
-                .ok_or_else(bad)?;
+                .ok_or_else(|| bad(Some("the address resolves to nothing".to_string())))?;
             if voters.insert(keel_types::NodeId(id), address).is_some() {
-                return Err(format!("controllers lists node {id} twice"));
+                return Err(ConfigError::DuplicateVoter { node: id });
             }
         }
         Ok(voters)
@@ -279,7 +318,7 @@ impl BrokerConfig {
         !self.controllers.trim().is_empty()
     }
 
-    pub fn roles(&self) -> Result<Roles, String> {
+    pub fn roles(&self) -> Result<Roles, ConfigError> {
         match self.process_roles.as_deref().map(str::trim) {
             None => Ok(Roles {
                 broker: true,
@@ -287,7 +326,7 @@ impl BrokerConfig {
             }),
             Some("broker") => Ok(Roles { broker: true, controller: false }),
             Some("broker,controller") | Some("controller,broker") => Ok(Roles { broker: true, controller: true }),
-            Some(other) => Err(format!("process_roles {other:?} must be \"broker\" or \"broker,controller\"")),
+            Some(other) => Err(ConfigError::ProcessRoles { value: other.to_string() }),
         }
     }
 }
@@ -312,9 +351,11 @@ impl TopicDefaults {
     }
 
     /// The log configuration these defaults give a topic without overrides.
-    pub fn log_config(&self) -> Result<LogConfig, String> {
-        let flush = FlushPolicy::parse(self.flush_policy_name(), self.flush_messages, self.flush_ms)
-            .ok_or_else(|| format!("flush_policy {:?} is not one of never, interval, always", self.flush_policy))?;
+    pub fn log_config(&self) -> Result<LogConfig, ConfigError> {
+        let flush =
+            FlushPolicy::parse(self.flush_policy_name(), self.flush_messages, self.flush_ms).ok_or_else(|| {
+                ConfigError::FlushPolicy { setting: "topic_defaults.flush_policy", value: self.flush_policy.clone() }
+            })?;
         Ok(LogConfig {
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
@@ -365,7 +406,25 @@ mod tests {
             topic_defaults: TopicDefaults { flush_policy: "sometimes".into(), ..TopicDefaults::default() },
             ..BrokerConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("flush_policy"));
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::FlushPolicy { setting: "topic_defaults.flush_policy", value }) if value == "sometimes"
+        ));
+        let config = |f: fn(&mut BrokerConfig)| {
+            let mut config = BrokerConfig::default();
+            f(&mut config);
+            config.validate().map_err(|e| (e.to_string(), e))
+        };
+        let (message, error) = config(|c| c.advertise = Some("kafka.example".into())).unwrap_err();
+        assert!(matches!(error, ConfigError::AdvertiseAddress { .. }), "{message}");
+        let (message, _) = config(|c| c.node_id = -2).unwrap_err();
+        assert_eq!(message, "node_id = -2: must be 0 or more");
+        let (message, error) = config(|c| c.controllers = "1@127.0.0.1:9093,1@127.0.0.1:9094".into()).unwrap_err();
+        assert!(matches!(error, ConfigError::DuplicateVoter { node: 1 }), "{message}");
+        let (message, error) = config(|c| c.controllers = "one@127.0.0.1:9093".into()).unwrap_err();
+        assert!(matches!(error, ConfigError::ControllersEntry { .. }) && message.contains("1@127.0.0.1:9093"));
+        let missing = BrokerConfig::from_file(Path::new("/nonexistent/keel.toml")).unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }), "{missing}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod server;
 pub mod topics;
 
 pub use broker::Broker;
-pub use config::{BrokerConfig, TopicDefaults};
+pub use config::{BrokerConfig, ConfigError, TopicDefaults};
 
 use std::sync::Arc;
 

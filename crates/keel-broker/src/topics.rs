@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use keel_storage::backend::{read_all, write_atomically, Backend, FileBackend};
 use keel_storage::{FlushPolicy, Log, LogConfig};
-use keel_types::ErrorCode;
+use keel_types::{ErrorCode, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -15,30 +15,10 @@ use crate::cluster::replica::{ReplicaSlot, Role};
 use crate::config::TopicDefaults;
 
 const METADATA_FILE: &str = "topics.json";
-const TOPIC_NAME_BYTES_MAX: usize = 249;
 const PARTITIONS_MAX: i32 = 10_000;
 /// Kafka's `producer.id.expiration.ms` default: idempotent producers idle this long are
 /// forgotten.
 const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 3600 * 1000;
-
-/// A topic-level refusal, with the Kafka error the client gets and a message for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl TopicError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> TopicError {
-        TopicError { code, message: message.into() }
-    }
-}
-
-impl std::fmt::Display for TopicError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({:?})", self.message, self.code)
-    }
-}
 
 /// One partition of a topic on this broker.
 #[derive(Debug)]
@@ -124,22 +104,10 @@ pub struct Topics {
     clustered: bool,
 }
 
-/// Kafka's topic name rule: 1 to 249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    let invalid = |why: &str| TopicError::new(ErrorCode::InvalidTopicException, format!("topic name {name:?} {why}"));
-    if name.is_empty() {
-        return Err(invalid("is empty"));
-    }
-    if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(invalid("is longer than 249 characters"));
-    }
-    if name == "." || name == ".." {
-        return Err(invalid("is not allowed"));
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
-        return Err(invalid("may contain only ASCII letters, digits, '.', '_' and '-'"));
-    }
-    Ok(())
+/// Kafka's topic name rule (`keel_metadata::validate_topic_name`, the one place it is
+/// written) as INVALID_TOPIC_EXCEPTION.
+pub fn validate_topic_name(name: &str) -> Result<(), Refusal> {
+    keel_metadata::validate_topic_name(name).map_err(|message| Refusal::new(ErrorCode::InvalidTopicException, message))
 }
 
 /// The topic configs keel understands, by Kafka name, and how each maps onto the log.
@@ -162,14 +130,11 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
 
 /// Combines the broker defaults with a topic's overrides into a log configuration, or says
 /// which override is wrong.
-pub fn topic_log_config(
-    defaults: &TopicDefaults,
-    overrides: &BTreeMap<String, String>,
-) -> Result<LogConfig, TopicError> {
+pub fn topic_log_config(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> Result<LogConfig, Refusal> {
     let bad = |key: &str, value: &str, why: &str| {
-        TopicError::new(ErrorCode::InvalidConfig, format!("invalid value {value:?} for topic config {key}: {why}"))
+        Refusal::new(ErrorCode::InvalidConfig, format!("invalid value {value:?} for topic config {key}: {why}"))
     };
-    let mut config = defaults.log_config().map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e))?;
+    let mut config = defaults.log_config().map_err(|e| Refusal::new(ErrorCode::InvalidConfig, e))?;
     let mut policy = None;
     let (mut flush_messages, mut flush_ms) = (defaults.flush_messages, defaults.flush_ms);
     let mut interval_keys = false;
@@ -214,7 +179,7 @@ pub fn topic_log_config(
             "unclean.leader.election.enable" if value == "true" || value == "false" => {}
             "unclean.leader.election.enable" => return Err(bad(key, value, "expected true or false")),
             _ => {
-                return Err(TopicError::new(
+                return Err(Refusal::new(
                     ErrorCode::InvalidConfig,
                     format!("unknown topic config {key}; keel understands: {}", TOPIC_CONFIG_KEYS.join(", ")),
                 ))
@@ -229,7 +194,7 @@ pub fn topic_log_config(
         None if interval_keys => FlushPolicy::Interval { messages: flush_messages, ms: flush_ms },
         None => config.flush,
     };
-    config.validate().map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e))?;
+    config.validate().map_err(|e| Refusal::new(ErrorCode::InvalidConfig, e))?;
     Ok(config)
 }
 
@@ -317,13 +282,13 @@ impl Topics {
         indexes: &[i32],
         configs: BTreeMap<String, String>,
         now_ms: i64,
-    ) -> Result<Topic, TopicError> {
+    ) -> Result<Topic, Refusal> {
         let log_config = topic_log_config(&self.defaults, &configs)?;
         let mut opened = Vec::with_capacity(indexes.len());
         for &index in indexes {
             let dir = self.partition_dir(&name, index);
             let (log, report) = Log::open(self.backend.clone(), &dir, log_config.clone(), now_ms)
-                .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+                .map_err(|e| Refusal::new(ErrorCode::KafkaStorageError, e.to_string()))?;
             if report.truncated_bytes > 0 || !report.clean_shutdown && report.scanned_bytes > 0 {
                 tracing::warn!(
                     partition = %format!("{name}-{index}"),
@@ -357,7 +322,7 @@ impl Topics {
         Ok(())
     }
 
-    fn persist(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), TopicError> {
+    fn persist(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), Refusal> {
         let records: Vec<TopicRecord> = topics
             .values()
             .map(|t| TopicRecord {
@@ -370,7 +335,7 @@ impl Topics {
             .collect();
         let bytes = serde_json::to_vec_pretty(&records).expect("topic records serialize");
         write_atomically(&*self.backend, &self.data_dir.join(METADATA_FILE), &bytes)
-            .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, format!("cannot write topic metadata: {e}")))
+            .map_err(|e| Refusal::new(ErrorCode::KafkaStorageError, format!("cannot write topic metadata: {e}")))
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -397,11 +362,11 @@ impl Topics {
         configs: BTreeMap<String, String>,
         validate_only: bool,
         now_ms: i64,
-    ) -> Result<Arc<Topic>, TopicError> {
+    ) -> Result<Arc<Topic>, Refusal> {
         validate_topic_name(name)?;
         let partitions = partitions.unwrap_or(self.defaults.num_partitions);
         if !(1..=PARTITIONS_MAX).contains(&partitions) {
-            return Err(TopicError::new(
+            return Err(Refusal::new(
                 ErrorCode::InvalidPartitions,
                 format!("number of partitions must be between 1 and {PARTITIONS_MAX}, got {partitions}"),
             ));
@@ -409,7 +374,7 @@ impl Topics {
         let log_config = topic_log_config(&self.defaults, &configs)?;
         let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         if self.get(name).is_some() {
-            return Err(TopicError::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
+            return Err(Refusal::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
         }
         if validate_only {
             let partitions = Vec::new();
@@ -426,11 +391,11 @@ impl Topics {
     }
 
     /// Deletes a topic and its data.
-    pub fn delete(&self, name: &str) -> Result<Uuid, TopicError> {
+    pub fn delete(&self, name: &str) -> Result<Uuid, Refusal> {
         let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let mut map = self.topics.read().unwrap_or_else(|p| p.into_inner()).clone();
         let topic = map.remove(name).ok_or_else(|| {
-            TopicError::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
+            Refusal::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
         })?;
         self.persist(&map)?;
         *self.topics.write().unwrap_or_else(|p| p.into_inner()) = map;
@@ -454,10 +419,10 @@ impl Topics {
         delete: BTreeSet<String>,
         replace: bool,
         validate_only: bool,
-    ) -> Result<(), TopicError> {
+    ) -> Result<(), Refusal> {
         let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let topic = self.get(name).ok_or_else(|| {
-            TopicError::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
+            Refusal::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
         })?;
         let mut configs = if replace { BTreeMap::new() } else { topic.configs.clone() };
         for key in &delete {
@@ -469,7 +434,7 @@ impl Topics {
             return Ok(());
         }
         for partition in &topic.partitions {
-            partition.log.set_config(log_config.clone()).map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e))?;
+            partition.log.set_config(log_config.clone()).map_err(|e| Refusal::new(ErrorCode::InvalidConfig, e))?;
         }
         let updated =
             Topic { name: topic.name.clone(), id: topic.id, configs, log_config, partitions: topic.partitions.clone() };
@@ -479,20 +444,14 @@ impl Topics {
     }
 
     /// Grows a topic to `count` partitions (Kafka never shrinks them).
-    pub fn create_partitions(
-        &self,
-        name: &str,
-        count: i32,
-        validate_only: bool,
-        now_ms: i64,
-    ) -> Result<(), TopicError> {
+    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool, now_ms: i64) -> Result<(), Refusal> {
         let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let topic = self.get(name).ok_or_else(|| {
-            TopicError::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
+            Refusal::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
         })?;
         let current = topic.partitions.len() as i32;
         if count <= current || count > PARTITIONS_MAX {
-            return Err(TopicError::new(
+            return Err(Refusal::new(
                 ErrorCode::InvalidPartitions,
                 format!("topic {name:?} has {current} partitions; the new count must be larger and at most {PARTITIONS_MAX}, got {count}"),
             ));
@@ -504,7 +463,7 @@ impl Topics {
         for index in current..count {
             let dir = self.partition_dir(name, index);
             let (log, _) = Log::open(self.backend.clone(), &dir, topic.log_config.clone(), now_ms)
-                .map_err(|e| TopicError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+                .map_err(|e| Refusal::new(ErrorCode::KafkaStorageError, e.to_string()))?;
             partitions.push(Arc::new(Partition::new(name.to_string(), index, log, self.clustered)));
         }
         let updated = Topic {
@@ -520,7 +479,7 @@ impl Topics {
     }
 
     /// Swaps in a changed topic and persists the metadata. Needs the `changes` lock.
-    fn replace(&self, topic: Arc<Topic>) -> Result<(), TopicError> {
+    fn replace(&self, topic: Arc<Topic>) -> Result<(), Refusal> {
         let mut map = self.topics.read().unwrap_or_else(|p| p.into_inner()).clone();
         map.insert(topic.name.clone(), topic);
         self.persist(&map)?;
@@ -540,7 +499,7 @@ impl Topics {
         hosted: &[i32],
         configs: &BTreeMap<String, String>,
         now_ms: i64,
-    ) -> Result<Arc<Topic>, TopicError> {
+    ) -> Result<Arc<Topic>, Refusal> {
         let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let existing = self.get(name);
         if let Some(topic) = &existing {
@@ -559,7 +518,7 @@ impl Topics {
                             partition
                                 .log
                                 .set_config(log_config.clone())
-                                .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e))?;
+                                .map_err(|e| Refusal::new(ErrorCode::InvalidConfig, e))?;
                         }
                         partitions.push(partition.clone());
                     } else {
@@ -588,7 +547,7 @@ impl Topics {
     }
 
     /// In a cluster: removes every local topic `keep` says no longer exists, with its data.
-    pub fn retain(&self, keep: impl Fn(&str, Uuid) -> bool) -> Result<(), TopicError> {
+    pub fn retain(&self, keep: impl Fn(&str, Uuid) -> bool) -> Result<(), Refusal> {
         let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let mut map = self.topics.read().unwrap_or_else(|p| p.into_inner()).clone();
         let gone: Vec<Arc<Topic>> = map.values().filter(|t| !keep(&t.name, t.id)).cloned().collect();

@@ -17,8 +17,8 @@ mod raft;
 pub use explore::{explore, Choices, Limits, Model, Property, Report, Trace, TraceStep, Verdict};
 pub use gossip::{converged as membership_converged, GossipAction, GossipModel, GossipModelOptions, GossipState, Slot};
 pub use isr::{
-    acked_everywhere, isr_complete, led_if_possible, AlterPartitionRequest, Broker, BrokerRecord, ControllerMutation,
-    IsrAction, IsrModel, IsrModelOptions, IsrState, Metadata, ModelLog, Status,
+    acked_everywhere, isr_complete, led_if_possible, AlterPartitionRequest, Broker, IsrAction, IsrModel,
+    IsrModelOptions, IsrState, ModelLog, Status,
 };
 /// keel-replication's planted bugs, which the ISR model's cores run with.
 pub use keel_replication::Mutation as ReplicationMutation;

@@ -1,10 +1,10 @@
 //! The ISR model runs keel-replication's real replica engine under keel-metadata's real
 //! partition rules, and it must be able to fail: every planted bug in keel-replication's leader
-//! (`keel_replication::Mutation`), in keel-metadata's rules (`NoElr`) and in the controller
-//! around them is found, and the real code passes the same configuration.
+//! (`keel_replication::Mutation`) and in keel-metadata's rules and controller
+//! (`keel_metadata::Mutation`) is found, and the real code passes the same configuration.
 #![allow(clippy::print_stdout)] // counterexamples are printed for whoever runs the test with --nocapture
 
-use keel_check::{check_isr, ControllerMutation, IsrModelOptions, Limits, ReplicationMutation, Report, Verdict};
+use keel_check::{check_isr, IsrModelOptions, Limits, ReplicationMutation, Report, Verdict};
 use keel_metadata::Mutation;
 
 const ISR_COMPLETE: &str = "every running replica is in the ISR of a running leader";
@@ -139,10 +139,8 @@ fn without_elr_the_last_replica_standing_loses_an_acknowledged_record() {
 fn without_the_controllers_broker_epoch_check_an_isr_addition_in_flight_outlives_a_restart() {
     // F4 of issue 17: the leader drops an addition it has not sent when the follower restarts,
     // but not one already on its way; only the controller's check (KIP-903) stops that one.
-    let options = IsrModelOptions {
-        controller_mutation: Some(ControllerMutation::NoBrokerEpochCheck),
-        ..IsrModelOptions::default()
-    };
+    let options =
+        IsrModelOptions { metadata_mutation: Some(Mutation::NoBrokerEpochCheck), ..IsrModelOptions::default() };
     let (message, trace) = safety_violation(&run_safety(options));
     assert!(message.starts_with("acked record lost"), "{message}");
     assert_steps_in_order(&trace, &["vouching for n", "CRASHES", "restarts", "the controller handles"]);
@@ -154,7 +152,7 @@ fn the_leader_must_forget_a_restarted_follower_when_the_controller_does_not_chec
     // KIP-903 check is the only one needed, and the mutant without it loses a record.
     let options = IsrModelOptions {
         alter_partition_at_once: true,
-        controller_mutation: Some(ControllerMutation::NoBrokerEpochCheck),
+        metadata_mutation: Some(Mutation::NoBrokerEpochCheck),
         ..IsrModelOptions::default()
     };
     assert_all_hold(&run(options.clone()));
@@ -194,7 +192,7 @@ fn ignoring_a_min_isr_change_keeps_a_stale_elr() {
     let options = IsrModelOptions {
         min_isr_changes: true,
         records: 1,
-        controller_mutation: Some(ControllerMutation::IgnoreMinIsrChange),
+        metadata_mutation: Some(Mutation::IgnoreMinIsrChange),
         ..IsrModelOptions::default()
     };
     let (message, trace) = safety_violation(&run_safety(options));

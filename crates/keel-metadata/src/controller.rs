@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keel_types::{Duration, Entropy, ErrorCode, Instant, NodeId};
+use keel_types::{Duration, Entropy, ErrorCode, Instant, NodeId, Refusal};
 
 use crate::image::{self, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE};
 use crate::partition::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
@@ -81,25 +81,8 @@ impl ControllerConfig {
 
 /// A refused request: a Kafka error code, and what happened and what to do, for people.
 /// A refusal changes nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ControllerError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ControllerError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> ControllerError {
-        ControllerError { code, message: message.into() }
-    }
-}
-
-impl std::fmt::Display for ControllerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}: {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for ControllerError {}
+/// A refused controller request (keel-types' one refusal type).
+pub type ControllerError = Refusal;
 
 /// What a decision produced: the answer for the caller, and the records to append to the
 /// metadata log as one entry (already applied to the working image). Answer only once the
@@ -367,9 +350,28 @@ impl Controller {
         }
         if self.config.auto_leader_rebalance && now >= self.rebalance_deadline {
             self.rebalance_deadline = now + self.config.leader_imbalance_check_interval;
-            self.change_partitions(&mut records, |_, _| true, |p, e| p.elect_preferred(e));
+            records.extend(self.elect_preferred_leaders().records);
         }
         records
+    }
+
+    /// Moves leadership back to each partition's preferred replica where it is in the ISR and
+    /// active and does not lead (Kafka's preferred leader election, as the periodic rebalance
+    /// and ElectLeaders with type PREFERRED run it).
+    pub fn elect_preferred_leaders(&mut self) -> Decision<()> {
+        let mut records = Vec::new();
+        self.change_partitions(&mut records, |_, _| true, |p, e| p.elect_preferred(e));
+        Decision { reply: (), records }
+    }
+
+    /// Whether [`Controller::elect_preferred_leaders`] would move any leadership now (if not,
+    /// Kafka's ElectLeaders answers ELECTION_NOT_NEEDED).
+    pub fn preferred_election_needed(&self) -> bool {
+        let active = self.image.active_brokers();
+        self.image.topics().any(|topic| {
+            let eligibility = topic.eligibility(&active, self.config.mutation);
+            topic.partitions.iter().any(|p| p.clone().elect_preferred(&eligibility))
+        })
     }
 
     /// The process of broker `node` was last known to be alive at `at`, before this controller
@@ -633,6 +635,9 @@ impl Controller {
         let configs = self.topic_configs(name, configs, replication_factor)?;
         let mut records = Vec::new();
         self.emit(&mut records, MetadataRecord::TopicConfigs { id, configs });
+        if self.config.mutation == Some(Mutation::IgnoreMinIsrChange) {
+            return Ok(Decision { reply: (), records });
+        }
         self.change_partitions(
             &mut records,
             |t, _| t.id == id,
@@ -643,8 +648,10 @@ impl Controller {
     }
 
     /// A partition leader's ISR change (AlterPartition): a compare-and-set on the partition
-    /// epoch, from the current incarnation of the leader's broker. Returns the partition as it
-    /// now stands.
+    /// epoch, from the current incarnation of the leader's broker. `added` names the replicas
+    /// the change adds, each with the broker epoch of the process whose fetches vouch for it
+    /// (KIP-903): each must be the broker registered now, or the change is refused with
+    /// INELIGIBLE_REPLICA. Returns the partition as it now stands.
     pub fn alter_partition(
         &mut self,
         node: NodeId,
@@ -652,6 +659,7 @@ impl Controller {
         topic_id: u128,
         index: i32,
         request: &AlterIsr,
+        added: &[(NodeId, i64)],
     ) -> Result<Decision<PartitionRegistration>, ControllerError> {
         self.registered(node, broker_epoch)?;
         if request.leader != node {
@@ -692,6 +700,13 @@ impl Controller {
             };
             return Err(ControllerError::new(code, message));
         }
+        // Only once the request is known to come from the current leader, in the current
+        // leader and partition epochs (Kafka's order): a zombie leader must hear that it is
+        // fenced, not INELIGIBLE_REPLICA, which tells a leader to drop its change and go back
+        // to the ISR it last saw committed, and so to count a follower it no longer waits for.
+        if self.config.mutation != Some(Mutation::NoBrokerEpochCheck) {
+            self.check_replica_epochs(added)?;
+        }
         let mut records = Vec::new();
         if next != *current {
             let record = MetadataRecord::Partition { topic_id, index, registration: next.clone() };
@@ -704,7 +719,7 @@ impl Controller {
     /// whose fetches vouch for it, must be the brokers registered now. A replica that crashed
     /// and registered again (possibly without its unflushed tail) is refused with
     /// INELIGIBLE_REPLICA until it has fetched as the new process.
-    pub fn check_replica_epochs(&self, added: &[(NodeId, i64)]) -> Result<(), ControllerError> {
+    fn check_replica_epochs(&self, added: &[(NodeId, i64)]) -> Result<(), ControllerError> {
         for &(node, epoch) in added {
             let registered = self.image.broker(node).map(|b| b.broker_epoch);
             if registered != Some(epoch) {

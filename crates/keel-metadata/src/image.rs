@@ -23,12 +23,15 @@ pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable
 /// never writes one).
 const MIN_INSYNC_REPLICAS_DEFAULT: usize = 1;
 
+/// Kafka's limit on a topic name's length.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
 /// Kafka's topic name rule: 1 to 249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err("topic name is empty".to_string());
+        return Err("topic name \"\" is empty".to_string());
     }
-    if name.len() > 249 {
+    if name.len() > TOPIC_NAME_BYTES_MAX {
         return Err(format!("topic name {name:?} is longer than 249 characters"));
     }
     if name == "." || name == ".." {

@@ -19,6 +19,11 @@
 //!   heartbeats, session expiry and fencing, controlled shutdown, replica placement, topic and
 //!   config changes, preferred-leader rebalancing, producer-id blocks. Each decision returns
 //!   the records to append and has already applied them to its working image.
+//! - [`quorum`]: [`QuorumController`], a member of the controller quorum: keel-raft carrying
+//!   the metadata log, the applied image, the active [`Controller`] on the caught-up leader,
+//!   requests waiting for their records to commit, compaction into snapshots, and the
+//!   [`CommittedLog`] brokers fetch; [`MetadataReplay`] is a broker's side of that fetch. The
+//!   broker drives it with tokio, keel-sim with simulated time and disks.
 //!
 //! This crate owns the meaning of the metadata log. It never does IO, reads a clock, spawns
 //! threads or draws unseeded randomness: time comes in as [`keel_types::Instant`] arguments and
@@ -29,6 +34,7 @@ pub mod controller;
 pub mod image;
 pub mod partition;
 pub mod producer_ids;
+pub mod quorum;
 pub mod records;
 
 #[cfg(test)]
@@ -37,7 +43,11 @@ mod tests;
 pub use controller::{
     BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, Decision, HeartbeatReply, Restart,
 };
-pub use image::{BrokerRegistration, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE};
+pub use image::{
+    validate_topic_name, BrokerRegistration, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS,
+    UNCLEAN_LEADER_ELECTION_ENABLE,
+};
 pub use partition::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
 pub use producer_ids::{ProducerIdAllocator, ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
+pub use quorum::{Answer, CommittedLog, MetadataDelta, MetadataReplay, QuorumConfig, QuorumController};
 pub use records::{Endpoint, MetadataRecord};

@@ -26,12 +26,20 @@
 
 use keel_types::{ErrorCode, LeaderEpoch, NodeId};
 
-/// A deliberately planted bug, for checker tests.
+/// A deliberately planted bug in the partition rules or in the controller around them, for
+/// checker and simulator tests (`ControllerConfig::mutation`, `Eligibility::mutation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Mutation {
     /// No ELR and no unclean-shutdown rule: the last ISR member stays in the ISR when its broker
     /// is fenced and is elected again when it returns, whatever its disk lost.
     NoElr,
+    /// The controller takes an ISR addition whatever broker epoch the leader vouches for
+    /// (KIP-903's check in `Controller::alter_partition` skipped), leaving the leader's own
+    /// check as the only one.
+    NoBrokerEpochCheck,
+    /// The controller does not revisit a topic's partitions when its `min.insync.replicas`
+    /// changes, so an ELR outlives the ISR meeting the new minimum.
+    IgnoreMinIsrChange,
 }
 
 /// What a partition decision needs to know about the rest of the cluster.
@@ -67,7 +75,9 @@ pub struct PartitionRegistration {
     /// Bumped by every change; the compare-and-set version of AlterPartition.
     pub partition_epoch: i32,
     pub isr: Vec<NodeId>,
+    /// Kept sorted: the rules treat it as a set, so equal sets are equal registrations.
     pub elr: Vec<NodeId>,
+    /// Kept sorted, as `elr`.
     pub last_known_elr: Vec<NodeId>,
 }
 
@@ -129,6 +139,7 @@ impl PartitionRegistration {
             self.elr.retain(|&r| r != node);
             if self.isr.is_empty() && self.elr.is_empty() && !self.last_known_elr.contains(&node) {
                 self.last_known_elr.push(node);
+                self.last_known_elr.sort_unstable();
             }
         }
         if self.leader == Some(node) {
@@ -215,6 +226,7 @@ impl PartitionRegistration {
                 }
             }
             self.elr.retain(|r| !new_isr.contains(r));
+            self.elr.sort_unstable();
         }
         self.isr = new_isr;
     }
@@ -349,7 +361,7 @@ mod tests {
         assert_eq!((p.isr.clone(), p.elr.clone()), (n(&[1]), n(&[3])));
         let active = n(&[]);
         p.remove_replica(NodeId(1), &rules(&active));
-        assert_eq!((p.leader, p.isr.clone(), p.elr.clone()), (None, n(&[]), n(&[3, 1])));
+        assert_eq!((p.leader, p.isr.clone(), p.elr.clone()), (None, n(&[]), n(&[1, 3])));
         p.check_invariants(&rules(&active)).unwrap();
         // Broker 3 returns cleanly: elected from the ELR.
         let active = n(&[3]);
@@ -366,7 +378,7 @@ mod tests {
         p.remove_replica(NodeId(3), &rules(&active));
         let active = n(&[]);
         p.remove_replica(NodeId(1), &rules(&active));
-        assert_eq!(p.elr, n(&[3, 1]), "2 left while the ISR still met min ISR: not eligible");
+        assert_eq!(p.elr, n(&[1, 3]), "2 left while the ISR still met min ISR: not eligible");
         // The last leader comes back after losing its tail: not eligible.
         let active = n(&[1]);
         p.handle_unclean_shutdown(NodeId(1), &rules(&active));

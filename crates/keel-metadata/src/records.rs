@@ -2,13 +2,12 @@
 //! every broker replays into its [`MetadataImage`](crate::MetadataImage).
 //!
 //! A record states a fact in full (a partition record carries the whole new registration), so
-//! replaying one twice changes nothing. The encoding is bincode behind a leading format-version
-//! byte; decoding is bounded by the input's length, so malformed bytes from a peer give an
-//! `Err`, never a huge allocation or a panic.
+//! replaying one twice changes nothing. The encoding is postcard (its stable 1.0 wire format)
+//! behind a leading format-version byte; decoding is bounded by the input's length, so
+//! malformed bytes from a peer give an `Err`, never a huge allocation or a panic.
 
 use std::collections::BTreeMap;
 
-use bincode::Options;
 use keel_types::NodeId;
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +15,8 @@ use crate::partition::PartitionRegistration;
 
 /// The version byte in front of every encoded record, batch and image. Version 2: broker
 /// registrations carry the process id, and the image the next producer id (KIP-730).
-pub(crate) const FORMAT_VERSION: u8 = 2;
+/// Version 3: postcard instead of bincode (unmaintained, RUSTSEC-2025-0141).
+pub(crate) const FORMAT_VERSION: u8 = 3;
 
 /// A listener a broker registers: clients reach it at `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -98,11 +98,9 @@ impl MetadataRecord {
     }
 }
 
-/// Version byte, then bincode.
+/// Version byte, then postcard.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let mut bytes = vec![FORMAT_VERSION];
-    bincode_options(u64::MAX).serialize_into(&mut bytes, value).expect("serializing metadata into memory cannot fail");
-    bytes
+    postcard::to_extend(value, vec![FORMAT_VERSION]).expect("serializing metadata into memory cannot fail")
 }
 
 /// The inverse of [`encode`]. Allocation is bounded by the input's length, and trailing bytes
@@ -124,11 +122,11 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> 
              data directories"
         ));
     }
-    bincode_options(body.len() as u64).deserialize(body).map_err(|e| format!("{what} cannot be decoded: {e}"))
-}
-
-fn bincode_options(limit_bytes: u64) -> impl Options {
-    bincode::DefaultOptions::new().with_limit(limit_bytes).reject_trailing_bytes()
+    match postcard::take_from_bytes(body) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, trailing)) => Err(format!("{what} has {} bytes after its end", trailing.len())),
+        Err(e) => Err(format!("{what} cannot be decoded: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -196,8 +194,10 @@ mod tests {
         let mut wrong_version = good.clone();
         wrong_version[0] = 9;
         assert!(MetadataRecord::decode(&wrong_version).unwrap_err().contains("format version 9"));
-        wrong_version[0] = 1;
-        assert!(MetadataRecord::decode(&wrong_version).unwrap_err().contains("written by an older keel"));
+        for older in [1, 2] {
+            wrong_version[0] = older;
+            assert!(MetadataRecord::decode(&wrong_version).unwrap_err().contains("written by an older keel"));
+        }
         for cut in 1..good.len() {
             assert!(MetadataRecord::decode(&good[..cut]).is_err(), "truncated at {cut}");
         }
@@ -205,14 +205,14 @@ mod tests {
         trailing.push(0);
         assert!(MetadataRecord::decode(&trailing).is_err(), "trailing bytes are refused");
         // A huge length prefix must not allocate: variant 7 (Partition), topic 42, index 17
-        // (zigzag 34), then a replica count of about 2^62 (varint tag 253, then a u64).
-        let hostile = [FORMAT_VERSION, 7, 42, 34, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
+        // (zigzag 34), then a replica count of about 2^62 (a LEB128 varint).
+        let hostile = [FORMAT_VERSION, 7, 42, 34, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
         assert!(MetadataRecord::decode(&hostile).unwrap_err().contains("cannot be decoded"));
         let mut unknown_variant = hostile;
-        unknown_variant[1] = 9;
+        unknown_variant[1] = 99;
         assert!(MetadataRecord::decode(&unknown_variant).is_err());
         assert!(MetadataRecord::decode(&hostile).is_err());
-        assert!(MetadataRecord::decode_batch(&[FORMAT_VERSION, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f])
+        assert!(MetadataRecord::decode_batch(&[FORMAT_VERSION, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f])
             .is_err());
     }
 }

@@ -130,3 +130,9 @@ impl From<LogError> for AppendError {
         }
     }
 }
+
+impl From<AppendError> for keel_types::Refusal {
+    fn from(error: AppendError) -> keel_types::Refusal {
+        keel_types::Refusal::new(error.error_code(), error.to_string())
+    }
+}

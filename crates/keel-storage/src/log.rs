@@ -411,6 +411,22 @@ impl Log {
     /// assigns offsets and the epoch, writes, and flushes as the flush policy says. With
     /// [`FlushPolicy::Always`] it returns only once the data is synced.
     pub fn append(&self, records: &[u8], leader_epoch: LeaderEpoch, now_ms: i64) -> Result<AppendInfo, AppendError> {
+        let info = self.append_unflushed(records, leader_epoch, now_ms)?;
+        self.complete_append(info.last_offset + 1, now_ms)?;
+        Ok(info)
+    }
+
+    /// [`Log::append`] without the flush its policy asks for: the caller calls
+    /// [`Log::complete_append`] with `last_offset + 1` before it answers the producer. A
+    /// replicated leader appends under its replica lock and completes after releasing it, so
+    /// concurrent producers of one partition share a group commit. Until then the records may
+    /// be read and replicated, but are not yet durable here.
+    pub fn append_unflushed(
+        &self,
+        records: &[u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
         if records.len() as u64 > self.config().max_message_bytes {
             return Err(AppendError::TooLarge { size: records.len(), max: self.config().max_message_bytes });
         }
@@ -446,9 +462,8 @@ impl Log {
                         log_start_offset: state.log_start_offset,
                         duplicate: true,
                     };
-                    drop(state);
-                    // The original may still be on its way to disk: ack the retry no sooner.
-                    self.after_append(last_offset + 1, now_ms)?;
+                    // The original may still be on its way to disk: the caller's
+                    // `complete_append` acks the retry no sooner.
                     return Ok(info);
                 }
                 Err(error) => return Err(AppendError::Producer { producer_id: idempotent.producer_id, error }),
@@ -471,10 +486,14 @@ impl Log {
             position += header.size();
             next += i64::from(header.last_offset_delta) + 1;
         }
-        let info = self.write_batches(&mut state, &buffer)?;
-        drop(state);
-        self.after_append(info.last_offset + 1, now_ms)?;
-        Ok(info)
+        self.write_batches(&mut state, &buffer)
+    }
+
+    /// Flushes what an append below `end_offset` wrote as the flush policy says (group commit
+    /// with concurrent appends), and writes a recovery checkpoint when one is due. With
+    /// [`FlushPolicy::Always`] it returns once everything below `end_offset` is synced.
+    pub fn complete_append(&self, end_offset: i64, now_ms: i64) -> Result<(), AppendError> {
+        self.after_append(end_offset, now_ms)
     }
 
     /// Appends batches fetched from a leader, keeping their offsets and epochs (a follower's

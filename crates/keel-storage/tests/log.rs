@@ -348,6 +348,28 @@ fn flush_policies_report_the_flushed_offset() {
 }
 
 #[test]
+fn an_unflushed_append_is_synced_by_its_completion_and_one_sync_covers_earlier_ones() {
+    let b = batch(2, 10, 0, Compression::None, 0);
+    let log = Log::open(memory(), "/u", LogConfig { flush: FlushPolicy::Always, ..small_config() }, 0).unwrap().0;
+    let first = log.append_unflushed(&b, E0, 0).unwrap();
+    let second = log.append_unflushed(&b, E0, 0).unwrap();
+    assert_eq!((log.log_end_offset(), log.flushed_offset()), (4, 0), "written, not synced");
+    assert_eq!(read_all(&log).len(), 2, "readable before the sync");
+    log.complete_append(second.last_offset + 1, 0).unwrap();
+    assert_eq!(log.flushed_offset(), 4);
+    log.complete_append(first.last_offset + 1, 0).unwrap();
+    assert_eq!(log.flushed_offset(), 4, "already covered");
+    // A retry of an idempotent batch is a duplicate answered only once its original is synced.
+    let idempotent = idempotent_batch(7, 0, 0, 1);
+    let original = log.append_unflushed(&idempotent, E0, 0).unwrap();
+    let retry = log.append_unflushed(&idempotent, E0, 0).unwrap();
+    assert!(retry.duplicate && retry.last_offset == original.last_offset);
+    assert_eq!(log.flushed_offset(), 4);
+    log.complete_append(retry.last_offset + 1, 0).unwrap();
+    assert_eq!(log.flushed_offset(), 5);
+}
+
+#[test]
 fn group_commit_serves_concurrent_appenders() {
     let tmp = tempfile::tempdir().unwrap();
     let config = LogConfig { flush: FlushPolicy::Always, ..LogConfig::default() };

@@ -12,6 +12,28 @@ pub use error_code::ErrorCode;
 pub use rng::{Entropy, Rng};
 pub use time::{Duration, Instant};
 
+/// A request refused: the Kafka error code a client gets, and a message for people (Kafka's
+/// error message fields, and logs). Every layer that refuses a request says so with this type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal { code, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({:?})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
 /// A partition leader epoch, as carried in RecordBatch headers and OffsetForLeaderEpoch.
 ///
 /// Kafka uses -1 ("no epoch") in several places; that is [`LeaderEpoch::UNDEFINED`].

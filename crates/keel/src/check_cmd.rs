@@ -1,8 +1,8 @@
 //! `keel check`: run the model checker on the real protocol cores.
 
 use keel_check::{
-    check_gossip as explore_gossip, check_isr as explore_isr, check_raft as explore_raft, ControllerMutation,
-    GossipModelOptions, IsrModelOptions, Limits, RaftModelOptions, Report, Verdict,
+    check_gossip as explore_gossip, check_isr as explore_isr, check_raft as explore_raft, GossipModelOptions,
+    IsrModelOptions, Limits, RaftModelOptions, Report, Verdict,
 };
 use keel_raft::Mutation;
 
@@ -106,9 +106,9 @@ pub struct IsrCheckArgs {
     alter_partition_at_once: bool,
     /// Plant a bug the checker must find (repeat the flag to plant several, one per layer):
     /// in keel-replication's leader expand-below-epoch-start, keep-follower-state,
-    /// no-divergence-check or ignore-min-isr; in keel-metadata's partition rules no-elr (Kafka
-    /// before KIP-966); in the controller around them ignore-min-isr-change (with
-    /// --min-isr-changes) or no-broker-epoch-check.
+    /// no-divergence-check or ignore-min-isr; in keel-metadata's partition rules and controller
+    /// no-elr (Kafka before KIP-966), ignore-min-isr-change (with --min-isr-changes) or
+    /// no-broker-epoch-check.
     #[arg(long)]
     mutation: Vec<String>,
     /// Give up (verdict unknown) after this many states.
@@ -250,23 +250,21 @@ fn check_isr(args: IsrCheckArgs) -> Result<(), String> {
     run_check(args.max_states, args.no_liveness, |limits| explore_isr(options, limits))
 }
 
-/// Plants the mutation `name` names, in its layer (keel-replication's leader, keel-metadata's
-/// partition rules, or the controller around them); one per layer.
+/// Plants the mutation `name` names, in its layer (keel-replication's leader, or keel-metadata's
+/// partition rules and the controller around them); one per layer.
 fn plant_isr_mutation(options: &mut IsrModelOptions, name: &str) -> Result<(), String> {
     use keel_check::ReplicationMutation as Replication;
-    let mut replication = |m: Replication| options.replication_mutation.replace(m).is_some();
-    let layer_taken = match name {
+    use keel_metadata::Mutation as Metadata;
+    let replication = |m: Replication| (Some(m), None);
+    let metadata = |m: Metadata| (None, Some(m));
+    let (replication, metadata) = match name {
         "expand-below-epoch-start" => replication(Replication::ExpandBelowEpochStart),
         "keep-follower-state" => replication(Replication::KeepFollowerStateOnRestart),
         "no-divergence-check" => replication(Replication::NoDivergenceCheck),
         "ignore-min-isr" => replication(Replication::IgnoreMinIsr),
-        "no-elr" => options.metadata_mutation.replace(keel_metadata::Mutation::NoElr).is_some(),
-        "ignore-min-isr-change" => {
-            options.controller_mutation.replace(ControllerMutation::IgnoreMinIsrChange).is_some()
-        }
-        "no-broker-epoch-check" => {
-            options.controller_mutation.replace(ControllerMutation::NoBrokerEpochCheck).is_some()
-        }
+        "no-elr" => metadata(Metadata::NoElr),
+        "ignore-min-isr-change" => metadata(Metadata::IgnoreMinIsrChange),
+        "no-broker-epoch-check" => metadata(Metadata::NoBrokerEpochCheck),
         other => {
             return Err(format!(
                 "unknown mutation \"{other}\"; use expand-below-epoch-start, keep-follower-state, \
@@ -274,9 +272,13 @@ fn plant_isr_mutation(options: &mut IsrModelOptions, name: &str) -> Result<(), S
             ))
         }
     };
-    if layer_taken {
+    let taken = (replication.is_some() && options.replication_mutation.is_some())
+        || (metadata.is_some() && options.metadata_mutation.is_some());
+    if taken {
         return Err(format!("--mutation {name}: that layer already has a planted bug; plant one per layer"));
     }
+    options.replication_mutation = options.replication_mutation.or(replication);
+    options.metadata_mutation = options.metadata_mutation.or(metadata);
     Ok(())
 }
 

@@ -126,6 +126,14 @@ pub struct ClusterSimArgs {
     /// Simulated milliseconds the cluster has to converge once faults stop (default 10000).
     #[arg(long, value_name = "MS")]
     liveness_ms: Option<u64>,
+    /// Voters of the controller quorum, on brokers 1..=N in combined mode (default 3, or
+    /// every broker if there are fewer).
+    #[arg(long, value_name = "N")]
+    controllers: Option<usize>,
+    /// The controllers compact their Raft log every this many applied entries (default: each
+    /// seed draws 2 to 8).
+    #[arg(long, value_name = "N")]
+    controller_snapshot_entries: Option<u64>,
     /// Plant a bug the simulator should find.
     #[arg(long, value_enum)]
     mutation: Option<ClusterMutationArg>,
@@ -155,6 +163,8 @@ enum ClusterMutationArg {
     NoMetadataGate,
     /// A broker back on an empty data directory registers as clean (issue 17, F2).
     FreshDirectoryIsClean,
+    /// A disk swap on a voter wipes its Raft state too (no KIP-853).
+    MetadataLogOnDataDisk,
 }
 
 impl ClusterMutationArg {
@@ -164,6 +174,7 @@ impl ClusterMutationArg {
             ClusterMutationArg::NoTruncate => ClusterMutation::NoTruncate,
             ClusterMutationArg::NoMetadataGate => ClusterMutation::NoMetadataGate,
             ClusterMutationArg::FreshDirectoryIsClean => ClusterMutation::FreshDirectoryIsClean,
+            ClusterMutationArg::MetadataLogOnDataDisk => ClusterMutation::MetadataLogOnDataDisk,
         }
     }
 }
@@ -278,6 +289,8 @@ fn cluster_options(args: &ClusterSimArgs, seed: u64) -> ClusterSimOptions {
         min_isr: args.min_isr,
         safety_ms: args.safety_ms.unwrap_or(defaults.safety_ms),
         liveness_ms: args.liveness_ms.unwrap_or(defaults.liveness_ms),
+        controllers: args.controllers,
+        controller_snapshot_entries: args.controller_snapshot_entries,
         mutation: args.mutation.map(ClusterMutationArg::mutation),
         broker_epoch_check: !args.no_broker_epoch_check,
         ..defaults
@@ -304,6 +317,12 @@ fn cluster_reproduce(args: &ClusterSimArgs, seed: u64) -> String {
     if let Some(ms) = args.liveness_ms {
         command.push_str(&format!(" --liveness-ms {ms}"));
     }
+    if let Some(n) = args.controllers {
+        command.push_str(&format!(" --controllers {n}"));
+    }
+    if let Some(n) = args.controller_snapshot_entries {
+        command.push_str(&format!(" --controller-snapshot-entries {n}"));
+    }
     if let Some(m) = args.mutation.map(ClusterMutationArg::mutation) {
         command.push_str(&format!(" --mutation {m}"));
     }
@@ -316,8 +335,12 @@ fn cluster_reproduce(args: &ClusterSimArgs, seed: u64) -> String {
 
 fn describe_cluster_run(options: &ClusterSimOptions) -> String {
     let mut text = format!(
-        "{} brokers, {} partitions, RF {}, min ISR {}",
-        options.brokers, options.partitions, options.replication_factor, options.min_isr
+        "{} brokers ({} also controllers), {} partitions, RF {}, min ISR {}",
+        options.brokers,
+        options.controller_count(),
+        options.partitions,
+        options.replication_factor,
+        options.min_isr
     );
     if let Some(m) = options.mutation {
         text.push_str(&format!(", mutation {m}"));
@@ -379,6 +402,11 @@ fn cluster_one(args: &ClusterSimArgs, options: &ClusterSimOptions) -> Result<(),
         s.fences,
         s.truncations,
         s.recovery_cuts
+    );
+    say!(
+        "controllers: {} snapshots taken or installed, {} restarts from a snapshot",
+        s.controller_snapshots,
+        s.controller_restarts_from_snapshot
     );
     say!(
         "faults: {} lossy crashes and {} disk swaps ({} records lost from some log), {} clean restarts, {} whole-cluster restarts, {} power losses, {} partitions, {} slow disks, {} metadata stalls, {} min ISR changes; {} findings excused by the loss bound; {} consumer fetches answered with a lower high watermark",

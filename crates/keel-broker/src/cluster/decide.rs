@@ -23,8 +23,7 @@ pub fn decide(controller: &mut Controller, now: Instant, rng: &mut Rng, request:
             (reply, d.records)
         }
         Request::AlterPartition { node, broker_epoch, topic_id, partition, change, added } => {
-            controller.check_replica_epochs(&added)?;
-            let d = controller.alter_partition(node, broker_epoch, topic_id, partition, &change)?;
+            let d = controller.alter_partition(node, broker_epoch, topic_id, partition, &change, &added)?;
             (Response::AlterPartition { registration: d.reply }, d.records)
         }
         Request::AllocateProducerIds { node, broker_epoch } => {

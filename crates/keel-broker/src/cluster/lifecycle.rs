@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_metadata::{MetadataImage, MetadataRecord};
+use keel_metadata::{MetadataDelta, MetadataImage, MetadataReplay};
 use keel_types::{ErrorCode, NodeId};
 use tokio::sync::watch;
 
@@ -56,44 +56,27 @@ pub struct Registration {
 pub fn replay(client: ControllerClient, mut shutdown: watch::Receiver<bool>) -> watch::Receiver<Replayed> {
     let (sender, receiver) = watch::channel(Replayed::default());
     tokio::spawn(async move {
-        let mut image = MetadataImage::default();
-        let mut index = 0u64;
+        // keel-metadata's replay, the one keel-sim's brokers run.
+        let mut replay = MetadataReplay::default();
         loop {
             let fetched = tokio::select! {
-                fetched = client.fetch_metadata(index, FETCH_WAIT) => fetched,
+                fetched = client.fetch_metadata(replay.index, FETCH_WAIT) => fetched,
                 _ = shutdown.changed() => return,
             };
             match fetched {
                 Ok(Response::Metadata { snapshot, records }) => {
-                    if snapshot.is_none() && records.is_empty() {
-                        continue;
-                    }
-                    if let Some((at, bytes)) = snapshot {
-                        match MetadataImage::decode(&bytes) {
-                            Ok(decoded) => {
-                                image = decoded;
-                                index = at;
-                            }
-                            Err(error) => {
-                                tracing::error!(%error, "metadata snapshot cannot be decoded");
-                                tokio::time::sleep(FETCH_WAIT).await;
-                                continue;
-                            }
+                    match replay.apply(&MetadataDelta { snapshot, entries: records }) {
+                        Ok(true) => {
+                            let replayed = Replayed { index: replay.index, image: Arc::new(replay.image.clone()) };
+                            sender.send_replace(replayed);
+                        }
+                        Ok(false) => {}
+                        Err(error) => {
+                            // Acting on an image other nodes do not have is worse than waiting.
+                            tracing::error!(%error, "committed metadata cannot be decoded; fetching it again");
+                            tokio::time::sleep(FETCH_WAIT).await;
                         }
                     }
-                    for (at, bytes) in records {
-                        if at <= index {
-                            continue;
-                        }
-                        match MetadataRecord::decode_batch(&bytes) {
-                            Ok(batch) => batch.iter().for_each(|record| image.apply(record)),
-                            Err(error) => {
-                                tracing::error!(%error, index = at, "metadata entry cannot be decoded; skipping it");
-                            }
-                        }
-                        index = at;
-                    }
-                    sender.send_replace(Replayed { index, image: Arc::new(image.clone()) });
                 }
                 Ok(other) => tracing::debug!(?other, "unexpected answer to a metadata fetch"),
                 Err(error) => {

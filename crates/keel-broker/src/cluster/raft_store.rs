@@ -5,9 +5,11 @@
 //! and infrequent; the cost is a few fsyncs per change, not per produced record.
 //!
 //! Layout, in `<data_dir>/__cluster_metadata/`:
+//! - `format`: the format version of the files below ([`FORMAT_VERSION`]), written before any
+//!   of them; a directory holding Raft state without it was written by an older keel (bincode);
 //! - `state`: term and vote, replaced atomically (write temp, sync, rename, sync dir);
 //! - `snapshot`: the latest snapshot, replaced the same way;
-//! - `log`: entries after the snapshot, each framed as `[len u32][crc32c u32][bincode entry]`.
+//! - `log`: entries after the snapshot, each framed as `[len u32][crc32c u32][postcard entry]`.
 //!   A torn or corrupt frame at the tail (a crash mid-append) is cut off at recovery; a corrupt
 //!   frame followed by valid ones is reported as an error instead of silently dropping entries.
 
@@ -18,6 +20,12 @@ use std::path::{Path, PathBuf};
 use keel_raft::{Durable, Entry, HardState, LogIndex, Persist, Snapshot};
 
 const FRAME_HEADER: usize = 8;
+
+/// The format of the files in the directory. Version 1 (no `format` file) was bincode; version
+/// 2 is postcard (its stable 1.0 wire format).
+pub const FORMAT_VERSION: u8 = 2;
+const FORMAT_FILE: &str = "format";
+const STATE_FILES: [&str; 3] = ["state", "snapshot", "log"];
 
 /// The files of one node's Raft state.
 #[derive(Debug)]
@@ -57,9 +65,35 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
-/// A file whose content is one bincode value followed by its CRC-32C.
+/// Checks the directory's format version, writing it into a directory that holds no Raft state
+/// yet. An older or newer format is refused with what to do.
+fn check_format(dir: &Path) -> Result<(), String> {
+    let path = dir.join(FORMAT_FILE);
+    match read_optional(&path)? {
+        Some(bytes) if bytes == [FORMAT_VERSION] => Ok(()),
+        Some(bytes) => Err(format!(
+            "{} says format {bytes:?}; this keel reads Raft state of format version {FORMAT_VERSION} only: \
+             run the keel release that wrote it",
+            path.display()
+        )),
+        None => {
+            let written = STATE_FILES.iter().any(|name| dir.join(name).metadata().is_ok_and(|m| m.len() > 0));
+            if written {
+                return Err(format!(
+                    "{} holds Raft state written by an older keel (format 1, bincode); this keel reads format \
+                     {FORMAT_VERSION} and cannot convert a cluster's metadata in place: start the cluster on \
+                     empty data directories",
+                    dir.display()
+                ));
+            }
+            write_atomically(dir, FORMAT_FILE, &[FORMAT_VERSION])
+        }
+    }
+}
+
+/// A file whose content is one postcard value followed by its CRC-32C.
 fn encode_checked<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let mut bytes = bincode::serialize(value).expect("in-memory serialization cannot fail");
+    let mut bytes = postcard::to_stdvec(value).expect("in-memory serialization cannot fail");
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     bytes
@@ -73,11 +107,11 @@ fn decode_checked<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> 
     if crc32c::crc32c(body).to_le_bytes() != crc {
         return Err(format!("{} fails its CRC check: the file is corrupt", path.display()));
     }
-    bincode::deserialize(body).map_err(|e| format!("{} cannot be decoded: {e}", path.display()))
+    postcard::from_bytes(body).map_err(|e| format!("{} cannot be decoded: {e}", path.display()))
 }
 
 fn frame(entry: &Entry) -> Vec<u8> {
-    let body = bincode::serialize(entry).expect("in-memory serialization cannot fail");
+    let body = postcard::to_stdvec(entry).expect("in-memory serialization cannot fail");
     let mut bytes = Vec::with_capacity(FRAME_HEADER + body.len());
     bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
     bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
@@ -89,6 +123,7 @@ impl RaftStore {
     /// Opens (creating if needed) the Raft state in `dir` and recovers it.
     pub fn open(dir: &Path) -> Result<RaftStore, String> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+        check_format(dir)?;
         let state_path = dir.join("state");
         let hard_state: HardState = match read_optional(&state_path)? {
             Some(bytes) => decode_checked(&state_path, &bytes)?,
@@ -220,7 +255,7 @@ fn scan_log(path: &Path, bytes: &[u8], snapshot: Option<&Snapshot>) -> Result<(V
             if crc32c::crc32c(body) != crc {
                 return None;
             }
-            let entry: Entry = bincode::deserialize(body).ok()?;
+            let entry: Entry = postcard::from_bytes(body).ok()?;
             Some((entry, FRAME_HEADER + len))
         })();
         let Some((entry, frame_len)) = decoded else {
@@ -339,5 +374,23 @@ mod tests {
         bytes[0] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert!(RaftStore::open(dir.path()).unwrap_err().contains("CRC"));
+    }
+
+    #[test]
+    fn raft_state_of_another_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RaftStore::open(dir.path()).unwrap();
+        store.persist(&Persist { append: vec![entry(1, 1)], ..persist(1) }).unwrap();
+        drop(store);
+        assert_eq!(std::fs::read(dir.path().join(FORMAT_FILE)).unwrap(), [FORMAT_VERSION]);
+        // What an older keel left: Raft state without a format file.
+        std::fs::remove_file(dir.path().join(FORMAT_FILE)).unwrap();
+        let error = RaftStore::open(dir.path()).unwrap_err();
+        assert!(error.contains("older keel") && error.contains("empty data directories"), "{error}");
+        std::fs::write(dir.path().join(FORMAT_FILE), [FORMAT_VERSION + 1]).unwrap();
+        let error = RaftStore::open(dir.path()).unwrap_err();
+        assert!(error.contains("keel release that wrote it"), "{error}");
+        std::fs::write(dir.path().join(FORMAT_FILE), [FORMAT_VERSION]).unwrap();
+        assert_eq!(RaftStore::open(dir.path()).unwrap().durable().entries, vec![entry(1, 1)]);
     }
 }

@@ -1,4 +1,13 @@
-//! Bytes between keel nodes on the cluster port: length-prefixed bincode frames over TCP.
+//! Bytes between keel nodes on the cluster port: frames over TCP, each `[len u32]` (big
+//! endian, counting what follows), `[protocol version u8]`, then the value in postcard (its
+//! stable 1.0 wire format).
+//!
+//! Nodes of one cluster speak one protocol version ([`PROTOCOL_VERSION`]). A frame of another
+//! version is refused and its connection closed, with an error naming both versions: during a
+//! rolling upgrade, nodes of releases that share the protocol version work together, and a
+//! release that changes it needs every node stopped and started on it (Kafka's
+//! `inter.broker.protocol.version` and KIP-584 feature versions, which let old and new brokers
+//! agree on a version, are not built). Version 1 was bincode without a version byte.
 //!
 //! Two kinds of traffic share the port, on separate connections so one never waits behind the
 //! other: one-way Raft messages (a sender task per peer; a message that cannot be delivered is
@@ -18,13 +27,39 @@ use tokio::sync::{mpsc, Mutex};
 /// The largest frame a node accepts (a metadata snapshot must fit).
 pub const FRAME_MAX_BYTES: usize = 256 * 1024 * 1024;
 
+/// The cluster protocol this node speaks; see the module documentation.
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// A frame's bytes: length, version, postcard.
+pub fn encode_frame<T: Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+    let bytes = postcard::to_extend(value, vec![0, 0, 0, 0, PROTOCOL_VERSION])
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let len = u32::try_from(bytes.len() - 4).map_err(|_| std::io::Error::other("frame too large"))?;
+    let mut bytes = bytes;
+    bytes[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(bytes)
+}
+
+/// Parses a frame's body (what follows the length).
+pub fn decode_frame<T: DeserializeOwned>(body: &[u8]) -> std::io::Result<T> {
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidData, message);
+    match body.split_first() {
+        Some((&PROTOCOL_VERSION, value)) => match postcard::take_from_bytes(value) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, trailing)) => Err(invalid(format!("frame has {} bytes after its value", trailing.len()))),
+            Err(e) => Err(invalid(format!("frame cannot be decoded: {e}"))),
+        },
+        Some((&version, _)) => Err(invalid(format!(
+            "the peer speaks cluster protocol version {version} and this node {PROTOCOL_VERSION}: \
+             run every node of the cluster on the same keel release"
+        ))),
+        None => Err(invalid("empty frame".to_string())),
+    }
+}
+
 /// Writes one frame.
 pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io::Result<()> {
-    let body = bincode::serialize(value).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut bytes = Vec::with_capacity(4 + body.len());
-    bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(&body);
-    stream.write_all(&bytes).await
+    stream.write_all(&encode_frame(value)?).await
 }
 
 /// Reads one frame; `Ok(None)` when the peer closed the connection between frames.
@@ -44,7 +79,7 @@ pub async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> std::io:
     }
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
-    bincode::deserialize(&body).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    decode_frame(&body).map(Some)
 }
 
 /// Sends frames to one peer from a queue, reconnecting as needed. Frames queued while the peer
@@ -134,5 +169,28 @@ impl Caller {
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
         result.map_err(|e| format!("{}: {e}", self.address))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_the_protocol_version_and_another_version_is_refused() {
+        let value = (7u64, "metadata".to_string(), vec![1u8, 2, 3]);
+        let frame = encode_frame(&value).unwrap();
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!((len, frame[4]), (frame.len() - 4, PROTOCOL_VERSION));
+        assert_eq!(decode_frame::<(u64, String, Vec<u8>)>(&frame[4..]).unwrap(), value);
+        let mut other = frame[4..].to_vec();
+        other[0] = PROTOCOL_VERSION + 1;
+        let error = decode_frame::<(u64, String, Vec<u8>)>(&other).unwrap_err().to_string();
+        assert!(error.contains("same keel release"), "{error}");
+        let mut trailing = frame[4..].to_vec();
+        trailing.push(0);
+        assert!(decode_frame::<(u64, String, Vec<u8>)>(&trailing).is_err());
+        assert!(decode_frame::<(u64, String, Vec<u8>)>(&frame[4..frame.len() - 1]).is_err());
+        assert!(decode_frame::<(u64, String, Vec<u8>)>(&[]).is_err());
     }
 }

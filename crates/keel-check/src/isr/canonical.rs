@@ -8,7 +8,9 @@
 //!
 //! - **Leader, partition and broker epochs** are only compared (and the controller hands out
 //!   one more than the largest so far). Replacing each by its rank among the values of its kind
-//!   in the state keeps every comparison, and the next epoch is still the largest.
+//!   in the state keeps every comparison, and the next epoch is still the largest. **Process
+//!   ids** (a new one for every broker process, one more than the largest so far) are only
+//!   compared for equality, and are ranked the same way.
 //! - **Times** are only compared with `now` (is a follower's last catch-up within
 //!   `replica.lag.time.max.ms`? has a backoff passed?) or with each other through `max`. The
 //!   model's clock moves only by steps longer than the lag time plus every backoff, so a time
@@ -21,7 +23,7 @@
 //! A recording `Hasher` tells the kinds apart by type and magnitude, which the model arranges:
 //! leader epochs are `i32`s from [`LEADER_EPOCH_BASE`], partition epochs `i32`s from
 //! [`PARTITION_EPOCH_BASE`], broker epochs `i64`s from [`BROKER_EPOCH_BASE`], and times `u64`s
-//! from [`TIME_BASE`] (`Instant`); no other integer in the state comes near those magnitudes
+//! from [`TIME_BASE`] (`Instant`), process ids `u128`s from [`PROCESS_ID_BASE`]; no other integer in the state comes near those magnitudes
 //! (offsets, node ids, counts, configured durations), and one that does is a panic rather than
 //! a guess. (A slice of plain integers is hashed as raw bytes and left as it is; the state
 //! keeps epochs and times in typed fields and structs.)
@@ -36,6 +38,8 @@ pub const LEADER_EPOCH_BASE: i32 = 500_000_000;
 pub const PARTITION_EPOCH_BASE: i32 = 1_000_000_000;
 /// Broker epochs are greater than this.
 pub const BROKER_EPOCH_BASE: i64 = 1_000_000_000_000;
+/// Process ids start here.
+pub const PROCESS_ID_BASE: u128 = 1 << 100;
 /// The model's clock starts here (nanoseconds) and only grows; configured durations are far
 /// below it.
 pub const TIME_BASE: u64 = 1_000_000_000_000;
@@ -69,6 +73,7 @@ enum Kind {
     LeaderEpoch,
     PartitionEpoch,
     BrokerEpoch,
+    ProcessId,
 }
 
 /// One integer (or byte) a `Hash` implementation wrote.
@@ -156,6 +161,7 @@ fn classify(width: Width, value: i128) -> Kind {
     let within = |base: i128| (base..base + SPAN).contains(&value);
     let kind = match width {
         Width::U64 if value >= i128::from(TIME_BASE) => Kind::Time,
+        Width::U128 if value >= PROCESS_ID_BASE as i128 => Kind::ProcessId,
         Width::I32 if within(i128::from(PARTITION_EPOCH_BASE)) => Kind::PartitionEpoch,
         Width::I32 if within(i128::from(LEADER_EPOCH_BASE)) => Kind::LeaderEpoch,
         Width::I64 if value > i128::from(BROKER_EPOCH_BASE) => Kind::BrokerEpoch,
@@ -173,39 +179,68 @@ fn classify(width: Width, value: i128) -> Kind {
 /// The fingerprint of `value` at time `now`: times at or after `now - recent` are kept
 /// relative to `now`, older ones are all alike, and epochs are ranked within their kind.
 pub fn canonical_fingerprint<T: Hash + ?Sized>(value: &T, now: Instant, recent: Duration) -> u128 {
-    let mut recorder = Recorder { tokens: Vec::with_capacity(1024) };
-    value.hash(&mut recorder);
-    let tokens = recorder.tokens;
-    let mut epochs: [Vec<i128>; 3] = Default::default();
-    for token in &tokens {
-        match token.kind {
-            Kind::LeaderEpoch => epochs[0].push(token.value),
-            Kind::PartitionEpoch => epochs[1].push(token.value),
-            Kind::BrokerEpoch => epochs[2].push(token.value),
-            Kind::Plain | Kind::Time => {}
+    SCRATCH.with_borrow_mut(|scratch| scratch.fingerprint(value, now, recent))
+}
+
+thread_local! {
+    /// Buffers reused across calls: a fingerprint is taken for every transition, and
+    /// allocating them each time was a large part of the checker's time.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+#[derive(Default)]
+struct Scratch {
+    tokens: Vec<Token>,
+    epochs: [Vec<i128>; 4],
+    canonical: Vec<u8>,
+}
+
+impl Scratch {
+    fn fingerprint<T: Hash + ?Sized>(&mut self, value: &T, now: Instant, recent: Duration) -> u128 {
+        let mut recorder = Recorder { tokens: std::mem::take(&mut self.tokens) };
+        recorder.tokens.clear();
+        value.hash(&mut recorder);
+        self.tokens = recorder.tokens;
+        self.canonical(now, recent)
+    }
+
+    fn canonical(&mut self, now: Instant, recent: Duration) -> u128 {
+        let tokens = &self.tokens;
+        let epochs = &mut self.epochs;
+        epochs.iter_mut().for_each(Vec::clear);
+        for token in tokens {
+            match token.kind {
+                Kind::LeaderEpoch => epochs[0].push(token.value),
+                Kind::PartitionEpoch => epochs[1].push(token.value),
+                Kind::BrokerEpoch => epochs[2].push(token.value),
+                Kind::ProcessId => epochs[3].push(token.value),
+                Kind::Plain | Kind::Time => {}
+            }
         }
+        for values in epochs.iter_mut() {
+            values.sort_unstable();
+            values.dedup();
+        }
+        let now = i128::from(now.0);
+        // The values as varints in one buffer, hashed in one go (most are a byte). The types the
+        // hash walks decide the sequence of writes from the values written before, so the values
+        // alone tell states apart.
+        let canonical = &mut self.canonical;
+        canonical.clear();
+        for token in tokens {
+            let value = match token.kind {
+                Kind::Plain => token.value,
+                Kind::Time if token.value + i128::from(recent.0) >= now => token.value - now,
+                Kind::Time => OLD,
+                Kind::LeaderEpoch => rank(&epochs[0], token.value),
+                Kind::PartitionEpoch => rank(&epochs[1], token.value),
+                Kind::BrokerEpoch => rank(&epochs[2], token.value),
+                Kind::ProcessId => rank(&epochs[3], token.value),
+            };
+            push_varint(canonical, value);
+        }
+        crate::explore::fingerprint(canonical.as_slice())
     }
-    for values in &mut epochs {
-        values.sort_unstable();
-        values.dedup();
-    }
-    let now = i128::from(now.0);
-    // The values as varints in one buffer, hashed in one go (most are a byte). The types the
-    // hash walks decide the sequence of writes from the values written before, so the values
-    // alone tell states apart.
-    let mut canonical: Vec<u8> = Vec::with_capacity(tokens.len() + 64);
-    for token in &tokens {
-        let value = match token.kind {
-            Kind::Plain => token.value,
-            Kind::Time if token.value + i128::from(recent.0) >= now => token.value - now,
-            Kind::Time => OLD,
-            Kind::LeaderEpoch => rank(&epochs[0], token.value),
-            Kind::PartitionEpoch => rank(&epochs[1], token.value),
-            Kind::BrokerEpoch => rank(&epochs[2], token.value),
-        };
-        push_varint(&mut canonical, value);
-    }
-    crate::explore::fingerprint(canonical.as_slice())
 }
 
 /// What every old time becomes.

@@ -6,7 +6,9 @@ use keel_replication::{Replica, Role};
 use keel_types::{LeaderEpoch, NodeId};
 
 use super::canonical::{BROKER_EPOCH_BASE, LEADER_EPOCH_BASE, PARTITION_EPOCH_BASE};
-use super::{index, node, IsrAction, IsrModel, IsrState, Metadata, Status};
+use keel_metadata::{MetadataImage, PartitionRegistration};
+
+use super::{index, node, IsrAction, IsrModel, IsrState, Status};
 
 /// A leader epoch counted from where the model starts them: e0, e1, ...
 pub fn epoch(epoch: LeaderEpoch) -> String {
@@ -89,22 +91,21 @@ pub fn changes(before: Option<&IsrState>, after: &IsrState) -> Vec<String> {
             lines.push(now);
         }
     };
-    changed(&|s| partition(&s.metadata));
-    changed(&|s| registrations(&s.metadata));
+    changed(&|s| partition(s.partition()));
+    changed(&|s| registrations(s.image()));
     for i in 0..after.brokers.len() {
         changed(&|s| broker(s, i));
     }
     changed(&in_flight);
     changed(&|s| format!("acknowledged: {}", log(&s.acked)));
-    changed(&|s| format!("min.insync.replicas: {}", s.metadata.min_isr));
+    changed(&|s| format!("min.insync.replicas: {}", s.min_isr()));
     if before.is_none() {
         lines.push(format!("lossy crashes left: {}", after.lossy_crashes));
     }
     lines
 }
 
-fn partition(metadata: &Metadata) -> String {
-    let partition = &metadata.partition;
+fn partition(partition: &PartitionRegistration) -> String {
     format!(
         "partition: leader {}, leader epoch {}, partition epoch {}, ISR {}, ELR {}, last-known ELR {}",
         leader(partition.leader),
@@ -116,18 +117,17 @@ fn partition(metadata: &Metadata) -> String {
     )
 }
 
-fn registrations(metadata: &Metadata) -> String {
-    let brokers: Vec<String> = metadata
-        .brokers
+fn registrations(image: &MetadataImage) -> String {
+    let brokers: Vec<String> = image
+        .brokers()
         .iter()
-        .enumerate()
-        .map(|(i, b)| {
+        .map(|(n, b)| {
             let state = match (b.fenced, b.shutting_down) {
                 (true, _) => " fenced",
                 (false, true) => " shutting down",
                 (false, false) => "",
             };
-            format!("n{} epoch {}{state}", i + 1, broker_epoch(b.broker_epoch))
+            format!("n{} epoch {}{state}", n.0, broker_epoch(b.broker_epoch))
         })
         .collect();
     format!("registrations: {}", brokers.join(", "))

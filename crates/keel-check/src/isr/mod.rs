@@ -14,16 +14,17 @@
 //!   through `Leader::poll_isr_change` and `handle_isr_change_result`, and time through
 //!   `Leader::handle_tick`. Logs are keel-replication's `VecLog` (the epoch of each record and
 //!   an epoch cache with keel-storage's rules).
-//! - The controller is keel-metadata's `PartitionRegistration` rules, called as
-//!   `keel_metadata::Controller` calls them: registration (`remove_replica`, then
-//!   `handle_unclean_shutdown` for a start without a clean-shutdown marker), unfencing
-//!   (`try_elect`), fencing and controlled shutdown (`remove_replica`), AlterPartition
-//!   (KIP-903's broker-epoch check of `Controller::check_replica_epochs`, the sender's broker
-//!   epoch, then `alter_isr`), `min.insync.replicas` changes (`handle_min_isr_change` and
-//!   `try_elect`) and preferred leader election. The model keeps the controller's records as a
-//!   compact [`Metadata`]; the glue is short and mirrors the controller's.
-//! - Planted bugs are the real ones: keel-metadata's `Mutation`, keel-replication's
-//!   `Mutation` (every core runs with it), and two in the glue ([`ControllerMutation`]).
+//! - The controller is keel-metadata's real `Controller`, called as the broker's controller
+//!   task calls it: `register_broker` (with the clean-shutdown marker's broker epoch or
+//!   without), a `heartbeat` that unfences a caught-up broker, heartbeats asking for a
+//!   controlled shutdown until the answer says the broker may stop, `fence_broker` when a
+//!   crashed broker's session expires, `alter_partition` (KIP-903's broker-epoch check
+//!   included), `alter_configs` for `min.insync.replicas`, and `elect_preferred_leaders`.
+//!   Every decision commits at once: the controller's committed image is what every running
+//!   broker has replayed.
+//! - Planted bugs are the real ones: keel-metadata's `Mutation` (in the partition rules and
+//!   in the controller around them) and keel-replication's `Mutation` (every core runs with
+//!   it).
 //!
 //! Steps: a leader appends a record (while its log is shorter than `records`); a follower
 //! fetches once (one record per fetch, so a follower can be partly caught up); the controller
@@ -81,21 +82,26 @@ mod log;
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use keel_metadata::{
-    Eligibility, MetadataImage, MetadataRecord, Mutation as MetadataMutation, PartitionRegistration,
-    MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE,
+    BrokerRegistration, BrokerRegistrationRequest, Controller, ControllerConfig, Decision, Eligibility, MetadataImage,
+    MetadataRecord, Mutation as MetadataMutation, PartitionRegistration, MIN_INSYNC_REPLICAS,
+    UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 use keel_replication::{
     may_act_on, Config, FetchDecision, IsrProposal, Mutation as ReplicationMutation, Replica, Role,
 };
-use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId};
+use keel_types::{Duration, Instant, LeaderEpoch, NodeId};
 
 use crate::explore::{Choices, Model, Property};
-use canonical::{canonical_fingerprint, BROKER_EPOCH_BASE, LEADER_EPOCH_BASE, PARTITION_EPOCH_BASE, TIME_BASE};
+use canonical::{
+    canonical_fingerprint, BROKER_EPOCH_BASE, LEADER_EPOCH_BASE, PARTITION_EPOCH_BASE, PROCESS_ID_BASE, TIME_BASE,
+};
 pub use log::ModelLog;
 
-/// The topic's id in the images the model builds.
+/// The topic's name and id in the metadata.
+const TOPIC: &str = "topic";
 const TOPIC_ID: u128 = 1;
 /// The clock at the start (only differences matter).
 const START: Instant = Instant(TIME_BASE);
@@ -123,24 +129,10 @@ pub struct IsrModelOptions {
     /// nothing happens while it is in flight (several times fewer states; the compare-and-set
     /// and KIP-903's broker-epoch check then never refuse).
     pub alter_partition_at_once: bool,
-    /// A planted bug in keel-metadata's partition rules.
+    /// A planted bug in keel-metadata's partition rules or its controller.
     pub metadata_mutation: Option<MetadataMutation>,
     /// A planted bug in keel-replication's leader; every broker's cores run with it.
     pub replication_mutation: Option<ReplicationMutation>,
-    /// A planted bug in the controller's glue around the partition rules.
-    pub controller_mutation: Option<ControllerMutation>,
-}
-
-/// Planted bugs in what the controller does around keel-metadata's partition rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControllerMutation {
-    /// The controller does not revisit the partition when `min.insync.replicas` changes, so an
-    /// ELR outlives the ISR meeting the new minimum.
-    IgnoreMinIsrChange,
-    /// The controller takes an ISR addition whatever broker epoch the leader vouches for (no
-    /// `Controller::check_replica_epochs`, KIP-903's check on the controller's side), leaving
-    /// the leader's own check as the only one.
-    NoBrokerEpochCheck,
 }
 
 impl Default for IsrModelOptions {
@@ -156,40 +148,7 @@ impl Default for IsrModelOptions {
             alter_partition_at_once: false,
             metadata_mutation: None,
             replication_mutation: None,
-            controller_mutation: None,
         }
-    }
-}
-
-/// The controller's record of one broker's registration (what keel-metadata's
-/// `BrokerRegistration` holds that the partition rules and the replicas look at).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BrokerRecord {
-    pub broker_epoch: i64,
-    pub fenced: bool,
-    pub shutting_down: bool,
-    pub clean_shutdown: bool,
-}
-
-impl BrokerRecord {
-    fn is_active(&self) -> bool {
-        !self.fenced && !self.shutting_down
-    }
-}
-
-/// What the metadata log says about the partition: the registration, the topic's min ISR and
-/// the brokers (index i is broker n(i + 1)).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Metadata {
-    pub partition: PartitionRegistration,
-    pub min_isr: usize,
-    pub brokers: Vec<BrokerRecord>,
-}
-
-impl Metadata {
-    /// Brokers that are registered, unfenced and not shutting down.
-    pub fn active(&self) -> Vec<NodeId> {
-        (0..self.brokers.len()).filter(|&i| self.brokers[i].is_active()).map(node).collect()
     }
 }
 
@@ -227,8 +186,10 @@ pub struct AlterPartitionRequest {
 pub struct IsrState {
     /// The clock; it moves only in [`IsrAction::TimePasses`].
     pub now: Instant,
-    /// What the metadata log says, which every running broker has replayed.
-    pub metadata: Metadata,
+    /// The active controller. Its decisions commit at once, so its working image is its
+    /// committed image, which every running broker has replayed. Shared between states until
+    /// a step changes it.
+    pub controller: Arc<Controller>,
     /// Index i is broker n(i + 1).
     pub brokers: Vec<Broker>,
     /// AlterPartition requests sent and not yet handled, in the order sent.
@@ -260,9 +221,32 @@ impl IsrState {
         self.brokers[i].replica.as_ref()
     }
 
+    /// The committed metadata, as every running broker has replayed it.
+    pub fn image(&self) -> &MetadataImage {
+        self.controller.committed()
+    }
+
+    pub fn partition(&self) -> &PartitionRegistration {
+        self.image().partition(TOPIC_ID, 0).expect("the topic is never deleted")
+    }
+
+    /// The topic's `min.insync.replicas`.
+    pub fn min_isr(&self) -> usize {
+        self.image().topic(TOPIC_ID).expect("the topic is never deleted").min_isr()
+    }
+
+    /// Broker `i`'s current registration (every broker registers before the model starts).
+    pub fn registration(&self, i: usize) -> &BrokerRegistration {
+        self.image().broker(node(i)).expect("every broker is registered")
+    }
+
+    pub fn broker_epoch(&self, i: usize) -> i64 {
+        self.registration(i).broker_epoch
+    }
+
     /// Whether the broker the registration names leader runs and leads in its epoch.
     pub fn has_running_leader(&self) -> bool {
-        let partition = &self.metadata.partition;
+        let partition = self.partition();
         partition.leader.is_some_and(|l| {
             self.replica(index(l))
                 .and_then(Replica::leader)
@@ -272,7 +256,7 @@ impl IsrState {
 
     /// Whether a running broker is in the ISR or the ELR (so some broker may lead).
     fn eligible_replica_runs(&self) -> bool {
-        let partition = &self.metadata.partition;
+        let partition = self.partition();
         partition.isr.iter().chain(&partition.elr).any(|&r| self.brokers[index(r)].status == Status::Running)
     }
 }
@@ -371,56 +355,73 @@ impl IsrModel {
         }
     }
 
-    /// Applies a partition rule with the current brokers and min ISR; returns what it returns.
-    fn change_partition(
-        &self,
-        metadata: &mut Metadata,
-        change: impl FnOnce(&mut PartitionRegistration, &Eligibility) -> bool,
-    ) -> bool {
-        let active = metadata.active();
-        let eligibility = self.eligibility(metadata.min_isr, &active);
-        change(&mut metadata.partition, &eligibility)
+    fn topic_configs(&self, min_isr: usize) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (MIN_INSYNC_REPLICAS.to_string(), min_isr.to_string()),
+            (UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), self.options.unclean_leader_election.to_string()),
+        ])
     }
 
-    /// The metadata as a broker's replay of the metadata log has it: a real image.
-    fn image(&self, metadata: &Metadata) -> MetadataImage {
+    /// The controller at the start: every broker registered and active, the topic's one
+    /// partition led by n1 with every broker in the ISR, in epochs from the fingerprint's bases.
+    fn initial_controller(&self) -> Controller {
+        let n = self.options.replicas;
         let mut image = MetadataImage::default();
-        for (i, broker) in metadata.brokers.iter().enumerate() {
-            let (node, broker_epoch) = (node(i), broker.broker_epoch);
+        for i in 0..n {
+            let (node, broker_epoch) = (node(i), BROKER_EPOCH_BASE + 1 + i as i64);
             image.apply(&MetadataRecord::RegisterBroker {
                 node,
                 broker_epoch,
                 listeners: Vec::new(),
                 rack: None,
-                clean_shutdown: broker.clean_shutdown,
-                process_id: 0,
+                clean_shutdown: true,
+                process_id: PROCESS_ID_BASE + i as u128,
                 incarnation: 0,
             });
-            if !broker.fenced {
-                image.apply(&MetadataRecord::UnfenceBroker { node, broker_epoch });
-            }
-            if broker.shutting_down {
-                image.apply(&MetadataRecord::BeginControlledShutdown { node, broker_epoch });
-            }
+            image.apply(&MetadataRecord::UnfenceBroker { node, broker_epoch });
         }
-        let configs = BTreeMap::from([
-            (MIN_INSYNC_REPLICAS.to_string(), metadata.min_isr.to_string()),
-            (UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), self.options.unclean_leader_election.to_string()),
-        ]);
-        image.apply(&MetadataRecord::Topic { name: "topic".into(), id: TOPIC_ID, configs });
-        let registration = metadata.partition.clone();
+        let configs = self.topic_configs(self.options.min_isr);
+        image.apply(&MetadataRecord::Topic { name: TOPIC.into(), id: TOPIC_ID, configs });
+        let nodes: Vec<NodeId> = (0..n).map(node).collect();
+        let mut registration =
+            PartitionRegistration::new(nodes.clone(), &self.eligibility(self.options.min_isr, &nodes));
+        registration.leader_epoch = LeaderEpoch(LEADER_EPOCH_BASE);
+        registration.partition_epoch = PARTITION_EPOCH_BASE;
         image.apply(&MetadataRecord::Partition { topic_id: TOPIC_ID, index: 0, registration });
-        image
+        let config = ControllerConfig {
+            auto_leader_rebalance: false,
+            // Rebalancing is off; a deadline right after the start is old after a time step.
+            leader_imbalance_check_interval: Duration(1),
+            mutation: self.options.metadata_mutation,
+            ..ControllerConfig::default()
+        };
+        let mut controller = Controller::new(config, image, START);
+        // Every broker has heartbeated, so a restarted broker's heartbeat time is no different
+        // from one that never restarted once the time is old.
+        for i in 0..n {
+            let heartbeat = controller.heartbeat(START, node(i), BROKER_EPOCH_BASE + 1 + i as i64, true, false);
+            assert!(heartbeat.expect("registered").records.is_empty(), "every broker is active already");
+        }
+        controller
+    }
+
+    /// Commits a decision at once: the controller learns its records committed.
+    fn commit<T>(s: &mut IsrState, decision: Decision<T>) -> T {
+        for record in &decision.records {
+            Arc::make_mut(&mut s.controller).handle_committed(record);
+        }
+        decision.reply
     }
 
     /// Every running broker replays the metadata: roles, ISR, min ISR, fenced replicas and
     /// broker epochs, as the broker's replica engine takes them from an image.
-    fn publish(&self, s: &mut IsrState) {
-        let image = self.image(&s.metadata);
+    fn publish(s: &mut IsrState) {
+        let image = s.controller.committed();
         for (i, broker) in s.brokers.iter_mut().enumerate() {
             let Some(replica) = broker.replica.as_mut() else { continue };
-            if may_act_on(&image, node(i), Some(s.metadata.brokers[i].broker_epoch)) {
-                replica.apply_image(s.now, &image, TOPIC_ID, 0, &broker.log);
+            let broker_epoch = image.broker(node(i)).map(|b| b.broker_epoch);
+            if may_act_on(image, node(i), broker_epoch) {
+                replica.apply_image(s.now, image, TOPIC_ID, 0, &broker.log);
             }
         }
     }
@@ -439,22 +440,20 @@ impl IsrModel {
         if s.lossy_crashes == 0 {
             s.brokers.iter_mut().for_each(|b| b.log.flush());
         }
-        // The rules treat the ELR and last-known ELR as sets.
-        s.metadata.partition.elr.sort();
-        s.metadata.partition.last_known_elr.sort();
         s.fingerprint = self.fingerprint(s);
     }
 
     /// Sends what leaders propose to the controller, and counts the records below a leader's
     /// high watermark as acknowledged.
     fn send_and_acknowledge(s: &mut IsrState) {
+        let image = s.controller.committed();
         for (i, broker) in s.brokers.iter_mut().enumerate() {
             let Some(replica) = broker.replica.as_mut() else { continue };
             // No acks=all request waits in the cores: acknowledgement is the ghost below.
             let _ = replica.drain_completed();
             let Some(leader) = replica.leader_mut() else { continue };
             if let Some(proposal) = leader.poll_isr_change(s.now) {
-                let broker_epoch = s.metadata.brokers[i].broker_epoch;
+                let broker_epoch = image.broker(node(i)).expect("a running broker is registered").broker_epoch;
                 s.in_flight.push(AlterPartitionRequest { from: node(i), broker_epoch, proposal });
             }
             let high_watermark = leader.high_watermark() as usize;
@@ -471,18 +470,24 @@ impl IsrModel {
     /// handle_metadata_update`) or ended its leadership or process. Left in flight they would
     /// only multiply states.
     fn drop_dead_requests(s: &mut IsrState) {
-        let metadata = &s.metadata;
+        let partition = s.partition().clone();
+        let epochs: Vec<i64> = (0..s.brokers.len()).map(|i| s.broker_epoch(i)).collect();
         s.in_flight.retain(|r| {
             let request = &r.proposal.request;
-            request.leader_epoch == metadata.partition.leader_epoch
-                && request.partition_epoch == metadata.partition.partition_epoch
-                && metadata.brokers[index(r.from)].broker_epoch == r.broker_epoch
+            request.leader_epoch == partition.leader_epoch
+                && request.partition_epoch == partition.partition_epoch
+                && epochs[index(r.from)] == r.broker_epoch
         });
     }
 
     fn fingerprint(&self, s: &IsrState) -> u128 {
         let budgets = (s.lossy_crashes, s.clean_shutdowns);
-        canonical_fingerprint(&(&s.metadata, &s.brokers, &s.in_flight, &s.acked, budgets), s.now, self.recent)
+        // Of the controller, only its committed image: its working image is the same (`check`
+        // says so), and the rest of it (heartbeat times, the membership layer's verdicts, the
+        // rebalance deadline) only matters to `Controller::tick` and `handle_membership`,
+        // which the model never calls.
+        let controller = s.controller.committed();
+        canonical_fingerprint(&(controller, &s.brokers, &s.in_flight, &s.acked, budgets), s.now, self.recent)
     }
 
     /// Whether follower `f`'s replica would send a fetch now, to a running broker.
@@ -503,7 +508,7 @@ impl IsrModel {
     /// One fetch round trip from follower `f`; the answer carries at most one record.
     fn fetch(s: &mut IsrState, f: usize) {
         let now = s.now;
-        let broker_epoch = s.metadata.brokers[f].broker_epoch;
+        let broker_epoch = s.broker_epoch(f);
         let follower = &mut s.brokers[f];
         let replica = follower.replica.as_mut().expect("a running follower fetches");
         let leader_node = replica.follower().expect("a follower fetches").leader();
@@ -524,56 +529,61 @@ impl IsrModel {
         }
     }
 
-    /// The controller handles the AlterPartition at `position` in flight (as the broker's
-    /// `decide` and `Controller::alter_partition` do) and answers the process that sent it.
+    /// The controller handles the AlterPartition at `position` in flight
+    /// (`Controller::alter_partition`, as the broker's controller task calls it) and answers
+    /// the process that sent it.
     fn alter_partition(&self, s: &mut IsrState, position: usize) {
         let request = s.in_flight.remove(position);
-        let result = self.decide_alter_partition(&mut s.metadata, &request);
+        let change = &request.proposal.request;
+        let decided = Arc::make_mut(&mut s.controller).alter_partition(
+            request.from,
+            request.broker_epoch,
+            TOPIC_ID,
+            0,
+            change,
+            &request.proposal.added,
+        );
+        let result = match decided {
+            Ok(decision) => {
+                let registration = Self::commit(s, decision);
+                Ok((registration.partition_epoch, registration.isr))
+            }
+            Err(refusal) => Err(refusal.code),
+        };
         let sender = index(request.from);
-        let same_process = s.metadata.brokers[sender].broker_epoch == request.broker_epoch;
+        let same_process = s.broker_epoch(sender) == request.broker_epoch;
         let leader = s.brokers[sender].replica.as_mut().and_then(Replica::leader_mut);
         if let Some(leader) = leader.filter(|_| same_process) {
-            leader.handle_isr_change_result(s.now, &request.proposal.request, result.clone());
+            leader.handle_isr_change_result(s.now, change, result.clone());
         }
         if result.is_ok() {
-            self.publish(s);
+            Self::publish(s);
         }
     }
 
-    fn decide_alter_partition(
-        &self,
-        metadata: &mut Metadata,
-        request: &AlterPartitionRequest,
-    ) -> Result<(i32, Vec<NodeId>), ErrorCode> {
-        if self.options.controller_mutation != Some(ControllerMutation::NoBrokerEpochCheck) {
-            let registered = |&(node, epoch): &(NodeId, i64)| metadata.brokers[index(node)].broker_epoch == epoch;
-            if !request.proposal.added.iter().all(registered) {
-                return Err(ErrorCode::IneligibleReplica);
-            }
-        }
-        if metadata.brokers[index(request.from)].broker_epoch != request.broker_epoch {
-            return Err(ErrorCode::StaleBrokerEpoch);
-        }
-        let active = metadata.active();
-        let eligibility = self.eligibility(metadata.min_isr, &active);
-        metadata.partition.alter_isr(&request.proposal.request, &eligibility)?;
-        Ok((metadata.partition.partition_epoch, metadata.partition.isr.clone()))
-    }
-
-    /// Controlled shutdown (`Controller::heartbeat` asking to shut down, then the process
-    /// stops with the clean-shutdown marker): flush, leave leadership and the ISR, stop.
+    /// Controlled shutdown, as the broker runs it: heartbeats asking to shut down until the
+    /// controller says the broker may stop (it leads nothing and has left the ISR), then a
+    /// flush, the clean-shutdown marker, and the process stops. Its session then ends
+    /// (`Controller::fence_broker`).
     fn shutdown(&self, s: &mut IsrState, r: usize) {
-        s.metadata.brokers[r].shutting_down = true;
-        self.change_partition(&mut s.metadata, |p, e| p.remove_replica(node(r), e));
+        let broker_epoch = s.broker_epoch(r);
+        let ask = |s: &mut IsrState| {
+            let decision = Arc::make_mut(&mut s.controller).heartbeat(s.now, node(r), broker_epoch, true, true);
+            Self::commit(s, decision.expect("the running process is registered"))
+        };
+        ask(s);
+        Self::publish(s);
+        assert!(ask(s).should_shut_down, "one round of controlled shutdown releases a broker of one partition");
         let broker = &mut s.brokers[r];
         broker.log.flush();
         if let Some(mut replica) = broker.replica.take() {
             replica.stop();
         }
         broker.status = Status::Stopped { clean: true };
-        s.metadata.brokers[r].fenced = true;
         s.clean_shutdowns -= 1;
-        self.publish(s);
+        let fenced = Arc::make_mut(&mut s.controller).fence_broker(node(r)).expect("the broker is registered");
+        Self::commit(s, fenced);
+        Self::publish(s);
     }
 
     fn crash(s: &mut IsrState, r: usize, keep: i64) {
@@ -584,39 +594,54 @@ impl IsrModel {
         s.lossy_crashes -= 1;
     }
 
+    /// The crashed broker's session expires.
     fn fence(&self, s: &mut IsrState, r: usize) {
-        s.metadata.brokers[r].fenced = true;
         s.brokers[r].status = Status::Stopped { clean: false };
-        self.change_partition(&mut s.metadata, |p, e| p.remove_replica(node(r), e));
-        self.publish(s);
+        let fenced = Arc::make_mut(&mut s.controller).fence_broker(node(r)).expect("the broker is registered");
+        Self::commit(s, fenced);
+        Self::publish(s);
     }
 
-    /// A new process: `Controller::register_broker` (a new broker epoch; out of the ISR, and
-    /// out of the ELR too without the clean-shutdown marker), then it catches up with the
-    /// metadata and `Controller::heartbeat` unfences it (and elects a leader if none).
+    /// A new process: `Controller::register_broker` with the clean-shutdown marker's broker
+    /// epoch or without (a new broker epoch; out of the ISR, and out of the ELR too without
+    /// the marker), then it catches up with the metadata and its heartbeat unfences it (and
+    /// elects a leader if none).
     fn restart(&self, s: &mut IsrState, r: usize) {
         let Status::Stopped { clean } = s.brokers[r].status else { unreachable!("only a stopped broker restarts") };
-        let broker_epoch = s.metadata.brokers.iter().map(|b| b.broker_epoch).max().unwrap_or(BROKER_EPOCH_BASE) + 1;
-        s.metadata.brokers[r] =
-            BrokerRecord { broker_epoch, fenced: true, shutting_down: false, clean_shutdown: clean };
-        self.change_partition(&mut s.metadata, |p, e| {
-            let removed = p.remove_replica(node(r), e);
-            let unclean = !clean && p.handle_unclean_shutdown(node(r), e);
-            removed || unclean
-        });
-        s.metadata.brokers[r].fenced = false;
-        self.change_partition(&mut s.metadata, |p, e| p.try_elect(e));
+        let current = s.registration(r);
+        let process_id = s.image().brokers().values().map(|b| b.process_id).max().unwrap_or(PROCESS_ID_BASE) + 1;
+        let request = BrokerRegistrationRequest {
+            node: node(r),
+            listeners: Vec::new(),
+            rack: None,
+            previous_broker_epoch: clean.then_some(current.broker_epoch),
+            process_id,
+            incarnation: 0,
+        };
+        let registered =
+            Arc::make_mut(&mut s.controller).register_broker(s.now, request).expect("a valid registration");
+        let broker_epoch = Self::commit(s, registered);
+        Self::publish(s);
+        let heartbeat = Arc::make_mut(&mut s.controller).heartbeat(s.now, node(r), broker_epoch, true, false);
+        let reply = Self::commit(s, heartbeat.expect("the new process is registered"));
+        assert!(!reply.fenced, "a caught-up broker is unfenced");
         s.brokers[r].status = Status::Running;
         s.brokers[r].replica = Some(Replica::new(self.config(r)));
-        self.publish(s);
+        Self::publish(s);
     }
 
+    /// An operator sets the topic's configs (`Controller::alter_configs`).
     fn set_min_isr(&self, s: &mut IsrState, min_isr: usize) {
-        s.metadata.min_isr = min_isr;
-        if self.options.controller_mutation != Some(ControllerMutation::IgnoreMinIsrChange) {
-            self.change_partition(&mut s.metadata, |p, e| p.handle_min_isr_change(e) | p.try_elect(e));
-        }
-        self.publish(s);
+        let decision =
+            Arc::make_mut(&mut s.controller).alter_configs(TOPIC, self.topic_configs(min_isr)).expect("valid configs");
+        Self::commit(s, decision);
+        Self::publish(s);
+    }
+
+    fn elect_preferred(s: &mut IsrState) {
+        let decision = Arc::make_mut(&mut s.controller).elect_preferred_leaders();
+        Self::commit(s, decision);
+        Self::publish(s);
     }
 
     fn time_passes(&self, s: &mut IsrState) {
@@ -629,7 +654,7 @@ impl IsrModel {
     }
 
     fn check_logs(s: &IsrState) -> Result<(), String> {
-        let latest = s.metadata.partition.leader_epoch;
+        let latest = s.partition().leader_epoch;
         for (i, broker) in s.brokers.iter().enumerate() {
             let log = broker.log.epochs();
             if log.windows(2).any(|w| w[0] > w[1]) || log.iter().any(|&e| e > latest) {
@@ -660,7 +685,7 @@ impl IsrModel {
     /// Every running broker's role is the one the metadata (which it has replayed) gives it,
     /// and its core's own invariants hold.
     fn check_replicas(s: &IsrState) -> Result<(), String> {
-        let partition = &s.metadata.partition;
+        let partition = s.partition();
         for (i, broker) in s.brokers.iter().enumerate() {
             let Some(replica) = &broker.replica else { continue };
             let epoch = partition.leader_epoch;
@@ -689,7 +714,7 @@ impl IsrModel {
     }
 
     fn check_acked(s: &IsrState) -> Result<(), String> {
-        let partition = &s.metadata.partition;
+        let partition = s.partition();
         for (i, broker) in s.brokers.iter().enumerate() {
             let set = if partition.isr.contains(&node(i)) {
                 "ISR"
@@ -739,17 +764,6 @@ impl Model for IsrModel {
 
     fn initial(&self) -> IsrState {
         let n = self.options.replicas;
-        let nodes: Vec<NodeId> = (0..n).map(node).collect();
-        let mut partition = PartitionRegistration::new(nodes.clone(), &self.eligibility(self.options.min_isr, &nodes));
-        partition.leader_epoch = LeaderEpoch(LEADER_EPOCH_BASE);
-        partition.partition_epoch = PARTITION_EPOCH_BASE;
-        let record = |i: usize| BrokerRecord {
-            broker_epoch: BROKER_EPOCH_BASE + 1 + i as i64,
-            fenced: false,
-            shutting_down: false,
-            clean_shutdown: true,
-        };
-        let metadata = Metadata { partition, min_isr: self.options.min_isr, brokers: (0..n).map(record).collect() };
         let broker = |i: usize| Broker {
             status: Status::Running,
             log: ModelLog::default(),
@@ -757,7 +771,7 @@ impl Model for IsrModel {
         };
         let mut state = IsrState {
             now: START,
-            metadata,
+            controller: Arc::new(self.initial_controller()),
             brokers: (0..n).map(broker).collect(),
             in_flight: Vec::new(),
             acked: Vec::new(),
@@ -765,7 +779,7 @@ impl Model for IsrModel {
             clean_shutdowns: self.options.clean_shutdowns,
             fingerprint: 0,
         };
-        self.publish(&mut state);
+        Self::publish(&mut state);
         self.settle(&mut state);
         state
     }
@@ -798,12 +812,11 @@ impl Model for IsrModel {
                 Status::Stopped { .. } => actions.push(IsrAction::Restart(id)),
             }
         }
-        let mut metadata = s.metadata.clone();
-        if self.change_partition(&mut metadata, |p, e| p.elect_preferred(e)) {
+        if s.controller.preferred_election_needed() {
             actions.push(IsrAction::ElectPreferred);
         }
         if self.options.min_isr_changes {
-            let others = (1..=self.options.replicas).filter(|&m| m != s.metadata.min_isr);
+            let others = (1..=self.options.replicas).filter(|&m| m != s.min_isr());
             actions.extend(others.map(IsrAction::SetMinIsr));
         }
         actions.push(IsrAction::TimePasses);
@@ -820,10 +833,7 @@ impl Model for IsrModel {
             IsrAction::Crash(r, keep) => Self::crash(&mut s, index(r), keep),
             IsrAction::Fence(r) => self.fence(&mut s, index(r)),
             IsrAction::Restart(r) => self.restart(&mut s, index(r)),
-            IsrAction::ElectPreferred => {
-                self.change_partition(&mut s.metadata, |p, e| p.elect_preferred(e));
-                self.publish(&mut s);
-            }
+            IsrAction::ElectPreferred => Self::elect_preferred(&mut s),
             IsrAction::SetMinIsr(min_isr) => self.set_min_isr(&mut s, min_isr),
             IsrAction::TimePasses => self.time_passes(&mut s),
         }
@@ -842,13 +852,17 @@ impl Model for IsrModel {
     }
 
     fn check(&self, s: &IsrState) -> Result<(), String> {
-        let active = s.metadata.active();
-        let partition = &s.metadata.partition;
+        s.controller.check_invariants().map_err(|e| format!("controller invariant: {e}"))?;
+        if s.controller.image() != s.controller.committed() {
+            return Err("the controller's working image is not its committed image".to_string());
+        }
+        let active = s.image().active_brokers();
+        let partition = s.partition();
         partition
-            .check_invariants(&self.eligibility(s.metadata.min_isr, &active))
+            .check_invariants(&self.eligibility(s.min_isr(), &active))
             .map_err(|e| format!("partition invariant: {e}"))?;
         if let Some(leader) = partition.leader {
-            if s.metadata.brokers[index(leader)].fenced {
+            if s.registration(index(leader)).fenced {
                 return Err(format!("fenced leader: n{} leads while fenced", leader.0));
             }
         }
@@ -892,7 +906,7 @@ pub fn acked_everywhere(state: &IsrState) -> bool {
 /// Every running broker is in the ISR, or no running broker leads (a leader adds every
 /// follower that catches up).
 pub fn isr_complete(state: &IsrState) -> bool {
-    let isr = &state.metadata.partition.isr;
+    let isr = &state.partition().isr;
     let complete =
         (0..state.brokers.len()).all(|i| state.brokers[i].status != Status::Running || isr.contains(&node(i)));
     complete || !state.has_running_leader()
@@ -929,7 +943,7 @@ mod tests {
         };
         let once = cycle(&model.initial());
         let mut twice = cycle(&once);
-        assert_ne!(once.metadata.brokers[2].broker_epoch, twice.metadata.brokers[2].broker_epoch);
+        assert_ne!(once.broker_epoch(2), twice.broker_epoch(2));
         // The same but for the budget and the epochs' values.
         twice.clean_shutdowns += 1;
         twice.fingerprint = model.fingerprint(&twice);

@@ -1,8 +1,9 @@
 //! The cluster simulation: brokers running keel-replication's real [`Replica`] engine (its
 //! `Leader` and `Follower` cores) for every partition replica over keel-storage's real `Log`
-//! on a crash-simulating disk per broker, a controller running keel-metadata's real
-//! [`Controller`], an idempotent acks=all producer and a consumer per partition, on simulated
-//! time.
+//! on a crash-simulating disk per broker, a controller quorum of keel-metadata's real
+//! [`QuorumController`](keel_metadata::QuorumController) members (keel-raft carrying the
+//! metadata log, the active [`Controller`] deciding) on the first brokers, an idempotent
+//! acks=all producer and a consumer per partition, on simulated time.
 //!
 //! Each broker's disk is a `CrashBackend`: logs are never fsynced on the write path
 //! (`flush.policy=never`); the simulated OS writes them back now and then (`Log::flush`). A
@@ -11,18 +12,30 @@
 //! closes every log (`Log::close`) and opens it again on restart; a disk swap starts from an
 //! empty disk. Idempotence is the log's producer state: a retry is answered as a duplicate.
 //!
-//! The controller quorum is modelled as one linearizable controller whose decisions commit the
-//! moment it takes them (keel-raft is simulated on its own by `keel sim raft`). Everything else
-//! is asynchronous: brokers learn metadata by polling the controller for committed record
-//! batches over the simulated network, so a broker may act on old metadata for a while (a
-//! zombie leader); followers fetch from leaders, leaders ask the controller for ISR changes,
-//! brokers heartbeat, and the controller fences a broker whose session expires.
+//! The controller quorum runs in combined mode, as keel does (a node runs the broker role, or
+//! the broker and controller roles; there is no controller-only process): brokers 1..=N
+//! (three by default) are also voters, and a crash, a clean stop or a power loss stops both
+//! roles at once. Each voter keeps its Raft state in a simulated durable store
+//! (`raft::store::RaftStore`, shared with `keel sim raft`): writes complete after a simulated
+//! disk latency, a crash keeps a random prefix of the unsynced ones (the next possibly torn),
+//! and a restart reads what is synced, snapshot included (the log is compacted every 2-8
+//! applied entries, so restarts from a snapshot happen in most seeds). Voters talk Raft over
+//! the same lossy, duplicating, partitioned network as everything else (see [`quorum`]).
+//!
+//! Everything else is asynchronous too: brokers send controller requests to the voter they
+//! believe active, follow NOT_CONTROLLER hints, and move on to the next voter when a request
+//! goes unanswered; they poll committed metadata (a snapshot when they are behind it, then
+//! entries: `CommittedLog::after`) from their own controller, or a voter on a broker-only
+//! node, and replay it with `MetadataReplay`, so a broker may act on old metadata for a
+//! while (a zombie leader); followers fetch from leaders, leaders ask the controller for ISR
+//! changes, brokers heartbeat, and the controller fences a broker whose session expires.
 //!
 //! One event queue ordered by (time, sequence number) drives it all; after every event the
 //! cores' own invariants and the oracle's checks run (see [`oracle`]).
 
 mod log;
 mod oracle;
+mod quorum;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -31,10 +44,11 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use keel_metadata::{
-    AlterIsr, BrokerRegistrationRequest, Controller, ControllerConfig, HeartbeatReply, MetadataImage, MetadataRecord,
-    Mutation,
+    AlterIsr, Answer, BrokerRegistrationRequest, Controller, ControllerConfig, MetadataDelta, MetadataImage,
+    MetadataRecord, MetadataReplay, Mutation, QuorumConfig,
 };
-use keel_metadata::{PartitionRegistration, ProducerIdAllocator, ProducerIdBlock, MIN_INSYNC_REPLICAS};
+use keel_metadata::{PartitionRegistration, ProducerIdAllocator, MIN_INSYNC_REPLICAS};
+use keel_raft::{Durable, LogIndex, Snapshot, Term};
 use keel_replication::{
     may_act_on, Config as ReplicaConfig, FetchDecision, FetchRequest, FetchResponse, FollowerAction, LocalLog, Replica,
     Role, RoleChange, WaiterId,
@@ -43,10 +57,12 @@ use keel_storage::backend::CrashBackend;
 use keel_storage::{AppendError, LogConfig, ReadError, RecoveryReport};
 use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng};
 
+use crate::raft::store::RaftStore;
 use crate::raft::{Failure, Phase};
 use crate::trace::{Fnv1a, Trace};
 use log::{log_config, producer_batch, records_in, SimLog};
 use oracle::Oracle;
+use quorum::{Call, CommittedView, Decided, Token, Voter, CONTROLLER_TICK, METADATA_ENTRIES_MAX};
 
 /// Most brokers a simulated cluster may have.
 pub const BROKERS_MAX: usize = 7;
@@ -73,11 +89,15 @@ const FETCH_BYTES_MAX: usize = 32 * 80;
 const HEARTBEAT_INTERVAL: Duration = Duration(250_000_000);
 const METADATA_POLL: Duration = Duration(20_000_000);
 const METADATA_TIMEOUT: Duration = Duration(500_000_000);
-/// Most metadata batches one poll returns.
-const METADATA_BATCHES_MAX: usize = 500;
 const REGISTER_RETRY: Duration = Duration(300_000_000);
+/// A broker asks again this soon after a controller that knows of no active controller.
+const NO_CONTROLLER_BACKOFF: Duration = Duration(50_000_000);
 const ALTER_ISR_TIMEOUT: Duration = Duration(1_000_000_000);
-const CONTROLLER_TICK: Duration = Duration(50_000_000);
+/// Controller elections start after 750-1500 ms without a leader (the broker's
+/// `controller_election_timeout_ms` default).
+const CONTROLLER_ELECTION_TIMEOUT_MS: u64 = 750;
+/// The most voters the quorum gets by default.
+const CONTROLLERS_DEFAULT_MAX: usize = 3;
 /// acks=all requests time out at the leader after this.
 const PRODUCE_TIMEOUT: Duration = Duration(1_000_000_000);
 /// The producer resends a request with no answer after this.
@@ -120,6 +140,12 @@ pub enum ClusterMutation {
     /// rule before issue 17's fix, finding F2: a fresh directory counted as clean), so it keeps
     /// its ELR membership and may be elected with an empty log.
     FreshDirectoryIsClean,
+    /// A voter's Raft state lives on the broker's data disk (as `keel serve` keeps
+    /// `__cluster_metadata` in the data directory), so a disk swap on a voter also wipes its
+    /// term, vote and log: it comes back as freshly formatted. keel-raft has no KIP-853 to
+    /// keep such a voter out of elections until it is reconfigured in, so it may help elect a
+    /// leader that lacks committed metadata.
+    MetadataLogOnDataDisk,
 }
 
 /// What to simulate. [`ClusterSimOptions::new`] gives the defaults CI sweeps with.
@@ -139,6 +165,13 @@ pub struct ClusterSimOptions {
     pub session_timeout_ms: u64,
     /// Kafka's `replica.lag.time.max.ms`.
     pub replica_lag_time_max_ms: u64,
+    /// Voters of the controller quorum, in combined mode on brokers 1..=N; `None`: three, or
+    /// every broker if there are fewer.
+    pub controllers: Option<usize>,
+    /// The controllers compact their Raft log into a snapshot every this many applied entries;
+    /// `None`: each seed draws 2 to 8, so snapshots, InstallSnapshot and restarts from a
+    /// snapshot happen in most runs.
+    pub controller_snapshot_entries: Option<u64>,
     pub faults: ClusterFaultOptions,
     pub mutation: Option<ClusterMutation>,
     /// KIP-903 in the simulated brokers and controller: fetches carry the follower's broker
@@ -243,6 +276,8 @@ impl ClusterSimOptions {
             liveness_ms: 10_000,
             session_timeout_ms: 1_500,
             replica_lag_time_max_ms: 1_000,
+            controllers: None,
+            controller_snapshot_entries: None,
             faults: ClusterFaultOptions::default(),
             mutation: None,
             broker_epoch_check: true,
@@ -274,6 +309,16 @@ impl ClusterSimOptions {
                 "the liveness phase must be positive and both phases together at most {RUN_MS_MAX} ms"
             ));
         }
+        if !(1..=self.brokers).contains(&self.controller_count()) {
+            return Err(format!(
+                "--controllers must lie between 1 and the {} brokers (combined mode); got {}",
+                self.brokers,
+                self.controller_count()
+            ));
+        }
+        if self.controller_snapshot_entries == Some(0) {
+            return Err("--controller-snapshot-entries must be at least 1".to_string());
+        }
         if self.session_timeout_ms == 0 || self.replica_lag_time_max_ms == 0 {
             return Err("the session timeout and the replica lag time must be positive".to_string());
         }
@@ -287,6 +332,19 @@ impl ClusterSimOptions {
         }
         self.replica_config(NodeId(1)).validate().map_err(|e| e.0)?;
         self.controller_config().validate()
+    }
+
+    /// How many voters the controller quorum has.
+    pub fn controller_count(&self) -> usize {
+        self.controllers.unwrap_or(self.brokers.min(CONTROLLERS_DEFAULT_MAX))
+    }
+
+    /// A voter's config, as the broker builds it from its defaults.
+    fn quorum_config(&self, id: NodeId, voters: Vec<NodeId>, snapshot_entries: u64) -> QuorumConfig {
+        let mut raft = keel_raft::Config::new(id, voters);
+        raft.election_timeout_min = Duration::from_millis(CONTROLLER_ELECTION_TIMEOUT_MS);
+        raft.election_timeout_max = Duration::from_millis(CONTROLLER_ELECTION_TIMEOUT_MS * 2);
+        QuorumConfig { raft, controller: self.controller_config(), snapshot_entries }
     }
 
     fn replica_config(&self, id: NodeId) -> ReplicaConfig {
@@ -307,7 +365,11 @@ impl ClusterSimOptions {
             default_min_isr: self.min_isr,
             auto_leader_rebalance: true,
             leader_imbalance_check_interval: Duration::from_secs(3),
-            mutation: (self.mutation == Some(ClusterMutation::NoElr)).then_some(Mutation::NoElr),
+            mutation: if self.mutation == Some(ClusterMutation::NoElr) {
+                Some(Mutation::NoElr)
+            } else {
+                (!self.broker_epoch_check).then_some(Mutation::NoBrokerEpochCheck)
+            },
             ..ControllerConfig::default()
         }
     }
@@ -360,6 +422,10 @@ pub struct ClusterStats {
     pub disk_swaps: u64,
     pub cluster_restarts: u64,
     pub min_isr_changes: u64,
+    /// Snapshots the controllers took or installed (compactions and InstallSnapshot).
+    pub controller_snapshots: u64,
+    /// Controller restarts that loaded a snapshot from their Raft store (beyond the setup's).
+    pub controller_restarts_from_snapshot: u64,
     /// Violations not reported because more replicas than min ISR - 1 lost the record.
     pub excused: u64,
     /// Consumer fetches answered by a new leader with a lower high watermark than the
@@ -399,56 +465,33 @@ pub fn run_cluster(options: &ClusterSimOptions) -> ClusterSimReport {
 
 #[derive(Debug, Clone)]
 enum Message {
-    Register {
+    /// A request for the active controller, to a voter.
+    ControllerRequest {
         broker: usize,
         process: u64,
-        clean: bool,
+        call: Call,
     },
-    RegisterReply {
+    /// A voter's answer (from broker `from`'s controller).
+    ControllerAnswer {
+        from: usize,
         process: u64,
-        broker_epoch: i64,
+        call: Call,
+        answer: Answer<Decided>,
     },
-    Heartbeat {
-        broker: usize,
-        process: u64,
-        broker_epoch: i64,
-        caught_up: bool,
-        want_shutdown: bool,
-    },
-    HeartbeatReply {
-        process: u64,
-        reply: HeartbeatReply,
-    },
-    /// The heartbeat's broker epoch is not the registered one (a retried registration got a
-    /// newer one): register again.
-    HeartbeatRefused {
-        process: u64,
-        broker_epoch: i64,
-    },
+    /// Committed metadata after `after`, from a voter.
     MetadataFetch {
         broker: usize,
         process: u64,
-        from: usize,
+        after: LogIndex,
     },
     MetadataReply {
         process: u64,
-        from: usize,
-        batches: Vec<Vec<MetadataRecord>>,
+        delta: MetadataDelta,
     },
-    AlterIsr {
-        broker: usize,
-        process: u64,
-        broker_epoch: i64,
-        partition: usize,
-        request: AlterIsr,
-        /// The broker epoch each added replica fetched with (KIP-903, in the shell).
-        added: Vec<(NodeId, i64)>,
-    },
-    AlterIsrReply {
-        process: u64,
-        partition: usize,
-        request: AlterIsr,
-        result: Result<(i32, Vec<NodeId>), ErrorCode>,
+    /// Between voters.
+    Raft {
+        from: NodeId,
+        message: keel_raft::Message,
     },
     Fetch {
         broker: usize,
@@ -473,18 +516,6 @@ enum Message {
         partition: usize,
         attempt: u64,
         result: Result<i64, ErrorCode>,
-    },
-    /// A broker asks the controller for a block of producer ids (AllocateProducerIds).
-    AllocateProducerIds {
-        broker: usize,
-        process: u64,
-        broker_epoch: i64,
-        request: u64,
-    },
-    AllocateProducerIdsReply {
-        process: u64,
-        request: u64,
-        result: Result<ProducerIdBlock, ErrorCode>,
     },
     Produce {
         partition: usize,
@@ -517,15 +548,45 @@ enum Message {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { to: usize, message: Message },
-    BrokerTick { broker: usize, process: u64 },
-    FlushDone { broker: usize, process: u64, partition: usize },
-    Restart { broker: usize, process: u64 },
-    ControllerTick,
+    Deliver {
+        to: usize,
+        message: Box<Message>,
+    },
+    BrokerTick {
+        broker: usize,
+        process: u64,
+    },
+    FlushDone {
+        broker: usize,
+        process: u64,
+        partition: usize,
+    },
+    Restart {
+        broker: usize,
+        process: u64,
+    },
+    /// The active controller's tick, on the voter of broker `broker`.
+    ControllerTick {
+        broker: usize,
+        process: u64,
+    },
+    RaftTimer {
+        broker: usize,
+        process: u64,
+    },
+    /// The oldest pending Raft write of the voter of broker `broker` completes.
+    RaftWrite {
+        broker: usize,
+        process: u64,
+    },
     Client,
     Fault,
-    PartitionFlap { generation: u64 },
-    PartitionHeal { generation: u64 },
+    PartitionFlap {
+        generation: u64,
+    },
+    PartitionHeal {
+        generation: u64,
+    },
     LivenessStart,
 }
 
@@ -557,10 +618,17 @@ struct Broker {
     /// Bumped by every stop: messages and events for an earlier life are ignored.
     process: u64,
     broker_epoch: Option<i64>,
-    /// Whether the next registration carries a clean-shutdown marker.
-    clean: bool,
-    image: MetadataImage,
-    applied: usize,
+    /// The clean-shutdown marker the next start finds: the broker epoch it names.
+    marker: Option<i64>,
+    /// The metadata replayed (keel-metadata's replay, as the broker runs it).
+    metadata: MetadataReplay,
+    /// The voter believed to be the active controller, and the next voter to try otherwise.
+    controller_hint: Option<usize>,
+    controller_cursor: usize,
+    /// Since when a controller request has gone unanswered.
+    call_since: Option<Instant>,
+    /// The voter a broker-only node fetches metadata from (modulo the voters).
+    metadata_source: usize,
     metadata_sent: Option<Instant>,
     metadata_stalled_until: Instant,
     next_metadata: Instant,
@@ -584,7 +652,7 @@ impl Broker {
     /// The broker has replayed its own registration: it may act on metadata (the broker's
     /// own gate, [`may_act_on`]).
     fn caught_up(&self) -> bool {
-        may_act_on(&self.image, self.id, self.broker_epoch)
+        may_act_on(&self.metadata.image, self.id, self.broker_epoch)
     }
 }
 
@@ -697,9 +765,15 @@ struct Sim<'a> {
     liveness_started: Instant,
     queue: BTreeMap<(Instant, u64), Event>,
     sequence: u64,
-    controller: Controller,
-    /// The committed metadata log, one batch per decision.
-    metadata: Vec<Vec<MetadataRecord>>,
+    /// The controller quorum's voters, on brokers `0..voters.len()`.
+    voters: Vec<Voter>,
+    /// The index of the formatted metadata snapshot every voter starts from.
+    setup_index: LogIndex,
+    /// A freshly formatted voter's Raft state.
+    formatted: Durable,
+    snapshot_entries: u64,
+    /// The oracle's view of the committed metadata log.
+    committed: CommittedView,
     topic_id: u128,
     brokers: Vec<Broker>,
     producers: Vec<Producer>,
@@ -779,6 +853,41 @@ fn show_registration(p: &PartitionRegistration) -> String {
     )
 }
 
+/// The cluster as formatted: every broker registered (clean) and unfenced, the topic created.
+/// Returns the number of metadata entries that took, the image, the broker epochs and the
+/// topic id.
+fn setup_metadata(options: &ClusterSimOptions, rng: &mut Rng) -> (LogIndex, MetadataImage, Vec<i64>, u128) {
+    let mut controller = Controller::new(options.controller_config(), MetadataImage::default(), Instant::ZERO);
+    let mut entries = 0;
+    let mut commit = |controller: &mut Controller, records: Vec<MetadataRecord>| {
+        records.iter().for_each(|record| controller.handle_committed(record));
+        entries += u64::from(!records.is_empty());
+    };
+    let mut epochs = Vec::new();
+    for b in 0..options.brokers {
+        let node = NodeId(b as i32 + 1);
+        let request = BrokerRegistrationRequest {
+            node,
+            listeners: Vec::new(),
+            rack: None,
+            previous_broker_epoch: None,
+            process_id: 1,
+            incarnation: 1,
+        };
+        let decision = controller.register_broker(Instant::ZERO, request).expect("a registration at setup");
+        epochs.push(decision.reply);
+        commit(&mut controller, decision.records);
+        let decision = controller.heartbeat(Instant::ZERO, node, decision.reply, true, false).expect("a heartbeat");
+        commit(&mut controller, decision.records);
+    }
+    let configs = BTreeMap::from([(MIN_INSYNC_REPLICAS.to_string(), options.min_isr.to_string())]);
+    let (partitions, replication_factor) = (options.partitions as i32, options.replication_factor as i16);
+    let decision =
+        controller.create_topic(TOPIC, partitions, replication_factor, configs, rng).expect("the topic at setup");
+    commit(&mut controller, decision.records);
+    (entries, controller.committed().clone(), epochs, decision.reply)
+}
+
 impl<'a> Sim<'a> {
     fn new(options: &'a ClusterSimOptions) -> Sim<'a> {
         let mut master = Rng::new(options.seed);
@@ -820,48 +929,24 @@ impl<'a> Sim<'a> {
         let segment_bytes = 1 << knobs.range_inclusive(10, 16);
         let log_config = log_config(segment_bytes, 1 << knobs.range_inclusive(10, 14));
 
-        // Setup: every broker registers cleanly and is unfenced; the topic is created.
-        let mut controller = Controller::new(options.controller_config(), MetadataImage::default(), Instant::ZERO);
-        let mut metadata = Vec::new();
-        let mut epochs = Vec::new();
-        let commit =
-            |controller: &mut Controller, metadata: &mut Vec<Vec<MetadataRecord>>, records: Vec<MetadataRecord>| {
-                for record in &records {
-                    controller.handle_committed(record);
-                }
-                if !records.is_empty() {
-                    metadata.push(records);
-                }
-            };
-        for b in 0..options.brokers {
-            let node = NodeId(b as i32 + 1);
-            let request = BrokerRegistrationRequest {
-                node,
-                listeners: Vec::new(),
-                rack: None,
-                previous_broker_epoch: None,
-                process_id: 1,
-                incarnation: 1,
-            };
-            let decision = controller.register_broker(Instant::ZERO, request).expect("a registration at setup");
-            epochs.push(decision.reply);
-            commit(&mut controller, &mut metadata, decision.records);
-            let decision =
-                controller.heartbeat(Instant::ZERO, node, decision.reply, true, false).expect("a heartbeat at setup");
-            commit(&mut controller, &mut metadata, decision.records);
-        }
-        let configs = BTreeMap::from([(MIN_INSYNC_REPLICAS.to_string(), options.min_isr.to_string())]);
-        let decision = controller
-            .create_topic(
-                TOPIC,
-                options.partitions as i32,
-                options.replication_factor as i16,
-                configs,
-                &mut placement_rng,
-            )
-            .expect("the topic at setup");
-        let topic_id = decision.reply;
-        commit(&mut controller, &mut metadata, decision.records);
+        let snapshot_entries = options.controller_snapshot_entries.unwrap_or_else(|| knobs.range_inclusive(2, 8));
+        let (setup_index, setup_image, epochs, topic_id) = setup_metadata(options, &mut placement_rng);
+        // Every voter starts from the formatted metadata (as `kafka-storage format` writes a
+        // bootstrap snapshot): the setup's records as a snapshot at `setup_index`.
+        let formatted = Durable {
+            snapshot: Some(Snapshot { index: setup_index, term: Term(0), data: setup_image.encode() }),
+            ..Durable::default()
+        };
+        let voters: Vec<Voter> = (0..options.controller_count())
+            .map(|_| Voter {
+                member: None,
+                store: RaftStore::formatted(formatted.clone()),
+                rng: fork(&mut master),
+                timer: None,
+                snapshot_index: 0,
+                observed: None,
+            })
+            .collect();
 
         let mut brokers = Vec::new();
         for (b, &flush_interval_ms_mean) in flush_means.iter().enumerate() {
@@ -887,9 +972,12 @@ impl<'a> Sim<'a> {
                 up: true,
                 process: 1,
                 broker_epoch: Some(epochs[b]),
-                clean: true,
-                image: MetadataImage::default(),
-                applied: 0,
+                marker: None,
+                metadata: MetadataReplay::default(),
+                controller_hint: None,
+                controller_cursor: b,
+                call_since: None,
+                metadata_source: b,
                 metadata_sent: None,
                 metadata_stalled_until: Instant::ZERO,
                 next_metadata: Instant::ZERO,
@@ -912,7 +1000,7 @@ impl<'a> Sim<'a> {
                 "seed {} brokers {} partitions {} RF {} min ISR {} mutation {:?}; loss {loss_percent}% duplicate \
                  {duplicate_percent}% spike {spike_percent}% delay <= {delay_us_max} us; faults {faults:?} every \
                  {fault_interval_ms_mean} ms; writeback means {flush_means:?} ms; segments of {} bytes, \
-                 recovery checkpoints every {} bytes",
+                 recovery checkpoints every {} bytes; {} controllers snapshot every {snapshot_entries} entries",
                 options.seed,
                 options.brokers,
                 options.partitions,
@@ -921,6 +1009,7 @@ impl<'a> Sim<'a> {
                 options.mutation,
                 log_config.segment_bytes,
                 log_config.recovery_checkpoint_bytes,
+                voters.len(),
             ),
         );
         let mut sim = Sim {
@@ -930,8 +1019,11 @@ impl<'a> Sim<'a> {
             liveness_started: Instant::ZERO,
             queue: BTreeMap::new(),
             sequence: 0,
-            controller,
-            metadata,
+            voters,
+            setup_index,
+            formatted,
+            snapshot_entries,
+            committed: CommittedView::default(),
             topic_id,
             brokers,
             producers: (0..options.partitions).map(|_| Producer::default()).collect(),
@@ -959,8 +1051,9 @@ impl<'a> Sim<'a> {
             current: String::new(),
             stats: ClusterStats::default(),
         };
+        sim.observe_setup(setup_index, setup_image);
         for p in 0..options.partitions {
-            if let Some(reg) = sim.controller.committed().partition(topic_id, p as i32) {
+            if let Some(reg) = sim.committed.image.partition(topic_id, p as i32) {
                 let text = show_registration(reg);
                 sim.trace.line(Instant::ZERO, format_args!("p{p} replicas {} {text}", show_nodes(&reg.replicas)));
             }
@@ -987,7 +1080,9 @@ impl<'a> Sim<'a> {
         for b in 0..self.brokers.len() {
             self.schedule(Instant::ZERO, Event::BrokerTick { broker: b, process: 1 });
         }
-        self.schedule(Instant::ZERO + CONTROLLER_TICK, Event::ControllerTick);
+        for b in 0..self.voters.len() {
+            self.guarded(|sim| sim.start_member(b))?;
+        }
         self.schedule(Instant::ZERO + ms(1), Event::Client);
         if !self.faults.is_empty() && self.options.safety_ms > 0 {
             let first = self.fault_interval();
@@ -1043,10 +1138,11 @@ impl<'a> Sim<'a> {
         Failure { time: self.now, phase: self.phase, message }
     }
 
-    fn schedule(&mut self, at: Instant, event: Event) {
+    fn schedule(&mut self, at: Instant, event: Event) -> (Instant, u64) {
         let key = (at.max(self.now), self.sequence);
         self.sequence += 1;
         self.queue.insert(key, event);
+        key
     }
 
     fn fault_interval(&mut self) -> Duration {
@@ -1065,10 +1161,6 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn controller_index(&self) -> usize {
-        self.brokers.len()
-    }
-
     fn client_index(&self) -> usize {
         self.brokers.len() + 1
     }
@@ -1077,7 +1169,7 @@ impl<'a> Sim<'a> {
         match event {
             Event::Deliver { to, message } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                self.deliver(to, message)
+                self.deliver(to, *message)
             }
             Event::BrokerTick { broker, process } => {
                 if self.brokers[broker].up && self.brokers[broker].process == process {
@@ -1101,10 +1193,28 @@ impl<'a> Sim<'a> {
                 }
                 Ok(())
             }
-            Event::ControllerTick => {
-                let records = self.controller.tick(self.now);
-                self.commit("tick", records)?;
-                self.schedule(self.now + CONTROLLER_TICK, Event::ControllerTick);
+            Event::ControllerTick { broker, process } => {
+                if self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.current = format!("b{} controller tick", broker + 1);
+                    self.with_member(broker, |member, now, _| {
+                        let _ = member.handle_controller_tick(now, std::iter::empty());
+                    })?;
+                    self.schedule(self.now + CONTROLLER_TICK, Event::ControllerTick { broker, process });
+                }
+                Ok(())
+            }
+            Event::RaftTimer { broker, process } => {
+                if self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.voters[broker].timer = None;
+                    self.current = format!("b{} Raft timer", broker + 1);
+                    self.with_member(broker, |member, now, rng| member.handle_timeout(now, rng))?;
+                }
+                Ok(())
+            }
+            Event::RaftWrite { broker, process } => {
+                if self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.raft_write_done(broker)?;
+                }
                 Ok(())
             }
             Event::Client => self.client_step(),
@@ -1133,6 +1243,12 @@ impl<'a> Sim<'a> {
 
     fn send(&mut self, from: usize, to: usize, message: Message) {
         self.stats.messages_sent += 1;
+        if from == to {
+            // In-process, between the broker and the controller of a combined node.
+            self.schedule(self.now + Duration(10_000), Event::Deliver { to, message: Box::new(message) });
+            self.in_flight += 1;
+            return;
+        }
         let cut = self.network.active && self.network.links.contains(&(from, to));
         if cut || self.in_flight >= IN_FLIGHT_MAX || self.network_rng.chance(self.loss_percent, 100) {
             self.stats.messages_dropped += 1;
@@ -1146,14 +1262,11 @@ impl<'a> Sim<'a> {
                 us *= self.network_rng.range_inclusive(5, 20);
             }
             self.in_flight += 1;
-            self.schedule(self.now + Duration(us * 1_000), Event::Deliver { to, message: message.clone() });
+            self.schedule(self.now + Duration(us * 1_000), Event::Deliver { to, message: Box::new(message.clone()) });
         }
     }
 
     fn deliver(&mut self, to: usize, message: Message) -> Result<(), String> {
-        if to == self.controller_index() {
-            return self.controller_receive(message);
-        }
         if to == self.client_index() {
             return self.client_receive(message);
         }
@@ -1172,150 +1285,17 @@ impl<'a> Sim<'a> {
         self.trace.line(self.now, format_args!("partition healed"));
     }
 
-    // ---- the controller ------------------------------------------------------------------
-
-    /// Commits a decision's records at once (the controller quorum is one linearizable
-    /// controller) and checks the controller.
-    fn commit(&mut self, what: &str, records: Vec<MetadataRecord>) -> Result<(), String> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        for record in &records {
-            self.controller.handle_committed(record);
-            match record {
-                MetadataRecord::Partition { index, registration, .. } => {
-                    let p = *index as usize;
-                    let text = show_registration(registration);
-                    self.trace.line(self.now, format_args!("controller ({what}): p{p} {text}"));
-                    if p < self.leader_epochs.len() && registration.leader_epoch > self.leader_epochs[p] {
-                        self.leader_epochs[p] = registration.leader_epoch;
-                        self.stats.leader_changes += 1;
-                    }
-                }
-                MetadataRecord::FenceBroker { node, broker_epoch } => {
-                    self.stats.fences += 1;
-                    self.trace.line(self.now, format_args!("controller ({what}): fence b{node} epoch {broker_epoch}"));
-                }
-                other => self.trace.line(self.now, format_args!("controller ({what}): {other:?}")),
-            }
-        }
-        self.metadata.push(records);
-        self.controller.check_invariants().map_err(|e| format!("controller invariant: {e}"))
-    }
-
-    fn controller_receive(&mut self, message: Message) -> Result<(), String> {
-        let now = self.now;
-        let controller = self.controller_index();
-        match message {
-            Message::Register { broker, process, clean } => {
-                let node = NodeId(broker as i32 + 1);
-                self.current = format!("register b{node} clean {clean}");
-                // A clean restart's marker names the epoch the broker is registered with.
-                let previous_broker_epoch =
-                    if clean { self.controller.image().broker(node).map(|b| b.broker_epoch) } else { None };
-                let request = BrokerRegistrationRequest {
-                    node,
-                    listeners: Vec::new(),
-                    rack: None,
-                    previous_broker_epoch,
-                    process_id: u128::from(process),
-                    incarnation: process,
-                };
-                let decision = self
-                    .controller
-                    .register_broker(now, request)
-                    .map_err(|e| format!("registration of b{node} refused: {e}"))?;
-                self.commit(&format!("b{node} registers, clean {clean}"), decision.records)?;
-                self.send(controller, broker, Message::RegisterReply { process, broker_epoch: decision.reply });
-            }
-            Message::Heartbeat { broker, process, broker_epoch, caught_up, want_shutdown } => {
-                let node = NodeId(broker as i32 + 1);
-                self.current = format!("heartbeat b{node}");
-                match self.controller.heartbeat(now, node, broker_epoch, caught_up, want_shutdown) {
-                    Ok(decision) => {
-                        self.commit(&format!("heartbeat b{node}"), decision.records)?;
-                        self.send(controller, broker, Message::HeartbeatReply { process, reply: decision.reply });
-                    }
-                    Err(_) => self.send(controller, broker, Message::HeartbeatRefused { process, broker_epoch }),
-                }
-            }
-            Message::MetadataFetch { broker, process, from } => {
-                let to = self.metadata.len().min(from + METADATA_BATCHES_MAX);
-                let batches = self.metadata.get(from..to).map(<[_]>::to_vec).unwrap_or_default();
-                self.send(controller, broker, Message::MetadataReply { process, from, batches });
-            }
-            Message::AlterIsr { broker, process, broker_epoch, partition, request, added } => {
-                let node = NodeId(broker as i32 + 1);
-                self.current = format!("AlterPartition from b{node}: {request:?}");
-                let checked =
-                    if self.options.broker_epoch_check { self.controller.check_replica_epochs(&added) } else { Ok(()) };
-                if let Err(refusal) = checked {
-                    self.trace.line(
-                        now,
-                        format_args!(
-                            "controller refuses AlterPartition from b{node} for p{partition}: {}",
-                            refusal.message
-                        ),
-                    );
-                    let result = Err(ErrorCode::IneligibleReplica);
-                    self.send(controller, broker, Message::AlterIsrReply { process, partition, request, result });
-                    return Ok(());
-                }
-                let result =
-                    self.controller.alter_partition(node, broker_epoch, self.topic_id, partition as i32, &request);
-                let result = match result {
-                    Ok(decision) => {
-                        let registration = decision.reply.clone();
-                        if !decision.records.is_empty() {
-                            self.stats.isr_changes += 1;
-                        }
-                        self.commit(&format!("AlterPartition from b{node}"), decision.records)?;
-                        Ok((registration.partition_epoch, registration.isr))
-                    }
-                    Err(error) => {
-                        self.trace.line(
-                            now,
-                            format_args!("controller refuses AlterPartition from b{node} for p{partition}: {error}"),
-                        );
-                        Err(error.code)
-                    }
-                };
-                self.send(controller, broker, Message::AlterIsrReply { process, partition, request, result });
-            }
-            Message::AllocateProducerIds { broker, process, broker_epoch, request } => {
-                let node = NodeId(broker as i32 + 1);
-                self.current = format!("AllocateProducerIds from b{node} epoch {broker_epoch}");
-                let result = match self.controller.allocate_producer_ids(node, broker_epoch) {
-                    Ok(decision) => {
-                        self.commit(&format!("AllocateProducerIds from b{node}"), decision.records)?;
-                        Ok(decision.reply)
-                    }
-                    Err(error) => {
-                        let text = format!("controller refuses AllocateProducerIds from b{node}: {error}");
-                        self.trace.line(now, format_args!("{text}"));
-                        Err(error.code)
-                    }
-                };
-                self.send(controller, broker, Message::AllocateProducerIdsReply { process, request, result });
-            }
-            other => return Err(format!("simulator bug: the controller got {other:?}")),
-        }
-        Ok(())
-    }
-
     // ---- brokers -------------------------------------------------------------------------
 
     fn broker_tick(&mut self, b: usize) -> Result<(), String> {
         let now = self.now;
-        let controller = self.controller_index();
         let broker = &mut self.brokers[b];
-        let process = broker.process;
         match broker.broker_epoch {
             None => {
                 if broker.register_sent.is_none_or(|t| now >= t + REGISTER_RETRY) {
                     broker.register_sent = Some(now);
-                    let clean = broker.clean;
-                    self.send(b, controller, Message::Register { broker: b, process, clean });
+                    let previous_broker_epoch = broker.marker;
+                    self.send_call(b, Call::Register { previous_broker_epoch });
                 }
             }
             Some(broker_epoch) => {
@@ -1323,18 +1303,11 @@ impl<'a> Sim<'a> {
                     broker.next_heartbeat = now + HEARTBEAT_INTERVAL;
                     let caught_up = broker.caught_up();
                     let want_shutdown = broker.shutdown_requested.is_some();
-                    let message = Message::Heartbeat { broker: b, process, broker_epoch, caught_up, want_shutdown };
-                    self.send(b, controller, message);
+                    self.send_call(b, Call::Heartbeat { broker_epoch, caught_up, want_shutdown });
                 }
             }
         }
-        let broker = &mut self.brokers[b];
-        let metadata_due = broker.metadata_sent.is_none_or(|t| now >= t + METADATA_TIMEOUT);
-        if metadata_due && now >= broker.next_metadata && now >= broker.metadata_stalled_until {
-            broker.metadata_sent = Some(now);
-            let from = broker.applied;
-            self.send(b, controller, Message::MetadataFetch { broker: b, process, from });
-        }
+        self.fetch_metadata(b);
         let broker = &mut self.brokers[b];
         if broker.producer_ids_request.is_some_and(|(_, sent)| now >= sent + PRODUCER_ID_BLOCK_TIMEOUT) {
             broker.producer_ids_request = None;
@@ -1349,6 +1322,28 @@ impl<'a> Sim<'a> {
             self.replica_tick(b, p)?;
         }
         self.after_broker(b)
+    }
+
+    /// A combined node fetches committed metadata from its own controller; a broker-only node
+    /// from a voter, the next one after a fetch with no answer.
+    fn fetch_metadata(&mut self, b: usize) {
+        let now = self.now;
+        let voter = self.is_voter(b);
+        let voters = self.voters.len();
+        let broker = &mut self.brokers[b];
+        let timed_out = broker.metadata_sent.is_some_and(|t| now >= t + METADATA_TIMEOUT);
+        if timed_out {
+            broker.metadata_source += 1;
+        }
+        if (broker.metadata_sent.is_none() || timed_out)
+            && now >= broker.next_metadata
+            && now >= broker.metadata_stalled_until
+        {
+            broker.metadata_sent = Some(now);
+            let (process, after) = (broker.process, broker.metadata.index);
+            let to = if voter { b } else { broker.metadata_source % voters };
+            self.send(b, to, Message::MetadataFetch { broker: b, process, after });
+        }
     }
 
     fn replica_tick(&mut self, b: usize, p: usize) -> Result<(), String> {
@@ -1446,7 +1441,6 @@ impl<'a> Sim<'a> {
         for p in 0..self.options.partitions {
             let broker = &mut self.brokers[b];
             let broker_epoch = broker.broker_epoch;
-            let process = broker.process;
             let replica = &mut broker.replicas[p];
             let mut alter = None;
             match replica.engine.role() {
@@ -1479,10 +1473,8 @@ impl<'a> Sim<'a> {
                 self.send(b, client, Message::ProduceReply { partition: p, value, attempt, result });
             }
             if let (Some(proposal), Some(broker_epoch)) = (alter, broker_epoch) {
-                let controller = self.controller_index();
                 let (request, added) = (proposal.request, proposal.added);
-                let message = Message::AlterIsr { broker: b, process, broker_epoch, partition: p, request, added };
-                self.send(b, controller, message);
+                self.send_call(b, Call::AlterIsr { broker_epoch, partition: p, request, added });
             }
         }
         Ok(())
@@ -1493,72 +1485,39 @@ impl<'a> Sim<'a> {
         let process = self.brokers[b].process;
         let id = self.brokers[b].id;
         match message {
-            Message::RegisterReply { process: p, broker_epoch } if p == process => {
-                let broker = &mut self.brokers[b];
-                // Answers to a retried registration may arrive in any order: the newest wins.
-                if broker.broker_epoch.is_none_or(|e| e < broker_epoch) {
-                    broker.broker_epoch = Some(broker_epoch);
-                    broker.next_heartbeat = now;
-                    self.trace.line(now, format_args!("b{id} registered with broker epoch {broker_epoch}"));
+            Message::ControllerRequest { broker, process: from_process, call } => {
+                self.controller_request(b, Token { from: Some((broker, from_process)), call })?;
+            }
+            Message::MetadataFetch { broker, process: from_process, after } => {
+                if let Some(member) = self.member(b) {
+                    let delta = member.committed().after(after, METADATA_ENTRIES_MAX);
+                    self.send(b, broker, Message::MetadataReply { process: from_process, delta });
                 }
             }
-            Message::HeartbeatRefused { process: p, broker_epoch } if p == process => {
-                let broker = &mut self.brokers[b];
-                if broker.broker_epoch == Some(broker_epoch) {
-                    broker.broker_epoch = None;
-                    broker.register_sent = None;
-                    self.trace.line(
-                        now,
-                        format_args!(
-                            "b{id}'s heartbeat with broker epoch {broker_epoch} is refused: it registers again"
-                        ),
-                    );
-                }
+            Message::Raft { from, message } => {
+                self.current = format!("b{id} controller hears {} from b{from}", message.kind());
+                self.with_member(b, |member, now, rng| member.handle_message(now, rng, from, message))?;
             }
-            Message::HeartbeatReply { process: p, reply } if p == process && reply.should_shut_down => {
-                self.brokers[b].shutdown_granted = true;
+            Message::ControllerAnswer { from, process: p, call, answer } if p == process => {
+                self.heard_from_controller(b, from, &answer);
+                self.handle_controller_answer(b, call, answer)?;
             }
             Message::InitProducerId { partition, attempt } => {
                 let result = self.hand_out_producer_id(b)?;
                 let client = self.client_index();
                 self.send(b, client, Message::InitProducerIdReply { partition, attempt, result });
             }
-            Message::AllocateProducerIdsReply { process: p, request, result } if p == process => {
-                let broker = &mut self.brokers[b];
-                // Only the answer to the request out counts (a duplicate or late one does not).
-                if broker.producer_ids_request.is_some_and(|(out, _)| out == request) {
-                    broker.producer_ids_request = None;
-                    match result {
-                        Ok(block) => broker.producer_ids.handle_block(block),
-                        Err(_) => broker.producer_ids.handle_request_failed(now, PRODUCER_ID_BLOCK_BACKOFF),
-                    }
-                }
-            }
-            Message::MetadataReply { process: p, from, batches } if p == process => {
+            Message::MetadataReply { process: p, delta } if p == process => {
                 let broker = &mut self.brokers[b];
                 broker.metadata_sent = None;
                 broker.next_metadata = now + METADATA_POLL;
-                if from != broker.applied || batches.is_empty() || now < broker.metadata_stalled_until {
+                if now < broker.metadata_stalled_until {
                     return Ok(());
                 }
-                let count = batches.len();
-                for batch in &batches {
-                    for record in batch {
-                        broker.image.apply(record);
-                    }
-                }
-                broker.applied += count;
-                broker.image.check_invariants().map_err(|e| format!("b{id}'s replayed image: {e}"))?;
-                self.apply_roles(b)?;
-            }
-            Message::AlterIsrReply { process: p, partition, request, result } if p == process => {
-                let replica = &mut self.brokers[b].replicas[partition];
-                if replica.alter_isr.as_ref().is_some_and(|(r, _)| *r == request) {
-                    replica.alter_isr = None;
-                }
-                if let Some(leader) = replica.engine.leader_mut() {
-                    self.current = format!("b{id} p{partition} hears {result:?} for {request:?}");
-                    leader.handle_isr_change_result(now, &request, result);
+                if broker.metadata.apply(&delta).map_err(|e| format!("b{id} cannot replay metadata: {e}"))? {
+                    let image = &broker.metadata.image;
+                    image.check_invariants().map_err(|e| format!("b{id}'s replayed image: {e}"))?;
+                    self.apply_roles(b)?;
                 }
             }
             Message::Fetch { broker: from, process: from_process, partition, request } => {
@@ -1588,6 +1547,86 @@ impl<'a> Sim<'a> {
             }
             // Replies addressed to an earlier life of this broker.
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// What broker `b` does with the active controller's answer to its request.
+    fn handle_controller_answer(&mut self, b: usize, call: Call, answer: Answer<Decided>) -> Result<(), String> {
+        let now = self.now;
+        let id = self.brokers[b].id;
+        let hinted = self.brokers[b].controller_hint.is_some();
+        let decided = match answer {
+            Answer::Decided { answer, .. } => Some(answer),
+            Answer::NotController { .. } | Answer::Busy => None,
+        };
+        let broker = &mut self.brokers[b];
+        match (call, decided) {
+            (Call::Register { .. }, Some(Decided::Registered(broker_epoch))) => {
+                // Answers to a retried registration may arrive in any order: the newest wins.
+                if broker.broker_epoch.is_none_or(|e| e < broker_epoch) {
+                    broker.broker_epoch = Some(broker_epoch);
+                    broker.next_heartbeat = now;
+                    self.trace.line(now, format_args!("b{id} registered with broker epoch {broker_epoch}"));
+                }
+            }
+            (Call::Register { .. }, Some(refused)) => {
+                return Err(format!("registration of b{id} refused: {refused:?}"))
+            }
+            (Call::Register { .. }, None) => {
+                // Ask the controller named at once; otherwise the next one at the next retry.
+                if hinted && broker.broker_epoch.is_none() {
+                    broker.register_sent = None;
+                }
+            }
+            (Call::Heartbeat { .. }, Some(Decided::Heartbeat(reply))) => {
+                broker.shutdown_granted |= reply.should_shut_down;
+            }
+            (Call::Heartbeat { broker_epoch, .. }, Some(_)) => {
+                // The broker epoch is not the registered one (a retried registration got a
+                // newer one, or a controller fenced and replaced it): register again.
+                if broker.broker_epoch == Some(broker_epoch) {
+                    broker.broker_epoch = None;
+                    broker.register_sent = None;
+                    let text =
+                        format!("b{id}'s heartbeat with broker epoch {broker_epoch} is refused: it registers again");
+                    self.trace.line(now, format_args!("{text}"));
+                }
+            }
+            (Call::Heartbeat { .. }, None) => {
+                broker.next_heartbeat = if hinted { now } else { now + NO_CONTROLLER_BACKOFF };
+            }
+            (Call::AlterIsr { partition, request, .. }, decided) => {
+                let result = match decided {
+                    Some(Decided::AlterPartition(registration)) => Ok((registration.partition_epoch, registration.isr)),
+                    Some(Decided::Refused(code, message)) => {
+                        let text = format!("controller refuses AlterPartition from b{id} for p{partition}: {message}");
+                        self.trace.line(now, format_args!("{text}"));
+                        Err(code)
+                    }
+                    Some(other) => return Err(format!("simulator bug: AlterPartition answered {other:?}")),
+                    None => Err(ErrorCode::NotController),
+                };
+                let replica = &mut self.brokers[b].replicas[partition];
+                if replica.alter_isr.as_ref().is_some_and(|(r, _)| *r == request) {
+                    replica.alter_isr = None;
+                }
+                if let Some(leader) = replica.engine.leader_mut() {
+                    self.current = format!("b{id} p{partition} hears {result:?} for {request:?}");
+                    leader.handle_isr_change_result(now, &request, result);
+                }
+            }
+            (Call::AllocateProducerIds { request, .. }, decided) => {
+                // Only the answer to the request out counts (a duplicate or late one does not).
+                if broker.producer_ids_request.is_some_and(|(out, _)| out == request) {
+                    broker.producer_ids_request = None;
+                    match decided {
+                        Some(Decided::ProducerIds(block)) => broker.producer_ids.handle_block(block),
+                        _ => broker.producer_ids.handle_request_failed(now, PRODUCER_ID_BLOCK_BACKOFF),
+                    }
+                }
+            }
+            (Call::AlterMinIsr { .. }, _) => return Err("simulator bug: a broker got the operator's answer".into()),
         }
         Ok(())
     }
@@ -1759,15 +1798,13 @@ impl<'a> Sim<'a> {
     /// has a registration to ask in.
     fn request_producer_ids(&mut self, b: usize) {
         let now = self.now;
-        let controller = self.controller_index();
         let broker = &mut self.brokers[b];
         let Some(broker_epoch) = broker.broker_epoch else { return };
         if broker.producer_ids.poll_request(now) {
             let request = self.next_block_request;
             self.next_block_request += 1;
             broker.producer_ids_request = Some((request, now));
-            let process = broker.process;
-            self.send(b, controller, Message::AllocateProducerIds { broker: b, process, broker_epoch, request });
+            self.send_call(b, Call::AllocateProducerIds { broker_epoch, request });
         }
     }
 
@@ -1781,7 +1818,7 @@ impl<'a> Sim<'a> {
         let now = self.now;
         let id = self.brokers[b].id;
         let topic_id = self.topic_id;
-        let image = std::mem::take(&mut self.brokers[b].image);
+        let image = std::mem::take(&mut self.brokers[b].metadata.image);
         let client = self.client_index();
         for p in 0..self.options.partitions {
             if let Some(registration) = image.partition(topic_id, p as i32) {
@@ -1813,21 +1850,25 @@ impl<'a> Sim<'a> {
             };
             self.trace.line(now, format_args!("{text}"));
         }
-        self.brokers[b].image = image;
+        self.brokers[b].metadata.image = image;
         for p in 0..self.options.partitions {
             self.maybe_fetch(b, p);
         }
         Ok(())
     }
 
-    fn stop(&mut self, b: usize, clean: bool) {
+    /// The broker process stops; `marker` says whether the next start finds a clean-shutdown
+    /// marker (naming the broker epoch it had). Its controller, if any, stops with it.
+    fn stop(&mut self, b: usize, marker: bool, controller_clean: bool) -> String {
+        let controller = self.stop_member(b, controller_clean);
         let broker = &mut self.brokers[b];
         broker.up = false;
         broker.process += 1;
+        broker.marker = if marker { broker.broker_epoch } else { None };
         broker.broker_epoch = None;
-        broker.clean = clean;
-        broker.image = MetadataImage::default();
-        broker.applied = 0;
+        broker.metadata = MetadataReplay::default();
+        broker.controller_hint = None;
+        broker.call_since = None;
         broker.metadata_sent = None;
         broker.register_sent = None;
         broker.shutdown_requested = None;
@@ -1842,6 +1883,7 @@ impl<'a> Sim<'a> {
             replica.parked.clear();
             replica.alter_isr = None;
         }
+        controller
     }
 
     /// A crash: the broker's disk is what a power loss leaves of it (each file keeps what was
@@ -1871,12 +1913,16 @@ impl<'a> Sim<'a> {
             }
         }
         self.brokers[b].disk = image;
-        self.stop(b, false);
+        let controller = self.stop(b, false, false);
         self.stats.lossy_crashes += 1;
         let process = self.brokers[b].process;
         self.trace.line(
             self.now,
-            format_args!("CRASH b{id} for {} ms, logs recovered: {}", downtime.as_millis(), lost_text.join(", ")),
+            format_args!(
+                "CRASH b{id} for {} ms, logs recovered: {}{controller}",
+                downtime.as_millis(),
+                lost_text.join(", ")
+            ),
         );
         self.schedule(self.now + downtime, Event::Restart { broker: b, process });
         Ok(())
@@ -1901,28 +1947,24 @@ impl<'a> Sim<'a> {
         }
         self.brokers[b].disk = disk;
         let fresh_is_clean = self.options.mutation == Some(ClusterMutation::FreshDirectoryIsClean);
-        self.stop(b, fresh_is_clean);
+        // The controller's metadata log directory is not on the swapped disk (see
+        // docs/simulator.md): its Raft store crashes as in any crash.
+        let mut controller = self.stop(b, fresh_is_clean, false);
+        if self.is_voter(b) && self.options.mutation == Some(ClusterMutation::MetadataLogOnDataDisk) {
+            self.voters[b].store = RaftStore::formatted(self.formatted.clone());
+            controller = "; its controller's Raft state is gone with the disk".to_string();
+        }
         self.stats.disk_swaps += 1;
         let process = self.brokers[b].process;
         self.trace.line(
             self.now,
-            format_args!("CRASH b{id} for {} ms; it returns with an empty data directory", downtime.as_millis()),
+            format_args!(
+                "CRASH b{id} for {} ms; it returns with an empty data directory{controller}",
+                downtime.as_millis()
+            ),
         );
         self.schedule(self.now + downtime, Event::Restart { broker: b, process });
         Ok(())
-    }
-
-    /// The operator sets the topic's `min.insync.replicas` (IncrementalAlterConfigs).
-    fn change_min_isr(&mut self, min_isr: usize) -> Result<(), String> {
-        let configs = BTreeMap::from([(MIN_INSYNC_REPLICAS.to_string(), min_isr.to_string())]);
-        match self.controller.alter_configs(TOPIC, configs) {
-            Ok(decision) => {
-                self.stats.min_isr_changes += 1;
-                self.oracle.handle_min_isr(min_isr, self.now);
-                self.commit(&format!("min.insync.replicas={min_isr}"), decision.records)
-            }
-            Err(error) => Err(format!("the controller refused min.insync.replicas={min_isr}: {error:?}")),
-        }
     }
 
     /// A clean shutdown: every log is closed (flushed, with a clean checkpoint), and opened
@@ -1933,7 +1975,7 @@ impl<'a> Sim<'a> {
         for replica in &mut self.brokers[b].replicas {
             replica.log.close(millis(self.now))?;
         }
-        self.stop(b, true);
+        self.stop(b, true, true);
         self.stats.clean_restarts += 1;
         let downtime = self.downtime();
         let process = self.brokers[b].process;
@@ -1968,9 +2010,12 @@ impl<'a> Sim<'a> {
         }
         broker.up = true;
         broker.next_metadata = self.now;
-        let (id, process, clean) = (broker.id, broker.process, broker.clean);
-        self.trace.line(self.now, format_args!("b{id} starts, clean-shutdown marker {clean}"));
+        let (id, process, marker) = (broker.id, broker.process, broker.marker);
+        self.trace.line(self.now, format_args!("b{id} starts, clean-shutdown marker {marker:?}"));
         self.schedule(self.now, Event::BrokerTick { broker: b, process });
+        if self.is_voter(b) {
+            self.start_member(b)?;
+        }
         Ok(())
     }
 
@@ -1980,11 +2025,11 @@ impl<'a> Sim<'a> {
     /// (its broker runs the process the image registered) holds every committed record.
     fn check_members(&mut self) -> Result<(), String> {
         for p in 0..self.options.partitions {
-            let Some(registration) = self.controller.committed().partition(self.topic_id, p as i32) else { continue };
+            let Some(registration) = self.committed.image.partition(self.topic_id, p as i32) else { continue };
             for (role, members) in [("ISR", &registration.isr), ("ELR", &registration.elr)] {
                 for &member in members {
                     let broker = &self.brokers[member.0 as usize - 1];
-                    let registered = self.controller.committed().broker(member).map(|r| r.broker_epoch);
+                    let registered = self.committed.image.broker(member).map(|r| r.broker_epoch);
                     if broker.up && broker.broker_epoch.is_some() && broker.broker_epoch == registered {
                         self.oracle.check_member(p, member, &broker.replicas[p].log, role)?;
                     }
@@ -2014,7 +2059,7 @@ impl<'a> Sim<'a> {
             return None;
         }
         let b = up[self.client_rng.below(up.len() as u64) as usize];
-        let registration = self.brokers[b].image.partition(self.topic_id, p as i32)?;
+        let registration = self.brokers[b].metadata.image.partition(self.topic_id, p as i32)?;
         let leader = registration.leader?;
         Some((leader.0 as usize - 1, registration.leader_epoch))
     }
@@ -2371,18 +2416,19 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
-    /// Cuts links among the brokers and the controller (clients stay connected).
+    /// Cuts links among the nodes (brokers and the controllers on them; clients stay
+    /// connected).
     fn partition(&mut self) {
         let brokers = self.brokers.len();
-        let controller = self.controller_index();
-        let nodes = brokers + 1;
+        let nodes = brokers;
+        let (active, voters) = (self.active_controller(), self.voters.len());
         let rng = &mut self.fault_rng;
         let mut links = BTreeSet::new();
         let both = |links: &mut BTreeSet<(usize, usize)>, a: usize, b: usize| {
             links.insert((a, b));
             links.insert((b, a));
         };
-        let name = |i: usize| if i == controller { "controller".to_string() } else { format!("b{}", i + 1) };
+        let name = |i: usize| format!("b{}", i + 1);
         let variant = rng.below(5);
         let victim = rng.below(brokers as u64) as usize;
         let shape = match variant {
@@ -2393,8 +2439,9 @@ impl<'a> Sim<'a> {
                 format!("{} isolated", name(victim))
             }
             1 => {
+                let controller = active.filter(|&a| a != victim).unwrap_or((victim + 1) % voters);
                 both(&mut links, victim, controller);
-                format!("{} cut from the controller", name(victim))
+                format!("{} cut from the controller on {}", name(victim), name(controller))
             }
             2 => {
                 for other in (0..brokers).filter(|o| *o != victim) {
@@ -2476,13 +2523,19 @@ impl<'a> Sim<'a> {
     /// that has committed its whole log, which every replica holds, acknowledged records
     /// included.
     fn converged(&self) -> bool {
-        let committed = self.controller.committed();
+        // An active controller that has applied everything it committed; every broker has
+        // replayed all of it.
+        let Some(active) = self.active_controller().and_then(|b| self.member(b)) else { return false };
+        let committed = active.image();
+        if active.raft().applied_index() != active.raft().last_index() || committed != &self.committed.image {
+            return false;
+        }
         for broker in &self.brokers {
             let registered = broker.broker_epoch.and_then(|_| committed.broker(broker.id));
             if !broker.up
                 || broker.shutdown_requested.is_some()
                 || !registered.is_some_and(|r| Some(r.broker_epoch) == broker.broker_epoch && r.is_active())
-                || broker.applied != self.metadata.len()
+                || &broker.metadata.image != committed
             {
                 return false;
             }
@@ -2525,7 +2578,9 @@ impl<'a> Sim<'a> {
     fn not_converged(&self) -> String {
         let mut message =
             format!("the cluster did not converge within {} ms after faults stopped", self.options.liveness_ms);
-        let committed = self.controller.committed();
+        let committed = &self.committed.image;
+        message.push_str(&format!("\n  metadata committed up to {}", self.committed.index));
+        message.push_str(&self.describe_members());
         for broker in &self.brokers {
             let registered = committed.broker(broker.id);
             message.push_str(&format!(
@@ -2535,8 +2590,8 @@ impl<'a> Sim<'a> {
                 broker.broker_epoch,
                 registered.map(|r| r.broker_epoch),
                 registered.map(|r| r.fenced),
-                broker.applied,
-                self.metadata.len()
+                broker.metadata.index,
+                self.committed.index
             ));
             for (p, replica) in broker.replicas.iter().enumerate() {
                 let role = match replica.engine.role() {
@@ -2589,6 +2644,7 @@ impl fmt::Display for ClusterMutation {
             ClusterMutation::NoTruncate => "no-truncate",
             ClusterMutation::NoMetadataGate => "no-metadata-gate",
             ClusterMutation::FreshDirectoryIsClean => "fresh-directory-is-clean",
+            ClusterMutation::MetadataLogOnDataDisk => "metadata-log-on-data-disk",
         })
     }
 }

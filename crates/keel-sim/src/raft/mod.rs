@@ -7,18 +7,18 @@
 //! the state machine), gets its timer re-armed, and is checked.
 
 mod oracle;
+pub(crate) mod store;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use keel_raft::{
-    Apply, Config, Durable, Entry, LogIndex, Message, Mutation, Payload, Persist, ProposeError, Raft, RoleKind,
-};
+use keel_raft::{Apply, Config, Entry, LogIndex, Message, Mutation, Payload, Persist, ProposeError, Raft, RoleKind};
 use keel_types::{Duration, Instant, NodeId, Rng};
 
 use crate::trace::{Fnv1a, Trace};
 use oracle::{Oracle, Watch};
+use store::{CrashLoss, RaftStore};
 
 /// Most voters a simulated cluster may have.
 pub const NODES_MAX: usize = 9;
@@ -400,11 +400,8 @@ struct Node {
     rng: Rng,
     /// Bumped by every crash, so events addressed to an earlier life are ignored.
     incarnation: u64,
-    /// What is synced.
-    durable: Durable,
-    /// Writes handed out by the core and not yet complete, in order.
-    pending: VecDeque<Persist>,
-    disk_busy_until: Instant,
+    /// Its Raft state on disk.
+    store: RaftStore,
     slow_disk_until: Instant,
     /// Added to simulated time to give this node's monotonic clock; it only grows.
     clock_offset: Duration,
@@ -568,9 +565,7 @@ impl<'a> Sim<'a> {
                 raft: None,
                 rng: fork(&mut master),
                 incarnation: 0,
-                durable: Durable::default(),
-                pending: VecDeque::new(),
-                disk_busy_until: Instant::ZERO,
+                store: RaftStore::default(),
                 slow_disk_until: Instant::ZERO,
                 clock_offset: Duration::ZERO,
                 timer: None,
@@ -841,7 +836,7 @@ impl<'a> Sim<'a> {
     fn restart(&mut self, i: usize) -> Result<(), String> {
         let now = self.node_now(i);
         let node = &mut self.nodes[i];
-        let raft = Raft::restart(node.config.clone(), node.durable.clone(), now, &mut node.rng);
+        let raft = Raft::restart(node.config.clone(), node.store.durable().clone(), now, &mut node.rng);
         node.watch = Watch {
             commit_index: raft.commit_index(),
             applied_index: raft.applied_index(),
@@ -850,7 +845,7 @@ impl<'a> Sim<'a> {
         };
         node.raft = Some(raft);
         node.machine = Machine::default();
-        node.disk_busy_until = self.now;
+        node.store.restart(self.now);
         let result = self.after_input(i);
         let summary = self.summary(i);
         self.trace.line(self.now, format_args!("restart => {summary}"));
@@ -865,35 +860,20 @@ impl<'a> Sim<'a> {
         if let Some(key) = node.timer.take() {
             self.queue.remove(&key);
         }
-        // Unsynced writes reach the disk in order, and a crash can stop them anywhere: a
-        // prefix survives, and the write after it may have been half done.
-        let pending: Vec<Persist> = node.pending.drain(..).collect();
-        let survivors = self.disk_rng.below(pending.len() as u64 + 1) as usize;
-        for persist in &pending[..survivors] {
-            node.durable.apply(persist);
-        }
-        let mut torn = false;
-        if let Some(next) = pending.get(survivors) {
-            if self.options.faults.torn_writes && !next.append.is_empty() && self.disk_rng.chance(1, 2) {
-                let mut partial = next.clone();
-                partial.append.truncate(self.disk_rng.below(next.append.len() as u64) as usize);
-                node.durable.apply(&partial);
-                torn = true;
-            }
-        }
+        let CrashLoss { survivors, pending, torn } =
+            node.store.crash(&mut self.disk_rng, self.options.faults.torn_writes);
         node.incarnation += 1;
         node.machine = Machine::default();
         let incarnation = node.incarnation;
         let id = node.id;
         self.stats.crashes += 1;
-        self.stats.writes_lost += (pending.len() - survivors) as u64;
+        self.stats.writes_lost += (pending - survivors) as u64;
         self.stats.torn_writes += u64::from(torn);
         self.trace.line(
             self.now,
             format_args!(
-                "crash n{id} for {} ms: {survivors} of {} unsynced writes survive{}",
+                "crash n{id} for {} ms: {survivors} of {pending} unsynced writes survive{}",
                 downtime.as_millis(),
-                pending.len(),
                 if torn { ", the next one torn" } else { "" }
             ),
         );
@@ -1006,12 +986,9 @@ impl<'a> Sim<'a> {
         } else {
             self.disk_rng.range_inclusive(20, 2_000)
         };
-        // Writes complete in order, each no earlier than the one before it; their latencies
-        // overlap, as when one sync covers every write queued behind it (group commit), so a
-        // slow period delays writes without piling up an ever longer backlog.
-        let done = node.disk_busy_until.max(self.now + Duration(latency_us * 1_000));
-        node.disk_busy_until = done;
-        node.pending.push_back(persist);
+        // Overlapping latencies (group commit): a slow period delays writes without piling up
+        // an ever longer backlog.
+        let done = node.store.write(persist, self.now, Duration(latency_us * 1_000));
         let incarnation = node.incarnation;
         self.stats.disk_writes += 1;
         self.schedule(done, Event::DiskDone { node: i, incarnation });
@@ -1022,10 +999,9 @@ impl<'a> Sim<'a> {
         if node.incarnation != incarnation {
             return Ok(());
         }
-        let Some(persist) = node.pending.pop_front() else {
+        let Some(persist) = node.store.complete() else {
             return Err(format!("simulator bug: a write of n{} completed with none pending", node.id));
         };
-        node.durable.apply(&persist);
         let id = persist.id;
         self.input(i, format!("synced write {id}"), |raft, now, _| raft.handle_persisted(now, id), |_| String::new())?;
         // A term or vote just reached disk and the messages that depended on it just left:
