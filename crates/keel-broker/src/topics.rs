@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use keel_storage::backend::{read_all, write_atomically, Backend, FileBackend};
-use keel_storage::{FlushPolicy, Log, LogConfig};
+use keel_storage::{FlushPolicy, Log, LogConfig, PRODUCER_ID_EXPIRATION_MS};
 use keel_types::{ErrorCode, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,9 +16,6 @@ use crate::config::TopicDefaults;
 
 const METADATA_FILE: &str = "topics.json";
 const PARTITIONS_MAX: i32 = 10_000;
-/// Kafka's `producer.id.expiration.ms` default: idempotent producers idle this long are
-/// forgotten.
-const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 3600 * 1000;
 
 /// One partition of a topic on this broker.
 #[derive(Debug)]
@@ -581,18 +578,14 @@ impl Topics {
         for topic in self.list() {
             for partition in &topic.partitions {
                 let log = &partition.log;
-                if checkpoint {
-                    log.expire_producers(now_ms, PRODUCER_ID_EXPIRATION_MS);
-                }
                 let result = log.flush_if_due(now_ms).and_then(|_| {
                     if !checkpoint {
                         return Ok(());
                     }
-                    // Retention deletes only what every in-sync replica holds (issue 17, F6);
-                    // a single node holds everything it has.
-                    let high_watermark = partition.role.lock().high_watermark().unwrap_or_else(|| log.log_end_offset());
-                    log.enforce_retention(now_ms, high_watermark)?;
-                    log.checkpoint()
+                    // Retention deletes only what the role allows (issue 17, F6): for a cluster
+                    // replica, the replica engine's bound, as keel-sim's brokers ask it.
+                    let retention_bound = partition.role.lock().retention_bound(log.log_end_offset());
+                    log.maintain(now_ms, retention_bound, PRODUCER_ID_EXPIRATION_MS).map(drop)
                 });
                 if let Err(e) = result {
                     tracing::error!(partition = %format!("{}-{}", topic.name, partition.index), error = %e, "log maintenance failed");

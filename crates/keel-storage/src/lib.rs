@@ -24,5 +24,5 @@ mod segment;
 pub use config::{FlushPolicy, LogConfig};
 pub use epoch_cache::EpochEntry;
 pub use error::{AppendError, IoError, LogError, OpenError, ReadError};
-pub use log::{AppendInfo, DeletedSegment, Log, ReadResult, RecoveryReport};
+pub use log::{AppendInfo, DeletedSegment, Log, ReadResult, RecoveryReport, PRODUCER_ID_EXPIRATION_MS};
 pub use producer_state::{ProducerError, BATCHES_REMEMBERED};

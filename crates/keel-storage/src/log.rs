@@ -25,6 +25,10 @@ use crate::segment::{
     PRODUCER_SNAPSHOT_SUFFIX, SCAN_WINDOW_BYTES, SEEK_WINDOW_BYTES, TIME_INDEX_SUFFIX,
 };
 
+/// Kafka's default `producer.id.expiration.ms` (one day): how long a log remembers an
+/// idempotent producer that stopped writing, passed to [`Log::maintain`].
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 3600 * 1000;
+
 /// What an append wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -1173,6 +1177,23 @@ impl Log {
             state.dir_dirty = true;
             tracing::info!(dir = %self.dir.display(), segments = deleted.len(), "retention deleted segments");
         }
+        Ok(deleted)
+    }
+
+    /// The periodic upkeep a node runs on every log, the broker's maintenance and keel-sim's
+    /// alike: forgets idempotent producers idle for `producer_idle_ms_max`, applies retention
+    /// below `retention_bound` ([`Log::enforce_retention`]; a replica passes what its replica
+    /// engine allows, never more than its high watermark), then writes a recovery checkpoint,
+    /// whose directory sync also makes the deletions durable. Returns the deleted segments.
+    pub fn maintain(
+        &self,
+        now_ms: i64,
+        retention_bound: i64,
+        producer_idle_ms_max: i64,
+    ) -> Result<Vec<DeletedSegment>, LogError> {
+        self.expire_producers(now_ms, producer_idle_ms_max);
+        let deleted = self.enforce_retention(now_ms, retention_bound)?;
+        self.checkpoint()?;
         Ok(deleted)
     }
 

@@ -165,6 +165,8 @@ enum ClusterMutationArg {
     FreshDirectoryIsClean,
     /// A disk swap on a voter wipes its Raft state too (no KIP-853).
     MetadataLogOnDataDisk,
+    /// Retention deletes up to the log end, not the high watermark (issue 17, F6).
+    RetentionIgnoresHighWatermark,
 }
 
 impl ClusterMutationArg {
@@ -175,6 +177,7 @@ impl ClusterMutationArg {
             ClusterMutationArg::NoMetadataGate => ClusterMutation::NoMetadataGate,
             ClusterMutationArg::FreshDirectoryIsClean => ClusterMutation::FreshDirectoryIsClean,
             ClusterMutationArg::MetadataLogOnDataDisk => ClusterMutation::MetadataLogOnDataDisk,
+            ClusterMutationArg::RetentionIgnoresHighWatermark => ClusterMutation::RetentionIgnoresHighWatermark,
         }
     }
 }
@@ -423,6 +426,14 @@ fn cluster_one(args: &ClusterSimArgs, options: &ClusterSimOptions) -> Result<(),
         s.excused,
         s.consumer_high_watermark_regressions
     );
+    say!(
+        "retention: {} segments ({} records) deleted from some log, {} consumers reset to the log start, {} values committed twice after retention removed the first copy, {} records acknowledged or read below a log start that are not the committed ones",
+        s.segments_deleted_by_retention,
+        s.records_deleted_by_retention,
+        s.consumer_resets,
+        s.retention_duplicates,
+        s.divergent_below_log_start
+    );
     match &report.outcome {
         Ok(()) => Ok(()),
         Err(_) => {
@@ -447,9 +458,14 @@ fn cluster_sweep(args: &ClusterSimArgs, options: &ClusterSimOptions, count: u64)
     let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
     let acked: u64 = reports.iter().map(|r| r.stats.records_acked).sum();
     let crashes: u64 = reports.iter().map(|r| r.stats.lossy_crashes).sum();
+    let deleted: u64 = reports.iter().map(|r| r.stats.records_deleted_by_retention).sum();
+    let resets: u64 = reports.iter().map(|r| r.stats.consumer_resets).sum();
+    let gaps: u64 = reports.iter().map(|r| r.stats.retention_duplicates + r.stats.divergent_below_log_start).sum();
     say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
     say!(
-        "simulated {:.1} s in {:.3} s wall: {:.0}x real time on {jobs} threads; {acked} records acknowledged, {crashes} lossy crashes",
+        "simulated {:.1} s in {:.3} s wall: {:.0}x real time on {jobs} threads; {acked} records acknowledged, {crashes} lossy crashes, \
+         {deleted} records deleted by retention from some log, {resets} consumer resets to the log start, \
+         {gaps} duplicates or divergent records below a log start (counted, see docs/simulator.md)",
         simulated_ms as f64 / 1000.0,
         wall_ms / 1000.0,
         simulated_ms as f64 / wall_ms.max(0.001),

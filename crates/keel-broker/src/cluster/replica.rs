@@ -133,6 +133,19 @@ impl Role {
         }
     }
 
+    /// What retention may delete below in this role (issue 17, F6). A cluster replica asks
+    /// its replica engine ([`Replica::retention_bound`]: the high watermark), the rule
+    /// keel-sim's brokers run too. The other two roles have no engine: a replica the metadata
+    /// has not given a role yet deletes nothing, as an engine that has no role yet answers;
+    /// a single node has no replica to wait for, so everything it holds may go.
+    pub fn retention_bound(&self, log_end_offset: i64) -> i64 {
+        match self {
+            Role::Single => log_end_offset,
+            Role::Unassigned => 0,
+            Role::Replica(replica) => replica.engine.retention_bound(),
+        }
+    }
+
     pub fn leader_epoch(&self) -> Option<LeaderEpoch> {
         match self {
             Role::Replica(replica) => replica.engine.leader_epoch(),
@@ -159,5 +172,64 @@ impl Role {
             replica.engine.stop();
             replica.complete();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_metadata::PartitionRegistration;
+    use keel_types::NodeId;
+
+    use super::*;
+
+    /// A log the engine sees: offsets `start..end`, all written in epoch 1.
+    struct Offsets(i64, i64);
+
+    impl LocalLog for Offsets {
+        fn log_start_offset(&self) -> i64 {
+            self.0
+        }
+
+        fn log_end_offset(&self) -> i64 {
+            self.1
+        }
+
+        fn latest_epoch(&self) -> Option<LeaderEpoch> {
+            Some(LeaderEpoch(1))
+        }
+
+        fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, i64)> {
+            (epoch >= LeaderEpoch(1)).then_some((LeaderEpoch(1), self.1))
+        }
+    }
+
+    /// The broker's retention bound is the replica engine's for a cluster replica (the call
+    /// keel-sim makes), what an engine without a role answers before the metadata assigns
+    /// one, and the log end on a single node.
+    #[test]
+    fn retention_bound_is_the_engines() {
+        let config = Config::new(NodeId(1));
+        assert_eq!(Role::Single.retention_bound(120), 120);
+        assert_eq!(Role::Unassigned.retention_bound(120), Replica::new(config.clone()).retention_bound());
+        assert_eq!(Role::Unassigned.retention_bound(120), 0);
+
+        // A leader whose follower has not fetched: the high watermark stays where the log
+        // started, far below the log end, and retention may delete nothing above it.
+        let mut replica = ReplicaRole::new(Config { min_isr: 2, ..config }, 7);
+        let registration = PartitionRegistration {
+            replicas: vec![NodeId(1), NodeId(2)],
+            isr: vec![NodeId(1), NodeId(2)],
+            leader: Some(NodeId(1)),
+            leader_epoch: LeaderEpoch(1),
+            partition_epoch: 1,
+            elr: Vec::new(),
+            last_known_elr: Vec::new(),
+        };
+        replica.engine.apply_registration(Instant::ZERO, &registration, 2, &Offsets(40, 120));
+        assert!(replica.engine.leader().is_some(), "{:?}", replica.engine.role());
+        let role = Role::Replica(Box::new(replica));
+        let Role::Replica(replica) = &role else { unreachable!() };
+        assert_eq!(role.retention_bound(120), replica.engine.retention_bound());
+        assert_eq!(role.retention_bound(120), 40);
     }
 }

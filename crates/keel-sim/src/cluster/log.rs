@@ -3,9 +3,10 @@
 //! over its broker's crash-simulating backend, and a cache of what each stored batch says.
 //!
 //! Every batch the simulation writes holds one record, and a record's identity is read from
-//! the batch header the log stores: the leader epoch from `partitionLeaderEpoch` (which the
-//! log assigns) and the producer's value, unique over the run, from `baseTimestamp` (the
-//! record's value holds it too). The cache (`records`) holds that identity per offset, so the
+//! the batch the log stores: the leader epoch from the header's `partitionLeaderEpoch` (which
+//! the log assigns) and the producer's value, unique over the run, from the record's value
+//! (its timestamp is the producer's CreateTime, which retention.ms judges). The cache
+//! (`records`) holds that identity per offset, so the
 //! oracle reads a log by offset without going to storage; it is kept in step with every
 //! change through the log's answers, checked against the log's offsets after each one, and
 //! rebuilt from a full read of the log whenever it is opened (checked against what it held
@@ -17,8 +18,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use keel_replication::{LocalLog, ReplicaLog};
 use keel_storage::backend::CrashBackend;
-use keel_storage::batch::{validate_batch, BatchBuilder, BatchHeader};
-use keel_storage::{AppendError, AppendInfo, FlushPolicy, Log, LogConfig, ReadError, ReadResult, RecoveryReport};
+use keel_storage::batch::{validate_batch, BatchBuilder, BatchHeader, BATCH_HEADER_BYTES};
+use keel_storage::{
+    AppendError, AppendInfo, DeletedSegment, FlushPolicy, Log, LogConfig, ReadError, ReadResult, RecoveryReport,
+    PRODUCER_ID_EXPIRATION_MS,
+};
 use keel_types::LeaderEpoch;
 
 /// A record as the simulator knows it: the leader epoch that wrote it and a value unique over
@@ -29,14 +33,19 @@ pub(crate) type Record = (LeaderEpoch, u64);
 const READ_ALL_BYTES: usize = 1 << 20;
 
 /// The log configuration every simulated replica uses: `flush.policy=never` (the simulated OS
-/// writes back), no retention, small segments and checkpoints so that rolls, segment producer
-/// snapshots and recovery from a checkpoint happen within a run.
-pub(crate) fn log_config(segment_bytes: u64, recovery_checkpoint_bytes: u64) -> LogConfig {
+/// writes back), the run's retention, small segments and checkpoints so that rolls, segment
+/// producer snapshots, retention and recovery from a checkpoint happen within a run.
+pub(crate) fn log_config(
+    segment_bytes: u64,
+    recovery_checkpoint_bytes: u64,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+) -> LogConfig {
     LogConfig {
         segment_bytes,
         segment_ms: u64::MAX / 4,
-        retention_ms: None,
-        retention_bytes: None,
+        retention_ms,
+        retention_bytes,
         index_interval_bytes: 512,
         flush: FlushPolicy::Never,
         recovery_checkpoint_bytes,
@@ -44,20 +53,60 @@ pub(crate) fn log_config(segment_bytes: u64, recovery_checkpoint_bytes: u64) -> 
     }
 }
 
-/// The batch an idempotent producer sends for `value`: one record, the value in the base
-/// timestamp (where the simulation reads it back) and in the record.
-pub(crate) fn producer_batch(value: u64, producer_id: i64, producer_epoch: i16, sequence: i32) -> Bytes {
-    let mut builder = BatchBuilder::new(value as i64);
+/// The batch an idempotent producer sends for `value` at CreateTime `timestamp_ms`: one
+/// record holding the value.
+pub(crate) fn producer_batch(
+    value: u64,
+    timestamp_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    sequence: i32,
+) -> Bytes {
+    let mut builder = BatchBuilder::new(timestamp_ms);
     builder.idempotent(producer_id, producer_epoch, sequence).record(None, Some(&value.to_be_bytes()));
     Bytes::from(builder.build())
 }
 
+/// Reads a zig-zag varint (Kafka's varint and varlong) at `*at`, moving past it.
+fn varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
+    let mut zigzag = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        zigzag |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((zigzag >> 1) as i64 ^ -((zigzag & 1) as i64));
+        }
+    }
+    None
+}
+
+/// The value of the one record in `batch` (whose header is `header`), decoded as a consumer
+/// decodes an uncompressed record: length, attributes, timestamp delta, offset delta, key,
+/// then the value.
+fn value_of(header: &BatchHeader, batch: &[u8]) -> Option<u64> {
+    let record = batch.get(BATCH_HEADER_BYTES..header.size())?;
+    let mut at = 0;
+    varint(record, &mut at)?;
+    at += 1;
+    varint(record, &mut at)?;
+    varint(record, &mut at)?;
+    let key_bytes = varint(record, &mut at)?;
+    at += usize::try_from(key_bytes).unwrap_or(0);
+    if varint(record, &mut at)? != 8 {
+        return None;
+    }
+    Some(u64::from_be_bytes(record.get(at..at + 8)?.try_into().ok()?))
+}
+
 /// The record a stored batch holds.
-fn record_of(header: &BatchHeader) -> Result<Record, String> {
+fn record_of(header: &BatchHeader, batch: &[u8]) -> Result<Record, String> {
     if header.record_count != 1 || header.last_offset_delta != 0 {
         return Err(format!("a batch at offset {} holds {} records, not one", header.base_offset, header.record_count));
     }
-    Ok((LeaderEpoch(header.partition_leader_epoch), header.base_timestamp as u64))
+    let value = value_of(header, batch)
+        .ok_or_else(|| format!("the record of the batch at offset {} holds no 8-byte value", header.base_offset))?;
+    Ok((LeaderEpoch(header.partition_leader_epoch), value))
 }
 
 /// The records of whole batches as a log returned them, each batch's CRC checked (as a
@@ -66,7 +115,7 @@ pub(crate) fn records_in(mut bytes: &[u8]) -> Result<Vec<(i64, Record)>, String>
     let mut records = Vec::new();
     while !bytes.is_empty() {
         let header = validate_batch(bytes).map_err(|e| format!("a fetched batch is invalid: {e}"))?;
-        records.push((header.base_offset, record_of(&header)?));
+        records.push((header.base_offset, record_of(&header, bytes)?));
         bytes = &bytes[header.size()..];
     }
     Ok(records)
@@ -112,7 +161,10 @@ impl SimLog {
                 reopened.log_end()
             ));
         }
-        if reopened.start != self.start || !self.records.starts_with(&reopened.records) {
+        // A crash may leave a log that had just moved its start (following its leader's)
+        // with none of its unflushed records: it is empty, and starts at its end.
+        let emptied = reopened.records.is_empty() && reopened.start < self.start;
+        if !emptied && (reopened.start != self.start || !self.records.starts_with(&reopened.records)) {
             let first_difference = reopened.records.iter().zip(&self.records).position(|(a, b)| a != b);
             return Err(format!(
                 "storage: {dir} recovered records [{}, {}) that are not a prefix of the [{}, {}) it held \
@@ -156,7 +208,8 @@ impl SimLog {
         if !info.duplicate {
             assert_eq!((info.base_offset, info.last_offset), (end, end), "one record appended at the log end");
             let header = BatchHeader::parse(batch).expect("the log validated it");
-            self.records.push((epoch, header.base_timestamp as u64));
+            let (_, value) = record_of(&header, batch).unwrap_or_else(|e| panic!("a produced batch: {e}"));
+            self.records.push((epoch, value));
         }
         if let Err(bug) = self.check_offsets("append") {
             panic!("{bug}");
@@ -185,6 +238,18 @@ impl SimLog {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// The broker's periodic upkeep of this log ([`Log::maintain`], the call the broker makes):
+    /// retention below `retention_bound`, then a recovery checkpoint.
+    pub(crate) fn maintain(&mut self, now_ms: i64, retention_bound: i64) -> Result<Vec<DeletedSegment>, String> {
+        assert!(!self.closed, "maintenance of a closed log");
+        let deleted = self
+            .log
+            .maintain(now_ms, retention_bound, PRODUCER_ID_EXPIRATION_MS)
+            .map_err(|e| format!("maintenance of {} failed: {e}", self.log.dir().display()))?;
+        self.refit("retention")?;
+        Ok(deleted)
     }
 
     /// The log as the replication engine changes it, at `now_ms`.
@@ -342,7 +407,7 @@ mod tests {
     use super::*;
 
     fn open(disk: &CrashBackend) -> SimLog {
-        SimLog::open(disk, PathBuf::from("/data/t-0"), log_config(1024, 2048), 0).unwrap().0
+        SimLog::open(disk, PathBuf::from("/data/t-0"), log_config(1024, 2048, None, None), 0).unwrap().0
     }
 
     #[test]
@@ -350,13 +415,13 @@ mod tests {
         let disk = CrashBackend::new();
         let mut log = open(&disk);
         for value in 0..40 {
-            let info = log.append(&producer_batch(value, 7, 0, value as i32), LeaderEpoch(1), 0).unwrap();
+            let info = log.append(&producer_batch(value, 0, 7, 0, value as i32), LeaderEpoch(1), 0).unwrap();
             assert_eq!(info.base_offset, value as i64);
             if value == 20 {
                 log.flush(0).unwrap();
             }
         }
-        let retry = log.append(&producer_batch(39, 7, 0, 39), LeaderEpoch(1), 0).unwrap();
+        let retry = log.append(&producer_batch(39, 0, 7, 0, 39), LeaderEpoch(1), 0).unwrap();
         assert!(retry.duplicate && retry.base_offset == 39, "{retry:?}");
         assert_eq!((log.log_end(), log.get(5), log.slice(38, 50).len()), (40, Some((LeaderEpoch(1), 5)), 2));
         log.verify().unwrap();
@@ -372,5 +437,25 @@ mod tests {
         let (reopened, report) = log.reopen(&disk, 0).unwrap();
         assert!(report.clean_shutdown);
         assert_eq!(reopened.slice(0, 10), log.slice(0, 10));
+    }
+
+    /// The broker's maintenance deletes expired segments wholly below the bound it is given
+    /// and nothing else, the cache follows, and a crash keeps the new log start.
+    #[test]
+    fn maintenance_deletes_only_below_the_bound_and_a_crash_keeps_it() {
+        let disk = CrashBackend::new();
+        let config = log_config(1024, 2048, Some(1_000), None);
+        let mut log = SimLog::open(&disk, PathBuf::from("/data/t-0"), config, 0).unwrap().0;
+        for value in 0..60 {
+            log.append(&producer_batch(value, 0, 7, 0, value as i32), LeaderEpoch(1), 0).unwrap();
+        }
+        assert!(log.maintain(500, 60).unwrap().is_empty(), "nothing has expired yet");
+        let deleted = log.maintain(10_000, 30).unwrap();
+        let start = log.log_start_offset();
+        assert!(!deleted.is_empty() && start > 0 && start <= 30, "log start {start} after deleting {deleted:?}");
+        assert_eq!((log.get(start - 1), log.get(start)), (None, Some((LeaderEpoch(1), start as u64))));
+        log.verify().unwrap();
+        let (recovered, _) = log.reopen(&disk.crash(&mut keel_types::Rng::new(5)), 10_000).unwrap();
+        assert_eq!(recovered.log_start_offset(), start);
     }
 }

@@ -70,6 +70,9 @@ pub const BROKERS_MAX: usize = 7;
 pub const PARTITIONS_MAX: usize = 8;
 
 const TOPIC: &str = "t";
+/// The simulated wall clock at time zero (milliseconds since the Unix epoch), so record
+/// timestamps look like a producer's and an old one is still positive.
+const WALL_CLOCK_START_MS: i64 = 1_700_000_000_000;
 /// Most events one run may take.
 const EVENTS_MAX: u64 = 5_000_000;
 /// Most messages on the wire at once; beyond it the network drops, as a full buffer would.
@@ -146,6 +149,10 @@ pub enum ClusterMutation {
     /// keep such a voter out of elections until it is reconfigured in, so it may help elect a
     /// leader that lacks committed metadata.
     MetadataLogOnDataDisk,
+    /// The broker's maintenance passes its log end offset as the retention bound instead of
+    /// the replica engine's (the rule before issue 17's fix, finding F6), so retention deletes
+    /// records no follower holds yet and acks=all can succeed for records no replica holds.
+    RetentionIgnoresHighWatermark,
 }
 
 /// What to simulate. [`ClusterSimOptions::new`] gives the defaults CI sweeps with.
@@ -213,6 +220,11 @@ pub struct ClusterFaultOptions {
     /// The operator sets the topic's `min.insync.replicas` to a random value from 1 to the
     /// replication factor, while ISR changes are in flight.
     pub min_isr_changes: bool,
+    /// Each seed draws its retention (none, `retention.ms`, `retention.bytes` or both) over
+    /// small segments, and its producers sometimes write records whose CreateTime is older
+    /// than `retention.ms`; every broker runs its log maintenance (retention, then a recovery
+    /// checkpoint) periodically, whatever else goes on.
+    pub retention: bool,
     pub fault_interval_ms_mean: u64,
     /// Each seed switches off a random subset of the fault kinds above.
     pub swarm: bool,
@@ -234,6 +246,7 @@ impl ClusterFaultOptions {
             disk_swaps: false,
             cluster_restarts: false,
             min_isr_changes: false,
+            retention: false,
             fault_interval_ms_mean: 500,
             swarm: false,
         }
@@ -256,6 +269,7 @@ impl Default for ClusterFaultOptions {
             disk_swaps: true,
             cluster_restarts: true,
             min_isr_changes: true,
+            retention: true,
             fault_interval_ms_mean: 700,
             swarm: true,
         }
@@ -401,6 +415,14 @@ pub struct ClusterStats {
     /// A value committed or acknowledged at a second offset after an epoch bump sent it again
     /// (legal: idempotence holds within a producer epoch; see `oracle`).
     pub epoch_bump_duplicates: u64,
+    /// A value committed or acknowledged at a second offset after retention removed its first
+    /// copy from some replica, so a leader that never held it did not know the retry (legal,
+    /// as in Kafka; see `oracle`).
+    pub retention_duplicates: u64,
+    /// Records acknowledged or read at an offset below the highest log start any replica has
+    /// had, where they are not the committed record (a gap Kafka's design shares; see
+    /// `oracle` and docs/simulator.md).
+    pub divergent_below_log_start: u64,
     pub records_consumed: u64,
     /// Leader epochs seen in the committed metadata (elections, including re-elections).
     pub leader_changes: u64,
@@ -431,6 +453,12 @@ pub struct ClusterStats {
     /// Consumer fetches answered by a new leader with a lower high watermark than the
     /// consumer saw before (allowed; see docs/simulator.md).
     pub consumer_high_watermark_regressions: u64,
+    /// Segments, and records, retention deleted from some replica's log.
+    pub segments_deleted_by_retention: u64,
+    pub records_deleted_by_retention: u64,
+    /// Consumers answered OFFSET_OUT_OF_RANGE that moved to the leader's log start (Kafka's
+    /// `auto.offset.reset=earliest`).
+    pub consumer_resets: u64,
     pub liveness_converged_ms: Option<u64>,
 }
 
@@ -544,6 +572,19 @@ enum Message {
         /// The leader's high watermark and whole batches from `offset` below it.
         result: Result<(i64, Bytes), ErrorCode>,
     },
+    /// The consumer asks the leader for the partition's earliest offset (ListOffsets with
+    /// timestamp EARLIEST), after its fetch position was out of range.
+    ListOffsets {
+        partition: usize,
+        leader_epoch: LeaderEpoch,
+        attempt: u64,
+    },
+    ListOffsetsReply {
+        partition: usize,
+        attempt: u64,
+        /// The leader's log start offset.
+        result: Result<i64, ErrorCode>,
+    },
 }
 
 #[derive(Debug)]
@@ -553,6 +594,11 @@ enum Event {
         message: Box<Message>,
     },
     BrokerTick {
+        broker: usize,
+        process: u64,
+    },
+    /// The broker's periodic log maintenance: retention, then a recovery checkpoint.
+    Maintenance {
         broker: usize,
         process: u64,
     },
@@ -671,11 +717,16 @@ struct Producer {
     init_attempt: u64,
     init_sent: Option<Instant>,
     init_not_before: Instant,
+    /// The producer stamps its records with an old CreateTime for a while (see
+    /// [`Retention`]); it survives a new producer id, as the application producing does.
+    writes_old: bool,
 }
 
 #[derive(Debug, Clone)]
 struct InFlight {
     value: u64,
+    /// The record's CreateTime.
+    timestamp_ms: i64,
     sequence: i32,
     batch: Bytes,
     /// The attempt whose answer counts.
@@ -689,16 +740,17 @@ impl Producer {
     /// The producer got its id: it starts in epoch 0 at sequence 0.
     fn initialized(&mut self, producer_id: i64) {
         assert!(self.producer_id.is_none() && self.in_flight.is_none(), "a producer gets one id");
-        *self = Producer { producer_id: Some(producer_id), ..Producer::default() };
+        *self = Producer { producer_id: Some(producer_id), writes_old: self.writes_old, ..Producer::default() };
     }
 
-    /// The batch for a new `value`, at the next sequence.
-    fn start(&mut self, value: u64, now: Instant) {
+    /// The batch for a new `value` with CreateTime `timestamp_ms`, at the next sequence.
+    fn start(&mut self, value: u64, timestamp_ms: i64, now: Instant) {
         assert!(self.in_flight.is_none(), "one request in flight");
         let producer_id = self.producer_id.expect("a producer id");
         let sequence = self.next_sequence;
-        let batch = producer_batch(value, producer_id, self.producer_epoch, sequence);
-        self.in_flight = Some(InFlight { value, sequence, batch, attempt: 0, sent: None, not_before: now });
+        let batch = producer_batch(value, timestamp_ms, producer_id, self.producer_epoch, sequence);
+        let in_flight = InFlight { value, timestamp_ms, sequence, batch, attempt: 0, sent: None, not_before: now };
+        self.in_flight = Some(in_flight);
     }
 
     /// KIP-360: the partition lost this producer's state (UNKNOWN_PRODUCER_ID) or has a gap
@@ -709,7 +761,7 @@ impl Producer {
         let producer_id = self.producer_id.expect("a producer id");
         self.producer_epoch = self.producer_epoch.checked_add(1).expect("fewer than 32767 epoch bumps in a run");
         in_flight.sequence = 0;
-        in_flight.batch = producer_batch(in_flight.value, producer_id, self.producer_epoch, 0);
+        in_flight.batch = producer_batch(in_flight.value, in_flight.timestamp_ms, producer_id, self.producer_epoch, 0);
         self.next_sequence = 0;
     }
 
@@ -727,6 +779,9 @@ struct Consumer {
     leader_epoch: LeaderEpoch,
     attempt: u64,
     sent: Option<Instant>,
+    /// The last fetch was answered OFFSET_OUT_OF_RANGE: the consumer looks up the earliest
+    /// offset before it fetches again (`auto.offset.reset=earliest`).
+    resetting: bool,
 }
 
 #[derive(Debug, Default)]
@@ -734,6 +789,36 @@ struct NetworkPartition {
     links: BTreeSet<(usize, usize)>,
     active: bool,
     generation: u64,
+}
+
+/// A seed's retention: the topic's `retention.ms` and `retention.bytes` (neither: no
+/// retention), whether producers sometimes stamp records with a CreateTime older than
+/// `retention.ms` (so they expire at once), and how often each broker runs its maintenance.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    old_timestamps: bool,
+    maintenance_interval: Duration,
+}
+
+impl Retention {
+    /// Draws a seed's retention: none, by time, by size or both, a quarter of seeds each
+    /// (`enabled` false: none), over segments of 1 to 4 KiB (13 to 50 records) with
+    /// retention; `segment_bytes` otherwise. Returns it with the segment size.
+    fn draw(rng: &mut Rng, enabled: bool, segment_bytes: u64) -> (Retention, u64) {
+        let kind = if enabled { rng.below(4) } else { 0 };
+        let segment_bytes = if kind == 0 { segment_bytes } else { 1 << rng.range_inclusive(10, 12) };
+        let retention_ms = matches!(kind, 1 | 3).then(|| rng.range_inclusive(100, 3_000));
+        let retention_bytes = matches!(kind, 2 | 3).then(|| segment_bytes * rng.range_inclusive(1, 8));
+        let retention = Retention {
+            retention_ms,
+            retention_bytes,
+            old_timestamps: retention_ms.is_some() && rng.chance(3, 4),
+            maintenance_interval: ms(rng.range_inclusive(200, 3_000)),
+        };
+        (retention, segment_bytes)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -793,6 +878,9 @@ struct Sim<'a> {
     fault_rng: Rng,
     client_rng: Rng,
     disk_rng: Rng,
+    /// Draws for retention: the producers' old timestamps and the maintenance schedule.
+    retention_rng: Rng,
+    retention: Retention,
     faults: Vec<FaultKind>,
     fault_interval_ms_mean: u64,
     /// Every replica's log configuration (segment and checkpoint sizes drawn per seed).
@@ -818,9 +906,10 @@ fn log_dir(p: usize) -> PathBuf {
     PathBuf::from(format!("/data/{TOPIC}-{p}"))
 }
 
-/// Simulated time as the wall-clock milliseconds keel-storage takes.
+/// Simulated time as the wall-clock milliseconds keel-storage takes (and producers stamp
+/// records with).
 fn millis(now: Instant) -> i64 {
-    now.as_millis() as i64
+    WALL_CLOCK_START_MS + now.as_millis() as i64
 }
 
 fn show_nodes(nodes: &[NodeId]) -> String {
@@ -897,6 +986,7 @@ impl<'a> Sim<'a> {
         let client_rng = fork(&mut master);
         let disk_rng = fork(&mut master);
         let mut placement_rng = fork(&mut master);
+        let mut retention_rng = fork(&mut master);
         let f = &options.faults;
         let upto = |rng: &mut Rng, max: u64| if max == 0 { 0 } else { rng.range_inclusive(0, max) };
         let loss_percent = upto(&mut knobs, f.message_loss_percent_max);
@@ -927,7 +1017,10 @@ impl<'a> Sim<'a> {
         // Segments of 1 KiB to 64 KiB (13 to 860 records) roll within a run; recovery
         // checkpoints every 1 to 16 KiB flushed.
         let segment_bytes = 1 << knobs.range_inclusive(10, 16);
-        let log_config = log_config(segment_bytes, 1 << knobs.range_inclusive(10, 14));
+        let recovery_checkpoint_bytes = 1 << knobs.range_inclusive(10, 14);
+        let (retention, segment_bytes) = Retention::draw(&mut retention_rng, f.retention, segment_bytes);
+        let log_config =
+            log_config(segment_bytes, recovery_checkpoint_bytes, retention.retention_ms, retention.retention_bytes);
 
         let snapshot_entries = options.controller_snapshot_entries.unwrap_or_else(|| knobs.range_inclusive(2, 8));
         let (setup_index, setup_image, epochs, topic_id) = setup_metadata(options, &mut placement_rng);
@@ -1000,7 +1093,8 @@ impl<'a> Sim<'a> {
                 "seed {} brokers {} partitions {} RF {} min ISR {} mutation {:?}; loss {loss_percent}% duplicate \
                  {duplicate_percent}% spike {spike_percent}% delay <= {delay_us_max} us; faults {faults:?} every \
                  {fault_interval_ms_mean} ms; writeback means {flush_means:?} ms; segments of {} bytes, \
-                 recovery checkpoints every {} bytes; {} controllers snapshot every {snapshot_entries} entries",
+                 recovery checkpoints every {} bytes; {} controllers snapshot every {snapshot_entries} entries; \
+                 retention.ms {:?} retention.bytes {:?}, old timestamps {}, maintenance every {} ms",
                 options.seed,
                 options.brokers,
                 options.partitions,
@@ -1010,6 +1104,10 @@ impl<'a> Sim<'a> {
                 log_config.segment_bytes,
                 log_config.recovery_checkpoint_bytes,
                 voters.len(),
+                retention.retention_ms,
+                retention.retention_bytes,
+                retention.old_timestamps,
+                retention.maintenance_interval.as_millis(),
             ),
         );
         let mut sim = Sim {
@@ -1042,6 +1140,8 @@ impl<'a> Sim<'a> {
             fault_rng,
             client_rng,
             disk_rng,
+            retention_rng,
+            retention,
             faults,
             fault_interval_ms_mean,
             log_config,
@@ -1065,6 +1165,8 @@ impl<'a> Sim<'a> {
         self.stats.simulated_ms = self.now.as_millis();
         self.stats.excused = self.oracle.excused;
         self.stats.epoch_bump_duplicates = self.oracle.epoch_bump_duplicates;
+        self.stats.retention_duplicates = self.oracle.retention_duplicates;
+        self.stats.divergent_below_log_start = self.oracle.divergent_below_log_start;
         self.stats.records_acked = self.oracle.partitions.iter().map(|p| p.acked.len() as u64).sum();
         match &outcome {
             Ok(()) => self.trace.line(self.now, format_args!("PASSED")),
@@ -1079,6 +1181,7 @@ impl<'a> Sim<'a> {
         let deadline = liveness_at + ms(self.options.liveness_ms);
         for b in 0..self.brokers.len() {
             self.schedule(Instant::ZERO, Event::BrokerTick { broker: b, process: 1 });
+            self.schedule_maintenance(b);
         }
         for b in 0..self.voters.len() {
             self.guarded(|sim| sim.start_member(b))?;
@@ -1175,6 +1278,13 @@ impl<'a> Sim<'a> {
                 if self.brokers[broker].up && self.brokers[broker].process == process {
                     self.broker_tick(broker)?;
                     self.schedule(self.now + BROKER_TICK, Event::BrokerTick { broker, process });
+                }
+                Ok(())
+            }
+            Event::Maintenance { broker, process } => {
+                if self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.maintain(broker)?;
+                    self.schedule_maintenance(broker);
                 }
                 Ok(())
             }
@@ -1395,6 +1505,46 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// Schedules broker `b`'s next log maintenance, about its interval from now.
+    fn schedule_maintenance(&mut self, b: usize) {
+        let interval = self.retention.maintenance_interval.as_millis();
+        let next = ms(self.retention_rng.range_inclusive(interval.div_ceil(2), interval + interval / 2));
+        let process = self.brokers[b].process;
+        self.schedule(self.now + next, Event::Maintenance { broker: b, process });
+    }
+
+    /// The broker's periodic log maintenance, as keel-broker runs it for every replica:
+    /// keel-storage's `Log::maintain` (retention below the bound, then a recovery checkpoint)
+    /// with the bound the replica engine gives ([`Replica::retention_bound`], which the
+    /// broker's role asks too).
+    fn maintain(&mut self, b: usize) -> Result<(), String> {
+        let now_ms = millis(self.now);
+        let id = self.brokers[b].id;
+        let ignores_high_watermark = self.options.mutation == Some(ClusterMutation::RetentionIgnoresHighWatermark);
+        for p in 0..self.options.partitions {
+            self.current = format!("b{id} p{p} maintenance");
+            let replica = &mut self.brokers[b].replicas[p];
+            let bound = if ignores_high_watermark { replica.log.log_end() } else { replica.engine.retention_bound() };
+            let before = replica.log.log_start_offset();
+            let deleted = replica.log.maintain(now_ms, bound)?;
+            if deleted.is_empty() {
+                continue;
+            }
+            let (start, end, hw) =
+                (replica.log.log_start_offset(), replica.log.log_end(), replica.engine.high_watermark());
+            self.stats.segments_deleted_by_retention += deleted.len() as u64;
+            self.stats.records_deleted_by_retention += (start - before) as u64;
+            let text = format!(
+                "b{id} p{p} retention deletes {} segment(s) below bound {bound}: log start {before} -> {start} \
+                 (log end {end}, hw {hw})",
+                deleted.len()
+            );
+            self.trace.line(self.now, format_args!("{text}"));
+            self.oracle.observe_log_start(p, id, start)?;
+        }
+        self.after_broker(b)
+    }
+
     /// Answers the fetches the leader holds: all of them, or those held long enough.
     fn release_parked(&mut self, b: usize, p: usize, all: bool) -> Result<(), String> {
         let now = self.now;
@@ -1448,6 +1598,7 @@ impl<'a> Sim<'a> {
                     leader.check_invariants().map_err(|e| format!("p{p}: {e}"))?;
                     let hw = leader.high_watermark();
                     let min_isr = leader.config().min_isr;
+                    self.oracle.check_leader_log_start(p, id, &replica.log, hw)?;
                     self.oracle.observe_high_watermark(p, id, &replica.log, hw, min_isr, now)?;
                     let leader = replica.engine.leader_mut().expect("a leader");
                     if let Some(proposal) = leader.poll_isr_change(now) {
@@ -1465,6 +1616,9 @@ impl<'a> Sim<'a> {
             let mut replies = Vec::new();
             for (waiter, result) in replica.engine.drain_completed() {
                 if let Some((value, attempt, offset)) = replica.waiters.remove(&waiter) {
+                    if result.is_ok() {
+                        self.oracle.check_acknowledgement(p, id, &replica.log, value, offset)?;
+                    }
                     replies.push((value, attempt, result.map(|()| offset)));
                 }
             }
@@ -1544,6 +1698,13 @@ impl<'a> Sim<'a> {
                 };
                 let client = self.client_index();
                 self.send(b, client, Message::ConsumerReply { partition, offset, attempt, result });
+            }
+            Message::ListOffsets { partition, leader_epoch, attempt } => {
+                let replica = &self.brokers[b].replicas[partition];
+                // The broker's answer to ListOffsets EARLIEST: the leader's log start offset.
+                let result = replica.engine.consumer_view(Some(leader_epoch)).map(|_| replica.log.log_start_offset());
+                let client = self.client_index();
+                self.send(b, client, Message::ListOffsetsReply { partition, attempt, result });
             }
             // Replies addressed to an earlier life of this broker.
             _ => {}
@@ -1711,7 +1872,8 @@ impl<'a> Sim<'a> {
             }
             FollowerAction::Append | FollowerAction::AwaitMetadata | FollowerAction::Stale => None,
         };
-        let (leo, hw) = (replica.log.log_end(), replica.engine.high_watermark());
+        let (leo, hw, start) = (replica.log.log_end(), replica.engine.high_watermark(), replica.log.log_start_offset());
+        self.oracle.observe_log_start(p, id, start)?;
         if leo > before && action == FollowerAction::Append {
             let text = format!("b{id} p{p} appends {} from b{leader} => leo {leo} hw {hw}", leo - before);
             self.trace.line(now, format_args!("{text}"));
@@ -1765,9 +1927,10 @@ impl<'a> Sim<'a> {
         };
         let offset = info.base_offset;
         if info.duplicate {
-            // The producer resends a batch only unchanged, so the original holds this value.
+            // The producer resends a batch only unchanged, so the original holds this value,
+            // unless retention has deleted it since (the log's producer state still answers).
             let held = replica.log.get(offset);
-            if held.map(|r| r.1) != Some(value) {
+            if offset >= replica.log.log_start_offset() && held.map(|r| r.1) != Some(value) {
                 return Err(format!(
                     "storage: b{id} p{p} answered a retry of v{value} as a duplicate of offset {offset}, which holds {held:?}"
                 ));
@@ -1829,6 +1992,9 @@ impl<'a> Sim<'a> {
             let mut replies = Vec::new();
             for (waiter, result) in replica.engine.drain_completed() {
                 if let Some((value, attempt, offset)) = replica.waiters.remove(&waiter) {
+                    if result.is_ok() {
+                        self.oracle.check_acknowledgement(p, id, &replica.log, value, offset)?;
+                    }
                     replies.push((value, attempt, result.map(|()| offset)));
                 }
             }
@@ -2013,6 +2179,7 @@ impl<'a> Sim<'a> {
         let (id, process, marker) = (broker.id, broker.process, broker.marker);
         self.trace.line(self.now, format_args!("b{id} starts, clean-shutdown marker {marker:?}"));
         self.schedule(self.now, Event::BrokerTick { broker: b, process });
+        self.schedule_maintenance(b);
         if self.is_voter(b) {
             self.start_member(b)?;
         }
@@ -2096,7 +2263,8 @@ impl<'a> Sim<'a> {
                 let value = self.next_value;
                 self.next_value += 1;
                 self.stats.records_produced += 1;
-                self.producers[p].start(value, now);
+                let timestamp_ms = self.create_time(p);
+                self.producers[p].start(value, timestamp_ms, now);
                 true
             }
             Some(in_flight) => {
@@ -2112,6 +2280,24 @@ impl<'a> Sim<'a> {
         if send {
             self.send_produce(p);
         }
+    }
+
+    /// The CreateTime of producer `p`'s next record: now, or, while the producer writes old
+    /// records, older than `retention.ms`, so the record may go as soon as its segment rolls
+    /// and the high watermark passes it.
+    fn create_time(&mut self, p: usize) -> i64 {
+        let now_ms = millis(self.now);
+        let Some(retention_ms) = self.retention.retention_ms.filter(|_| self.retention.old_timestamps) else {
+            return now_ms;
+        };
+        let producer = &mut self.producers[p];
+        if self.retention_rng.chance(1, 8) {
+            producer.writes_old = !producer.writes_old;
+        }
+        if !producer.writes_old {
+            return now_ms;
+        }
+        now_ms - retention_ms as i64 - self.retention_rng.range_inclusive(1, 60_000) as i64
     }
 
     /// Sends the batch in flight to the leader the producer believes in, or backs off.
@@ -2171,11 +2357,11 @@ impl<'a> Sim<'a> {
         consumer.leader_epoch = consumer.leader_epoch.max(epoch);
         consumer.attempt += 1;
         consumer.sent = Some(now);
-        let message = Message::ConsumerFetch {
-            partition: p,
-            offset: consumer.position,
-            leader_epoch: consumer.leader_epoch,
-            attempt: consumer.attempt,
+        let (leader_epoch, attempt) = (consumer.leader_epoch, consumer.attempt);
+        let message = if consumer.resetting {
+            Message::ListOffsets { partition: p, leader_epoch, attempt }
+        } else {
+            Message::ConsumerFetch { partition: p, offset: consumer.position, leader_epoch, attempt }
         };
         let client = self.client_index();
         self.send(client, leader, message);
@@ -2192,6 +2378,9 @@ impl<'a> Sim<'a> {
             }
             Message::ConsumerReply { partition, offset, attempt, result } => {
                 self.handle_consumer_reply(partition, offset, attempt, result)
+            }
+            Message::ListOffsetsReply { partition, attempt, result } => {
+                self.handle_list_offsets_reply(partition, attempt, result)
             }
             other => Err(format!("simulator bug: a client got {other:?}")),
         }
@@ -2262,7 +2451,17 @@ impl<'a> Sim<'a> {
             return Ok(());
         }
         self.consumers[p].sent = None;
-        let Ok((hw, bytes)) = result else { return Ok(()) };
+        let (hw, bytes) = match result {
+            Ok(answer) => answer,
+            // Below the leader's log start (retention deleted what the consumer has not read
+            // yet), or beyond a new leader's log end: Kafka's consumer with
+            // auto.offset.reset=earliest looks up the earliest offset and moves there.
+            Err(ErrorCode::OffsetOutOfRange) => {
+                self.consumers[p].resetting = true;
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
         // A new leader may answer with a high watermark below the one its predecessor exposed
         // (the broker does, as Kafka does: only ListOffsets waits for it). That is no loss:
         // every record read is checked instead.
@@ -2285,6 +2484,30 @@ impl<'a> Sim<'a> {
         consumer.position += records.len() as i64;
         self.stats.records_consumed += records.len() as u64;
         Ok(())
+    }
+
+    /// The leader's log start, asked for after OFFSET_OUT_OF_RANGE: the consumer moves there.
+    fn handle_list_offsets_reply(
+        &mut self,
+        p: usize,
+        attempt: u64,
+        result: Result<i64, ErrorCode>,
+    ) -> Result<(), String> {
+        let consumer = &mut self.consumers[p];
+        if consumer.attempt != attempt || consumer.sent.is_none() || !consumer.resetting {
+            return Ok(());
+        }
+        consumer.sent = None;
+        let Ok(log_start) = result else { return Ok(()) };
+        let from = consumer.position;
+        consumer.position = log_start;
+        consumer.resetting = false;
+        self.stats.consumer_resets += 1;
+        self.trace.line(
+            self.now,
+            format_args!("consumer of p{p}: offset {from} out of range, resets to the log start {log_start}"),
+        );
+        self.oracle.check_consumer_reset(p, from, log_start)
     }
 
     /// An error for the batch in flight: every one is retried; KIP-360's two (the partition
@@ -2557,17 +2780,21 @@ impl<'a> Sim<'a> {
             if core.leader_epoch() != registration.leader_epoch || core.high_watermark() != end {
                 return false;
             }
+            // Replicas agree where they overlap: retention may have moved their log starts apart.
+            let start = replica.log.log_start_offset();
             for &r in &registration.replicas {
                 let log = &self.brokers[r.0 as usize - 1].replicas[p].log;
-                if log.log_end() != end || log.slice(0, end) != replica.log.slice(0, end) {
+                let from = start.max(log.log_start_offset());
+                if log.log_end() != end || log.slice(from, end) != replica.log.slice(from, end) {
                     return false;
                 }
             }
+            // Acknowledged records below the leader's log start were deleted by retention.
             let oracle = &self.oracle.partitions[p];
             if oracle
                 .acked
                 .iter()
-                .any(|(&v, &o)| self.oracle.promised(p, o) && replica.log.get(o).map(|r| r.1) != Some(v))
+                .any(|(&v, &o)| o >= start && self.oracle.promised(p, o) && replica.log.get(o).map(|r| r.1) != Some(v))
             {
                 return false;
             }
@@ -2612,7 +2839,8 @@ impl<'a> Sim<'a> {
                     ),
                 };
                 message.push_str(&format!(
-                    "\n    p{p}: log end {} flushed {} {role}",
+                    "\n    p{p}: log [{}, {}) flushed {} {role}",
+                    replica.log.log_start_offset(),
                     replica.log.log_end(),
                     replica.log.flushed()
                 ));
@@ -2645,6 +2873,7 @@ impl fmt::Display for ClusterMutation {
             ClusterMutation::NoMetadataGate => "no-metadata-gate",
             ClusterMutation::FreshDirectoryIsClean => "fresh-directory-is-clean",
             ClusterMutation::MetadataLogOnDataDisk => "metadata-log-on-data-disk",
+            ClusterMutation::RetentionIgnoresHighWatermark => "retention-ignores-high-watermark",
         })
     }
 }

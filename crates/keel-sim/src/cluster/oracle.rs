@@ -14,6 +14,29 @@
 //! same.) A violation about that record is reported only while the count is at most
 //! min ISR - 1; beyond it the record is *excused* (and counted).
 //!
+//! **Retention.** Retention may remove committed records, but only a prefix of a log and
+//! only below the high watermark (issue 17, F6). A leader's log start never passes its
+//! high watermark; no replica's log start passes the committed prefix; a leader's high
+//! watermark never commits a record its log no longer holds; a leader acknowledges only a
+//! record its log holds (or, for a retry answered from the producer state, one committed
+//! before retention removed it); a consumer answered OFFSET_OUT_OF_RANGE moves to the
+//! leader's log start, skipping only committed records. Committed records below the highest
+//! log start any replica has had are not counted lost: retention removed them.
+//!
+//! Below that highest log start the oracle compares nothing, and it counts, instead of
+//! reporting, two cases Kafka's design allows there too. A retry of a value whose first copy
+//! retention removed may commit again, if a leader that never held the copy (its log started
+//! over past it) takes the retry for a new batch (`retention_duplicates`). And a divergence
+//! below a leader's log start goes unseen: a follower holding an uncommitted record from an
+//! old leader epoch at an offset the leader has already deleted fetches from the leader's log
+//! end, the leader's epoch cache knows nothing below its log start and reports no divergence
+//! (Kafka's `LeaderEpochFileCache.endOffsetFor` answers the same), and the leader admits the
+//! follower to the ISR on that fetch. If it is elected before its next fetch answer moves its
+//! log start past the record, it keeps the record, other followers truncate to it, and it
+//! acknowledges or serves a record that is not the one committed at that offset
+//! (`divergent_below_log_start`; seed 1943 on the base before the controller quorum, see
+//! docs/simulator.md).
+//!
 //! **Duplicates.** A value is committed, and acknowledged, at one offset only: the leader's
 //! log answers a retry of a batch it holds as a duplicate. That promise holds within one
 //! producer epoch. A value the producer sent again in a new epoch (KIP-360, after
@@ -24,6 +47,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use keel_replication::LocalLog;
 use keel_types::{Instant, NodeId};
 
 use super::log::{Record, SimLog};
@@ -53,6 +77,12 @@ pub(crate) struct PartitionOracle {
     written: BTreeMap<u64, Instant>,
     /// Values the producer sent again in a new producer epoch.
     resent: BTreeSet<u64>,
+    /// The highest log start any replica's log has had: retention removed the committed
+    /// records below it (from that replica, and maybe from others), so none need be held.
+    retained_start: i64,
+    /// Committed records were lost beyond the durability bound and replaced: the committed
+    /// prefix was cut back, so a log start may lie beyond it.
+    replaced: bool,
 }
 
 #[derive(Debug)]
@@ -64,6 +94,12 @@ pub(crate) struct Oracle {
     pub(crate) excused: u64,
     /// Values committed or acknowledged at a second offset after an epoch bump resent them.
     pub(crate) epoch_bump_duplicates: u64,
+    /// Values committed or acknowledged at a second offset after retention removed the first
+    /// copy from some replica (see the module documentation).
+    pub(crate) retention_duplicates: u64,
+    /// Records acknowledged or read at an offset below the highest log start, where they are
+    /// not the committed record there (the known gap; see the module documentation).
+    pub(crate) divergent_below_log_start: u64,
 }
 
 fn show(record: Record) -> String {
@@ -77,6 +113,8 @@ impl Oracle {
             min_isr: vec![(Instant::ZERO, min_isr)],
             excused: 0,
             epoch_bump_duplicates: 0,
+            retention_duplicates: 0,
+            divergent_below_log_start: 0,
         }
     }
 
@@ -169,7 +207,11 @@ impl Oracle {
     fn compare(&mut self, p: usize, node: NodeId, log: &SimLog, upto: i64, require: bool) -> Option<(i64, String)> {
         let part = &self.partitions[p];
         let upto = upto.min(part.committed.len() as i64);
-        let from = part.verified.get(&node).copied().unwrap_or(0);
+        // Retention removed the records below the log start, and those below the highest log
+        // start any replica has had are gone for good: what a replica still holds there is
+        // not compared (as in Kafka, a follower that fetches past its leader's log start is
+        // not told of a divergence below it, and deletes it as it follows that log start).
+        let from = part.verified.get(&node).copied().unwrap_or(0).max(log.log_start_offset()).max(part.retained_start);
         for offset in from..upto {
             let committed = part.committed[offset as usize].record;
             match log.get(offset) {
@@ -211,6 +253,7 @@ impl Oracle {
             }
             // The committed record was lost beyond the bound: what commits now replaces it.
             let part = &mut self.partitions[p];
+            part.replaced = true;
             for dropped in part.committed.drain(offset as usize..) {
                 part.committed_values.remove(&dropped.record.1);
             }
@@ -218,13 +261,20 @@ impl Oracle {
                 *verified = (*verified).min(offset);
             }
         }
-        let mut duplicates = 0;
+        let (mut duplicates, mut retention_duplicates) = (0, 0);
         let part = &mut self.partitions[p];
         let end = hw.min(log.log_end());
         for offset in part.committed.len() as i64..end {
-            let record = log.get(offset).expect("below the log end");
+            let Some(record) = log.get(offset) else {
+                return Err(format!(
+                    "p{p}: leader {node}'s high watermark {hw} commits offset {offset}, which its log no longer \
+                     holds (it starts at {}): retention deleted a record before it was committed",
+                    log.log_start_offset()
+                ));
+            };
             match part.committed_values.get(&record.1) {
                 Some(_) if part.resent.contains(&record.1) => duplicates += 1,
+                Some(&other) if other < part.retained_start => retention_duplicates += 1,
                 Some(&other) => {
                     return Err(format!(
                         "value v{} committed twice in p{p}: at offset {other} and, by leader {node}, at {offset}",
@@ -239,6 +289,7 @@ impl Oracle {
         }
         part.verified.insert(node, end);
         self.epoch_bump_duplicates += duplicates;
+        self.retention_duplicates += retention_duplicates;
         Ok(())
     }
 
@@ -283,7 +334,7 @@ impl Oracle {
         from: i64,
         logs: impl Iterator<Item = &'a SimLog> + Clone,
     ) -> Result<(), String> {
-        for offset in from.max(0)..self.committed_end(p) {
+        for offset in from.max(self.partitions[p].retained_start)..self.committed_end(p) {
             let committed = self.partitions[p].committed[offset as usize].record;
             if !logs.clone().any(|log| log.get(offset) == Some(committed)) && !self.excuse(p, offset) {
                 let acked = if self.partitions[p].acked.contains_key(&committed.1) { "acknowledged " } else { "" };
@@ -302,6 +353,8 @@ impl Oracle {
         if let Some(&first) = self.partitions[p].acked.get(&value) {
             if first != offset && self.partitions[p].resent.contains(&value) {
                 self.epoch_bump_duplicates += 1;
+            } else if first != offset && first < self.partitions[p].retained_start {
+                self.retention_duplicates += 1;
             } else if first != offset {
                 return Err(format!("v{value} acknowledged at p{p} offset {first} and again at {offset}"));
             }
@@ -309,6 +362,7 @@ impl Oracle {
         }
         match self.committed_at(p, offset) {
             Some((_, committed)) if committed == value => {}
+            _ if self.below_retained_start(p, offset) => {}
             other if !self.excuse(p, offset) => {
                 return Err(format!(
                     "v{value} acknowledged at p{p} offset {offset}, where the committed record is {}",
@@ -325,6 +379,7 @@ impl Oracle {
     pub(crate) fn check_read(&mut self, p: usize, offset: i64, record: Record) -> Result<(), String> {
         match self.committed_at(p, offset) {
             Some(committed) if committed == record => Ok(()),
+            _ if self.below_retained_start(p, offset) => Ok(()),
             other if !self.excuse(p, offset) => Err(format!(
                 "a consumer read {} at p{p} offset {offset}, where the committed record is {}",
                 show(record),
@@ -332,6 +387,81 @@ impl Oracle {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Whether another record at `offset` than the committed one is the known gap below a log
+    /// start (see the module documentation; counted).
+    fn below_retained_start(&mut self, p: usize, offset: i64) -> bool {
+        let below = offset < self.partitions[p].retained_start;
+        self.divergent_below_log_start += u64::from(below);
+        below
+    }
+
+    /// `node`'s log of partition `p` now starts at `log_start` (retention there, or a
+    /// follower following its leader's log start): it may have removed committed records
+    /// only.
+    pub(crate) fn observe_log_start(&mut self, p: usize, node: NodeId, log_start: i64) -> Result<(), String> {
+        let part = &mut self.partitions[p];
+        if log_start > part.committed.len() as i64 && !part.replaced {
+            return Err(format!(
+                "p{p}: {node}'s log now starts at {log_start}, beyond the committed prefix (which ends at {}): \
+                 records that were never committed are gone from it",
+                part.committed.len()
+            ));
+        }
+        part.retained_start = part.retained_start.max(log_start);
+        Ok(())
+    }
+
+    /// The rule retention keeps (issue 17, F6): a leader's log never starts above its high
+    /// watermark, so everything retention removed was on every in-sync replica.
+    pub(crate) fn check_leader_log_start(&self, p: usize, node: NodeId, log: &SimLog, hw: i64) -> Result<(), String> {
+        let start = log.log_start_offset();
+        if start > hw {
+            return Err(format!(
+                "p{p}: leader {node}'s log starts at {start}, above its high watermark {hw}: retention deleted \
+                 records that were not yet committed (log end {})",
+                log.log_end()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Leader `node` acknowledges `value` at `offset` (its high watermark passed it): its log
+    /// must hold the record, or, for a retry answered from the producer state after retention
+    /// removed the original, the record must have been committed there.
+    pub(crate) fn check_acknowledgement(
+        &self,
+        p: usize,
+        node: NodeId,
+        log: &SimLog,
+        value: u64,
+        offset: i64,
+    ) -> Result<(), String> {
+        let held = log.get(offset).is_some_and(|r| r.1 == value);
+        let retained = offset < log.log_start_offset() && self.committed_at(p, offset).is_some_and(|r| r.1 == value);
+        if held || retained {
+            return Ok(());
+        }
+        Err(format!(
+            "p{p}: leader {node} acknowledges v{value} at offset {offset}, but its log [{}, {}) does not hold it",
+            log.log_start_offset(),
+            log.log_end()
+        ))
+    }
+
+    /// A consumer at `from` was answered OFFSET_OUT_OF_RANGE and moved to the leader's log
+    /// start `to`: what it skips must be committed records retention removed.
+    pub(crate) fn check_consumer_reset(&self, p: usize, from: i64, to: i64) -> Result<(), String> {
+        let part = &self.partitions[p];
+        if to > from && to > part.committed.len() as i64 && !part.replaced {
+            return Err(format!(
+                "a consumer of p{p} at offset {from} was moved to the log start {to}, beyond the committed prefix \
+                 (which ends at {}): it skipped records that were never committed",
+                part.committed.len()
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the acknowledged record at `offset` is still under the durability promise.

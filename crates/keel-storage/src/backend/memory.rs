@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -222,19 +223,26 @@ fn backend_op(shared: &Shared, op: Op<'_>) -> io::Result<Option<Arc<dyn StorageF
         Op::SyncDir(dir) => {
             fs.mutate()?;
             if fs.track_durability {
-                let dir = dir.to_path_buf();
-                fs.durable_names.retain(|p, _| p.parent() != Some(dir.as_path()));
-                let live: Vec<(PathBuf, u64)> = fs
-                    .names
-                    .iter()
-                    .filter(|(p, _)| p.parent() == Some(dir.as_path()))
-                    .map(|(p, id)| (p.clone(), *id))
-                    .collect();
+                for (path, _) in entries_of(&fs.durable_names, dir) {
+                    fs.durable_names.remove(&path);
+                }
+                let live = entries_of(&fs.names, dir);
                 fs.durable_names.extend(live);
             }
         }
     }
     Ok(None)
+}
+
+/// The names directly in `dir`. Paths order by their components, so everything under `dir`
+/// follows it in one run: a sync looks at that run only, not at every name on the disk.
+fn entries_of(names: &BTreeMap<PathBuf, u64>, dir: &Path) -> Vec<(PathBuf, u64)> {
+    names
+        .range::<Path, _>((Bound::Excluded(dir), Bound::Unbounded))
+        .take_while(|(path, _)| path.starts_with(dir))
+        .filter(|(path, _)| path.parent() == Some(dir))
+        .map(|(path, id)| (path.clone(), *id))
+        .collect()
 }
 
 enum Op<'a> {
