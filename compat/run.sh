@@ -201,6 +201,7 @@ if start_keel; then
     TEST_TIMEOUT=240 run_test cluster-failover "$PY" "$HERE/test_cluster_failover.py" "$KEEL" 60
     TEST_TIMEOUT=150 run_test cluster-disk-swap "$PY" "$HERE/test_cluster_disk_swap.py" "$KEEL"
     TEST_TIMEOUT=150 run_test cluster-clean-restart "$PY" "$HERE/test_cluster_clean_restart.py" "$KEEL"
+    TEST_TIMEOUT=150 run_test cluster-voter-disk-swap "$PY" "$HERE/test_cluster_voter_disk_swap.py" "$KEEL"
 
     # keel must still be up after all of that, and stop cleanly on SIGTERM.
     echo "---- keel-shutdown"

@@ -40,6 +40,9 @@ pub struct RaftModelOptions {
     pub crashes: u8,
     /// Only leaders crash (a smaller space when follower crashes are not the point).
     pub crash_leaders_only: bool,
+    /// Disk replacements: a node crashes and restarts with its Raft state gone
+    /// ([`Durable::lost`]), so it recovers by asking every other voter (docs/raft.md).
+    pub wipes: u8,
     /// States with more messages in flight are cut off.
     pub max_in_flight: usize,
     pub election_timeout_ticks_min: u64,
@@ -67,6 +70,7 @@ impl Default for RaftModelOptions {
             delays: 1,
             crashes: 1,
             crash_leaders_only: false,
+            wipes: 0,
             max_in_flight: 8,
             election_timeout_ticks_min: 2,
             election_timeout_ticks_max: 3,
@@ -92,6 +96,7 @@ pub struct RaftState {
     pub duplications: u8,
     pub delays: u8,
     pub crashes: u8,
+    pub wipes: u8,
     pub proposals: u8,
 }
 
@@ -104,6 +109,7 @@ pub enum RaftAction {
     Delay(NodeId, NodeId, Message),
     DeliverDelayed(NodeId, NodeId, Message),
     Crash(NodeId),
+    Wipe(NodeId),
     Propose(NodeId),
 }
 
@@ -256,6 +262,7 @@ impl Model for RaftModel {
             duplications: self.options.duplications,
             delays: self.options.delays,
             crashes: self.options.crashes,
+            wipes: self.options.wipes,
             proposals: self.options.proposals,
         }
     }
@@ -292,6 +299,11 @@ impl Model for RaftModel {
                 if !self.options.crash_leaders_only || n.role() == RoleKind::Leader {
                     actions.push(RaftAction::Crash(n.id()));
                 }
+            }
+        }
+        if state.wipes > 0 {
+            for n in &state.nodes {
+                actions.push(RaftAction::Wipe(n.id()));
             }
         }
         if state.proposals > 0 {
@@ -353,9 +365,22 @@ impl Model for RaftModel {
                     hard_state: node.hard_state(),
                     snapshot: node.snapshot().cloned(),
                     entries: node.entries().to_vec(),
+                    recovery: node.recovery(),
                 };
                 let config = node.config().clone();
                 *node = Raft::restart(config, durable, NOW, choices);
+                let mut network = std::mem::take(&mut s.network);
+                Self::settle(Self::node_mut(&mut s, *id), &mut network);
+                s.network = network;
+            }
+            RaftAction::Wipe(id) => {
+                s.wipes -= 1;
+                let node = Self::node_mut(&mut s, *id);
+                let config = node.config().clone();
+                *node = Raft::restart(config, Durable::lost(), NOW, choices);
+                let mut network = std::mem::take(&mut s.network);
+                Self::settle(Self::node_mut(&mut s, *id), &mut network);
+                s.network = network;
             }
             RaftAction::Propose(id) => {
                 s.proposals -= 1;
@@ -474,6 +499,7 @@ impl Model for RaftModel {
                 format!("n{} -> n{} (late): {}", f.0, t.0, m)
             }
             RaftAction::Crash(id) => format!("n{} CRASHES and restarts from its disk", id.0),
+            RaftAction::Wipe(id) => format!("n{} CRASHES and restarts on an EMPTY disk (replaced)", id.0),
             RaftAction::Propose(id) => format!("client proposes to n{}", id.0),
         }
     }
@@ -488,8 +514,8 @@ impl Model for RaftModel {
         }
         if before.is_none() {
             lines.push(format!(
-                "faults left: {} losses, {} duplications, {} delays, {} crashes; {} proposals",
-                after.losses, after.duplications, after.delays, after.crashes, after.proposals
+                "faults left: {} losses, {} duplications, {} delays, {} crashes, {} disk replacements; {} proposals",
+                after.losses, after.duplications, after.delays, after.crashes, after.wipes, after.proposals
             ));
         }
         lines

@@ -97,6 +97,25 @@ fn forgetting_the_vote_on_restart_elects_two_leaders() {
 }
 
 #[test]
+fn trusting_a_replaced_disk_loses_a_committed_entry() {
+    // The first leader's no-op commits with the help of a voter whose disk is then replaced;
+    // trusting its empty state, it helps elect the voter that lacks the no-op. (CI checks the
+    // correct core in this configuration exhaustively, liveness included.)
+    let options = RaftModelOptions {
+        losses: 1,
+        wipes: 1,
+        max_term: 2,
+        max_in_flight: 4,
+        mutation: Some(Mutation::TrustLostState),
+        ..quiet()
+    };
+    let mutant = run_safety(options.clone());
+    let message = safety_violation(&mutant);
+    assert!(message.contains("leader completeness") || message.contains("committed entry"), "{message}");
+    assert_correct_core_survives(options, mutant.states);
+}
+
+#[test]
 fn fixed_election_timeouts_livelock_and_random_ones_do_not() {
     // Two voters booting together with identical timeouts split the vote forever.
     let options = RaftModelOptions {
@@ -130,6 +149,7 @@ fn figure_8_disks() -> Vec<Durable> {
         hard_state: HardState { term: Term(term), voted_for: Some(NodeId(vote)) },
         snapshot: None,
         entries,
+        recovery: Default::default(),
     };
     vec![disk(3, 3, vec![noop.clone(), x]), disk(3, 3, vec![noop.clone()]), disk(3, 3, vec![noop, y])]
 }

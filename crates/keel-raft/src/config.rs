@@ -17,6 +17,10 @@ pub enum Mutation {
     ForgetVoteOnRestart,
     /// Election timeouts are not randomized: every node always waits the minimum.
     FixedElectionTimeout,
+    /// A voter whose Raft state is gone (a replaced disk) trusts its empty state as a new
+    /// cluster's voter does: it votes at once, for candidates that lack entries committed with
+    /// its forgotten acknowledgements, and may vote twice in a term.
+    TrustLostState,
 }
 
 /// The configuration of one node. Every node of a cluster must agree on `voters`, `observers`

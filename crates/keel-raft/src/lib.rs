@@ -20,5 +20,5 @@ mod message;
 mod raft;
 
 pub use config::{valid_quorums, Config, ConfigError, Mutation};
-pub use message::{Durable, Entry, HardState, LogIndex, Message, Payload, Persist, Snapshot, Term};
+pub use message::{Durable, Entry, HardState, LogIndex, Message, Payload, Persist, Recovery, Snapshot, Term};
 pub use raft::{Apply, ProposeError, Raft, RoleKind, TransferError};

@@ -47,6 +47,24 @@ pub struct HardState {
     pub voted_for: Option<NodeId>,
 }
 
+/// Whether a voter's disk holds everything it ever promised. A voter whose Raft state is gone
+/// (a replaced disk, or a first start that cannot be told from one) may have voted and
+/// acknowledged entries it no longer remembers; until it has learnt enough from the other
+/// voters it neither votes nor stands for election. See [`crate::Raft`]'s recovery rules in
+/// docs/raft.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Recovery {
+    /// The disk holds every vote and acknowledgement this node ever gave.
+    #[default]
+    Trusted,
+    /// The state is gone: the node asks every other voter for its term and log end.
+    Probing,
+    /// Every other voter answered. The node's term was raised past any election it may have
+    /// voted in; it votes again once its own log is at least as up to date as the most up to
+    /// date log it heard of, which holds every entry committed with its forgotten help.
+    CatchingUp { last_log_index: LogIndex, last_log_term: Term },
+}
+
 /// Everything a node persisted, handed back to [`crate::Raft::restart`] after a crash.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Durable {
@@ -54,13 +72,22 @@ pub struct Durable {
     pub snapshot: Option<Snapshot>,
     /// Entries after the snapshot, contiguous.
     pub entries: Vec<Entry>,
+    pub recovery: Recovery,
 }
 
 impl Durable {
+    /// What a voter whose Raft state is gone starts from: nothing, and no trust in it.
+    pub fn lost() -> Durable {
+        Durable { recovery: Recovery::Probing, ..Durable::default() }
+    }
+
     /// Applies one persist operation, as a storage layer does once it is on disk.
     pub fn apply(&mut self, persist: &Persist) {
         if let Some(hard_state) = persist.hard_state {
             self.hard_state = hard_state;
+        }
+        if let Some(recovery) = persist.recovery {
+            self.recovery = recovery;
         }
         // The same rules the in-memory log follows, so disk and memory cannot drift apart.
         let mut log =
@@ -83,6 +110,9 @@ impl Durable {
 pub struct Persist {
     pub id: u64,
     pub hard_state: Option<HardState>,
+    /// Written together with `hard_state` (in one atomic write where the store keeps both in
+    /// one file).
+    pub recovery: Option<Recovery>,
     /// A snapshot that replaces every entry up to its index. Entries after it are kept only
     /// when they continue the snapshot (their index is its index + 1 onwards).
     pub snapshot: Option<Snapshot>,
@@ -143,6 +173,16 @@ pub enum Message {
     TimeoutNow {
         term: Term,
     },
+    /// "My Raft state is gone: what are your term and log end?" Asked by a recovering voter
+    /// ([`Recovery::Probing`]); nobody changes state for it.
+    Probe {
+        term: Term,
+    },
+    ProbeResponse {
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
 }
 
 impl Message {
@@ -156,7 +196,9 @@ impl Message {
             | Message::AppendEntriesResponse { term, .. }
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotResponse { term, .. }
-            | Message::TimeoutNow { term } => *term,
+            | Message::TimeoutNow { term }
+            | Message::Probe { term }
+            | Message::ProbeResponse { term, .. } => *term,
         }
     }
 
@@ -172,6 +214,8 @@ impl Message {
             Message::InstallSnapshot { .. } => "InstallSnapshot",
             Message::InstallSnapshotResponse { .. } => "InstallSnapshotResponse",
             Message::TimeoutNow { .. } => "TimeoutNow",
+            Message::Probe { .. } => "Probe",
+            Message::ProbeResponse { .. } => "ProbeResponse",
         }
     }
 
@@ -198,6 +242,7 @@ impl Message {
                 terms
             }
             Message::InstallSnapshot { term, snapshot } => vec![*term, snapshot.term],
+            Message::ProbeResponse { term, last_log_term, .. } => vec![*term, *last_log_term],
             other => vec![other.term()],
         };
         terms.retain(|t| t.0 != 0);
@@ -216,7 +261,9 @@ impl Message {
                 terms
             }
             Message::InstallSnapshot { term, snapshot } => vec![term, &mut snapshot.term],
+            Message::ProbeResponse { term, last_log_term, .. } => vec![term, last_log_term],
             Message::PreVoteResponse { term, .. }
+            | Message::Probe { term }
             | Message::RequestVoteResponse { term, .. }
             | Message::AppendEntriesResponse { term, .. }
             | Message::InstallSnapshotResponse { term, .. }
@@ -277,6 +324,10 @@ impl std::fmt::Display for Message {
                 write!(f, "InstallSnapshotResponse(term {term}, match {match_index})")
             }
             Message::TimeoutNow { term } => write!(f, "TimeoutNow(term {term})"),
+            Message::Probe { term } => write!(f, "Probe(term {term})"),
+            Message::ProbeResponse { term, last_log_index, last_log_term } => {
+                write!(f, "ProbeResponse(term {term}, last {last_log_index}:t{last_log_term})")
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use keel_types::{Duration, Entropy, Instant, NodeId};
 
 use crate::config::{quorum_index, Config, Mutation};
 use crate::log::RaftLog;
-use crate::message::{Durable, Entry, HardState, LogIndex, Message, Payload, Persist, Snapshot, Term};
+use crate::message::{Durable, Entry, HardState, LogIndex, Message, Payload, Persist, Recovery, Snapshot, Term};
 
 /// What a node is doing in its current term. Leader-only state lives in the leader variant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -100,6 +100,13 @@ pub struct Raft {
     messages_ready: Vec<(NodeId, Message)>,
     /// Messages that may leave only once the persist with this id (and all before it) is done.
     messages_gated: Vec<(u64, NodeId, Message)>,
+    /// Whether this node's disk can be trusted (see [`Recovery`]); anything but `Trusted`
+    /// keeps it from voting and from standing for election.
+    recovery: Recovery,
+    /// While probing: each other voter's answer (its term and its log's last term and index).
+    probe_answers: BTreeMap<NodeId, (Term, Term, LogIndex)>,
+    /// While probing: when to ask again those that have not answered.
+    probe_deadline: Instant,
 }
 
 impl Raft {
@@ -118,6 +125,11 @@ impl Raft {
         if config.mutated(Mutation::ForgetVoteOnRestart) {
             hard_state.voted_for = None;
         }
+        let recovery = if config.mutated(Mutation::TrustLostState) || !config.is_voter() {
+            Recovery::Trusted
+        } else {
+            durable.recovery
+        };
         let log = RaftLog { snapshot: durable.snapshot, entries: durable.entries };
         let snapshot_index = log.snapshot_index();
         let durable_last_index = log.last_index();
@@ -137,8 +149,13 @@ impl Raft {
             durable_last_index,
             messages_ready: Vec::new(),
             messages_gated: Vec::new(),
+            recovery,
+            probe_answers: BTreeMap::new(),
+            probe_deadline: now,
         };
         raft.reset_election_timer(now, rng);
+        raft.probe(now);
+        raft.advance_recovery();
         raft
     }
 
@@ -176,8 +193,16 @@ impl Raft {
             }
             return;
         }
+        if self.recovery == Recovery::Probing && now >= self.probe_deadline {
+            self.probe(now);
+        }
         if self.config.is_voter() && now >= self.election_deadline {
-            self.start_pre_vote(now, rng);
+            if self.recovery == Recovery::Trusted {
+                self.start_pre_vote(now, rng);
+            } else {
+                // A recovering voter never stands for election.
+                self.reset_election_timer(now, rng);
+            }
         }
     }
 
@@ -188,6 +213,24 @@ impl Raft {
         }
         let term = message.term();
         match message {
+            // Probes never change anyone's term either.
+            Message::Probe { .. } => {
+                let reply = Message::ProbeResponse {
+                    term: self.hard_state.term,
+                    last_log_index: self.log.last_index(),
+                    last_log_term: self.log.last_term(),
+                };
+                // Gated: the answer speaks for what is on disk.
+                self.send(from, reply);
+                return;
+            }
+            Message::ProbeResponse { term, last_log_index, last_log_term } => {
+                if self.recovery == Recovery::Probing && self.config.voters.contains(&from) {
+                    self.probe_answers.insert(from, (term, last_log_term, last_log_index));
+                    self.advance_recovery();
+                }
+                return;
+            }
             // Pre-votes never change anyone's term.
             Message::PreVote { term, last_log_index, last_log_term } => {
                 self.handle_pre_vote(now, from, term, last_log_index, last_log_term);
@@ -265,12 +308,17 @@ impl Raft {
                 self.handle_append_response(from, true, match_index)
             }
             Message::TimeoutNow { .. } => {
-                if self.config.is_voter() && !matches!(self.role, Role::Leader(_)) {
+                if self.config.is_voter() && self.recovery == Recovery::Trusted && !matches!(self.role, Role::Leader(_))
+                {
                     self.start_election(now, rng, true);
                 }
             }
-            Message::PreVote { .. } | Message::PreVoteResponse { .. } => unreachable!("handled above"),
+            Message::PreVote { .. }
+            | Message::PreVoteResponse { .. }
+            | Message::Probe { .. }
+            | Message::ProbeResponse { .. } => unreachable!("handled above"),
         }
+        self.advance_recovery();
     }
 
     /// The shell made persist `id` (and every earlier one) durable.
@@ -363,6 +411,7 @@ impl Raft {
             }
         };
         shift(&mut self.election_deadline);
+        shift(&mut self.probe_deadline);
         if let Some(lease) = &mut self.lease_until {
             shift(lease);
         }
@@ -380,7 +429,17 @@ impl Raft {
             // The election timer is not running; keep its value from telling states apart.
             self.election_deadline = Instant::ZERO;
         }
+        if self.recovery != Recovery::Probing {
+            self.probe_deadline = Instant::ZERO;
+        }
         lower(&mut self.hard_state.term);
+        if let Recovery::CatchingUp { last_log_term, .. } = &mut self.recovery {
+            lower(last_log_term);
+        }
+        for (term, last_log_term, _) in self.probe_answers.values_mut() {
+            lower(term);
+            lower(last_log_term);
+        }
         if let Some(s) = &mut self.log.snapshot {
             lower(&mut s.term);
         }
@@ -393,6 +452,9 @@ impl Raft {
         for p in &mut self.persists_ready {
             if let Some(h) = &mut p.hard_state {
                 lower(&mut h.term);
+            }
+            if let Some(Recovery::CatchingUp { last_log_term, .. }) = &mut p.recovery {
+                lower(last_log_term);
             }
             if let Some(s) = &mut p.snapshot {
                 lower(&mut s.term);
@@ -450,6 +512,7 @@ impl Raft {
                 }
                 Some(next)
             }
+            _ if self.recovery == Recovery::Probing => Some(self.election_deadline.min(self.probe_deadline)),
             _ if self.config.is_voter() => Some(self.election_deadline),
             _ => None,
         }
@@ -471,6 +534,11 @@ impl Raft {
 
     pub fn hard_state(&self) -> HardState {
         self.hard_state
+    }
+
+    /// Whether this node trusts its own state (see [`Recovery`]).
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
     }
 
     pub fn role(&self) -> RoleKind {
@@ -524,6 +592,10 @@ impl Raft {
     /// Every term this node holds (current term, log and snapshot terms, queued messages).
     pub fn terms(&self) -> Vec<Term> {
         let mut terms = vec![self.hard_state.term, self.log.snapshot_term()];
+        if let Recovery::CatchingUp { last_log_term, .. } = self.recovery {
+            terms.push(last_log_term);
+        }
+        terms.extend(self.probe_answers.values().flat_map(|(term, last_log_term, _)| [*term, *last_log_term]));
         terms.extend(self.log.entries.iter().map(|e| e.term));
         terms.extend(self.messages_ready.iter().flat_map(|(_, m)| m.terms()));
         terms.extend(self.messages_gated.iter().flat_map(|(_, _, m)| m.terms()));
@@ -541,6 +613,13 @@ impl Raft {
             Role::Leader(_) => "LEADER".to_string(),
         };
         let vote = self.hard_state.voted_for.map_or("-".to_string(), |v| format!("n{}", v.0));
+        let role = match self.recovery {
+            Recovery::Trusted => role,
+            Recovery::Probing => format!("{role}, recovering: probing"),
+            Recovery::CatchingUp { last_log_index, last_log_term } => {
+                format!("{role}, recovering: catching up to {last_log_index}:t{last_log_term}")
+            }
+        };
         let mut log = String::new();
         if let Some(s) = &self.log.snapshot {
             log.push_str(&format!("snap@{}:{} ", s.index, s.term));
@@ -646,6 +725,19 @@ impl Raft {
         (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index())
     }
 
+    /// Whether a candidate's log earns this node's vote: at least as up to date as its own, and
+    /// while it recovers, as the most up-to-date log it heard of (none while it still probes).
+    fn may_vote_for(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
+        let recovered = match self.recovery {
+            Recovery::Trusted => true,
+            Recovery::Probing => false,
+            Recovery::CatchingUp { last_log_index: index, last_log_term: term } => {
+                (last_log_term, last_log_index) >= (term, index)
+            }
+        };
+        recovered && self.log_up_to_date(last_log_index, last_log_term)
+    }
+
     fn start_pre_vote(&mut self, now: Instant, rng: &mut impl Entropy) {
         self.reset_election_timer(now, rng);
         self.lease_until = None;
@@ -688,7 +780,7 @@ impl Raft {
         let granted = self.config.is_voter()
             && term > self.hard_state.term
             && !self.in_lease(now)
-            && self.log_up_to_date(last_log_index, last_log_term);
+            && self.may_vote_for(last_log_index, last_log_term);
         // A grant answers with the term asked about; a refusal with our own, so a candidate
         // that is behind learns the current term.
         let reply_term = if granted { term } else { self.hard_state.term };
@@ -734,7 +826,7 @@ impl Raft {
             && self.config.voters.contains(&from)
             && matches!(self.role, Role::Follower { .. } | Role::PreCandidate { .. })
             && vote_free
-            && self.log_up_to_date(last_log_index, last_log_term);
+            && self.may_vote_for(last_log_index, last_log_term);
         if granted {
             if self.hard_state.voted_for.is_none() {
                 self.hard_state.voted_for = Some(from);
@@ -746,6 +838,69 @@ impl Raft {
         let term = self.hard_state.term;
         // Gated: a grant must be on disk before the candidate can count it.
         self.send(from, Message::RequestVoteResponse { term, granted });
+    }
+
+    // ---- recovery -----------------------------------------------------------------------
+    //
+    // A voter whose Raft state is gone may have voted, in a term it no longer knows, for a
+    // candidate still collecting votes, and may have acknowledged entries that were committed
+    // with its help and that some other voters lack. Raft's safety rests on neither being
+    // forgotten. So it asks every other voter for its term and log end. Every candidate it
+    // voted for had persisted that term before asking, and every leader it acknowledged held
+    // those entries, so once all have answered: no term up to the highest it heard of is safe
+    // to vote in (it takes that term and counts its vote as spent in it), and no candidate is
+    // safe to vote for whose log is behind the most up-to-date one it heard of, because that
+    // log holds every entry committed with the forgotten acknowledgements (the committing
+    // quorum's other members all answered). It votes again once its own log has caught up
+    // with that one, and meanwhile votes only for candidates whose log is at least that up to
+    // date (so voters recovering together can still elect the one that holds everything).
+    // Hearing from a majority would not do: a candidate it voted for, or the only other
+    // holder of an entry, may be among those that did not answer.
+
+    /// Asks every other voter that has not answered yet, and again after the minimum election
+    /// timeout (a leader's heartbeats do not hold that timer back).
+    fn probe(&mut self, now: Instant) {
+        if self.recovery != Recovery::Probing {
+            return;
+        }
+        self.probe_deadline = now + self.config.election_timeout_min;
+        let message = Message::Probe { term: self.hard_state.term };
+        for voter in self.config.voters.clone() {
+            if voter != self.config.id && !self.probe_answers.contains_key(&voter) {
+                self.send_now(voter, message.clone());
+            }
+        }
+    }
+
+    /// Moves through recovery as far as the answers and the log allow.
+    fn advance_recovery(&mut self) {
+        if self.recovery == Recovery::Probing {
+            let id = self.config.id;
+            if !self.config.voters.iter().all(|v| *v == id || self.probe_answers.contains_key(v)) {
+                return;
+            }
+            let answers = std::mem::take(&mut self.probe_answers);
+            let highest_term = answers.values().map(|a| a.0).max().unwrap_or_default();
+            let (last_log_term, last_log_index) = answers.values().map(|a| (a.1, a.2)).max().unwrap_or_default();
+            if highest_term > self.hard_state.term {
+                self.hard_state.term = highest_term;
+                self.hard_state.voted_for = None;
+                self.role = Role::Follower { leader: None };
+            }
+            if highest_term == self.hard_state.term && self.hard_state.voted_for.is_none() {
+                // Its vote in that term may be spent already.
+                self.hard_state.voted_for = Some(id);
+            }
+            self.recovery = Recovery::CatchingUp { last_log_index, last_log_term };
+            self.persist_recovery(true);
+        }
+        if let Recovery::CatchingUp { last_log_index, last_log_term } = self.recovery {
+            if (self.log.last_term(), self.log.last_index()) < (last_log_term, last_log_index) {
+                return;
+            }
+            self.recovery = Recovery::Trusted;
+            self.persist_recovery(false);
+        }
     }
 
     fn become_follower(&mut self, now: Instant, rng: &mut impl Entropy, term: Term, leader: Option<NodeId>) {
@@ -928,6 +1083,11 @@ impl Raft {
                 self.send_append(from);
             }
         } else {
+            if match_index < progress.match_index {
+                // It holds nothing above the hint, yet answered for more before: its disk was
+                // replaced (or this answer is older than that one). Start over from the hint.
+                progress.match_index = match_index;
+            }
             let next_index = (match_index + 1).max(progress.match_index + 1);
             if next_index < progress.next_index {
                 progress.next_index = next_index;
@@ -969,8 +1129,15 @@ impl Raft {
         let id = self.persist_next_id;
         self.persist_next_id += 1;
         let hard_state = hard_state.then_some(self.hard_state);
-        self.persists_ready.push(Persist { id, hard_state, snapshot, truncate_after, append });
+        self.persists_ready.push(Persist { id, hard_state, recovery: None, snapshot, truncate_after, append });
         self.persists_in_flight.push_back((id, self.log.last_index()));
+    }
+
+    /// Persists the recovery state, with the hard state if asked (one write).
+    fn persist_recovery(&mut self, hard_state: bool) {
+        self.persist(hard_state, None, None, Vec::new());
+        let persist = self.persists_ready.last_mut().expect("just pushed");
+        persist.recovery = Some(self.recovery);
     }
 
     /// Sends once every persist issued so far is durable.

@@ -177,6 +177,15 @@ impl Cluster {
         self.cut.clear();
     }
 
+    /// The node's disk is replaced by an empty one and it starts again (with `mutation`).
+    fn wipe(&mut self, id: NodeId, mutation: Option<Mutation>) {
+        let config = Config { mutation, ..self.nodes[&id].config().clone() };
+        self.disks.insert(id, Durable::lost());
+        self.held.remove(&id);
+        self.applied.insert(id, Vec::new());
+        self.nodes.insert(id, Raft::restart(config, Durable::lost(), self.now, &mut self.rng));
+    }
+
     fn restart(&mut self, id: NodeId) {
         let config = self.nodes[&id].config().clone();
         let durable = self.disks[&id].clone();
@@ -484,4 +493,111 @@ fn a_single_voter_leads_only_once_its_term_is_durable() {
     c.run_for(200);
     assert_eq!(c.applied[&NodeId(1)], vec![b"y".to_vec()]);
     assert_eq!(c.applied[&NodeId(2)], c.applied[&NodeId(1)], "{}", c.describe());
+}
+
+/// Commits `a` everywhere, then `x` on the leader and one follower while the other follower is
+/// cut off, and replaces the disk of the follower that holds `x`. Returns the leader, the
+/// follower whose disk was replaced and the one that lacks `x`.
+fn commit_then_replace_a_disk(c: &mut Cluster, mutation: Option<Mutation>) -> (NodeId, NodeId, NodeId) {
+    c.run_for(1000);
+    let leader = c.leader();
+    c.propose("a");
+    let followers: Vec<NodeId> = c.nodes.keys().copied().filter(|id| *id != leader).collect();
+    let (wiped, behind) = (followers[0], followers[1]);
+    c.isolate(behind);
+    c.propose("x");
+    assert_eq!(c.nodes[&leader].commit_index(), 3, "x commits with {wiped}'s help\n{}", c.describe());
+    c.heal();
+    c.wipe(wiped, mutation);
+    c.isolate(leader);
+    (leader, wiped, behind)
+}
+
+#[test]
+fn a_voter_with_a_replaced_disk_votes_only_once_every_other_voter_answered() {
+    for seed in 0..10 {
+        let mut c = Cluster::voters(3, seed);
+        let (leader, wiped, behind) = commit_then_replace_a_disk(&mut c, None);
+        // The only other holder of x is cut off: without its answer the wiped voter neither votes
+        // nor stands, so the voter that lacks x cannot be elected.
+        c.run_for(3000);
+        assert!(c.leaders().iter().all(|l| *l == leader), "seed {seed}\n{}", c.describe());
+        assert_eq!(c.nodes[&wiped].recovery(), keel_raft::Recovery::Probing, "seed {seed}");
+        assert_ne!(c.nodes[&behind].role(), RoleKind::Leader);
+        c.heal();
+        c.run_for(3000);
+        c.propose("y");
+        c.run_for(200);
+        assert_eq!(c.nodes[&wiped].recovery(), keel_raft::Recovery::Trusted, "seed {seed}\n{}", c.describe());
+        let expected: Vec<Vec<u8>> = ["a", "x", "y"].iter().map(|c| c.as_bytes().to_vec()).collect();
+        for (id, applied) in &c.applied {
+            if *id != wiped {
+                assert_eq!(applied, &expected, "seed {seed} node {id}\n{}", c.describe());
+            }
+        }
+        // The wiped node applies everything again from the start.
+        assert_eq!(c.applied[&wiped], expected, "seed {seed}\n{}", c.describe());
+    }
+}
+
+#[test]
+fn trusting_a_replaced_disk_elects_a_leader_without_a_committed_entry() {
+    // The mutant is what keel did before: the same scenario loses x.
+    let mut lost = 0;
+    for seed in 0..10 {
+        let mut c = Cluster::voters(3, seed);
+        let (_, _, behind) = commit_then_replace_a_disk(&mut c, Some(Mutation::TrustLostState));
+        c.run_for(3000);
+        if c.leaders().contains(&behind) {
+            c.propose("y");
+            assert_eq!(c.applied[&behind], vec![b"a".to_vec(), b"y".to_vec()], "x is gone");
+            lost += 1;
+        }
+    }
+    assert!(lost > 0, "the mutant never lost x");
+}
+
+#[test]
+fn a_new_cluster_of_voters_without_state_forms_once_every_voter_has_answered() {
+    let v = ids(3);
+    let mut c = Cluster::new((1..=3).map(|i| config(i, &v)).collect(), 4);
+    for id in ids(3) {
+        c.wipe(id, None);
+    }
+    c.isolate(NodeId(3));
+    c.run_for(3000);
+    assert!(c.leaders().is_empty(), "{}", c.describe());
+    c.heal();
+    c.run_for(3000);
+    c.leader();
+    c.propose("a");
+    assert!(c.nodes.values().all(|n| n.recovery() == keel_raft::Recovery::Trusted));
+    // A single voter has nobody to ask.
+    let mut c = Cluster::voters(1, 1);
+    c.wipe(NodeId(1), None);
+    c.run_for(400);
+    c.propose("a");
+    assert_eq!(c.applied[&NodeId(1)], vec![b"a".to_vec()]);
+}
+
+#[test]
+fn a_recovering_voter_takes_the_highest_term_it_heard_of_with_its_vote_spent() {
+    let mut c = Cluster::voters(3, 21);
+    c.run_for(1000);
+    let leader = c.leader();
+    let term = c.nodes[&leader].term();
+    let follower = c.nodes.keys().copied().find(|id| *id != leader).unwrap();
+    c.isolate(follower);
+    c.wipe(follower, None);
+    c.heal();
+    // Answers arrive before any append from the leader.
+    c.deliver_all();
+    let hard_state = c.nodes[&follower].hard_state();
+    assert_eq!(hard_state.term, term);
+    assert_eq!(hard_state.voted_for, Some(follower), "its vote in term {term} may be spent");
+    assert_eq!(c.disks[&follower].hard_state, hard_state);
+    c.run_for(500);
+    assert_eq!(c.nodes[&follower].recovery(), keel_raft::Recovery::Trusted);
+    assert_eq!(c.disks[&follower].recovery, keel_raft::Recovery::Trusted);
+    assert_eq!(c.leader(), leader);
 }

@@ -95,6 +95,26 @@ fn unsafe_quorums_are_caught() {
 }
 
 #[test]
+fn trusting_a_replaced_disk_is_caught() {
+    // A voter back on an empty disk votes at once: for a candidate that lacks what was
+    // committed with its forgotten acknowledgements. Seed 2: n2 leads term 8 without the
+    // entry committed at index 26 (keel sim raft --seed 2 --mutation trust-lost-state).
+    let mut caught = Vec::new();
+    for seed in 0..50 {
+        let options = RaftSimOptions { mutation: Some(Mutation::TrustLostState), ..RaftSimOptions::new(seed) };
+        if let Err(failure) = run_raft(&options).outcome {
+            caught.push((seed, failure.message));
+        }
+    }
+    assert!(caught.iter().any(|(seed, _)| *seed == 2), "seed 2 no longer catches the mutant: {caught:?}");
+    assert!(caught.len() >= 3, "only {} of 50 seeds caught the mutant: {caught:?}", caught.len());
+    assert!(caught.iter().any(|(_, m)| m.contains("leader completeness") || m.contains("committed entry changed")));
+    // The correct core passes the same seeds, disk swaps included.
+    let swaps: u64 = (0..50).map(|seed| run_raft(&RaftSimOptions::new(seed))).map(|r| r.stats.disk_swaps).sum();
+    assert!(swaps > 20, "only {swaps} disk swaps in 50 seeds");
+}
+
+#[test]
 fn the_same_quorums_without_the_mutation_are_refused() {
     let options = RaftSimOptions { replication_quorum: Some(1), election_quorum: Some(2), ..RaftSimOptions::new(0) };
     let failure = run_raft(&options).outcome.unwrap_err();

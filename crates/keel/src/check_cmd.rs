@@ -152,6 +152,10 @@ pub struct RaftCheckArgs {
     /// Only leaders crash.
     #[arg(long)]
     crash_leaders_only: bool,
+    /// Disk replacements: a node restarts with its Raft state gone and must recover it from
+    /// the other voters before it votes again (docs/raft.md).
+    #[arg(long, default_value_t = 0)]
+    wipes: u8,
     /// States with more messages in flight are cut off.
     #[arg(long, default_value_t = 8)]
     max_in_flight: usize,
@@ -159,7 +163,7 @@ pub struct RaftCheckArgs {
     #[arg(long, default_value = "staggered")]
     boot: String,
     /// Plant a bug the checker must find: unsafe-quorums, commit-older-term, forget-vote,
-    /// fixed-timeout.
+    /// trust-lost-state (with --wipes), fixed-timeout.
     #[arg(long)]
     mutation: Option<String>,
     /// Give up (verdict unknown) after this many states.
@@ -183,9 +187,10 @@ fn parse_mutation(name: &str) -> Result<Mutation, String> {
         "unsafe-quorums" => Ok(Mutation::UnsafeQuorums),
         "commit-older-term" => Ok(Mutation::CommitOlderTermByCount),
         "forget-vote" => Ok(Mutation::ForgetVoteOnRestart),
+        "trust-lost-state" => Ok(Mutation::TrustLostState),
         "fixed-timeout" => Ok(Mutation::FixedElectionTimeout),
         other => Err(format!(
-            "unknown mutation \"{other}\"; use unsafe-quorums, commit-older-term, forget-vote or fixed-timeout"
+            "unknown mutation \"{other}\"; use unsafe-quorums, commit-older-term, forget-vote, trust-lost-state or fixed-timeout"
         )),
     }
 }
@@ -222,6 +227,7 @@ fn check_raft(args: RaftCheckArgs) -> Result<(), String> {
         delays: args.delays,
         crashes: args.crashes,
         crash_leaders_only: args.crash_leaders_only,
+        wipes: args.wipes,
         max_in_flight: args.max_in_flight,
         boot_ticks: parse_boot(&args.boot, args.nodes)?,
         mutation,

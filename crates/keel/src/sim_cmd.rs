@@ -134,6 +134,10 @@ pub struct ClusterSimArgs {
     /// seed draws 2 to 8).
     #[arg(long, value_name = "N")]
     controller_snapshot_entries: Option<u64>,
+    /// Voters keep their Raft state on the data disk (as `keel serve` does), so a disk swap on
+    /// a voter wipes it and the voter recovers it from the others.
+    #[arg(long)]
+    metadata_on_data_disk: bool,
     /// Plant a bug the simulator should find.
     #[arg(long, value_enum)]
     mutation: Option<ClusterMutationArg>,
@@ -163,8 +167,9 @@ enum ClusterMutationArg {
     NoMetadataGate,
     /// A broker back on an empty data directory registers as clean (issue 17, F2).
     FreshDirectoryIsClean,
-    /// A disk swap on a voter wipes its Raft state too (no KIP-853).
-    MetadataLogOnDataDisk,
+    /// A voter back on a replaced disk trusts its empty Raft state (keel-raft's recovery rule
+    /// left out); implies --metadata-on-data-disk.
+    TrustLostState,
     /// Retention deletes up to the log end, not the high watermark (issue 17, F6).
     RetentionIgnoresHighWatermark,
 }
@@ -176,7 +181,7 @@ impl ClusterMutationArg {
             ClusterMutationArg::NoTruncate => ClusterMutation::NoTruncate,
             ClusterMutationArg::NoMetadataGate => ClusterMutation::NoMetadataGate,
             ClusterMutationArg::FreshDirectoryIsClean => ClusterMutation::FreshDirectoryIsClean,
-            ClusterMutationArg::MetadataLogOnDataDisk => ClusterMutation::MetadataLogOnDataDisk,
+            ClusterMutationArg::TrustLostState => ClusterMutation::TrustLostState,
             ClusterMutationArg::RetentionIgnoresHighWatermark => ClusterMutation::RetentionIgnoresHighWatermark,
         }
     }
@@ -234,6 +239,8 @@ enum MutationArg {
     CommitOlderTerm,
     /// A restarting node forgets its vote.
     ForgetVote,
+    /// A voter back on a replaced disk trusts its empty state and votes at once.
+    TrustLostState,
     /// Election timeouts are not randomized.
     FixedTimeout,
 }
@@ -244,6 +251,7 @@ impl MutationArg {
             MutationArg::UnsafeQuorums => Mutation::UnsafeQuorums,
             MutationArg::CommitOlderTerm => Mutation::CommitOlderTermByCount,
             MutationArg::ForgetVote => Mutation::ForgetVoteOnRestart,
+            MutationArg::TrustLostState => Mutation::TrustLostState,
             MutationArg::FixedTimeout => Mutation::FixedElectionTimeout,
         }
     }
@@ -253,6 +261,7 @@ impl MutationArg {
             MutationArg::UnsafeQuorums => "unsafe-quorums",
             MutationArg::CommitOlderTerm => "commit-older-term",
             MutationArg::ForgetVote => "forget-vote",
+            MutationArg::TrustLostState => "trust-lost-state",
             MutationArg::FixedTimeout => "fixed-timeout",
         }
     }
@@ -294,6 +303,7 @@ fn cluster_options(args: &ClusterSimArgs, seed: u64) -> ClusterSimOptions {
         liveness_ms: args.liveness_ms.unwrap_or(defaults.liveness_ms),
         controllers: args.controllers,
         controller_snapshot_entries: args.controller_snapshot_entries,
+        metadata_on_data_disk: args.metadata_on_data_disk,
         mutation: args.mutation.map(ClusterMutationArg::mutation),
         broker_epoch_check: !args.no_broker_epoch_check,
         ..defaults
@@ -322,6 +332,9 @@ fn cluster_reproduce(args: &ClusterSimArgs, seed: u64) -> String {
     }
     if let Some(n) = args.controllers {
         command.push_str(&format!(" --controllers {n}"));
+    }
+    if args.metadata_on_data_disk {
+        command.push_str(" --metadata-on-data-disk");
     }
     if let Some(n) = args.controller_snapshot_entries {
         command.push_str(&format!(" --controller-snapshot-entries {n}"));
@@ -596,9 +609,10 @@ fn print_stats(stats: &Stats, wall_ms: f64) {
         stats.commands_duplicated
     );
     say!(
-        "faults: {} crashes ({} unsynced writes lost, {} torn), {} partitions, {} slow disks, {} clock jumps, \
-         {} transfers; {} compactions, {} snapshots applied",
+        "faults: {} crashes ({} onto a replaced disk, {} unsynced writes lost, {} torn), {} partitions, {} slow disks, \
+         {} clock jumps, {} transfers; {} compactions, {} snapshots applied",
         stats.crashes,
+        stats.disk_swaps,
         stats.writes_lost,
         stats.torn_writes,
         stats.partitions,
@@ -626,6 +640,8 @@ fn sweep(args: &RaftSimArgs, options: &RaftSimOptions, count: u64) -> Result<(),
     let events: u64 = reports.iter().map(|r| r.stats.events).sum();
     let converged: Vec<u64> = reports.iter().filter_map(|r| r.stats.liveness_converged_ms).collect();
     say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
+    let disk_swaps: u64 = reports.iter().map(|r| r.stats.disk_swaps).sum();
+    say!("{disk_swaps} crashes came back on a replaced disk");
     say!(
         "simulated {:.1} s in {:.3} s wall: {:.0}x real time on {jobs} threads ({:.0}x per thread); {events} events",
         simulated_ms as f64 / 1000.0,

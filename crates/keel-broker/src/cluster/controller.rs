@@ -214,7 +214,15 @@ impl ControllerNode {
         let config = raft.config();
         ControllerStatus {
             node: raft.id(),
-            role: format!("{:?}", raft.role()).to_lowercase(),
+            role: match raft.recovery() {
+                keel_raft::Recovery::Trusted => format!("{:?}", raft.role()).to_lowercase(),
+                keel_raft::Recovery::Probing => {
+                    "recovering its lost Raft state: waiting for every other voter to answer".to_string()
+                }
+                keel_raft::Recovery::CatchingUp { last_log_index, .. } => {
+                    format!("recovering its lost Raft state: catching up to index {last_log_index}")
+                }
+            },
             term: raft.term().0,
             leader: raft.leader(),
             commit_index: raft.commit_index(),

@@ -7,7 +7,10 @@
 //! Layout, in `<data_dir>/__cluster_metadata/`:
 //! - `format`: the format version of the files below ([`FORMAT_VERSION`]), written before any
 //!   of them; a directory holding Raft state without it was written by an older keel (bincode);
-//! - `state`: term and vote, replaced atomically (write temp, sync, rename, sync dir);
+//! - `state`: term, vote and whether the node trusts its state ([`Recovery`]), replaced
+//!   atomically (write temp, sync, rename, sync dir). A directory without it belongs to a voter
+//!   that has never written its term: a first start, or a replaced disk, which cannot be told
+//!   apart, so the voter recovers (asks every other voter before it votes; docs/raft.md);
 //! - `snapshot`: the latest snapshot, replaced the same way;
 //! - `log`: entries after the snapshot, each framed as `[len u32][crc32c u32][postcard entry]`.
 //!   A torn or corrupt frame at the tail (a crash mid-append) is cut off at recovery; a corrupt
@@ -17,7 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use keel_raft::{Durable, Entry, HardState, LogIndex, Persist, Snapshot};
+use keel_raft::{Durable, Entry, HardState, LogIndex, Persist, Recovery, Snapshot};
 
 const FRAME_HEADER: usize = 8;
 
@@ -125,9 +128,9 @@ impl RaftStore {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         check_format(dir)?;
         let state_path = dir.join("state");
-        let hard_state: HardState = match read_optional(&state_path)? {
+        let (hard_state, recovery): (HardState, Recovery) = match read_optional(&state_path)? {
             Some(bytes) => decode_checked(&state_path, &bytes)?,
-            None => HardState::default(),
+            None => (HardState::default(), Durable::lost().recovery),
         };
         let snapshot_path = dir.join("snapshot");
         let snapshot: Option<Snapshot> = match read_optional(&snapshot_path)? {
@@ -161,7 +164,7 @@ impl RaftStore {
             log.set_len(valid_len).map_err(|e| io("cannot truncate", &log_path, e))?;
             log.sync_all().map_err(|e| io("cannot sync", &log_path, e))?;
         }
-        let durable = Durable { hard_state, snapshot, entries };
+        let durable = Durable { hard_state, snapshot, entries, recovery };
         Ok(RaftStore { dir: dir.to_path_buf(), log, durable, offsets, log_len: valid_len })
     }
 
@@ -172,8 +175,10 @@ impl RaftStore {
 
     /// Makes one persist operation durable.
     pub fn persist(&mut self, persist: &Persist) -> Result<(), String> {
-        if let Some(hard_state) = persist.hard_state {
-            write_atomically(&self.dir, "state", &encode_checked(&hard_state))?;
+        if persist.hard_state.is_some() || persist.recovery.is_some() {
+            let hard_state = persist.hard_state.unwrap_or(self.durable.hard_state);
+            let recovery = persist.recovery.unwrap_or(self.durable.recovery);
+            write_atomically(&self.dir, "state", &encode_checked(&(hard_state, recovery)))?;
         }
         let rewrite = persist.snapshot.is_some();
         if let Some(after) = persist.truncate_after {
@@ -305,7 +310,7 @@ mod tests {
     }
 
     fn persist(id: u64) -> Persist {
-        Persist { id, hard_state: None, snapshot: None, truncate_after: None, append: Vec::new() }
+        Persist { id, hard_state: None, recovery: None, snapshot: None, truncate_after: None, append: Vec::new() }
     }
 
     #[test]
@@ -359,6 +364,23 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let error = RaftStore::open(dir.path()).unwrap_err();
         assert!(error.contains("corrupt at byte 0"), "{error}");
+    }
+
+    #[test]
+    fn a_directory_without_state_is_not_trusted_until_recovery_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RaftStore::open(dir.path()).unwrap();
+        assert_eq!(store.durable(), &Durable::lost(), "a fresh or replaced disk");
+        let caught_up = Recovery::CatchingUp { last_log_index: 4, last_log_term: Term(2) };
+        let hard_state = HardState { term: Term(2), voted_for: Some(NodeId(1)) };
+        store.persist(&Persist { hard_state: Some(hard_state), recovery: Some(caught_up), ..persist(1) }).unwrap();
+        drop(store);
+        let mut store = RaftStore::open(dir.path()).unwrap();
+        assert_eq!((store.durable().hard_state, store.durable().recovery), (hard_state, caught_up));
+        store.persist(&Persist { recovery: Some(Recovery::Trusted), ..persist(2) }).unwrap();
+        drop(store);
+        let store = RaftStore::open(dir.path()).unwrap();
+        assert_eq!((store.durable().hard_state, store.durable().recovery), (hard_state, Recovery::Trusted));
     }
 
     #[test]

@@ -143,12 +143,11 @@ pub enum ClusterMutation {
     /// rule before issue 17's fix, finding F2: a fresh directory counted as clean), so it keeps
     /// its ELR membership and may be elected with an empty log.
     FreshDirectoryIsClean,
-    /// A voter's Raft state lives on the broker's data disk (as `keel serve` keeps
-    /// `__cluster_metadata` in the data directory), so a disk swap on a voter also wipes its
-    /// term, vote and log: it comes back as freshly formatted. keel-raft has no KIP-853 to
-    /// keep such a voter out of elections until it is reconfigured in, so it may help elect a
-    /// leader that lacks committed metadata.
-    MetadataLogOnDataDisk,
+    /// With the metadata log on the data disk, a voter back on a replaced disk trusts its
+    /// empty Raft state (keel-raft's `TrustLostState`: keel before its recovery rule), so it
+    /// may help elect a leader that lacks committed metadata. Implies
+    /// [`ClusterSimOptions::metadata_on_data_disk`].
+    TrustLostState,
     /// The broker's maintenance passes its log end offset as the retention bound instead of
     /// the replica engine's (the rule before issue 17's fix, finding F6), so retention deletes
     /// records no follower holds yet and acks=all can succeed for records no replica holds.
@@ -179,6 +178,11 @@ pub struct ClusterSimOptions {
     /// `None`: each seed draws 2 to 8, so snapshots, InstallSnapshot and restarts from a
     /// snapshot happen in most runs.
     pub controller_snapshot_entries: Option<u64>,
+    /// A voter keeps its Raft state on the broker's data disk, as `keel serve` keeps
+    /// `__cluster_metadata` in the data directory: a disk swap on a voter wipes its term, vote
+    /// and log, and it recovers them from the other voters (docs/raft.md). Off by default
+    /// until the seeds the tests pin are moved to it (it changes what every voter swap does).
+    pub metadata_on_data_disk: bool,
     pub faults: ClusterFaultOptions,
     pub mutation: Option<ClusterMutation>,
     /// KIP-903 in the simulated brokers and controller: fetches carry the follower's broker
@@ -292,6 +296,7 @@ impl ClusterSimOptions {
             replica_lag_time_max_ms: 1_000,
             controllers: None,
             controller_snapshot_entries: None,
+            metadata_on_data_disk: false,
             faults: ClusterFaultOptions::default(),
             mutation: None,
             broker_epoch_check: true,
@@ -358,6 +363,9 @@ impl ClusterSimOptions {
         let mut raft = keel_raft::Config::new(id, voters);
         raft.election_timeout_min = Duration::from_millis(CONTROLLER_ELECTION_TIMEOUT_MS);
         raft.election_timeout_max = Duration::from_millis(CONTROLLER_ELECTION_TIMEOUT_MS * 2);
+        if self.mutation == Some(ClusterMutation::TrustLostState) {
+            raft.mutation = Some(keel_raft::Mutation::TrustLostState);
+        }
         QuorumConfig { raft, controller: self.controller_config(), snapshot_entries }
     }
 
@@ -2094,6 +2102,20 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// Whether a disk swap on broker `b` takes its controller's Raft state with it.
+    fn swap_loses_raft_state(&self, b: usize) -> bool {
+        let on_data_disk =
+            self.options.metadata_on_data_disk || self.options.mutation == Some(ClusterMutation::TrustLostState);
+        on_data_disk && self.is_voter(b)
+    }
+
+    /// Whether every voter but `b` trusts the Raft state on its disk.
+    fn others_trusted(&self, b: usize) -> bool {
+        (0..self.voters.len())
+            .filter(|&v| v != b)
+            .all(|v| self.voters[v].store.durable().recovery == keel_raft::Recovery::Trusted)
+    }
+
     /// A crash after which the broker comes back on an empty data directory.
     fn swap_disk(&mut self, b: usize, downtime: Duration) -> Result<(), String> {
         if !self.brokers[b].up {
@@ -2113,11 +2135,13 @@ impl<'a> Sim<'a> {
         }
         self.brokers[b].disk = disk;
         let fresh_is_clean = self.options.mutation == Some(ClusterMutation::FreshDirectoryIsClean);
-        // The controller's metadata log directory is not on the swapped disk (see
-        // docs/simulator.md): its Raft store crashes as in any crash.
+        // Unless the metadata log is on the data disk, the controller's Raft store crashes as
+        // in any crash (see docs/simulator.md).
         let mut controller = self.stop(b, fresh_is_clean, false);
-        if self.is_voter(b) && self.options.mutation == Some(ClusterMutation::MetadataLogOnDataDisk) {
-            self.voters[b].store = RaftStore::formatted(self.formatted.clone());
+        if self.swap_loses_raft_state(b) {
+            // Formatted again (the bootstrap snapshot), and not trusted: it must recover.
+            let lost = Durable { recovery: keel_raft::Recovery::Probing, ..self.formatted.clone() };
+            self.voters[b].store = RaftStore::formatted(lost);
             controller = "; its controller's Raft state is gone with the disk".to_string();
         }
         self.stats.disk_swaps += 1;
@@ -2604,7 +2628,12 @@ impl<'a> Sim<'a> {
                 self.trace.line(self.now, format_args!("disk of b{id} slow until {} ms", until.as_millis()));
             }
             FaultKind::DiskSwap => {
-                if let Some(victim) = pick(self, &up) {
+                // With the metadata log on the data disk, a voter's disk is replaced only while
+                // every other voter trusts its own Raft state: two voters forgetting at once is
+                // more than Raft tolerates (docs/raft.md).
+                let swappable: Vec<usize> =
+                    up.iter().copied().filter(|&b| !self.swap_loses_raft_state(b) || self.others_trusted(b)).collect();
+                if let Some(victim) = pick(self, &swappable) {
                     let downtime = self.downtime();
                     self.swap_disk(victim, downtime)?;
                 }
@@ -2872,7 +2901,7 @@ impl fmt::Display for ClusterMutation {
             ClusterMutation::NoTruncate => "no-truncate",
             ClusterMutation::NoMetadataGate => "no-metadata-gate",
             ClusterMutation::FreshDirectoryIsClean => "fresh-directory-is-clean",
-            ClusterMutation::MetadataLogOnDataDisk => "metadata-log-on-data-disk",
+            ClusterMutation::TrustLostState => "trust-lost-state",
             ClusterMutation::RetentionIgnoresHighWatermark => "retention-ignores-high-watermark",
         })
     }

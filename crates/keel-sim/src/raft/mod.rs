@@ -13,7 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use keel_raft::{Apply, Config, Entry, LogIndex, Message, Mutation, Payload, Persist, ProposeError, Raft, RoleKind};
+use keel_raft::{
+    Apply, Config, Durable, Entry, LogIndex, Message, Mutation, Payload, Persist, ProposeError, Raft, Recovery,
+    RoleKind,
+};
 use keel_types::{Duration, Instant, NodeId, Rng};
 
 use crate::trace::{Fnv1a, Trace};
@@ -91,6 +94,10 @@ pub struct FaultOptions {
     /// On a crash the last surviving unsynced write may be torn: only a prefix of its entries
     /// reaches the disk.
     pub torn_writes: bool,
+    /// Some crashes replace the voter's disk: it restarts with its Raft state gone and
+    /// recovers it from the other voters (one such voter at a time: two forgetting at once
+    /// is more than Raft tolerates). Only with `crashes` and two voters or more.
+    pub disk_swaps: bool,
     /// A node's disk takes 50-800 ms per write for a while.
     pub slow_disks: bool,
     /// A node's monotonic clock jumps forward, so its timers fire early relative to others.
@@ -122,6 +129,7 @@ impl FaultOptions {
             partitions: false,
             crashes: false,
             torn_writes: false,
+            disk_swaps: false,
             slow_disks: false,
             clock_jumps: false,
             leadership_transfers: false,
@@ -142,6 +150,7 @@ impl Default for FaultOptions {
             partitions: true,
             crashes: true,
             torn_writes: true,
+            disk_swaps: true,
             slow_disks: true,
             clock_jumps: true,
             leadership_transfers: true,
@@ -286,6 +295,8 @@ pub struct Stats {
     /// Commands applied at more than one index (a retry raced the first attempt).
     pub commands_duplicated: u64,
     pub crashes: u64,
+    /// Crashes after which the voter came back on an empty disk.
+    pub disk_swaps: u64,
     /// Unsynced writes a crash threw away (whole or partly).
     pub writes_lost: u64,
     pub torn_writes: u64,
@@ -502,6 +513,9 @@ struct Sim<'a> {
     crash_after_write_permille: u64,
     fault_rng: Rng,
     disk_rng: Rng,
+    /// Decides which crashes replace the disk: a stream of its own, so seeds draw every other
+    /// fault as they did before disk swaps existed.
+    swap_rng: Rng,
     oracle: Oracle,
     trace: Trace,
     /// The input being fed to a core, to name it if the core panics.
@@ -625,6 +639,7 @@ impl<'a> Sim<'a> {
             crash_after_write_permille,
             fault_rng,
             disk_rng,
+            swap_rng: Rng::new(options.seed ^ 0x5eed_d15c_0000_0001),
             oracle: Oracle::default(),
             trace,
             current: String::new(),
@@ -878,6 +893,29 @@ impl<'a> Sim<'a> {
             ),
         );
         self.schedule(self.now + downtime, Event::Restart { node: i, incarnation });
+    }
+
+    /// Whether the crashed node `i` may come back on an empty disk: it is a voter of a
+    /// cluster of two or more, and no other voter has yet recovered from one for good.
+    fn may_swap_disk(&self, i: usize) -> bool {
+        let voters = self.options.nodes;
+        let f = &self.options.faults;
+        f.crashes && f.disk_swaps && voters >= 2 && i < voters && !self.nodes[i].up() && {
+            (0..voters).filter(|j| *j != i).all(|j| {
+                // What is on disk: a recovery finished in memory is undone by a crash that loses
+                // its write.
+                self.nodes[j].store.durable().recovery == Recovery::Trusted
+            })
+        }
+    }
+
+    /// The crashed node's disk is replaced: it restarts with nothing.
+    fn swap_disk(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.store = RaftStore::formatted(Durable::lost());
+        self.stats.disk_swaps += 1;
+        let id = node.id;
+        self.trace.line(self.now, format_args!("n{id}'s disk is replaced: it returns with no Raft state"));
     }
 
     /// Collects what the core of node `i` produced after an input, re-arms its timer, and
@@ -1184,6 +1222,9 @@ impl<'a> Sim<'a> {
                     };
                     let downtime = self.downtime();
                     self.crash(victim, downtime);
+                    if self.may_swap_disk(victim) && self.swap_rng.chance(1, 4) {
+                        self.swap_disk(victim);
+                    }
                 }
             }
             FaultKind::PowerLoss => {
