@@ -79,6 +79,12 @@ impl Entropy for Choices {
         self.bounds.push(bound);
         answer
     }
+
+    /// One answer, not 2^64 branches: the Raft model replaces at most one disk of a node that
+    /// never probed before, so no answer to an earlier life's probe exists to tell apart.
+    fn nonce(&mut self) -> u64 {
+        0
+    }
 }
 
 impl Choices {

@@ -175,11 +175,15 @@ pub enum Message {
     },
     /// "My Raft state is gone: what are your term and log end?" Asked by a recovering voter
     /// ([`Recovery::Probing`]); nobody changes state for it.
+    /// `nonce` is drawn afresh by every life of the node: an answer to an earlier life's
+    /// probe (delayed or duplicated) describes the answerer before the disk was replaced.
     Probe {
         term: Term,
+        nonce: u64,
     },
     ProbeResponse {
         term: Term,
+        nonce: u64,
         last_log_index: LogIndex,
         last_log_term: Term,
     },
@@ -197,7 +201,7 @@ impl Message {
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotResponse { term, .. }
             | Message::TimeoutNow { term }
-            | Message::Probe { term }
+            | Message::Probe { term, .. }
             | Message::ProbeResponse { term, .. } => *term,
         }
     }
@@ -263,7 +267,7 @@ impl Message {
             Message::InstallSnapshot { term, snapshot } => vec![term, &mut snapshot.term],
             Message::ProbeResponse { term, last_log_term, .. } => vec![term, last_log_term],
             Message::PreVoteResponse { term, .. }
-            | Message::Probe { term }
+            | Message::Probe { term, .. }
             | Message::RequestVoteResponse { term, .. }
             | Message::AppendEntriesResponse { term, .. }
             | Message::InstallSnapshotResponse { term, .. }
@@ -324,10 +328,12 @@ impl std::fmt::Display for Message {
                 write!(f, "InstallSnapshotResponse(term {term}, match {match_index})")
             }
             Message::TimeoutNow { term } => write!(f, "TimeoutNow(term {term})"),
-            Message::Probe { term } => write!(f, "Probe(term {term})"),
-            Message::ProbeResponse { term, last_log_index, last_log_term } => {
-                write!(f, "ProbeResponse(term {term}, last {last_log_index}:t{last_log_term})")
-            }
+            Message::Probe { term, nonce } => write!(f, "Probe(term {term}, nonce {:04x})", nonce & 0xffff),
+            Message::ProbeResponse { term, nonce, last_log_index, last_log_term } => write!(
+                f,
+                "ProbeResponse(term {term}, nonce {:04x}, last {last_log_index}:t{last_log_term})",
+                nonce & 0xffff
+            ),
         }
     }
 }

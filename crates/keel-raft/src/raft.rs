@@ -107,6 +107,8 @@ pub struct Raft {
     probe_answers: BTreeMap<NodeId, (Term, Term, LogIndex)>,
     /// While probing: when to ask again those that have not answered.
     probe_deadline: Instant,
+    /// Drawn at every start: answers must echo it (see [`Message::Probe`]).
+    probe_nonce: u64,
 }
 
 impl Raft {
@@ -152,6 +154,7 @@ impl Raft {
             recovery,
             probe_answers: BTreeMap::new(),
             probe_deadline: now,
+            probe_nonce: if recovery == Recovery::Probing { rng.nonce() } else { 0 },
         };
         raft.reset_election_timer(now, rng);
         raft.probe(now);
@@ -214,18 +217,26 @@ impl Raft {
         let term = message.term();
         match message {
             // Probes never change anyone's term either.
-            Message::Probe { .. } => {
+            Message::Probe { nonce, .. } => {
+                // A voter still catching up answers with the log it knows of, not its own
+                // shorter one: both voters' forgotten acknowledgements must stay covered.
+                let mut last = (self.log.last_term(), self.log.last_index());
+                if let Recovery::CatchingUp { last_log_index, last_log_term } = self.recovery {
+                    last = last.max((last_log_term, last_log_index));
+                }
                 let reply = Message::ProbeResponse {
                     term: self.hard_state.term,
-                    last_log_index: self.log.last_index(),
-                    last_log_term: self.log.last_term(),
+                    nonce,
+                    last_log_index: last.1,
+                    last_log_term: last.0,
                 };
                 // Gated: the answer speaks for what is on disk.
                 self.send(from, reply);
                 return;
             }
-            Message::ProbeResponse { term, last_log_index, last_log_term } => {
-                if self.recovery == Recovery::Probing && self.config.voters.contains(&from) {
+            Message::ProbeResponse { term, nonce, last_log_index, last_log_term } => {
+                let ours = nonce == self.probe_nonce;
+                if self.recovery == Recovery::Probing && ours && self.config.voters.contains(&from) {
                     self.probe_answers.insert(from, (term, last_log_term, last_log_index));
                     self.advance_recovery();
                 }
@@ -596,6 +607,14 @@ impl Raft {
             terms.push(last_log_term);
         }
         terms.extend(self.probe_answers.values().flat_map(|(term, last_log_term, _)| [*term, *last_log_term]));
+        for p in &self.persists_ready {
+            terms.extend(p.hard_state.map(|h| h.term));
+            if let Some(Recovery::CatchingUp { last_log_term, .. }) = p.recovery {
+                terms.push(last_log_term);
+            }
+            terms.extend(p.snapshot.as_ref().map(|s| s.term));
+            terms.extend(p.append.iter().map(|e| e.term));
+        }
         terms.extend(self.log.entries.iter().map(|e| e.term));
         terms.extend(self.messages_ready.iter().flat_map(|(_, m)| m.terms()));
         terms.extend(self.messages_gated.iter().flat_map(|(_, _, m)| m.terms()));
@@ -864,7 +883,7 @@ impl Raft {
             return;
         }
         self.probe_deadline = now + self.config.election_timeout_min;
-        let message = Message::Probe { term: self.hard_state.term };
+        let message = Message::Probe { term: self.hard_state.term, nonce: self.probe_nonce };
         for voter in self.config.voters.clone() {
             if voter != self.config.id && !self.probe_answers.contains_key(&voter) {
                 self.send_now(voter, message.clone());

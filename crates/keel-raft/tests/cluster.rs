@@ -601,3 +601,34 @@ fn a_recovering_voter_takes_the_highest_term_it_heard_of_with_its_vote_spent() {
     assert_eq!(c.disks[&follower].recovery, keel_raft::Recovery::Trusted);
     assert_eq!(c.leader(), leader);
 }
+
+#[test]
+fn an_answer_to_an_earlier_lifes_probe_is_ignored() {
+    let mut c = Cluster::voters(3, 31);
+    c.run_for(1000);
+    let leader = c.leader();
+    let wiped = c.nodes.keys().copied().find(|id| *id != leader).unwrap();
+    c.wipe(wiped, None);
+    c.collect();
+    // The others answer this life's probes; the answers are held back.
+    let probes: Vec<_> = c.network.drain(..).filter(|(from, _, _)| *from == wiped).collect();
+    assert_eq!(probes.len(), 2, "{probes:?}");
+    for (from, to, message) in probes {
+        c.nodes.get_mut(&to).unwrap().handle_message(c.now, &mut c.rng, from, message);
+    }
+    c.collect();
+    let answers: Vec<_> = c
+        .network
+        .drain(..)
+        .filter(|(_, to, m)| *to == wiped && matches!(m, keel_raft::Message::ProbeResponse { .. }))
+        .collect();
+    assert_eq!(answers.len(), 2);
+    // The disk is replaced again before they arrive: they describe the others before that.
+    c.wipe(wiped, None);
+    for (from, to, message) in answers {
+        c.nodes.get_mut(&to).unwrap().handle_message(c.now, &mut c.rng, from, message);
+    }
+    assert_eq!(c.nodes[&wiped].recovery(), keel_raft::Recovery::Probing, "{}", c.describe());
+    c.run_for(1000);
+    assert_eq!(c.nodes[&wiped].recovery(), keel_raft::Recovery::Trusted, "{}", c.describe());
+}

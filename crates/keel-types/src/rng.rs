@@ -15,6 +15,13 @@ pub trait Entropy {
         assert!(low <= high, "empty range {low}..={high}");
         low + self.below(high - low + 1)
     }
+
+    /// A value that tells one draw from another (a request from an earlier life's), not a
+    /// choice whose every value matters: a model checker that branches on each value of a
+    /// draw may answer a constant.
+    fn nonce(&mut self) -> u64 {
+        self.below(u64::MAX)
+    }
 }
 
 impl Entropy for Rng {

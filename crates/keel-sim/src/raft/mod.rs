@@ -896,11 +896,15 @@ impl<'a> Sim<'a> {
     }
 
     /// Whether the crashed node `i` may come back on an empty disk: it is a voter of a
-    /// cluster of two or more, and no other voter has yet recovered from one for good.
+    /// cluster of two or more whose entries commit on two disks or more, and every other voter
+    /// has recovered from any earlier replacement for good.
     fn may_swap_disk(&self, i: usize) -> bool {
         let voters = self.options.nodes;
         let f = &self.options.faults;
-        f.crashes && f.disk_swaps && voters >= 2 && i < voters && !self.nodes[i].up() && {
+        // With a replication quorum of one an entry may be committed on one disk alone, and
+        // no rule brings it back once that disk is replaced (docs/raft.md).
+        let replicated = self.nodes[i].config.replication_quorum >= 2;
+        f.crashes && f.disk_swaps && replicated && voters >= 2 && i < voters && !self.nodes[i].up() && {
             (0..voters).filter(|j| *j != i).all(|j| {
                 // What is on disk: a recovery finished in memory is undone by a crash that loses
                 // its write.
