@@ -41,6 +41,10 @@ pub enum Mutation {
     NoDivergenceCheck,
     /// The high watermark advances whatever the ISR's size (no strict min ISR, KIP-966).
     IgnoreMinIsr,
+    /// The leader vouches for a follower whose records all lie below its log start, where its
+    /// epoch cache knows nothing (Kafka's answer): a divergent record there survives, and with
+    /// it the producer state it left.
+    TrustBelowLogStart,
 }
 
 /// Why a configuration or a role could not be set up.

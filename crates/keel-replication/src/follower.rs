@@ -130,7 +130,9 @@ impl Follower {
     ///   largest epoch below, and the next fetch compares again (Kafka's
     ///   `getOffsetTruncationState`).
     /// - Offset out of range: beyond the leader's end, truncate to it; before the leader's
-    ///   start, restart the log empty at the leader's start (Kafka's `handleOutOfRangeError`).
+    ///   start, restart the log empty at the leader's start (Kafka's `handleOutOfRangeError`),
+    ///   and also at it (keel: the leader answers so when it cannot compare the records this
+    ///   log holds below its start, see [`crate::Leader::handle_fetch`]).
     /// - `FENCED_LEADER_EPOCH`: this epoch is over; wait for metadata. Any other error (the
     ///   leader does not know the epoch yet, is not the leader any more, ...): back off.
     pub fn handle_fetch_response(
@@ -181,7 +183,9 @@ impl Follower {
             FetchResponse::OffsetOutOfRange { log_start_offset, log_end_offset: leader_end } => {
                 if leader_end < log_end_offset {
                     self.truncate(leader_end, log)
-                } else if log_start_offset > log_end_offset {
+                } else if log_start_offset >= log_end_offset {
+                    // Beyond this log's end, or at it when the leader cannot compare what
+                    // this log holds below its start: start over there.
                     self.leader_high_watermark = None;
                     FollowerAction::ResetTo { offset: log_start_offset }
                 } else {

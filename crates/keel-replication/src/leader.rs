@@ -283,7 +283,9 @@ impl Leader {
     /// leads and the fetcher is a follower of the partition (`NOT_LEADER_OR_FOLLOWER`), that
     /// the follower's log has not diverged from this one (else the diverging epoch and where
     /// this log ends it), and that the fetch offset lies in the log (`OFFSET_OUT_OF_RANGE`).
-    /// Only an accepted fetch updates the follower's state, which may expand the ISR and
+    /// keel adds one rule to Kafka's: a follower whose records all lie below this log's start
+    /// (where the epoch cache cannot show a divergence) is also answered `OFFSET_OUT_OF_RANGE`,
+    /// so it starts over at this log's start. Only an accepted fetch updates the follower's state, which may expand the ISR and
     /// advance the high watermark; the answer carries the high watermark after that.
     pub fn handle_fetch(&mut self, now: Instant, request: &FetchRequest, log: &impl LocalLog) -> FetchDecision {
         self.observe_now(now);
@@ -312,6 +314,20 @@ impl Leader {
                     log_start_offset,
                 };
             }
+            // The follower's records all lie below this log's start, in an epoch this log does
+            // not know: retention or a reset removed what the epoch cache knew there, and the
+            // answer above (Kafka's cache answers the same) cannot show a divergence, so it
+            // proves nothing. (If the follower's last epoch is this log's latest, this log held
+            // a record of that epoch just below its start, as the follower does: they agree.)
+            // The follower starts over at this log's start, losing only records this log no
+            // longer has, and with them any producer state a divergent record left, which
+            // could otherwise answer a retry as a duplicate of a record never committed.
+            let unverifiable = log_start_offset > 0
+                && end_offset <= log_start_offset
+                && log.latest_epoch() != Some(last_fetched_epoch);
+            if unverifiable && self.config.mutation != Some(Mutation::TrustBelowLogStart) {
+                return FetchDecision::OffsetOutOfRange { log_start_offset, log_end_offset: self.log_end_offset };
+            }
         }
         if request.fetch_offset > self.log_end_offset || request.fetch_offset < log_start_offset {
             return FetchDecision::OffsetOutOfRange { log_start_offset, log_end_offset: self.log_end_offset };
@@ -336,19 +352,17 @@ impl Leader {
         self.advance(now);
     }
 
-    /// Time passed: acks=all deadlines, lagging followers leaving the ISR, caught-up followers
-    /// joining it, and the high watermark (which may wait for a caught-up follower only for a
-    /// while).
+    /// Time passed: acks=all deadlines, lagging followers leaving the ISR, and the high
+    /// watermark (which may wait for a caught-up follower only for a while). A follower joins
+    /// the ISR only on a fetch, as in Kafka: what the leader last learned of a follower that
+    /// has stopped fetching proves nothing about it now (re-adding it from that, a follower
+    /// that lags while the high watermark is frozen would leave and join the ISR over and over).
     pub fn handle_tick(&mut self, now: Instant) {
         self.observe_now(now);
         if self.resigned {
             return;
         }
         self.maybe_shrink_isr(now);
-        let followers: Vec<NodeId> = self.replicas.iter().copied().filter(|r| self.followers.contains_key(r)).collect();
-        for follower in followers {
-            self.maybe_expand_isr(now, follower);
-        }
         self.advance(now);
     }
 

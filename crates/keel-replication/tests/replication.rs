@@ -385,13 +385,42 @@ fn controller_refusals_wait_for_metadata_or_retry() {
     c.tick(Duration::from_millis(50));
     assert_eq!(c.leader.poll_isr_change(c.now), Some(expand.clone()));
 
-    // INELIGIBLE_REPLICA drops the change; it is proposed again only after the backoff.
+    // INELIGIBLE_REPLICA drops the change; it is proposed again only after the backoff, on the
+    // follower's next fetch (a tick alone adds nobody, as in Kafka).
     c.leader.handle_isr_change_result(c.now, &expand.request, Err(ErrorCode::IneligibleReplica));
     assert_eq!(c.leader.pending_isr_change(), None);
     c.tick(Duration::from_millis(49));
+    c.fetch(3);
     assert_eq!(c.leader.pending_isr_change(), None);
     c.tick(Duration::from_millis(1));
+    assert_eq!(c.leader.pending_isr_change(), None, "no fetch since the backoff ended");
+    c.fetch(3);
     assert_eq!(c.leader.pending_isr_change(), Some(&expand.request));
+}
+
+/// A follower that stopped fetching leaves the ISR once it lags too long, and does not come
+/// back until it fetches again, even while the high watermark it reached is frozen (before,
+/// every tick re-added it from what it had last fetched, and it left and joined the ISR over
+/// and over).
+#[test]
+fn a_follower_that_stopped_fetching_rejoins_the_isr_only_by_fetching() {
+    let mut c = Cluster::new(3, 1, &[1, 2, 3], 0, VecLog::new(), empty_logs());
+    c.settle();
+    c.produce(1).unwrap();
+    c.fetch(2);
+    c.fetch(2);
+    // Broker 3 is gone: it fetched offset 0 last, which is still the high watermark (min ISR 3).
+    c.tick(sum(&[LAG, NS]));
+    let shrink = c.leader.poll_isr_change(c.now).expect("a shrink");
+    assert_eq!(c.answer(&shrink), Ok(nodes(&[1, 2])));
+    assert_eq!(c.leader.high_watermark(), 0, "frozen below min ISR");
+    for _ in 0..10 {
+        c.tick(Duration::from_secs(1));
+        assert_eq!(c.leader.poll_isr_change(c.now), None, "3 has not fetched since it left");
+    }
+    c.fetch(3);
+    let expand = c.leader.poll_isr_change(c.now).expect("3 fetched up to the high watermark");
+    assert_eq!(expand.request.new_isr, nodes(&[1, 2, 3]));
 }
 
 #[test]
@@ -474,6 +503,39 @@ fn fetches_outside_the_leaders_log_are_out_of_range_or_diverging() {
     let action = respond(&mut follower, &mut log, now, out_of_range(7, 9), &[]);
     assert_eq!(action, FollowerAction::ResetTo { offset: 7 });
     assert_eq!((log.log_start_offset(), log.log_end_offset(), follower.high_watermark()), (7, 7, 7));
+}
+
+/// A follower whose records all lie below the leader's log start, in an epoch the leader's
+/// log no longer knows, cannot be compared: retention removed what the leader's epoch cache
+/// knew there. Kafka's leader answers as if the follower agreed, so a record an old leader
+/// wrote there, and never committed, survives with the producer state it left (the
+/// simulator's seed 31824530 acknowledged a retry as a duplicate of such a record). keel
+/// answers OFFSET_OUT_OF_RANGE, and the follower starts over at the leader's log start.
+#[test]
+fn a_follower_whose_records_all_lie_below_the_leaders_log_start_starts_over_there() {
+    let leader_log = VecLog::from_epochs(&[1, 1]);
+    let mut c = Cluster::new(1, 3, &[1, 2], 0, leader_log, vec![VecLog::new()]);
+    c.leader_log.delete_records_before(2);
+    let fetch = |last_fetched_epoch: i32| FetchRequest {
+        replica: n(2),
+        fetch_offset: 2,
+        last_fetched_epoch: Some(LeaderEpoch(last_fetched_epoch)),
+        current_leader_epoch: Some(LeaderEpoch(3)),
+        broker_epoch: None,
+    };
+    let out_of_range = FetchDecision::OffsetOutOfRange { log_start_offset: 2, log_end_offset: 2 };
+    assert_eq!(c.raw_fetch(fetch(0)), out_of_range, "epoch 0 is older than anything the leader knows");
+    assert_eq!(c.leader.replica_state(n(2)).unwrap().log_end_offset, None, "and the fetch records nothing");
+    // The leader's log held a record of its latest epoch just below its start, as the
+    // follower does: they agree, and the follower reads on.
+    assert!(matches!(c.raw_fetch(fetch(1)), FetchDecision::Read { fetch_offset: 2, .. }));
+
+    // The follower starts over at the leader's log start: its records and epochs are gone.
+    let mut log = VecLog::from_epochs(&[0, 0]);
+    let mut follower = Follower::new(config(2, 1), &registration(2, 3, &[1, 2]), &log, 2).unwrap();
+    let answer = FetchResponse::OffsetOutOfRange { log_start_offset: 2, log_end_offset: 2 };
+    assert_eq!(respond(&mut follower, &mut log, c.now, answer, &[]), FollowerAction::ResetTo { offset: 2 });
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.latest_epoch()), (2, 2, None));
 }
 
 #[test]
@@ -721,7 +783,7 @@ type NamedTest = (&'static str, fn());
 
 #[test]
 fn every_mutation_of_the_leader_fails_a_test() {
-    let table: [(Mutation, &[NamedTest]); 4] = [
+    let table: [(Mutation, &[NamedTest]); 5] = [
         (
             Mutation::ExpandBelowEpochStart,
             &[(
@@ -754,6 +816,13 @@ fn every_mutation_of_the_leader_fails_a_test() {
             &[(
                 "high_watermark_is_frozen_while_the_isr_is_below_min_isr",
                 high_watermark_is_frozen_while_the_isr_is_below_min_isr,
+            )],
+        ),
+        (
+            Mutation::TrustBelowLogStart,
+            &[(
+                "a_follower_whose_records_all_lie_below_the_leaders_log_start_starts_over_there",
+                a_follower_whose_records_all_lie_below_the_leaders_log_start_starts_over_there,
             )],
         ),
     ];

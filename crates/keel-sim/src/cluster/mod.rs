@@ -146,12 +146,16 @@ pub enum ClusterMutation {
     /// With the metadata log on the data disk, a voter back on a replaced disk trusts its
     /// empty Raft state (keel-raft's `TrustLostState`: keel before its recovery rule), so it
     /// may help elect a leader that lacks committed metadata. Implies
-    /// [`ClusterSimOptions::metadata_on_data_disk`].
+    /// [`ClusterSimOptions::metadata_on_data_disk`] even where it is turned off.
     TrustLostState,
     /// The broker's maintenance passes its log end offset as the retention bound instead of
     /// the replica engine's (the rule before issue 17's fix, finding F6), so retention deletes
     /// records no follower holds yet and acks=all can succeed for records no replica holds.
     RetentionIgnoresHighWatermark,
+    /// keel-replication's `TrustBelowLogStart`: a leader vouches for a follower whose records
+    /// all lie below its log start, as Kafka's epoch cache answers, so a record an old leader
+    /// wrote there and never committed survives with the producer state it left.
+    TrustBelowLogStart,
 }
 
 /// What to simulate. [`ClusterSimOptions::new`] gives the defaults CI sweeps with.
@@ -180,8 +184,8 @@ pub struct ClusterSimOptions {
     pub controller_snapshot_entries: Option<u64>,
     /// A voter keeps its Raft state on the broker's data disk, as `keel serve` keeps
     /// `__cluster_metadata` in the data directory: a disk swap on a voter wipes its term, vote
-    /// and log, and it recovers them from the other voters (docs/raft.md). Off by default
-    /// until the seeds the tests pin are moved to it (it changes what every voter swap does).
+    /// and log, and it recovers them from the other voters (docs/raft.md). On by default, as
+    /// the broker runs; off, a disk swap takes only the partition logs.
     pub metadata_on_data_disk: bool,
     pub faults: ClusterFaultOptions,
     pub mutation: Option<ClusterMutation>,
@@ -296,7 +300,7 @@ impl ClusterSimOptions {
             replica_lag_time_max_ms: 1_000,
             controllers: None,
             controller_snapshot_entries: None,
-            metadata_on_data_disk: false,
+            metadata_on_data_disk: true,
             faults: ClusterFaultOptions::default(),
             mutation: None,
             broker_epoch_check: true,
@@ -375,6 +379,8 @@ impl ClusterSimOptions {
             replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms),
             isr_change_retry_backoff: Duration::from_millis(50),
             fetch_backoff: Duration::from_millis(100),
+            mutation: (self.mutation == Some(ClusterMutation::TrustBelowLogStart))
+                .then_some(keel_replication::Mutation::TrustBelowLogStart),
             ..ReplicaConfig::new(id)
         }
     }
@@ -427,10 +433,6 @@ pub struct ClusterStats {
     /// copy from some replica, so a leader that never held it did not know the retry (legal,
     /// as in Kafka; see `oracle`).
     pub retention_duplicates: u64,
-    /// Records acknowledged or read at an offset below the highest log start any replica has
-    /// had, where they are not the committed record (a gap Kafka's design shares; see
-    /// `oracle` and docs/simulator.md).
-    pub divergent_below_log_start: u64,
     pub records_consumed: u64,
     /// Leader epochs seen in the committed metadata (elections, including re-elections).
     pub leader_changes: u64,
@@ -1174,7 +1176,6 @@ impl<'a> Sim<'a> {
         self.stats.excused = self.oracle.excused;
         self.stats.epoch_bump_duplicates = self.oracle.epoch_bump_duplicates;
         self.stats.retention_duplicates = self.oracle.retention_duplicates;
-        self.stats.divergent_below_log_start = self.oracle.divergent_below_log_start;
         self.stats.records_acked = self.oracle.partitions.iter().map(|p| p.acked.len() as u64).sum();
         match &outcome {
             Ok(()) => self.trace.line(self.now, format_args!("PASSED")),
@@ -2629,10 +2630,14 @@ impl<'a> Sim<'a> {
             }
             FaultKind::DiskSwap => {
                 // With the metadata log on the data disk, a voter's disk is replaced only while
-                // every other voter trusts its own Raft state: two voters forgetting at once is
-                // more than Raft tolerates (docs/raft.md).
-                let swappable: Vec<usize> =
-                    up.iter().copied().filter(|&b| !self.swap_loses_raft_state(b) || self.others_trusted(b)).collect();
+                // every other voter trusts its own Raft state (two voters forgetting at once is
+                // more than Raft tolerates), and never the only voter's, whose disk holds the
+                // cluster's only copy of its metadata (docs/raft.md).
+                let swappable: Vec<usize> = up
+                    .iter()
+                    .copied()
+                    .filter(|&b| !self.swap_loses_raft_state(b) || (self.voters.len() > 1 && self.others_trusted(b)))
+                    .collect();
                 if let Some(victim) = pick(self, &swappable) {
                     let downtime = self.downtime();
                     self.swap_disk(victim, downtime)?;
@@ -2903,6 +2908,7 @@ impl fmt::Display for ClusterMutation {
             ClusterMutation::FreshDirectoryIsClean => "fresh-directory-is-clean",
             ClusterMutation::TrustLostState => "trust-lost-state",
             ClusterMutation::RetentionIgnoresHighWatermark => "retention-ignores-high-watermark",
+            ClusterMutation::TrustBelowLogStart => "trust-below-log-start",
         })
     }
 }

@@ -23,19 +23,15 @@
 //! leader's log start, skipping only committed records. Committed records below the highest
 //! log start any replica has had are not counted lost: retention removed them.
 //!
-//! Below that highest log start the oracle compares nothing, and it counts, instead of
-//! reporting, two cases Kafka's design allows there too. A retry of a value whose first copy
+//! Below that highest log start the oracle compares no replica's log, and it counts, instead
+//! of reporting, one case Kafka's design allows there too: a retry of a value whose first copy
 //! retention removed may commit again, if a leader that never held the copy (its log started
-//! over past it) takes the retry for a new batch (`retention_duplicates`). And a divergence
-//! below a leader's log start goes unseen: a follower holding an uncommitted record from an
-//! old leader epoch at an offset the leader has already deleted fetches from the leader's log
-//! end, the leader's epoch cache knows nothing below its log start and reports no divergence
-//! (Kafka's `LeaderEpochFileCache.endOffsetFor` answers the same), and the leader admits the
-//! follower to the ISR on that fetch. If it is elected before its next fetch answer moves its
-//! log start past the record, it keeps the record, other followers truncate to it, and it
-//! acknowledges or serves a record that is not the one committed at that offset
-//! (`divergent_below_log_start`; seed 1943 on the base before the controller quorum, see
-//! docs/simulator.md).
+//! over past it) takes the retry for a new batch (`retention_duplicates`). Every record
+//! acknowledged or read there must still be the committed one. (Kafka's leader cannot see a
+//! divergence below its log start, where its epoch cache knows nothing; keel's leader has a
+//! follower whose records all lie there start over at its log start instead, see
+//! `keel_replication::Leader::handle_fetch`. Seed 31824530 acknowledged a retry as a
+//! duplicate of an uncommitted record there before that rule.)
 //!
 //! **Duplicates.** A value is committed, and acknowledged, at one offset only: the leader's
 //! log answers a retry of a batch it holds as a duplicate. That promise holds within one
@@ -97,9 +93,6 @@ pub(crate) struct Oracle {
     /// Values committed or acknowledged at a second offset after retention removed the first
     /// copy from some replica (see the module documentation).
     pub(crate) retention_duplicates: u64,
-    /// Records acknowledged or read at an offset below the highest log start, where they are
-    /// not the committed record there (the known gap; see the module documentation).
-    pub(crate) divergent_below_log_start: u64,
 }
 
 fn show(record: Record) -> String {
@@ -114,7 +107,6 @@ impl Oracle {
             excused: 0,
             epoch_bump_duplicates: 0,
             retention_duplicates: 0,
-            divergent_below_log_start: 0,
         }
     }
 
@@ -208,9 +200,8 @@ impl Oracle {
         let part = &self.partitions[p];
         let upto = upto.min(part.committed.len() as i64);
         // Retention removed the records below the log start, and those below the highest log
-        // start any replica has had are gone for good: what a replica still holds there is
-        // not compared (as in Kafka, a follower that fetches past its leader's log start is
-        // not told of a divergence below it, and deletes it as it follows that log start).
+        // start any replica has had are gone for good: what a replica still holds there (until
+        // it follows its leader's log start, or starts over there) is not compared.
         let from = part.verified.get(&node).copied().unwrap_or(0).max(log.log_start_offset()).max(part.retained_start);
         for offset in from..upto {
             let committed = part.committed[offset as usize].record;
@@ -362,7 +353,6 @@ impl Oracle {
         }
         match self.committed_at(p, offset) {
             Some((_, committed)) if committed == value => {}
-            _ if self.below_retained_start(p, offset) => {}
             other if !self.excuse(p, offset) => {
                 return Err(format!(
                     "v{value} acknowledged at p{p} offset {offset}, where the committed record is {}",
@@ -379,7 +369,6 @@ impl Oracle {
     pub(crate) fn check_read(&mut self, p: usize, offset: i64, record: Record) -> Result<(), String> {
         match self.committed_at(p, offset) {
             Some(committed) if committed == record => Ok(()),
-            _ if self.below_retained_start(p, offset) => Ok(()),
             other if !self.excuse(p, offset) => Err(format!(
                 "a consumer read {} at p{p} offset {offset}, where the committed record is {}",
                 show(record),
@@ -387,14 +376,6 @@ impl Oracle {
             )),
             _ => Ok(()),
         }
-    }
-
-    /// Whether another record at `offset` than the committed one is the known gap below a log
-    /// start (see the module documentation; counted).
-    fn below_retained_start(&mut self, p: usize, offset: i64) -> bool {
-        let below = offset < self.partitions[p].retained_start;
-        self.divergent_below_log_start += u64::from(below);
-        below
     }
 
     /// `node`'s log of partition `p` now starts at `log_start` (retention there, or a
