@@ -147,7 +147,9 @@ start_keel() {
     local i
     PORT=$(free_port)
     BOOTSTRAP="127.0.0.1:$PORT"
-    "$KEEL" serve --data-dir "$WORK/data" --listen "$BOOTSTRAP" >"$KEEL_LOG" 2>&1 &
+    # A cluster of one; its cluster port on a free port too, so nothing else on 9093 matters.
+    "$KEEL" serve --data-dir "$WORK/data" --listen "$BOOTSTRAP" --controller-listen "127.0.0.1:$(free_port)" \
+        >"$KEEL_LOG" 2>&1 &
     KEEL_PID=$!
     for ((i = 0; i < START_TIMEOUT * 10; i++)); do
         if ! kill -0 "$KEEL_PID" 2>/dev/null; then

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use keel_bench::workload::{KeyDistributor, ProducerSettings};
 use keel_bench::{run, RunOptions, Workload};
-use keel_broker::{BrokerConfig, RunningBroker};
+use keel_broker::{BrokerConfig, RunningNode};
 
 struct Broker {
     runtime: tokio::runtime::Runtime,
-    running: Option<RunningBroker>,
+    running: Option<RunningNode>,
     brokers: String,
 }
 
@@ -21,9 +21,11 @@ impl Broker {
         let config = BrokerConfig {
             data_dir: data_dir.to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
+            controller_listen: "127.0.0.1:0".parse().unwrap(),
             ..BrokerConfig::default()
         };
-        let running = runtime.block_on(RunningBroker::start(config)).expect("broker starts");
+        let running = runtime.block_on(RunningNode::start(config)).expect("broker starts");
+        assert!(runtime.block_on(running.wait_ready(std::time::Duration::from_secs(30))), "the broker is ready");
         let brokers = running.local_addr.to_string();
         Broker { runtime, running: Some(running), brokers }
     }

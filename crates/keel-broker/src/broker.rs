@@ -4,25 +4,18 @@
 //! out of range, invalid records) are Kafka error codes in the response; only a request that
 //! cannot be answered at all closes the connection (see `server`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use keel_kafka::kafka_protocol::messages::api_versions_response::ApiVersion;
-use keel_kafka::kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
-use keel_kafka::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use keel_kafka::kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use keel_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use keel_kafka::kafka_protocol::messages::fetch_response::{EpochEndOffset, FetchableTopicResponse, PartitionData};
-use keel_kafka::kafka_protocol::messages::find_coordinator_response::Coordinator;
 use keel_kafka::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
-use keel_kafka::kafka_protocol::messages::metadata_response::{
-    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use keel_kafka::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use keel_kafka::kafka_protocol::messages::*;
@@ -35,15 +28,13 @@ use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use crate::clock::{monotonic, now_ms};
-use crate::cluster::replica::{Completion, LogView, Role};
+use crate::cluster::replica::{Completion, LogView};
 use crate::cluster::ClusterLink;
 use crate::config::BrokerConfig;
 use crate::groups::{Groups, OFFSETS_TOPIC};
 use crate::producer_ids::ProducerIds;
-use crate::topics::{describe_topic_configs, validate_topic_name, Partition, Topic, Topics};
+use crate::topics::{describe_topic_configs, Partition, Topic, Topics};
 
-/// The leader epoch of every partition on a single node.
-const LEADER_EPOCH: i32 = 0;
 /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (as bits of
 /// Kafka's AclOperation codes): what Kafka reports for a topic when no authorizer is set.
 pub(crate) const TOPIC_OPERATIONS_ALL: i32 = 3576;
@@ -84,8 +75,8 @@ pub struct Broker {
     /// The group coordinators this broker runs (in a cluster: for the offsets partitions it
     /// leads).
     pub(crate) groups: Arc<Groups>,
-    /// In a cluster: this node's link to the controller and the replayed metadata.
-    pub(crate) cluster: Option<ClusterLink>,
+    /// This node's link to the controller and the replayed metadata.
+    pub(crate) cluster: ClusterLink,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -98,46 +89,19 @@ fn code(error: ErrorCode) -> i16 {
 }
 
 impl Broker {
-    /// Opens the data directory (recovering every partition log) and returns a broker ready to
-    /// serve. `shutdown` turning true wakes long-polling fetches so they answer at once.
-    pub fn open(config: BrokerConfig, shutdown: watch::Receiver<bool>) -> Result<Broker, String> {
-        Broker::open_with(config, None, shutdown)
-    }
-
-    /// Opens this cluster member's local replicas; the metadata log decides what they hold
-    /// ([`crate::cluster::replication`] keeps them in step).
-    pub fn open_cluster(
-        config: BrokerConfig,
-        link: ClusterLink,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<Broker, String> {
-        Broker::open_with(config, Some(link), shutdown)
-    }
-
-    fn open_with(
-        config: BrokerConfig,
-        cluster: Option<ClusterLink>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<Broker, String> {
+    /// Opens this node's local replicas (recovering every partition log); the metadata log
+    /// decides what they hold ([`crate::cluster::replication`] keeps them in step).
+    /// `shutdown` turning true wakes long-polling fetches so they answer at once.
+    pub fn open(config: BrokerConfig, link: ClusterLink, shutdown: watch::Receiver<bool>) -> Result<Broker, String> {
         config.validate()?;
         let advertised = config.advertised()?;
-        let clustered = cluster.is_some();
-        let topics = Topics::open_with(&config.data_dir, config.topic_defaults.clone(), clustered, now_ms())?;
+        let topics = Topics::open(&config.data_dir, config.topic_defaults.clone(), now_ms())?;
         let appended = Arc::new(Notify::new());
-        // A cluster member's producer ids come from the controller (KIP-730): a counter in the
-        // data directory would start over on a replaced disk.
-        let producer_ids = match &cluster {
-            Some(link) => ProducerIds::for_cluster(link),
-            None => ProducerIds::open_local(&config.data_dir)?,
-        };
-        let (cluster_id, groups) = if clustered {
-            let groups = Groups::empty(config.group_config(), appended.clone())?;
-            (cluster_id_of_quorum(&config)?, groups)
-        } else {
-            let groups =
-                Groups::open(&topics, config.group_config(), &config.offsets_topic_flush_policy, appended.clone())?;
-            (load_or_create_cluster_id(&config)?, groups)
-        };
+        // Producer ids come from the controller (KIP-730): a counter in the data directory
+        // would start over on a replaced disk.
+        let producer_ids = ProducerIds::new(&link);
+        let groups = Groups::empty(config.group_config(), appended.clone())?;
+        let cluster_id = cluster_id(&config)?;
         Ok(Broker {
             config,
             topics,
@@ -146,7 +110,7 @@ impl Broker {
             appended,
             producer_ids,
             groups: Arc::new(groups),
-            cluster,
+            cluster: link,
             shutdown,
         })
     }
@@ -156,10 +120,6 @@ impl Broker {
         self.advertised.clone()
     }
 
-    fn node_id(&self) -> BrokerId {
-        BrokerId(self.config.node_id)
-    }
-
     /// Answers one request.
     pub async fn handle(&self, api_key: ApiKey, version: i16, request: RequestKind) -> Reply {
         self.handle_from(&Client::default(), api_key, version, request).await
@@ -167,27 +127,24 @@ impl Broker {
 
     /// Answers one request from `client` (its id and address show in group descriptions).
     pub async fn handle_from(&self, client: &Client, api_key: ApiKey, version: i16, request: RequestKind) -> Reply {
-        if let Some(link) = &self.cluster {
-            return match self.handle_clustered(link, version, request).await {
-                Ok(reply) => reply,
-                Err(request) => Box::pin(self.handle_local(client, api_key, version, *request)).await,
-            };
-        }
-        self.handle_local(client, api_key, version, request).await
-    }
-
-    /// Answers a request the same way on a single node and in a cluster.
-    async fn handle_local(&self, client: &Client, api_key: ApiKey, version: i16, request: RequestKind) -> Reply {
+        let link = &self.cluster;
         let response = match request {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(ErrorCode::None)),
-            RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, version)),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(match Self::caught_up(link).await {
+                true => self.cluster_metadata(link, r, version).await,
+                false => self.metadata_not_ready(link, r),
+            }),
             RequestKind::Produce(r) => return self.produce(r, version).await,
             RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, version).await),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r, version)),
-            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r, version)),
-            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r, version)),
+            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.cluster_create_topics(link, r).await),
+            RequestKind::DeleteTopics(r) => {
+                ResponseKind::DeleteTopics(self.cluster_delete_topics(link, r, version).await)
+            }
             RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),
-            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(self.find_coordinator(r, version)),
+            RequestKind::FindCoordinator(r) => {
+                ResponseKind::FindCoordinator(self.cluster_find_coordinator(link, r, version).await)
+            }
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(r).await),
             RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(self.join_group(client, r, version).await),
             RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r, version).await),
@@ -199,13 +156,15 @@ impl Broker {
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe_groups(r, version)),
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
             RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r).await),
-            RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(self.create_partitions(r)),
-            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r)),
+            RequestKind::CreatePartitions(r) => {
+                ResponseKind::CreatePartitions(self.cluster_create_partitions(link, r).await)
+            }
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.cluster_alter_configs(link, r).await),
             RequestKind::IncrementalAlterConfigs(r) => {
-                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r))
+                ResponseKind::IncrementalAlterConfigs(self.cluster_incremental_alter_configs(link, r).await)
             }
             RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r)),
-            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(self.describe_cluster(r, version)),
+            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(self.cluster_describe(link, r, version)),
             RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)),
             other => {
                 // decode_request only lets supported APIs through; reaching here is a bug.
@@ -213,100 +172,6 @@ impl Broker {
             }
         };
         Reply::Response(response)
-    }
-
-    fn metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {
-        let (host, port) = &self.advertised;
-        let broker = MetadataResponseBroker::default()
-            .with_node_id(self.node_id())
-            .with_host(str_bytes(host.clone()))
-            .with_port(i32::from(*port));
-        // Before v4 there was no flag, and auto-creation was always requested.
-        let allow_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
-        let include_topic_operations = version >= 8 && request.include_topic_authorized_operations;
-        let include_cluster_operations = (8..=10).contains(&version) && request.include_cluster_authorized_operations;
-        let topics: Vec<MetadataResponseTopic> = match request.topics {
-            None => self.topics.list().iter().map(|t| self.topic_metadata(t)).collect(),
-            Some(requested) => requested
-                .into_iter()
-                .map(|r| match r.name {
-                    Some(name) => self.metadata_for_name(&name.0, allow_create),
-                    None => match self.topics.get_by_id(r.topic_id) {
-                        Some(topic) => self.topic_metadata(&topic),
-                        None => MetadataResponseTopic::default()
-                            .with_topic_id(r.topic_id)
-                            .with_error_code(code(ErrorCode::UnknownTopicId)),
-                    },
-                })
-                .collect(),
-        };
-        // Without an authorizer every operation is allowed; say so when asked, as Kafka does
-        // (kafka-python's admin client cannot parse the "not requested" value otherwise).
-        let topics = topics
-            .into_iter()
-            .map(|t| {
-                if include_topic_operations && t.error_code == 0 {
-                    t.with_topic_authorized_operations(TOPIC_OPERATIONS_ALL)
-                } else {
-                    t
-                }
-            })
-            .collect();
-        let cluster_operations = if include_cluster_operations { CLUSTER_OPERATIONS_ALL } else { i32::MIN };
-        MetadataResponse::default()
-            .with_cluster_authorized_operations(cluster_operations)
-            .with_brokers(vec![broker])
-            .with_cluster_id(Some(str_bytes(self.cluster_id.clone())))
-            .with_controller_id(self.node_id())
-            .with_topics(topics)
-    }
-
-    fn metadata_for_name(&self, name: &str, allow_create: bool) -> MetadataResponseTopic {
-        let unknown = |error: ErrorCode| {
-            MetadataResponseTopic::default().with_name(Some(TopicName(str_bytes(name)))).with_error_code(code(error))
-        };
-        if let Some(topic) = self.topics.get(name) {
-            return self.topic_metadata(&topic);
-        }
-        if let Err(e) = validate_topic_name(name) {
-            return unknown(e.code);
-        }
-        if !allow_create {
-            return unknown(ErrorCode::UnknownTopicOrPartition);
-        }
-        match self.topics.create(name, None, BTreeMap::new(), false, now_ms()) {
-            Ok(topic) => self.topic_metadata(&topic),
-            // Created concurrently by another request: answer with it.
-            Err(Refusal { code: ErrorCode::TopicAlreadyExists, .. }) => match self.topics.get(name) {
-                Some(topic) => self.topic_metadata(&topic),
-                None => unknown(ErrorCode::LeaderNotAvailable),
-            },
-            Err(e) => {
-                tracing::warn!(topic = name, error = %e, "auto-creating topic failed");
-                unknown(e.code)
-            }
-        }
-    }
-
-    fn topic_metadata(&self, topic: &Topic) -> MetadataResponseTopic {
-        let node = self.node_id();
-        let partitions = topic
-            .partitions
-            .iter()
-            .map(|p| {
-                MetadataResponsePartition::default()
-                    .with_partition_index(p.index)
-                    .with_leader_id(node)
-                    .with_leader_epoch(LEADER_EPOCH)
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(vec![node])
-            })
-            .collect();
-        MetadataResponseTopic::default()
-            .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
-            .with_is_internal(topic.name == OFFSETS_TOPIC)
-            .with_topic_id(topic.id)
-            .with_partitions(partitions)
     }
 
     /// Looks a produce or fetch topic up by id (newer versions) or by name.
@@ -444,7 +309,7 @@ impl Broker {
         // A follower's fetch (Kafka's replica id); only a cluster has followers.
         // Fetch v15 carries the follower's broker epoch (KIP-903); older versions do not.
         let replica_epoch = if version >= 15 { request.replica_state.replica_epoch } else { -1 };
-        let replica = (replica_id >= 0 && self.cluster.is_some()).then_some((NodeId(replica_id), replica_epoch));
+        let replica = (replica_id >= 0).then_some((NodeId(replica_id), replica_epoch));
         let resolved: Vec<(FetchTopic, Result<Arc<Topic>, ErrorCode>)> = request
             .topics
             .into_iter()
@@ -621,102 +486,6 @@ impl Broker {
         ListOffsetsResponse::default().with_topics(topics)
     }
 
-    fn create_topics(&self, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
-        let node = self.node_id();
-        let results = request
-            .topics
-            .into_iter()
-            .map(|t| {
-                let name = t.name.0.to_string();
-                let result = CreatableTopicResult::default().with_name(t.name.clone());
-                let fail = |e: Refusal| {
-                    result.clone().with_error_code(code(e.code)).with_error_message(Some(str_bytes(e.message)))
-                };
-                if !matches!(t.replication_factor, -1 | 1) {
-                    return fail(Refusal {
-                        code: ErrorCode::InvalidReplicationFactor,
-                        message: format!(
-                            "replication factor {} is larger than the 1 broker in this keel cluster",
-                            t.replication_factor
-                        ),
-                    });
-                }
-                if t.assignments.iter().any(|a| a.broker_ids != [node]) {
-                    return fail(Refusal {
-                        code: ErrorCode::InvalidReplicaAssignment,
-                        message: format!("replicas may only be assigned to broker {}", node.0),
-                    });
-                }
-                let partitions = if !t.assignments.is_empty() {
-                    Some(t.assignments.len() as i32)
-                } else {
-                    (t.num_partitions != -1).then_some(t.num_partitions)
-                };
-                let mut configs = BTreeMap::new();
-                for c in t.configs {
-                    if let Some(value) = c.value {
-                        configs.insert(c.name.to_string(), value.to_string());
-                    }
-                }
-                match self.topics.create(&name, partitions, configs, request.validate_only, now_ms()) {
-                    Ok(topic) => {
-                        let created = result
-                            .with_topic_id(topic.id)
-                            .with_num_partitions(partitions.unwrap_or(self.topics.defaults().num_partitions))
-                            .with_replication_factor(1);
-                        if version >= 5 {
-                            let configs = describe_topic_configs(&topic)
-                                .into_iter()
-                                .map(|(key, value, default)| {
-                                    CreatableTopicConfigs::default()
-                                        .with_name(str_bytes(key))
-                                        .with_value(Some(str_bytes(value)))
-                                        .with_config_source(if default { 5 } else { 1 })
-                                })
-                                .collect();
-                            created.with_configs(Some(configs))
-                        } else {
-                            created
-                        }
-                    }
-                    Err(e) => fail(e),
-                }
-            })
-            .collect();
-        CreateTopicsResponse::default().with_topics(results)
-    }
-
-    fn delete_topics(&self, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
-        let targets: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
-            request.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
-        } else {
-            request.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
-        };
-        let responses = targets
-            .into_iter()
-            .map(|(name, id)| {
-                let resolved = match &name {
-                    Some(name) => Some(name.0.to_string()),
-                    None => self.topics.get_by_id(id).map(|t| t.name.clone()),
-                };
-                let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
-                let Some(resolved) = resolved else {
-                    return result.with_error_code(code(ErrorCode::UnknownTopicId));
-                };
-                if resolved == OFFSETS_TOPIC {
-                    return result
-                        .with_error_code(code(ErrorCode::InvalidTopicException))
-                        .with_error_message(Some(str_bytes("the consumer offsets topic cannot be deleted")));
-                }
-                match self.topics.delete(&resolved) {
-                    Ok(id) => result.with_topic_id(id),
-                    Err(e) => result.with_error_code(code(e.code)).with_error_message(Some(str_bytes(e.message))),
-                }
-            })
-            .collect();
-        DeleteTopicsResponse::default().with_responses(responses)
-    }
-
     fn describe_configs(&self, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
         const TOPIC: i8 = 2;
         const BROKER: i8 = 4;
@@ -781,38 +550,6 @@ impl Broker {
             })
             .collect();
         DescribeConfigsResponse::default().with_results(results)
-    }
-
-    /// Every group's (and transactional id's) coordinator is this broker.
-    fn find_coordinator(&self, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-        const KEY_TYPE_GROUP: i8 = 0;
-        let (host, port) = &self.advertised;
-        let answer = |key: StrBytes| {
-            let coordinator = Coordinator::default().with_key(key);
-            if request.key_type == KEY_TYPE_GROUP {
-                coordinator.with_node_id(self.node_id()).with_host(str_bytes(host.clone())).with_port(i32::from(*port))
-            } else {
-                coordinator
-                    .with_node_id(BrokerId(-1))
-                    .with_error_code(code(ErrorCode::CoordinatorNotAvailable))
-                    .with_error_message(Some(str_bytes("keel does not support transactions yet")))
-            }
-        };
-        if version >= 4 {
-            let coordinators = request.coordinator_keys.into_iter().map(answer).collect();
-            return FindCoordinatorResponse::default().with_coordinators(coordinators);
-        }
-        let single = answer(request.key);
-        let response = FindCoordinatorResponse::default()
-            .with_error_code(single.error_code)
-            .with_node_id(single.node_id)
-            .with_host(single.host)
-            .with_port(single.port);
-        if version >= 1 {
-            response.with_error_message(single.error_message)
-        } else {
-            response
-        }
     }
 
     /// Hands out producer ids for idempotent producers. A producer that re-initialises with
@@ -913,18 +650,8 @@ pub(crate) struct LeaderView {
 /// has not learnt it yet); -1 skips the check. Errors carry the high watermark to report.
 pub(crate) fn leader_view(partition: &Partition, current_leader_epoch: i32) -> Result<LeaderView, (ErrorCode, i64)> {
     let mut role = partition.role.lock();
-    let reported = role.high_watermark().unwrap_or(-1);
-    let Some(replica) = role.replica() else {
-        if matches!(*role, Role::Unassigned) {
-            return Err((ErrorCode::NotLeaderOrFollower, reported));
-        }
-        drop(role);
-        return Ok(LeaderView {
-            high_watermark: partition.high_watermark(),
-            leader_epoch: LEADER_EPOCH,
-            caught_up: true,
-        });
-    };
+    let reported = role.high_watermark();
+    let Some(replica) = role.replica() else { return Err((ErrorCode::NotLeaderOrFollower, reported)) };
     let epoch = (current_leader_epoch >= 0).then_some(LeaderEpoch(current_leader_epoch));
     match replica.engine.consumer_view(epoch) {
         Ok(view) => Ok(LeaderView {
@@ -946,7 +673,7 @@ fn replica_fetch(
     advanced: &mut bool,
 ) -> Result<FetchAccess, (ErrorCode, i64)> {
     let mut role = partition.role.lock();
-    let reported = role.high_watermark().unwrap_or(-1);
+    let reported = role.high_watermark();
     let Some(local) = role.replica() else { return Err((ErrorCode::NotLeaderOrFollower, reported)) };
     let epoch = |e: i32| (e >= 0).then_some(LeaderEpoch(e));
     let fetch = keel_replication::FetchRequest {
@@ -979,12 +706,17 @@ enum Append<T> {
     Blocking(tokio::task::JoinHandle<T>),
 }
 
-/// Appends a producer's records if this replica leads the partition (a single node always
-/// does). In a cluster the write happens under the replica's role lock, in the leader epoch
-/// just checked, and the flush its policy asks for after the lock is released, so concurrent
-/// producers of the partition share a group commit; with acks=all the answer is a completion
-/// that resolves once the high watermark passes the batch (or the request fails). With
-/// `in_epoch`, only a leader in that epoch appends.
+/// Appends a producer's records if this replica leads the partition. The write happens under
+/// the replica's role lock, in the leader epoch just checked, and the flush its policy asks
+/// for after the lock is released, so concurrent producers of the partition share a group
+/// commit; with acks=all the answer is a completion that resolves once the high watermark
+/// passes the batch (or the request fails). With `in_epoch`, only a leader in that epoch
+/// appends.
+///
+/// With flush `always` the leader hears of the batch only once it is synced, so the high
+/// watermark never passes a record a power loss could take back: on a cluster of one (the
+/// single node) a consumer never reads such a record. Followers learn the log end from
+/// fetches as in Kafka.
 pub(crate) fn append_as_leader(
     partition: &Partition,
     records: &[u8],
@@ -994,10 +726,6 @@ pub(crate) fn append_as_leader(
     in_epoch: Option<LeaderEpoch>,
 ) -> Result<(AppendInfo, Option<Completion>), Refusal> {
     let mut role = partition.role.lock();
-    if matches!(*role, Role::Single) {
-        drop(role);
-        return Ok((partition.log.append(records, LeaderEpoch(LEADER_EPOCH), now_ms)?, None));
-    }
     let not_leader = || Refusal {
         code: ErrorCode::NotLeaderOrFollower,
         message: format!("this broker does not lead partition {}", partition.name()),
@@ -1025,12 +753,24 @@ pub(crate) fn append_as_leader(
     })?;
     let info = partition.log.append_unflushed(records, leader.leader_epoch(), now_ms)?;
     let now = monotonic();
-    leader.handle_local_append(now, partition.log.log_end_offset());
-    replica.complete();
+    let synced_first = partition.log.config().flush == FlushPolicy::Always;
+    if !synced_first {
+        leader.handle_local_append(now, partition.log.log_end_offset());
+        replica.complete();
+    }
     let deadline = now + keel_types::Duration::from_millis(timeout_ms.max(0) as u64);
     let completion = if acks == -1 { replica.wait_for(now, info.last_offset + 1, deadline) } else { None };
     drop(role);
     partition.log.complete_append(info.last_offset + 1, now_ms)?;
+    if synced_first {
+        let mut role = partition.role.lock();
+        if let Some(replica) = role.replica() {
+            if let Some(leader) = replica.engine.leader_mut() {
+                leader.handle_local_append(monotonic(), partition.log.flushed_offset());
+            }
+            replica.complete();
+        }
+    }
     Ok((info, completion))
 }
 
@@ -1054,10 +794,18 @@ pub fn api_versions(error: ErrorCode) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_error_code(code(error)).with_api_keys(api_keys)
 }
 
-/// Every member of a cluster must report the same cluster id (clients warn otherwise): it is
-/// derived from the controller quorum (ids and addresses), which every member is configured
-/// with. Changing a controller's address changes it.
-fn cluster_id_of_quorum(config: &BrokerConfig) -> Result<String, String> {
+/// The cluster id every member reports (clients warn when it changes). A data directory
+/// written by keel's single node before it became a cluster of one names its id in
+/// `meta.properties` and keeps it. Otherwise it is derived from the controller quorum (ids
+/// and addresses), which every member is configured with; changing a controller's address
+/// changes it.
+fn cluster_id(config: &BrokerConfig) -> Result<String, String> {
+    let path = config.data_dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
+            return Ok(id.trim().to_string());
+        }
+    }
     let voters = config.controller_voters()?;
     let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d; // FNV-1a 128 offset basis
     for (id, address) in &voters {
@@ -1067,18 +815,4 @@ fn cluster_id_of_quorum(config: &BrokerConfig) -> Result<String, String> {
         }
     }
     Ok(Uuid::from_u128(hash).simple().to_string()[..22].to_string())
-}
-
-fn load_or_create_cluster_id(config: &BrokerConfig) -> Result<String, String> {
-    let path = config.data_dir.join("meta.properties");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
-            return Ok(id.trim().to_string());
-        }
-    }
-    let id = Uuid::new_v4().simple().to_string()[..22].to_string();
-    let text = format!("version=1\ncluster.id={id}\nnode.id={}\n", config.node_id);
-    keel_storage::backend::write_atomically(&keel_storage::backend::FileBackend, &path, text.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(id)
 }

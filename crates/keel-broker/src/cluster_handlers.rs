@@ -24,7 +24,7 @@ use keel_replication::may_act_on;
 use keel_types::{ErrorCode, NodeId, Refusal};
 use uuid::Uuid;
 
-use crate::broker::{Broker, Reply, CLUSTER_OPERATIONS_ALL, TOPIC_OPERATIONS_ALL};
+use crate::broker::{Broker, CLUSTER_OPERATIONS_ALL, TOPIC_OPERATIONS_ALL};
 use crate::cluster::protocol::{Request, Response};
 use crate::cluster::ClusterLink;
 use crate::groups::{offsets_topic_configs, OFFSETS_TOPIC};
@@ -41,42 +41,10 @@ fn s(value: impl Into<String>) -> StrBytes {
 }
 
 impl Broker {
-    /// Answers what a cluster answers differently; hands every other request back.
-    pub(crate) async fn handle_clustered(
-        &self,
-        link: &ClusterLink,
-        version: i16,
-        request: RequestKind,
-    ) -> Result<Reply, Box<RequestKind>> {
-        let response = match request {
-            RequestKind::Metadata(r) => ResponseKind::Metadata(match Self::caught_up(link).await {
-                true => self.cluster_metadata(link, r, version).await,
-                false => self.metadata_not_ready(link, r),
-            }),
-            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(self.cluster_describe(link, r, version)),
-            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.cluster_create_topics(link, r).await),
-            RequestKind::DeleteTopics(r) => {
-                ResponseKind::DeleteTopics(self.cluster_delete_topics(link, r, version).await)
-            }
-            RequestKind::CreatePartitions(r) => {
-                ResponseKind::CreatePartitions(self.cluster_create_partitions(link, r).await)
-            }
-            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.cluster_alter_configs(link, r).await),
-            RequestKind::IncrementalAlterConfigs(r) => {
-                ResponseKind::IncrementalAlterConfigs(self.cluster_incremental_alter_configs(link, r).await)
-            }
-            RequestKind::FindCoordinator(r) => {
-                ResponseKind::FindCoordinator(self.cluster_find_coordinator(link, r, version).await)
-            }
-            other => return Err(Box::new(other)),
-        };
-        Ok(Reply::Response(response))
-    }
-
     /// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
     /// partition. The first request creates that topic through the controller (answering
     /// `COORDINATOR_NOT_AVAILABLE`, retriable, until it has leaders).
-    async fn cluster_find_coordinator(
+    pub(crate) async fn cluster_find_coordinator(
         &self,
         link: &ClusterLink,
         request: FindCoordinatorRequest,
@@ -137,7 +105,7 @@ impl Broker {
     /// Waits (bounded) until this broker has replayed its own registration: until then its
     /// image may be older than what the quorum committed (at restart, the snapshot its own
     /// controller published). Kafka's brokers likewise serve clients only once caught up.
-    async fn caught_up(link: &ClusterLink) -> bool {
+    pub(crate) async fn caught_up(link: &ClusterLink) -> bool {
         let ready = || may_act_on(&link.replayed.borrow().image, link.node, link.standing.borrow().broker_epoch);
         if ready() {
             return true;
@@ -157,7 +125,7 @@ impl Broker {
     /// Metadata from a broker that has not caught up: the brokers it knows (so a client can
     /// ask another), and LEADER_NOT_AVAILABLE (retriable) for each topic asked about rather
     /// than leaders from metadata that may be over.
-    fn metadata_not_ready(&self, link: &ClusterLink, request: MetadataRequest) -> MetadataResponse {
+    pub(crate) fn metadata_not_ready(&self, link: &ClusterLink, request: MetadataRequest) -> MetadataResponse {
         let topics = request
             .topics
             .unwrap_or_default()
@@ -187,7 +155,12 @@ impl Broker {
         tokio::time::timeout(REPLAY_DEADLINE, replayed.wait_for(|r| done(&r.image))).await.is_ok_and(|r| r.is_ok())
     }
 
-    async fn cluster_metadata(&self, link: &ClusterLink, request: MetadataRequest, version: i16) -> MetadataResponse {
+    pub(crate) async fn cluster_metadata(
+        &self,
+        link: &ClusterLink,
+        request: MetadataRequest,
+        version: i16,
+    ) -> MetadataResponse {
         let allow_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
         let include_topic_operations = version >= 8 && request.include_topic_authorized_operations;
         let include_cluster_operations = (8..=10).contains(&version) && request.include_cluster_authorized_operations;
@@ -291,7 +264,7 @@ impl Broker {
         Ok(())
     }
 
-    fn cluster_describe(
+    pub(crate) fn cluster_describe(
         &self,
         link: &ClusterLink,
         request: DescribeClusterRequest,
@@ -304,7 +277,11 @@ impl Broker {
         self.describe_cluster_with(brokers, link.node.0, request, version)
     }
 
-    async fn cluster_create_topics(&self, link: &ClusterLink, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    pub(crate) async fn cluster_create_topics(
+        &self,
+        link: &ClusterLink,
+        request: CreateTopicsRequest,
+    ) -> CreateTopicsResponse {
         let mut results = Vec::with_capacity(request.topics.len());
         for t in request.topics {
             let name = t.name.0.to_string();
@@ -345,7 +322,7 @@ impl Broker {
         CreateTopicsResponse::default().with_topics(results)
     }
 
-    async fn cluster_delete_topics(
+    pub(crate) async fn cluster_delete_topics(
         &self,
         link: &ClusterLink,
         request: DeleteTopicsRequest,
@@ -390,7 +367,7 @@ impl Broker {
         DeleteTopicsResponse::default().with_responses(responses)
     }
 
-    async fn cluster_create_partitions(
+    pub(crate) async fn cluster_create_partitions(
         &self,
         link: &ClusterLink,
         request: CreatePartitionsRequest,
@@ -489,7 +466,11 @@ impl Broker {
         Ok(())
     }
 
-    async fn cluster_alter_configs(&self, link: &ClusterLink, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    pub(crate) async fn cluster_alter_configs(
+        &self,
+        link: &ClusterLink,
+        request: AlterConfigsRequest,
+    ) -> AlterConfigsResponse {
         let mut responses = Vec::with_capacity(request.resources.len());
         for r in request.resources {
             let set: BTreeMap<String, String> = r
@@ -512,7 +493,7 @@ impl Broker {
         AlterConfigsResponse::default().with_responses(responses)
     }
 
-    async fn cluster_incremental_alter_configs(
+    pub(crate) async fn cluster_incremental_alter_configs(
         &self,
         link: &ClusterLink,
         request: IncrementalAlterConfigsRequest,

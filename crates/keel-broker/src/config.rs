@@ -52,7 +52,7 @@ impl From<ConfigError> for String {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// Kafka's `node.id`.
+    /// Kafka's `node.id`; 1 by default, as in Kafka's quick start.
     pub node_id: i32,
     /// Where partition logs and topic metadata live (Kafka's `log.dirs`, one directory).
     pub data_dir: PathBuf,
@@ -85,8 +85,13 @@ pub struct BrokerConfig {
     /// Defaults for every topic; CreateTopics may override them per topic.
     pub topic_defaults: TopicDefaults,
     /// The cluster: Kafka's `controller.quorum.voters`, `1@host:port,2@host:port,...` (each
-    /// controller's cluster port). Empty: a single node, no controller quorum.
+    /// controller's cluster port). Empty: a cluster of one, this node the only voter, on
+    /// `controller_listen`.
     pub controllers: String,
+    /// The cluster port of a node that is the only voter (`controllers` empty): what
+    /// `keel cluster status --controllers ID@ADDRESS` asks. Kafka's combined-mode
+    /// `CONTROLLER` listener, on 9093 as in Kafka's quick start.
+    pub controller_listen: SocketAddr,
     /// Kafka's `process.roles`: `broker,controller` (the default for a node listed in
     /// `controllers`) or `broker` (a broker-only node).
     pub process_roles: Option<String>,
@@ -152,7 +157,7 @@ pub struct TopicDefaults {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            node_id: 0,
+            node_id: 1,
             data_dir: PathBuf::from("./keel-data"),
             listen: "127.0.0.1:9092".parse().expect("valid address"),
             advertise: None,
@@ -167,6 +172,7 @@ impl Default for BrokerConfig {
             offsets_topic_flush_policy: String::new(),
             topic_defaults: TopicDefaults::default(),
             controllers: String::new(),
+            controller_listen: "127.0.0.1:9093".parse().expect("valid address"),
             process_roles: None,
             rack: None,
             controller_replication_quorum: None,
@@ -252,7 +258,7 @@ impl BrokerConfig {
         }
         self.advertised()?;
         let controllers = self.controller_voters()?;
-        if !controllers.is_empty() {
+        {
             let roles = self.roles()?;
             if roles.controller && !controllers.contains_key(&keel_types::NodeId(self.node_id)) {
                 let controllers = self.controllers.clone();
@@ -291,11 +297,16 @@ pub struct Roles {
 }
 
 impl BrokerConfig {
-    /// The controller quorum, by node id; empty for a single node.
+    /// The controller quorum, by node id: `controllers`, or this node alone on
+    /// `controller_listen`.
     pub fn controller_voters(
         &self,
     ) -> Result<std::collections::BTreeMap<keel_types::NodeId, std::net::SocketAddr>, ConfigError> {
         let mut voters = std::collections::BTreeMap::new();
+        if self.is_single_node() {
+            voters.insert(keel_types::NodeId(self.node_id), self.controller_listen);
+            return Ok(voters);
+        }
         for entry in self.controllers.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let bad = |detail: Option<String>| ConfigError::ControllersEntry { entry: entry.to_string(), detail };
             let (id, address) = entry.split_once('@').ok_or_else(|| bad(None))?;
@@ -313,9 +324,9 @@ impl BrokerConfig {
         Ok(voters)
     }
 
-    /// Whether this configuration forms or joins a cluster.
-    pub fn is_cluster(&self) -> bool {
-        !self.controllers.trim().is_empty()
+    /// Whether this node is a cluster of one: no `controllers` given, so it is the only voter.
+    pub fn is_single_node(&self) -> bool {
+        self.controllers.trim().is_empty()
     }
 
     pub fn roles(&self) -> Result<Roles, ConfigError> {
@@ -342,9 +353,11 @@ impl TopicDefaults {
         }
     }
 
-    /// The defaults of a cluster member: an unset flush policy is `never`.
-    pub fn for_cluster(mut self) -> TopicDefaults {
-        if self.flush_policy.is_empty() {
+    /// The defaults in a quorum of `voters` controllers: an unset flush policy is `never` in a
+    /// cluster of several nodes, where the ISR holds what is acknowledged, and `always` on a
+    /// cluster of one (the single node), which acknowledges only what is on disk.
+    pub fn for_voters(mut self, voters: usize) -> TopicDefaults {
+        if self.flush_policy.is_empty() && voters > 1 {
             self.flush_policy = "never".to_string();
         }
         self

@@ -20,7 +20,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::broker::append_as_leader;
 use crate::clock::now_ms;
 use crate::cluster::replica::Completion;
-use crate::topics::{Partition, Topics};
+use crate::topics::Partition;
 
 /// Kafka's internal topic for committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -66,40 +66,7 @@ struct Shard {
 }
 
 impl Groups {
-    /// A single node: opens (creating if needed) `__consumer_offsets` and replays every
-    /// partition into its coordinator.
-    pub fn open(topics: &Topics, config: Config, flush_policy: &str, appended: Arc<Notify>) -> Result<Groups, String> {
-        let topic = match topics.get(OFFSETS_TOPIC) {
-            Some(topic) => topic,
-            None => topics
-                .create(
-                    OFFSETS_TOPIC,
-                    Some(config.offsets_partitions as i32),
-                    offsets_topic_configs(flush_policy),
-                    false,
-                    now_ms(),
-                )
-                .map_err(|e| format!("cannot create {OFFSETS_TOPIC}: {e}"))?,
-        };
-        if topic.partitions.len() as u32 != config.offsets_partitions {
-            return Err(format!(
-                "{OFFSETS_TOPIC} has {} partitions but offsets_topic_num_partitions is {}; it cannot change once groups exist",
-                topic.partitions.len(),
-                config.offsets_partitions
-            ));
-        }
-        let groups = Groups::empty(config, appended)?;
-        let mut loaded = 0usize;
-        for partition in &topic.partitions {
-            let shard = groups.load(partition.clone(), None)?;
-            loaded += shard.coordinator().list_groups(&[]).len();
-            groups.lock_shards().insert(partition.index as u32, shard);
-        }
-        tracing::info!(groups = loaded, "loaded consumer groups");
-        Ok(groups)
-    }
-
-    /// A cluster member: coordinates nothing until it leads offsets partitions
+    /// Coordinates nothing until this broker leads offsets partitions
     /// ([`Groups::follow_leadership`]).
     pub fn empty(config: Config, appended: Arc<Notify>) -> Result<Groups, String> {
         config.validate().map_err(|e| format!("group config: {e}"))?;

@@ -1,6 +1,6 @@
 //! keel's broker shell: the tokio program around the pure parts. It owns sockets, the wall
-//! clock, topics and their partition logs, and the meaning of each Kafka request on a single
-//! node.
+//! clock, topics and their partition logs, and the meaning of each Kafka request. A single
+//! node is a cluster of one: one request path.
 //!
 //! It must stay thin: protocol bytes are `keel-kafka`'s, durability is `keel-storage`'s. What
 //! is here is wiring, request semantics, and lifecycle (start, serve, drain, clean close).
@@ -25,55 +25,13 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// A running broker: what `keel serve` and the tests start.
+/// A running keel node: the controller role when this node has it, registration, heartbeats,
+/// metadata replay, the local replicas and their replication, and the Kafka listener. `keel
+/// serve` with no `controllers` is a cluster of one (this node the only voter, as Kafka's
+/// combined mode and Redpanda's one-member group); with `--node-id N --controllers ...` a
+/// member of a larger cluster. What `keel serve` and the tests start.
 #[derive(Debug)]
-pub struct RunningBroker {
-    pub broker: Arc<Broker>,
-    pub local_addr: std::net::SocketAddr,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl RunningBroker {
-    /// Opens the data directory, binds the listener and starts serving in the background.
-    pub async fn start(config: BrokerConfig) -> Result<RunningBroker, String> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e} (is another broker running there?)", config.listen))?;
-        let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let mut config = config;
-        if config.listen.port() == 0 {
-            // An ephemeral port: advertise the one the OS chose.
-            config.listen = local_addr;
-        }
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config, shutdown_rx))
-            .await
-            .map_err(|e| e.to_string())??;
-        let broker = Arc::new(broker);
-        let tasks = vec![
-            tokio::spawn(server::serve(broker.clone(), listener, shutdown.subscribe())),
-            tokio::spawn(server::maintenance(broker.clone(), shutdown.subscribe())),
-        ];
-        Ok(RunningBroker { broker, local_addr, shutdown, tasks })
-    }
-
-    /// Stops accepting, finishes in-flight requests, flushes and closes every log cleanly.
-    pub async fn shutdown(self) -> Result<(), String> {
-        let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        let broker = self.broker;
-        tokio::task::spawn_blocking(move || broker.close()).await.map_err(|e| e.to_string())?
-    }
-}
-
-/// A running cluster member (`keel serve --node-id N --controllers ...`): the controller role
-/// when this node has it, registration, heartbeats, metadata replay, the local replicas and
-/// their replication, and the Kafka listener.
-#[derive(Debug)]
-pub struct RunningClusterNode {
+pub struct RunningNode {
     pub node: cluster::ClusterNode,
     pub broker: Arc<Broker>,
     /// Where the Kafka listener is bound.
@@ -82,11 +40,12 @@ pub struct RunningClusterNode {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl RunningClusterNode {
-    pub async fn start(config: BrokerConfig) -> Result<RunningClusterNode, String> {
+impl RunningNode {
+    pub async fn start(config: BrokerConfig) -> Result<RunningNode, String> {
         config.validate()?;
         let mut config = config;
-        config.topic_defaults = config.topic_defaults.clone().for_cluster();
+        let voters = config.controller_voters()?.len();
+        config.topic_defaults = config.topic_defaults.clone().for_voters(voters);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e} (is another broker running there?)", config.listen))?;
@@ -99,7 +58,7 @@ impl RunningClusterNode {
         let node = cluster::ClusterNode::start(&config, advertised, shutdown_rx.clone()).await?;
         let link = node.link(keel_types::Duration::from_millis(config.replica_lag_time_max_ms));
         let broker_link = link.clone();
-        let broker = tokio::task::spawn_blocking(move || Broker::open_cluster(config, broker_link, shutdown_rx))
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config, broker_link, shutdown_rx))
             .await
             .map_err(|e| e.to_string())??;
         let broker = Arc::new(broker);
@@ -108,7 +67,29 @@ impl RunningClusterNode {
             tokio::spawn(server::serve(broker.clone(), listener, shutdown.subscribe())),
             tokio::spawn(server::maintenance(broker.clone(), shutdown.subscribe())),
         ];
-        Ok(RunningClusterNode { node, broker, local_addr, shutdown, tasks })
+        Ok(RunningNode { node, broker, local_addr, shutdown, tasks })
+    }
+
+    /// Waits until this node is registered, unfenced and has replayed the metadata log up to
+    /// its registration: on a cluster of one, the moment it serves every request. `false`
+    /// after `timeout`.
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let (replayed, standing) = (&self.node.replayed, &self.node.standing);
+        let ready = || {
+            let standing = standing.borrow();
+            !standing.fenced
+                && keel_replication::may_act_on(&replayed.borrow().image, self.node.node, standing.broker_epoch)
+        };
+        let (mut replayed_changes, mut standing_changes) = (replayed.clone(), standing.clone());
+        let wait = async {
+            while !ready() {
+                tokio::select! {
+                    changed = replayed_changes.changed() => if changed.is_err() { return },
+                    changed = standing_changes.changed() => if changed.is_err() { return },
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok() && ready()
     }
 
     /// Stops every task at once, without a controlled shutdown, a final flush or the

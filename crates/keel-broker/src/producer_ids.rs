@@ -1,21 +1,19 @@
 //! Producer ids for idempotent producers: never handed out twice.
 //!
-//! - A cluster member hands out ids from blocks the active controller allocates through the
-//!   metadata log (KIP-730; the rules are [`keel_metadata::producer_ids`]). It asks for the
-//!   next block when 90% of the current one is used. With no id to hand out, InitProducerId
-//!   waits up to [`BLOCK_WAIT`] for a block and then answers COORDINATOR_LOAD_IN_PROGRESS, which
-//!   clients retry (as Kafka's brokers do). Nothing is kept on disk, so a replaced disk cannot
-//!   make a node hand out an id again.
-//! - A single node (no cluster) keeps the first id of its next block in the file
-//!   `producer-ids` of its data directory, rewritten (atomically, synced) before any id of a
-//!   new block is handed out, so a crash can skip ids but never repeat one.
+//! A node hands out ids from blocks the active controller allocates through the metadata log
+//! (KIP-730; the rules are [`keel_metadata::producer_ids`]). It asks for the next block when
+//! 90% of the current one is used. With no id to hand out, InitProducerId waits up to
+//! [`BLOCK_WAIT`] for a block and then answers COORDINATOR_LOAD_IN_PROGRESS, which clients
+//! retry (as Kafka's brokers do). Nothing is kept on disk, so a replaced disk cannot make a
+//! node hand out an id again. (keel's single node before it became a cluster of one kept the
+//! next id in `producer-ids`; [`legacy_next_producer_id`] reads it when such a data directory
+//! is migrated.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_metadata::{ProducerIdAllocator, ProducerIdBlock};
-use keel_storage::backend::{write_atomically, FileBackend};
 use keel_types::{ErrorCode, NodeId};
 use tokio::sync::{watch, Notify};
 
@@ -25,9 +23,8 @@ use crate::cluster::lifecycle::Standing;
 use crate::cluster::protocol::{Request, Response};
 use crate::cluster::ClusterLink;
 
-const FILE_NAME: &str = "producer-ids";
-/// How many ids a single node reserves at a time.
-const LOCAL_BLOCK: i64 = 1000;
+/// The file keel's single node kept its next producer id in.
+const LEGACY_FILE_NAME: &str = "producer-ids";
 /// How long InitProducerId waits for a block from the controller before answering
 /// COORDINATOR_LOAD_IN_PROGRESS.
 pub const BLOCK_WAIT: Duration = Duration::from_secs(2);
@@ -40,10 +37,7 @@ const BLOCK_REQUEST_BACKOFF: keel_types::Duration = keel_types::Duration(200_000
 /// Why no producer id could be handed out.
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerIdError {
-    /// A single node could not write its reservation.
-    #[error("cannot reserve producer ids in {path}: {message}")]
-    Storage { path: PathBuf, message: String },
-    /// A cluster member has no block and got none from the controller in time.
+    /// No block, and none from the controller in time.
     #[error("no producer-id block from the controller within {} ms; clients retry", BLOCK_WAIT.as_millis())]
     NoBlock,
 }
@@ -52,71 +46,36 @@ impl ProducerIdError {
     /// The error code InitProducerId answers with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ProducerIdError::Storage { .. } => ErrorCode::KafkaStorageError,
             ProducerIdError::NoBlock => ErrorCode::CoordinatorLoadInProgress,
         }
     }
 }
 
-/// Where a broker's producer ids come from.
+/// Where a broker's producer ids come from: blocks from the active controller.
 #[derive(Debug)]
-pub enum ProducerIds {
-    /// A single node: a reservation in its data directory.
-    Local(LocalProducerIds),
-    /// A cluster member: blocks from the active controller.
-    Cluster(Arc<ClusterProducerIds>),
-}
+pub struct ProducerIds(Arc<ClusterProducerIds>);
 
 impl ProducerIds {
-    /// A single node's ids, reserved in `data_dir`.
-    pub fn open_local(data_dir: &Path) -> Result<ProducerIds, String> {
-        LocalProducerIds::open(data_dir).map(ProducerIds::Local)
-    }
-
-    /// A cluster member's ids, in blocks from the active controller.
-    pub fn for_cluster(link: &ClusterLink) -> ProducerIds {
-        ProducerIds::Cluster(Arc::new(ClusterProducerIds::new(link.node, link.client.clone(), link.standing.clone())))
+    pub fn new(link: &ClusterLink) -> ProducerIds {
+        ProducerIds(Arc::new(ClusterProducerIds::new(link.node, link.client.clone(), link.standing.clone())))
     }
 
     /// A producer id no producer has had.
     pub async fn next(&self) -> Result<i64, ProducerIdError> {
-        match self {
-            ProducerIds::Local(local) => local.next(),
-            ProducerIds::Cluster(cluster) => cluster.next().await,
-        }
+        self.0.next().await
     }
 }
 
-/// A single node's ids: unique for the life of the data directory.
-#[derive(Debug)]
-pub struct LocalProducerIds {
-    path: PathBuf,
-    /// (next id to hand out, end of the reserved block).
-    range: Mutex<(i64, i64)>,
-}
-
-impl LocalProducerIds {
-    pub fn open(data_dir: &Path) -> Result<LocalProducerIds, String> {
-        let path = data_dir.join(FILE_NAME);
-        let next = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<i64>().map_err(|_| format!("{} is damaged: {text:?}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
-        Ok(LocalProducerIds { path, range: Mutex::new((next, next)) })
-    }
-
-    pub fn next(&self) -> Result<i64, ProducerIdError> {
-        let mut range = self.range.lock().unwrap_or_else(|p| p.into_inner());
-        if range.0 == range.1 {
-            let end = range.1 + LOCAL_BLOCK;
-            write_atomically(&FileBackend, &self.path, end.to_string().as_bytes())
-                .map_err(|e| ProducerIdError::Storage { path: self.path.clone(), message: e.to_string() })?;
-            range.1 = end;
+/// The first id keel's single node had not handed out, from a data directory it wrote
+/// (`None`: there is no such file).
+pub fn legacy_next_producer_id(data_dir: &Path) -> Result<Option<i64>, String> {
+    let path = data_dir.join(LEGACY_FILE_NAME);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            text.trim().parse::<i64>().map(Some).map_err(|_| format!("{} is damaged: {text:?}", path.display()))
         }
-        let id = range.0;
-        range.0 += 1;
-        Ok(id)
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 
@@ -210,21 +169,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_single_nodes_ids_are_unique_across_reopens() {
+    fn a_legacy_reservation_is_read_and_a_damaged_one_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = LocalProducerIds::open(dir.path()).unwrap();
-        let first: Vec<i64> = (0..3).map(|_| ids.next().unwrap()).collect();
-        assert_eq!(first, vec![0, 1, 2]);
-        drop(ids);
-        let ids = LocalProducerIds::open(dir.path()).unwrap();
-        assert_eq!(ids.next().unwrap(), LOCAL_BLOCK, "a reopened broker starts past the reserved block");
+        assert_eq!(legacy_next_producer_id(dir.path()), Ok(None));
+        std::fs::write(dir.path().join(LEGACY_FILE_NAME), "2000").unwrap();
+        assert_eq!(legacy_next_producer_id(dir.path()), Ok(Some(2000)));
+        std::fs::write(dir.path().join(LEGACY_FILE_NAME), "x").unwrap();
+        assert!(legacy_next_producer_id(dir.path()).unwrap_err().contains("damaged"));
     }
 
     #[test]
-    fn errors_map_to_retriable_or_storage_codes() {
+    fn no_block_is_retriable() {
         assert_eq!(ProducerIdError::NoBlock.code(), ErrorCode::CoordinatorLoadInProgress);
         assert!(ErrorCode::CoordinatorLoadInProgress.is_retriable());
-        let storage = ProducerIdError::Storage { path: PathBuf::from("/x"), message: "full".into() };
-        assert_eq!(storage.code(), ErrorCode::KafkaStorageError);
     }
 }

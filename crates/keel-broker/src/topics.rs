@@ -1,7 +1,7 @@
 //! Topics and partitions on one broker: creation, deletion, lookup, topic configs, and the
 //! metadata file that lists them (`topics.json` in the data directory).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -15,7 +15,6 @@ use crate::cluster::replica::{ReplicaSlot, Role};
 use crate::config::TopicDefaults;
 
 const METADATA_FILE: &str = "topics.json";
-const PARTITIONS_MAX: i32 = 10_000;
 
 /// One partition of a topic on this broker.
 #[derive(Debug)]
@@ -23,29 +22,19 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: Log,
-    /// In a cluster: this replica's role (leader, follower, or neither). Always
-    /// [`Role::Single`] on a single node.
+    /// This replica's role (leader, follower, or neither until the metadata says).
     pub(crate) role: ReplicaSlot,
 }
 
 impl Partition {
-    fn new(topic: String, index: i32, log: Log, clustered: bool) -> Partition {
-        let role = if clustered { Role::Unassigned } else { Role::Single };
-        Partition { topic, index, log, role: ReplicaSlot::new(role) }
+    fn new(topic: String, index: i32, log: Log) -> Partition {
+        Partition { topic, index, log, role: ReplicaSlot::new(Role::Unassigned) }
     }
 
-    /// The offset below which consumers may read. On a single node that is everything
-    /// appended, except with flush `always`, where it is everything synced: a consumer never
-    /// sees a record that a power loss could take back. In a cluster it is the replicated
-    /// high watermark.
+    /// The offset below which consumers may read: the replicated high watermark (with flush
+    /// `always`, never above what is synced; see `append_as_leader`).
     pub fn high_watermark(&self) -> i64 {
-        if let Some(high_watermark) = self.role.lock().high_watermark() {
-            return high_watermark;
-        }
-        match self.log.config().flush {
-            FlushPolicy::Always => self.log.flushed_offset(),
-            FlushPolicy::Never | FlushPolicy::Interval { .. } => self.log.log_end_offset(),
-        }
+        self.role.lock().high_watermark()
     }
 
     /// `topic-index`, for logs.
@@ -96,9 +85,6 @@ pub struct Topics {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes creations and deletions (and so metadata file writes).
     changes: Mutex<()>,
-    /// In a cluster the metadata log decides which topics and partitions exist; this store
-    /// only holds the local replicas ([`Topics::sync_replicas`]).
-    clustered: bool,
 }
 
 /// Kafka's topic name rule (`keel_metadata::validate_topic_name`, the one place it is
@@ -227,15 +213,10 @@ pub fn describe_topic_configs(topic: &Topic) -> Vec<(&'static str, String, bool)
 }
 
 impl Topics {
-    /// Opens every topic listed in the data directory's metadata, recovering each partition
-    /// log, and removes partition directories no topic owns (a deletion cut short).
+    /// Opens the local replicas listed in the data directory's metadata (the metadata log
+    /// decides which exist: [`Topics::sync_replicas`]), recovering each partition log, and
+    /// removes partition directories no topic owns (a deletion cut short).
     pub fn open(data_dir: &Path, defaults: TopicDefaults, now_ms: i64) -> Result<Topics, String> {
-        Topics::open_with(data_dir, defaults, false, now_ms)
-    }
-
-    /// Opens the store of a single node, or with `clustered` the local replicas of a cluster
-    /// member (whose topics the metadata log decides).
-    pub fn open_with(data_dir: &Path, defaults: TopicDefaults, clustered: bool, now_ms: i64) -> Result<Topics, String> {
         let backend: Arc<dyn Backend> = Arc::new(FileBackend);
         backend
             .create_dir_all(data_dir)
@@ -253,7 +234,6 @@ impl Topics {
             backend,
             topics: RwLock::new(BTreeMap::new()),
             changes: Mutex::new(()),
-            clustered,
         };
         let mut map = BTreeMap::new();
         for record in records {
@@ -296,7 +276,7 @@ impl Topics {
                     "recovered partition log"
                 );
             }
-            opened.push(Arc::new(Partition::new(name.clone(), index, log, self.clustered)));
+            opened.push(Arc::new(Partition::new(name.clone(), index, log)));
         }
         opened.sort_by_key(|p| p.index);
         Ok(Topic { name, id, configs, log_config, partitions: opened })
@@ -327,7 +307,7 @@ impl Topics {
                 id: t.id,
                 partitions: t.partitions.last().map_or(0, |p| p.index + 1),
                 configs: t.configs.clone(),
-                hosted: self.clustered.then(|| t.indexes()),
+                hosted: Some(t.indexes()),
             })
             .collect();
         let bytes = serde_json::to_vec_pretty(&records).expect("topic records serialize");
@@ -349,130 +329,6 @@ impl Topics {
 
     pub fn defaults(&self) -> &TopicDefaults {
         &self.defaults
-    }
-
-    /// Creates a topic (or, with `validate_only`, checks that it could be created).
-    pub fn create(
-        &self,
-        name: &str,
-        partitions: Option<i32>,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-        now_ms: i64,
-    ) -> Result<Arc<Topic>, Refusal> {
-        validate_topic_name(name)?;
-        let partitions = partitions.unwrap_or(self.defaults.num_partitions);
-        if !(1..=PARTITIONS_MAX).contains(&partitions) {
-            return Err(Refusal::new(
-                ErrorCode::InvalidPartitions,
-                format!("number of partitions must be between 1 and {PARTITIONS_MAX}, got {partitions}"),
-            ));
-        }
-        let log_config = topic_log_config(&self.defaults, &configs)?;
-        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        if self.get(name).is_some() {
-            return Err(Refusal::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
-        }
-        if validate_only {
-            let partitions = Vec::new();
-            return Ok(Arc::new(Topic { name: name.to_string(), id: Uuid::nil(), configs, log_config, partitions }));
-        }
-        let indexes: Vec<i32> = (0..partitions).collect();
-        let topic = Arc::new(self.open_topic(name.to_string(), Uuid::new_v4(), &indexes, configs, now_ms)?);
-        let mut map = self.topics.read().unwrap_or_else(|p| p.into_inner()).clone();
-        map.insert(name.to_string(), topic.clone());
-        self.persist(&map)?;
-        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = map;
-        tracing::info!(topic = name, partitions, id = %topic.id, "created topic");
-        Ok(topic)
-    }
-
-    /// Deletes a topic and its data.
-    pub fn delete(&self, name: &str) -> Result<Uuid, Refusal> {
-        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut map = self.topics.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let topic = map.remove(name).ok_or_else(|| {
-            Refusal::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
-        })?;
-        self.persist(&map)?;
-        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = map;
-        for partition in &topic.partitions {
-            let dir = self.partition_dir(name, partition.index);
-            if let Err(e) = self.backend.remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory; it is removed at the next start");
-            }
-        }
-        tracing::info!(topic = name, "deleted topic");
-        Ok(topic.id)
-    }
-
-    /// Changes a topic's config overrides: `set` values, `delete` keys (back to defaults).
-    /// With `replace`, every override not in `set` is dropped (AlterConfigs semantics). The
-    /// new configuration applies to every partition log at once and is persisted.
-    pub fn alter_configs(
-        &self,
-        name: &str,
-        set: BTreeMap<String, String>,
-        delete: BTreeSet<String>,
-        replace: bool,
-        validate_only: bool,
-    ) -> Result<(), Refusal> {
-        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = self.get(name).ok_or_else(|| {
-            Refusal::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
-        })?;
-        let mut configs = if replace { BTreeMap::new() } else { topic.configs.clone() };
-        for key in &delete {
-            configs.remove(key);
-        }
-        configs.extend(set);
-        let log_config = topic_log_config(&self.defaults, &configs)?;
-        if validate_only {
-            return Ok(());
-        }
-        for partition in &topic.partitions {
-            partition.log.set_config(log_config.clone()).map_err(|e| Refusal::new(ErrorCode::InvalidConfig, e))?;
-        }
-        let updated =
-            Topic { name: topic.name.clone(), id: topic.id, configs, log_config, partitions: topic.partitions.clone() };
-        self.replace(Arc::new(updated))?;
-        tracing::info!(topic = name, "altered topic configs");
-        Ok(())
-    }
-
-    /// Grows a topic to `count` partitions (Kafka never shrinks them).
-    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool, now_ms: i64) -> Result<(), Refusal> {
-        let _changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = self.get(name).ok_or_else(|| {
-            Refusal::new(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
-        })?;
-        let current = topic.partitions.len() as i32;
-        if count <= current || count > PARTITIONS_MAX {
-            return Err(Refusal::new(
-                ErrorCode::InvalidPartitions,
-                format!("topic {name:?} has {current} partitions; the new count must be larger and at most {PARTITIONS_MAX}, got {count}"),
-            ));
-        }
-        if validate_only {
-            return Ok(());
-        }
-        let mut partitions = topic.partitions.clone();
-        for index in current..count {
-            let dir = self.partition_dir(name, index);
-            let (log, _) = Log::open(self.backend.clone(), &dir, topic.log_config.clone(), now_ms)
-                .map_err(|e| Refusal::new(ErrorCode::KafkaStorageError, e.to_string()))?;
-            partitions.push(Arc::new(Partition::new(name.to_string(), index, log, self.clustered)));
-        }
-        let updated = Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            configs: topic.configs.clone(),
-            log_config: topic.log_config.clone(),
-            partitions,
-        };
-        self.replace(Arc::new(updated))?;
-        tracing::info!(topic = name, from = current, to = count, "added partitions");
-        Ok(())
     }
 
     /// Swaps in a changed topic and persists the metadata. Needs the `changes` lock.
@@ -584,7 +440,7 @@ impl Topics {
                     }
                     // Retention deletes only what the role allows (issue 17, F6): for a cluster
                     // replica, the replica engine's bound, as keel-sim's brokers ask it.
-                    let retention_bound = partition.role.lock().retention_bound(log.log_end_offset());
+                    let retention_bound = partition.role.lock().retention_bound();
                     log.maintain(now_ms, retention_bound, PRODUCER_ID_EXPIRATION_MS).map(drop)
                 });
                 if let Err(e) = result {
@@ -648,37 +504,35 @@ mod tests {
     }
 
     #[test]
-    fn topics_persist_and_deleted_ones_leave_nothing() {
+    fn local_replicas_persist_and_removed_ones_leave_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let topics = Topics::open(tmp.path(), TopicDefaults::default(), 0).unwrap();
         let configs = [("retention.ms".to_string(), "1000".to_string())].into_iter().collect();
-        let orders = topics.create("orders", Some(3), configs, false, 0).unwrap();
-        topics.create("gone", None, BTreeMap::new(), false, 0).unwrap();
+        let (orders, gone) = (Uuid::new_v4(), Uuid::new_v4());
+        topics.sync_replicas("orders", orders, &[0, 2], &configs, 0).unwrap();
+        topics.sync_replicas("gone", gone, &[0], &BTreeMap::new(), 0).unwrap();
+        let bad = [("retention.ms".to_string(), "soon".to_string())].into_iter().collect();
         assert_eq!(
-            topics.create("orders", None, BTreeMap::new(), false, 0).unwrap_err().code,
-            ErrorCode::TopicAlreadyExists
+            topics.sync_replicas("bad", Uuid::new_v4(), &[0], &bad, 0).unwrap_err().code,
+            ErrorCode::InvalidConfig
         );
-        assert_eq!(
-            topics.create("bad name", None, BTreeMap::new(), false, 0).unwrap_err().code,
-            ErrorCode::InvalidTopicException
-        );
-        assert_eq!(
-            topics.create("p", Some(0), BTreeMap::new(), false, 0).unwrap_err().code,
-            ErrorCode::InvalidPartitions
-        );
-        topics.create("dry", None, BTreeMap::new(), true, 0).unwrap();
-        assert!(topics.get("dry").is_none());
-        topics.delete("gone").unwrap();
+        topics.retain(|name, _| name != "gone").unwrap();
         assert!(!tmp.path().join("gone-0").exists());
-        assert_eq!(topics.delete("gone").unwrap_err().code, ErrorCode::UnknownTopicOrPartition);
+        assert!(topics.get("gone").is_none());
         topics.close(0).unwrap();
         drop(topics);
 
         let topics = Topics::open(tmp.path(), TopicDefaults::default(), 0).unwrap();
         let reopened = topics.get("orders").unwrap();
-        assert_eq!((reopened.id, reopened.partitions.len()), (orders.id, 3));
+        let indexes: Vec<i32> = reopened.partitions.iter().map(|p| p.index).collect();
+        assert_eq!((reopened.id, indexes), (orders, vec![0, 2]));
         assert_eq!(reopened.log_config.retention_ms, Some(1000));
         assert!(topics.get("gone").is_none());
-        assert_eq!(topics.get_by_id(orders.id).unwrap().name, "orders");
+        assert_eq!(topics.get_by_id(orders).unwrap().name, "orders");
+        // The same name under another id is another topic: the old replicas go.
+        let recreated = Uuid::new_v4();
+        topics.sync_replicas("orders", recreated, &[0], &BTreeMap::new(), 0).unwrap();
+        assert!(!tmp.path().join("orders-2").exists());
+        assert_eq!(topics.get("orders").unwrap().id, recreated);
     }
 }

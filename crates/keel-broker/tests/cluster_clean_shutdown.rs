@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use keel_broker::cluster::protocol::{ControllerStatus, Frame, Request, Response};
 use keel_broker::cluster::transport::Caller;
-use keel_broker::RunningClusterNode;
+use keel_broker::RunningNode;
 use keel_metadata::{BrokerRegistration, MetadataImage};
 use keel_types::NodeId;
 
@@ -45,21 +45,21 @@ async fn only_a_marker_naming_the_registered_epoch_is_a_clean_shutdown() {
     let data_dir = broker_only().data_dir;
     let marker = data_dir.join("clean-shutdown");
     let mut nodes = BTreeMap::new();
-    nodes.insert(1, RunningClusterNode::start(node_config(1, &controllers, dir.path())).await.unwrap());
-    nodes.insert(2, RunningClusterNode::start(broker_only()).await.unwrap());
+    nodes.insert(1, RunningNode::start(node_config(1, &controllers, dir.path())).await.unwrap());
+    nodes.insert(2, RunningNode::start(broker_only()).await.unwrap());
     let first = registered_after(voter, 2, 0).await;
 
     // A controlled shutdown and a restart on the same directory: clean.
     nodes.remove(&2).unwrap().shutdown().await.unwrap();
     let stale = std::fs::read(&marker).unwrap();
-    nodes.insert(2, RunningClusterNode::start(broker_only()).await.unwrap());
+    nodes.insert(2, RunningNode::start(broker_only()).await.unwrap());
     let second = registered_after(voter, 2, first.broker_epoch).await;
     assert!(second.clean_shutdown, "the marker names the registered epoch: {second:?}");
 
     // A marker from an older run (a restored backup, say): unclean.
     nodes.remove(&2).unwrap().shutdown().await.unwrap();
     std::fs::write(&marker, &stale).unwrap();
-    nodes.insert(2, RunningClusterNode::start(broker_only()).await.unwrap());
+    nodes.insert(2, RunningNode::start(broker_only()).await.unwrap());
     let third = registered_after(voter, 2, second.broker_epoch).await;
     assert!(
         !third.clean_shutdown,
@@ -70,7 +70,7 @@ async fn only_a_marker_naming_the_registered_epoch_is_a_clean_shutdown() {
     // A replaced, empty data directory: unclean, whatever the previous run did.
     nodes.remove(&2).unwrap().shutdown().await.unwrap();
     std::fs::remove_dir_all(&data_dir).unwrap();
-    nodes.insert(2, RunningClusterNode::start(broker_only()).await.unwrap());
+    nodes.insert(2, RunningNode::start(broker_only()).await.unwrap());
     let fourth = registered_after(voter, 2, third.broker_epoch).await;
     assert!(!fourth.clean_shutdown, "an empty data directory is an unclean shutdown: {fourth:?}");
 

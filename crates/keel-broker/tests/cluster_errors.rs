@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keel_broker::broker::Reply;
-use keel_broker::RunningClusterNode;
+use keel_broker::RunningNode;
 use keel_kafka::kafka_protocol::messages::create_topics_request::CreatableTopic;
 use keel_kafka::kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use keel_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -28,14 +28,14 @@ fn name() -> TopicName {
     TopicName(StrBytes::from_string(TOPIC.to_string()))
 }
 
-async fn ask(node: &RunningClusterNode, api_key: ApiKey, version: i16, request: RequestKind) -> ResponseKind {
+async fn ask(node: &RunningNode, api_key: ApiKey, version: i16, request: RequestKind) -> ResponseKind {
     match node.broker.handle(api_key, version, request).await {
         Reply::Response(response) => response,
         other => panic!("{api_key:?}: no response: {other:?}"),
     }
 }
 
-async fn produce(node: &RunningClusterNode) -> i16 {
+async fn produce(node: &RunningNode) -> i16 {
     let data = TopicProduceData::default()
         .with_name(name())
         .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch()))]);
@@ -46,7 +46,7 @@ async fn produce(node: &RunningClusterNode) -> i16 {
     }
 }
 
-async fn fetch(node: &RunningClusterNode, current_leader_epoch: i32) -> i16 {
+async fn fetch(node: &RunningNode, current_leader_epoch: i32) -> i16 {
     let partition = FetchPartition::default()
         .with_partition(0)
         .with_current_leader_epoch(current_leader_epoch)
@@ -59,7 +59,7 @@ async fn fetch(node: &RunningClusterNode, current_leader_epoch: i32) -> i16 {
     }
 }
 
-async fn list_offsets(node: &RunningClusterNode) -> i16 {
+async fn list_offsets(node: &RunningNode) -> i16 {
     let partition = ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1);
     let topic = ListOffsetsTopic::default().with_name(name()).with_partitions(vec![partition]);
     let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![topic]);
@@ -70,7 +70,7 @@ async fn list_offsets(node: &RunningClusterNode) -> i16 {
 }
 
 /// DeleteRecords before `offset` in partition 0: (error code, low watermark).
-async fn delete_records(node: &RunningClusterNode, offset: i64) -> (i16, i64) {
+async fn delete_records(node: &RunningNode, offset: i64) -> (i16, i64) {
     let partition = DeleteRecordsPartition::default().with_partition_index(0).with_offset(offset);
     let topic = DeleteRecordsTopic::default().with_name(name()).with_partitions(vec![partition]);
     let request = DeleteRecordsRequest::default().with_timeout_ms(5000).with_topics(vec![topic]);
@@ -83,12 +83,12 @@ async fn delete_records(node: &RunningClusterNode, offset: i64) -> (i16, i64) {
     }
 }
 
-fn log_start_offset(node: &RunningClusterNode) -> i64 {
+fn log_start_offset(node: &RunningNode) -> i64 {
     node.broker.topics.get(TOPIC).and_then(|t| t.partition(0).map(|p| p.log.log_start_offset())).unwrap_or(-1)
 }
 
 /// Partition 0 as `node` reports it: (leader, leader epoch, ISR size).
-async fn partition_0(node: &RunningClusterNode) -> Option<(i32, i32, usize)> {
+async fn partition_0(node: &RunningNode) -> Option<(i32, i32, usize)> {
     let request =
         MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name()))]));
     let ResponseKind::Metadata(r) = ask(node, ApiKey::Metadata, 12, RequestKind::Metadata(request)).await else {
@@ -101,7 +101,7 @@ async fn partition_0(node: &RunningClusterNode) -> Option<(i32, i32, usize)> {
 /// Waits until every node agrees partition 0 satisfies `done`, and every replica has taken
 /// its role (a produce to the leader no longer says NOT_LEADER_OR_FOLLOWER).
 async fn wait_for(
-    nodes: &BTreeMap<i32, RunningClusterNode>,
+    nodes: &BTreeMap<i32, RunningNode>,
     what: &str,
     done: impl Fn((i32, i32, usize)) -> bool,
 ) -> (i32, i32) {
@@ -126,7 +126,7 @@ async fn replicas_answer_clients_with_kafkas_leadership_errors() {
     let controllers = (1..=3).map(|id| format!("{id}@127.0.0.1:{}", free_port())).collect::<Vec<_>>().join(",");
     let mut nodes = BTreeMap::new();
     for id in 1..=3 {
-        nodes.insert(id, RunningClusterNode::start(node_config(id, &controllers, dir.path())).await.unwrap());
+        nodes.insert(id, RunningNode::start(node_config(id, &controllers, dir.path())).await.unwrap());
     }
     // Create the topic through any broker (it forwards to the controller) once all registered.
     let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![CreatableTopic::default()

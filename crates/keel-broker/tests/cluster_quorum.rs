@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use keel_broker::cluster::protocol::{ControllerStatus, Frame, Request, Response};
 use keel_broker::cluster::transport::Caller;
-use keel_broker::RunningClusterNode;
+use keel_broker::RunningNode;
 use keel_metadata::MetadataImage;
 use keel_types::NodeId;
 
@@ -55,9 +55,9 @@ async fn quorum_elects_registers_fails_over_and_tells_clean_from_unclean_restart
     let addresses: BTreeMap<i32, std::net::SocketAddr> =
         (1..=3).map(|id| (id, format!("127.0.0.1:{}", free_port()).parse().unwrap())).collect();
     let controllers = addresses.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(",");
-    let mut nodes: BTreeMap<i32, RunningClusterNode> = BTreeMap::new();
+    let mut nodes: BTreeMap<i32, RunningNode> = BTreeMap::new();
     for id in 1..=3 {
-        nodes.insert(id, RunningClusterNode::start(node_config(id, &controllers, dir.path())).await.unwrap());
+        nodes.insert(id, RunningNode::start(node_config(id, &controllers, dir.path())).await.unwrap());
     }
     let (status, _) =
         wait_for(&addresses, "a leader and three active brokers", |_, image| all_active(image, &[1, 2, 3])).await;
@@ -105,14 +105,14 @@ async fn quorum_elects_registers_fails_over_and_tells_clean_from_unclean_restart
     }
 
     // The crashed node restarts without its clean-shutdown marker.
-    nodes.insert(crashed, RunningClusterNode::start(node_config(crashed, &controllers, dir.path())).await.unwrap());
+    nodes.insert(crashed, RunningNode::start(node_config(crashed, &controllers, dir.path())).await.unwrap());
     let (_, image) = wait_for(&addresses, "the restarted node", |_, image| all_active(image, &[1, 2, 3])).await;
     assert!(!image.broker(NodeId(crashed)).unwrap().clean_shutdown, "a crash is an unclean shutdown");
 
     // A controlled shutdown leaves the marker: the next registration is clean.
     let other = if crashed == 1 { 2 } else { 1 };
     nodes.remove(&other).unwrap().shutdown().await.unwrap();
-    nodes.insert(other, RunningClusterNode::start(node_config(other, &controllers, dir.path())).await.unwrap());
+    nodes.insert(other, RunningNode::start(node_config(other, &controllers, dir.path())).await.unwrap());
     let (_, image) = wait_for(&addresses, "the cleanly restarted node", |_, image| {
         all_active(image, &[1, 2, 3]) && image.broker(NodeId(other)).is_some_and(|b| b.broker_epoch > 4)
     })
@@ -132,13 +132,13 @@ async fn a_broker_only_node_gossips_and_reports_its_view_with_its_heartbeats() {
     let controllers = format!("1@{voter}");
     let addresses = BTreeMap::from([(1, voter)]);
     let mut nodes = Vec::new();
-    nodes.push(RunningClusterNode::start(node_config(1, &controllers, dir.path())).await.unwrap());
+    nodes.push(RunningNode::start(node_config(1, &controllers, dir.path())).await.unwrap());
     let broker_only = keel_broker::BrokerConfig {
         process_roles: Some("broker".to_string()),
         membership_probe_interval_ms: 100,
         ..node_config(2, &controllers, dir.path())
     };
-    nodes.push(RunningClusterNode::start(broker_only).await.unwrap());
+    nodes.push(RunningNode::start(broker_only).await.unwrap());
     let both_alive = |view: &[keel_broker::cluster::protocol::ViewEntry]| {
         [1, 2].iter().all(|&n| view.iter().any(|(id, _, _, state)| *id == NodeId(n) && state == "alive"))
     };

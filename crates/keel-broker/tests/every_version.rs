@@ -3,7 +3,6 @@
 //! (kcat's ListOffsets v2 closed connections before this test existed).
 
 use keel_broker::broker::Reply;
-use keel_broker::{Broker, BrokerConfig};
 use keel_kafka::kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use keel_kafka::kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use keel_kafka::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -247,15 +246,9 @@ fn request(api_key: ApiKey, version: i16, topic_id: uuid::Uuid, n: i16) -> Reque
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_supported_version_answers_and_encodes() {
     let dir = tempfile::tempdir().unwrap();
-    let (_tx, shutdown) = tokio::sync::watch::channel(false);
-    let config = BrokerConfig {
-        data_dir: dir.path().to_path_buf(),
-        group_initial_rebalance_delay_ms: 0,
-        offsets_topic_num_partitions: 3,
-        ..BrokerConfig::default()
-    };
-    let broker = Broker::open(config, shutdown).unwrap();
-    let topic = broker.topics.create("t", Some(1), Default::default(), false, 0).unwrap();
+    let node = common::start_ready(common::single_node_config(dir.path())).await;
+    let broker = &node.broker;
+    let topic_id = common::create_topic(broker, "t", 1).await;
     let mut n = 0;
     let mut failures = Vec::new();
     for supported in SUPPORTED_APIS {
@@ -264,9 +257,9 @@ async fn every_supported_version_answers_and_encodes() {
             n += 1;
             let api_key = supported.api_key;
             if api_key == ApiKey::DeleteTopics {
-                let _ = broker.topics.create(&format!("new-{n}"), Some(1), Default::default(), false, 0);
+                common::create_topic(broker, &format!("new-{n}"), 1).await;
             }
-            let reply = broker.handle(api_key, version, request(api_key, version, topic.id, n)).await;
+            let reply = broker.handle(api_key, version, request(api_key, version, topic_id, n)).await;
             let Reply::Response(response) = reply else {
                 failures.push(format!("{api_key:?} v{version}: no response"));
                 continue;
@@ -277,4 +270,5 @@ async fn every_supported_version_answers_and_encodes() {
         }
     }
     assert!(failures.is_empty(), "responses that do not encode:\n{}", failures.join("\n"));
+    node.shutdown().await.unwrap();
 }

@@ -125,7 +125,14 @@ impl PartitionRegistration {
 
     /// The broker of `node` registered without a clean-shutdown marker: it may have lost its
     /// unflushed tail, so it is no longer a leader, ISR or ELR member until it catches up.
+    /// Except for the only replica of a partition: no other copy could be preferred, and what
+    /// its log lost nothing else holds, so it stays eligible (keel differs from KIP-966, which
+    /// leaves such a partition offline until an unclean election; a kill -9 of a single node
+    /// must not take every partition offline).
     pub fn handle_unclean_shutdown(&mut self, node: NodeId, eligibility: &Eligibility) -> bool {
+        if self.replicas == [node] {
+            return false;
+        }
         if !eligibility.elr_enabled() {
             let changed = self.remove_replica(node, eligibility);
             return self.try_elect(eligibility) || changed;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_broker::cluster::kafka_client::KafkaConnection;
-use keel_broker::{BrokerConfig, RunningBroker};
+use keel_broker::{BrokerConfig, RunningNode};
 use keel_kafka::kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -172,10 +172,12 @@ fn main() {
     let config = BrokerConfig {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        controller_listen: "127.0.0.1:0".parse().unwrap(),
         offsets_topic_flush_policy: flush,
         ..BrokerConfig::default()
     };
-    let running = runtime.block_on(RunningBroker::start(config)).unwrap();
+    let running = runtime.block_on(RunningNode::start(config)).unwrap();
+    assert!(runtime.block_on(running.wait_ready(Duration::from_secs(30))), "the broker is ready");
     let brokers = running.local_addr.to_string();
     let admin: AdminClient<DefaultClientContext> = client_config(&brokers).create().unwrap();
     runtime

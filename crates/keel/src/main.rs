@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keel_broker::{BrokerConfig, RunningBroker, RunningClusterNode};
+use keel_broker::{BrokerConfig, RunningNode};
 
 #[derive(Debug, Parser)]
 #[command(name = "keel", version, about = "keel: a Kafka-compatible, durable event-streaming log")]
@@ -25,7 +25,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once per run
 enum Command {
-    /// Run a broker (single node; data in ./keel-data, Kafka listener 127.0.0.1:9092).
+    /// Run a node: with no flags a cluster of one (data in ./keel-data, Kafka listener
+    /// 127.0.0.1:9092, cluster port 127.0.0.1:9093).
     Serve(ServeArgs),
     /// Create, list, describe or delete topics.
     #[command(subcommand)]
@@ -71,9 +72,13 @@ struct ServeArgs {
     #[arg(long, value_name = "ID")]
     node_id: Option<i32>,
     /// The controller quorum, `1@127.0.0.1:9093,2@127.0.0.1:9193,...` (Kafka's
-    /// `controller.quorum.voters`): forms or joins a cluster.
+    /// `controller.quorum.voters`): forms or joins a cluster. Without it this node is a
+    /// cluster of one.
     #[arg(long, value_name = "ID@HOST:PORT,...")]
     controllers: Option<String>,
+    /// The cluster port of a cluster of one (without --controllers); default 127.0.0.1:9093.
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
     /// `broker,controller` (default for a node listed in --controllers) or `broker`.
     #[arg(long, value_name = "ROLES")]
     process_roles: Option<String>,
@@ -148,6 +153,9 @@ fn serve_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
     if let Some(controllers) = &args.controllers {
         config.controllers = controllers.clone();
     }
+    if let Some(address) = &args.controller_listen {
+        config.controller_listen = resolve(address).map_err(|e| format!("--controller-listen {address}: {e}"))?;
+    }
     if let Some(roles) = &args.process_roles {
         config.process_roles = Some(roles.clone());
     }
@@ -170,41 +178,28 @@ fn resolve(address: &str) -> Result<std::net::SocketAddr, String> {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = serve_config(&args)?;
     init_logging(config.log_json);
-    if config.is_cluster() {
-        return serve_cluster(config).await;
-    }
-    let data_dir = config.data_dir.clone();
-    let running = RunningBroker::start(config).await?;
-    let (host, port) = running.broker.config.advertised()?;
-    tracing::info!(
-        listen = %running.local_addr,
-        advertised = %format!("{host}:{port}"),
-        data_dir = %data_dir.display(),
-        cluster_id = %running.broker.cluster_id,
-        "keel is serving Kafka clients"
-    );
-    eprintln!("keel listening on {} (clients use {host}:{port}); data in {}", running.local_addr, data_dir.display());
-    wait_for_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests, flushing, writing clean-shutdown checkpoints");
-    running.shutdown().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
-}
-
-async fn serve_cluster(config: BrokerConfig) -> Result<(), String> {
     let data_dir = config.data_dir.clone();
     let node_id = config.node_id;
     let roles = config.roles()?;
-    let running = RunningClusterNode::start(config).await?;
+    let single = config.is_single_node();
+    let running = RunningNode::start(config).await?;
     let (host, port) = running.broker.advertised();
-    eprintln!(
-        "keel node {node_id} ({}) listening on {} (clients use {host}:{port}); data in {}",
-        if roles.controller { "broker,controller" } else { "broker" },
-        running.local_addr,
-        data_dir.display()
-    );
+    if single && !running.wait_ready(std::time::Duration::from_secs(30)).await {
+        tracing::warn!("not registered with its own controller after 30 s; serving anyway");
+    }
+    let (cluster_id, listen) = (&running.broker.cluster_id, running.local_addr);
+    tracing::info!(%listen, advertised = %format!("{host}:{port}"), data_dir = %data_dir.display(), %cluster_id, "keel is serving Kafka clients");
+    if single {
+        eprintln!("keel listening on {listen} (clients use {host}:{port}); data in {}", data_dir.display());
+    } else {
+        eprintln!(
+            "keel node {node_id} ({}) listening on {listen} (clients use {host}:{port}); data in {}",
+            if roles.controller { "broker,controller" } else { "broker" },
+            data_dir.display()
+        );
+    }
     wait_for_signal().await;
-    tracing::info!("controlled shutdown: moving leadership away, then stopping");
+    tracing::info!("controlled shutdown: moving leadership away, then flushing and stopping");
     running.shutdown().await?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use keel_broker::{BrokerConfig, RunningClusterNode};
+use keel_broker::{BrokerConfig, RunningNode};
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -28,7 +28,7 @@ struct Cluster {
     runtime: tokio::runtime::Runtime,
     controllers: String,
     kafka: BTreeMap<i32, String>,
-    nodes: BTreeMap<i32, RunningClusterNode>,
+    nodes: BTreeMap<i32, RunningNode>,
     dir: tempfile::TempDir,
     tweak: fn(&mut BrokerConfig),
 }
@@ -41,7 +41,7 @@ impl Cluster {
     }
 
     fn start(&mut self, id: i32) {
-        let node = self.runtime.block_on(RunningClusterNode::start(self.config(id))).expect("node starts");
+        let node = self.runtime.block_on(RunningNode::start(self.config(id))).expect("node starts");
         self.nodes.insert(id, node);
     }
 

@@ -8,6 +8,7 @@ pub mod kafka_client;
 pub mod lifecycle;
 mod listener;
 pub mod membership;
+pub mod migrate;
 pub mod protocol;
 pub mod raft_store;
 pub mod replica;
@@ -106,10 +107,23 @@ impl ClusterNode {
         shutdown: watch::Receiver<bool>,
     ) -> Result<ClusterNode, String> {
         let node = NodeId(config.node_id);
-        let voters = config.controller_voters()?;
+        let mut voters = config.controller_voters()?;
         let roles = config.roles()?;
+        // The cluster port. Port 0 (a cluster of one in tests) is the port the OS chose.
+        let cluster_listener = if roles.controller {
+            let address = voters[&node];
+            let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                format!("cannot listen on the cluster port {address}: {e} (is another keel node using it?)")
+            })?;
+            let bound = listener.local_addr().map_err(|e| format!("cannot read the cluster port's address: {e}"))?;
+            voters.insert(node, bound);
+            Some(listener)
+        } else {
+            None
+        };
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+        migrate::migrate_single_node_directory(config)?;
         // An empty data directory has no marker, so it counts as unclean: it may be a replaced
         // disk, and the replicas it held before are gone.
         let previous_broker_epoch = take_clean_shutdown_marker(&config.data_dir)?;
@@ -132,12 +146,9 @@ impl ClusterNode {
             shutdown.clone(),
         )
         .await?;
-        let local = if roles.controller {
+        let local = if let Some(listener) = cluster_listener {
             let address = voters[&node];
-            let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-                format!("cannot listen on the cluster port {address}: {e} (is another keel node using it?)")
-            })?;
-            let store = raft_store::RaftStore::open(&config.data_dir.join("__cluster_metadata"))?;
+            let store = raft_store::RaftStore::open(&config.data_dir.join(migrate::METADATA_DIR))?;
             let mut raft_config = keel_raft::Config::new(node, voters.keys().copied().collect());
             if let Some(r) = config.controller_replication_quorum {
                 raft_config.replication_quorum = r;

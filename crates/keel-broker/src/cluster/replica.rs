@@ -116,31 +116,26 @@ impl ReplicaRole {
 /// A partition replica's role.
 #[derive(Debug)]
 pub enum Role {
-    /// A single node: no replication; the partition serves everything.
-    Single,
     /// A cluster replica the metadata has not given a role yet.
     Unassigned,
     Replica(Box<ReplicaRole>),
 }
 
 impl Role {
-    /// The replicated high watermark; `None` on a single node.
-    pub fn high_watermark(&self) -> Option<i64> {
+    /// The replicated high watermark (0 before the metadata gives a role).
+    pub fn high_watermark(&self) -> i64 {
         match self {
-            Role::Single => None,
-            Role::Unassigned => Some(0),
-            Role::Replica(replica) => Some(replica.engine.high_watermark()),
+            Role::Unassigned => 0,
+            Role::Replica(replica) => replica.engine.high_watermark(),
         }
     }
 
-    /// What retention may delete below in this role (issue 17, F6). A cluster replica asks
-    /// its replica engine ([`Replica::retention_bound`]: the high watermark), the rule
-    /// keel-sim's brokers run too. The other two roles have no engine: a replica the metadata
-    /// has not given a role yet deletes nothing, as an engine that has no role yet answers;
-    /// a single node has no replica to wait for, so everything it holds may go.
-    pub fn retention_bound(&self, log_end_offset: i64) -> i64 {
+    /// What retention may delete below in this role (issue 17, F6). A replica asks its
+    /// replica engine ([`Replica::retention_bound`]: the high watermark), the rule keel-sim's
+    /// brokers run too. A replica the metadata has not given a role yet deletes nothing, as an
+    /// engine that has no role yet answers.
+    pub fn retention_bound(&self) -> i64 {
         match self {
-            Role::Single => log_end_offset,
             Role::Unassigned => 0,
             Role::Replica(replica) => replica.engine.retention_bound(),
         }
@@ -149,14 +144,14 @@ impl Role {
     pub fn leader_epoch(&self) -> Option<LeaderEpoch> {
         match self {
             Role::Replica(replica) => replica.engine.leader_epoch(),
-            Role::Single | Role::Unassigned => None,
+            Role::Unassigned => None,
         }
     }
 
     pub fn replica(&mut self) -> Option<&mut ReplicaRole> {
         match self {
             Role::Replica(replica) => Some(replica),
-            Role::Single | Role::Unassigned => None,
+            Role::Unassigned => None,
         }
     }
 
@@ -203,15 +198,13 @@ mod tests {
         }
     }
 
-    /// The broker's retention bound is the replica engine's for a cluster replica (the call
-    /// keel-sim makes), what an engine without a role answers before the metadata assigns
-    /// one, and the log end on a single node.
+    /// The broker's retention bound is the replica engine's (the call keel-sim makes), or
+    /// what an engine without a role answers before the metadata assigns one.
     #[test]
     fn retention_bound_is_the_engines() {
         let config = Config::new(NodeId(1));
-        assert_eq!(Role::Single.retention_bound(120), 120);
-        assert_eq!(Role::Unassigned.retention_bound(120), Replica::new(config.clone()).retention_bound());
-        assert_eq!(Role::Unassigned.retention_bound(120), 0);
+        assert_eq!(Role::Unassigned.retention_bound(), Replica::new(config.clone()).retention_bound());
+        assert_eq!(Role::Unassigned.retention_bound(), 0);
 
         // A leader whose follower has not fetched: the high watermark stays where the log
         // started, far below the log end, and retention may delete nothing above it.
@@ -229,7 +222,7 @@ mod tests {
         assert!(replica.engine.leader().is_some(), "{:?}", replica.engine.role());
         let role = Role::Replica(Box::new(replica));
         let Role::Replica(replica) = &role else { unreachable!() };
-        assert_eq!(role.retention_bound(120), replica.engine.retention_bound());
-        assert_eq!(role.retention_bound(120), 40);
+        assert_eq!(role.retention_bound(), replica.engine.retention_bound());
+        assert_eq!(role.retention_bound(), 40);
     }
 }

@@ -2804,13 +2804,19 @@ impl<'a> Sim<'a> {
                 // recovery is the way out), and its producer waits.
                 continue;
             }
-            if self.producers[p].in_flight.is_some() || self.consumers[p].position < self.oracle.committed_end(p) {
+            if self.producers[p].in_flight.is_some() {
                 return false;
             }
             let Some(leader) = registration.leader else { return false };
             let replica = &self.brokers[leader.0 as usize - 1].replicas[p];
             let Some(core) = replica.engine.leader() else { return false };
             let end = replica.log.log_end();
+            // The consumer has read everything committed that the leader holds: a leader whose
+            // log lost committed records beyond the loss bound (the only replica of a partition,
+            // back after a crash, leads again) cannot serve them, which the safety checks judge.
+            if self.consumers[p].position < self.oracle.committed_end(p).min(end) {
+                return false;
+            }
             if core.leader_epoch() != registration.leader_epoch || core.high_watermark() != end {
                 return false;
             }
@@ -2825,11 +2831,9 @@ impl<'a> Sim<'a> {
             }
             // Acknowledged records below the leader's log start were deleted by retention.
             let oracle = &self.oracle.partitions[p];
-            if oracle
-                .acked
-                .iter()
-                .any(|(&v, &o)| o >= start && self.oracle.promised(p, o) && replica.log.get(o).map(|r| r.1) != Some(v))
-            {
+            if oracle.acked.iter().any(|(&v, &o)| {
+                o >= start && self.oracle.ack_promised(p, v, o) && replica.log.get(o).map(|r| r.1) != Some(v)
+            }) {
                 return false;
             }
         }

@@ -449,4 +449,21 @@ impl Oracle {
     pub(crate) fn promised(&self, p: usize, offset: i64) -> bool {
         self.loss_count(p, offset) <= self.loss_bound(p, offset)
     }
+
+    /// Whether acknowledged `value` at `offset` is still promised: no more replicas than the
+    /// bound (min ISR - 1, the smallest since it was written) lost a tail covering it since a
+    /// leader first wrote it. Judged by the value, not by the record its offset holds now:
+    /// after a loss beyond the bound (the only replica of a partition crashed and leads again)
+    /// another record may commit at that offset.
+    pub(crate) fn ack_promised(&self, p: usize, value: u64, offset: i64) -> bool {
+        let part = &self.partitions[p];
+        let Some(&since) = part.written.get(&value) else { return self.promised(p, offset) };
+        let mut nodes: Vec<NodeId> =
+            part.losses.iter().filter(|(time, _, cut)| *time >= since && *cut <= offset).map(|(_, n, _)| *n).collect();
+        nodes.sort();
+        nodes.dedup();
+        let later = self.min_isr.iter().filter(|(at, _)| *at > since).map(|(_, m)| *m);
+        let bound = later.fold(self.min_isr_at(since), usize::min).saturating_sub(1);
+        nodes.len() <= bound
+    }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keel_broker::{BrokerConfig, RunningBroker};
+use keel_broker::{BrokerConfig, RunningNode};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -16,16 +16,22 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-/// The configuration tests start brokers with: an ephemeral loopback port.
+/// The configuration tests start brokers with: a cluster of one on ephemeral loopback ports.
 pub fn test_config(data_dir: &Path) -> BrokerConfig {
-    BrokerConfig { data_dir: data_dir.to_path_buf(), listen: "127.0.0.1:0".parse().unwrap(), ..BrokerConfig::default() }
+    BrokerConfig {
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        controller_listen: "127.0.0.1:0".parse().unwrap(),
+        ..BrokerConfig::default()
+    }
 }
 
-/// A broker running in-process on an ephemeral loopback port, on its own runtime.
+/// A broker (a cluster of one) running in-process on ephemeral loopback ports, on its own
+/// runtime, ready to serve.
 #[derive(Debug)]
 pub struct TestBroker {
     pub runtime: tokio::runtime::Runtime,
-    pub running: Option<RunningBroker>,
+    pub running: Option<RunningNode>,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
 }
@@ -39,7 +45,8 @@ impl TestBroker {
         let config = BrokerConfig { offsets_topic_num_partitions: 4, group_initial_rebalance_delay_ms: 0, ..config };
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let data_dir = config.data_dir.clone();
-        let running = runtime.block_on(RunningBroker::start(config)).expect("broker starts");
+        let running = runtime.block_on(RunningNode::start(config)).expect("broker starts");
+        assert!(runtime.block_on(running.wait_ready(Duration::from_secs(30))), "the broker registers with itself");
         let addr = running.local_addr;
         TestBroker { runtime, running: Some(running), addr, data_dir }
     }
@@ -258,6 +265,15 @@ pub fn assert_same(sent: &[Sent], got: &BTreeMap<(i32, i64), Sent>) {
 /// A free loopback port (bind, read, release).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `done` holds, at most `timeout`; panics naming `what` after that.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn wait_for_port(addr: &str, timeout: Duration) {
