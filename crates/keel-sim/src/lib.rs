@@ -10,6 +10,9 @@
 //! followed by a liveness phase in which the faults stop and the cluster must converge within a
 //! bound.
 //!
+//! Three scenarios (`raft`, `gossip`, `cluster`) implement one harness's `Scenario` trait; the
+//! harness owns the event queue, the phases, the fault clock, partitions and their healing.
+//!
 //! One `u64` seed derives every choice, so a seed reproduces a whole run and the trace hash
 //! proves it. The simulator must therefore never read a wall clock, draw unseeded randomness,
 //! iterate a hash-ordered collection or use threads; and it must never change or reach inside
@@ -18,6 +21,7 @@
 
 mod cluster;
 mod gossip;
+mod harness;
 mod raft;
 mod trace;
 
@@ -28,11 +32,10 @@ pub use cluster::{
 pub use gossip::{
     run_gossip, Detection, GossipFaultOptions, GossipSimOptions, GossipSimReport, GossipStats, GOSSIP_NODES_MAX,
 };
+pub use harness::{Failure, Phase, SimReport};
 /// The planted bugs a gossip run can carry (see [`GossipSimOptions::mutation`]).
 pub use keel_gossip::Mutation as GossipMutation;
 /// The planted bugs a run can carry (see [`RaftSimOptions::mutation`]).
 pub use keel_raft::Mutation;
-pub use raft::{
-    run_raft, Failure, FaultOptions, Phase, RaftSimOptions, RaftSimReport, Stats, NODES_MAX, OBSERVERS_MAX,
-};
+pub use raft::{run_raft, FaultOptions, RaftSimOptions, RaftSimReport, Stats, NODES_MAX, OBSERVERS_MAX};
 pub use trace::{trace_hash, Fnv1a};

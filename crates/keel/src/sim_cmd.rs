@@ -8,9 +8,35 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use keel_sim::{
-    run_cluster, run_gossip, run_raft, ClusterMutation, ClusterSimOptions, GossipMutation, GossipSimOptions,
-    GossipSimReport, Mutation, RaftSimOptions, Stats,
+    run_cluster, run_gossip, run_raft, ClusterMutation, ClusterSimOptions, ClusterSimReport, ClusterStats,
+    GossipMutation, GossipSimOptions, GossipSimReport, GossipStats, Mutation, RaftSimOptions, RaftSimReport, SimReport,
+    Stats,
 };
+
+/// Which seeds to run: the arguments every scenario takes first.
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// Run this one seed.
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Sweep this many seeds, from --start on.
+    #[arg(long, value_name = "N")]
+    seeds: Option<u64>,
+    /// The first seed of a sweep.
+    #[arg(long, value_name = "S", default_value_t = 0, requires = "seeds")]
+    start: u64,
+}
+
+/// How to sweep: the arguments every scenario takes last.
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Threads for a sweep (default: one per core).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Stop a sweep at its first failure.
+    #[arg(long, requires = "seeds")]
+    fail_fast: bool,
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SimCommand {
@@ -30,15 +56,8 @@ pub enum SimCommand {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("runs").required(true).args(["seed", "seeds"])))]
 pub struct GossipSimArgs {
-    /// Run this one seed.
-    #[arg(long, value_name = "S")]
-    seed: Option<u64>,
-    /// Sweep this many seeds, from --start on.
-    #[arg(long, value_name = "N")]
-    seeds: Option<u64>,
-    /// The first seed of a sweep.
-    #[arg(long, value_name = "S", default_value_t = 0, requires = "seeds")]
-    start: u64,
+    #[command(flatten)]
+    seeds: SeedArgs,
     /// Members.
     #[arg(long, default_value_t = 50)]
     nodes: usize,
@@ -67,12 +86,8 @@ pub struct GossipSimArgs {
     /// Print the trace of the run.
     #[arg(long, requires = "seed")]
     trace: bool,
-    /// Threads for a sweep (default: one per core).
-    #[arg(long, value_name = "N")]
-    jobs: Option<usize>,
-    /// Stop a sweep at its first failure.
-    #[arg(long, requires = "seeds")]
-    fail_fast: bool,
+    #[command(flatten)]
+    sweep: SweepArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -102,15 +117,8 @@ impl GossipMutationArg {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("runs").required(true).args(["seed", "seeds"])))]
 pub struct ClusterSimArgs {
-    /// Run this one seed.
-    #[arg(long, value_name = "S")]
-    seed: Option<u64>,
-    /// Sweep this many seeds, from --start on.
-    #[arg(long, value_name = "N")]
-    seeds: Option<u64>,
-    /// The first seed of a sweep.
-    #[arg(long, value_name = "S", default_value_t = 0, requires = "seeds")]
-    start: u64,
+    #[command(flatten)]
+    seeds: SeedArgs,
     #[arg(long, default_value_t = 3)]
     brokers: usize,
     /// Partitions of the simulated topic.
@@ -149,12 +157,8 @@ pub struct ClusterSimArgs {
     /// Print the trace of the run.
     #[arg(long, requires = "seed")]
     trace: bool,
-    /// Threads for a sweep (default: one per core).
-    #[arg(long, value_name = "N")]
-    jobs: Option<usize>,
-    /// Stop a sweep at its first failure.
-    #[arg(long, requires = "seeds")]
-    fail_fast: bool,
+    #[command(flatten)]
+    sweep: SweepArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -196,15 +200,8 @@ impl ClusterMutationArg {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("runs").required(true).args(["seed", "seeds"])))]
 pub struct RaftSimArgs {
-    /// Run this one seed.
-    #[arg(long, value_name = "S")]
-    seed: Option<u64>,
-    /// Sweep this many seeds, from --start on.
-    #[arg(long, value_name = "N")]
-    seeds: Option<u64>,
-    /// The first seed of a sweep.
-    #[arg(long, value_name = "S", default_value_t = 0, requires = "seeds")]
-    start: u64,
+    #[command(flatten)]
+    seeds: SeedArgs,
     /// Voters.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -229,12 +226,8 @@ pub struct RaftSimArgs {
     /// Print the trace of the run, one line per event.
     #[arg(long, requires = "seed")]
     trace: bool,
-    /// Threads for a sweep (default: one per core).
-    #[arg(long, value_name = "N")]
-    jobs: Option<usize>,
-    /// Stop a sweep at its first failure.
-    #[arg(long, requires = "seeds")]
-    fail_fast: bool,
+    #[command(flatten)]
+    sweep: SweepArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -292,270 +285,90 @@ const FAILURES_SHOWN: usize = 20;
 
 pub fn sim(command: SimCommand) -> Result<(), String> {
     match command {
-        SimCommand::Raft(args) => sim_raft(&args),
-        SimCommand::Cluster(args) => sim_cluster(&args),
-        SimCommand::Gossip(args) => sim_gossip(&args),
+        SimCommand::Raft(args) => simulate(&args),
+        SimCommand::Cluster(args) => simulate(&args),
+        SimCommand::Gossip(args) => simulate(&args),
     }
 }
 
-fn cluster_options(args: &ClusterSimArgs, seed: u64) -> ClusterSimOptions {
-    let defaults = ClusterSimOptions::new(seed);
-    ClusterSimOptions {
-        brokers: args.brokers,
-        partitions: args.partitions,
-        replication_factor: args.replication_factor,
-        min_isr: args.min_isr,
-        safety_ms: args.safety_ms.unwrap_or(defaults.safety_ms),
-        liveness_ms: args.liveness_ms.unwrap_or(defaults.liveness_ms),
-        controllers: args.controllers,
-        controller_snapshot_entries: args.controller_snapshot_entries,
-        metadata_on_data_disk: !args.separate_metadata_disk,
-        mutation: args.mutation.map(ClusterMutationArg::mutation),
-        broker_epoch_check: !args.no_broker_epoch_check,
-        ..defaults
-    }
+/// A scenario's command line: its options, how to run them, and the lines it prints about one
+/// run or a sweep. [`simulate`] does the rest the same way for every scenario.
+trait ScenarioArgs: Sync {
+    type Options: Sync;
+    type Stats: Send;
+    /// The scenario, as in `keel sim <NAME>`.
+    const NAME: &'static str;
+
+    fn seeds(&self) -> &SeedArgs;
+    fn sweep(&self) -> &SweepArgs;
+    /// Print the trace of a run.
+    fn trace(&self) -> bool;
+    /// The options for `seed`, or why the arguments are refused.
+    fn options(&self, seed: u64) -> Result<Self::Options, String>;
+    fn validate(options: &Self::Options) -> Result<(), String>;
+    /// `options` for another seed, keeping its trace if `record_trace`.
+    fn seeded(options: &Self::Options, seed: u64, record_trace: bool) -> Self::Options;
+    fn run(options: &Self::Options) -> SimReport<Self::Stats>;
+    /// The run's shape, for the opening line.
+    fn describe(options: &Self::Options) -> String;
+    /// The command line that reruns `seed` with these arguments and prints its trace.
+    fn reproduce(&self, seed: u64) -> String;
+    fn converged_ms(stats: &Self::Stats) -> Option<u64>;
+    /// The lines that follow the trace hash of one run.
+    fn print_run(options: &Self::Options, report: &SimReport<Self::Stats>, wall_ms: f64);
+    /// The lines that follow a sweep's count of passed and failed seeds.
+    fn print_sweep(options: &Self::Options, reports: &[SimReport<Self::Stats>], jobs: usize, wall_ms: f64);
 }
 
-/// The command line that reruns `seed` of a cluster run with its trace.
-fn cluster_reproduce(args: &ClusterSimArgs, seed: u64) -> String {
-    let mut command = format!("keel sim cluster --seed {seed}");
-    let defaults = ClusterSimOptions::new(seed);
-    for (name, value, default) in [
-        ("brokers", args.brokers, defaults.brokers),
-        ("partitions", args.partitions, defaults.partitions),
-        ("replication-factor", args.replication_factor, defaults.replication_factor),
-        ("min-isr", args.min_isr, defaults.min_isr),
-    ] {
-        if value != default {
-            command.push_str(&format!(" --{name} {value}"));
-        }
-    }
-    if let Some(ms) = args.safety_ms {
-        command.push_str(&format!(" --safety-ms {ms}"));
-    }
-    if let Some(ms) = args.liveness_ms {
-        command.push_str(&format!(" --liveness-ms {ms}"));
-    }
-    if let Some(n) = args.controllers {
-        command.push_str(&format!(" --controllers {n}"));
-    }
-    if args.separate_metadata_disk {
-        command.push_str(" --separate-metadata-disk");
-    }
-    if let Some(n) = args.controller_snapshot_entries {
-        command.push_str(&format!(" --controller-snapshot-entries {n}"));
-    }
-    if let Some(m) = args.mutation.map(ClusterMutationArg::mutation) {
-        command.push_str(&format!(" --mutation {m}"));
-    }
-    if args.no_broker_epoch_check {
-        command.push_str(" --no-broker-epoch-check");
-    }
-    command.push_str(" --trace");
-    command
-}
-
-fn describe_cluster_run(options: &ClusterSimOptions) -> String {
-    let mut text = format!(
-        "{} brokers ({} also controllers), {} partitions, RF {}, min ISR {}",
-        options.brokers,
-        options.controller_count(),
-        options.partitions,
-        options.replication_factor,
-        options.min_isr
-    );
-    if let Some(m) = options.mutation {
-        text.push_str(&format!(", mutation {m}"));
-    }
-    if !options.broker_epoch_check {
-        text.push_str(", no broker-epoch check");
-    }
-    text
-}
-
-fn sim_cluster(args: &ClusterSimArgs) -> Result<(), String> {
-    let options = cluster_options(args, args.seed.unwrap_or(args.start));
-    options.validate()?;
-    match (args.seed, args.seeds) {
-        (Some(seed), _) => cluster_one(args, &ClusterSimOptions { seed, record_trace: args.trace, ..options }),
-        (None, Some(count)) => cluster_sweep(args, &options, count),
-        (None, None) => Err("give --seed S to run one seed or --seeds N to sweep".to_string()),
-    }
-}
-
-fn cluster_one(args: &ClusterSimArgs, options: &ClusterSimOptions) -> Result<(), String> {
-    let started = wall_clock();
-    let report = run_cluster(options);
-    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-    print_trace(&report.trace);
-    say!("keel sim cluster: seed {}, {}", options.seed, describe_cluster_run(options));
-    match &report.outcome {
-        Ok(()) => {
-            say!("PASSED: converged {} ms after faults stopped", report.stats.liveness_converged_ms.unwrap_or_default())
-        }
-        Err(failure) => say!("FAILED {failure}"),
-    }
-    say!("trace hash {:016x}", report.trace_hash);
-    let s = &report.stats;
-    say!(
-        "simulated {:.1} s in {:.3} s wall: {:.0}x real time",
-        s.simulated_ms as f64 / 1000.0,
-        wall_ms / 1000.0,
-        s.simulated_ms as f64 / wall_ms.max(0.001)
-    );
-    say!(
-        "events {}; messages {} sent, {} dropped, {} duplicated",
-        s.events,
-        s.messages_sent,
-        s.messages_dropped,
-        s.messages_duplicated
-    );
-    say!(
-        "records {} produced, {} acknowledged, {} consumed, {} produce retries; {} producer ids, {} producer epoch bumps ({} values committed twice after one); {} leader changes, {} ISR changes, {} fences, {} truncations, {} tails cut by recovery",
-        s.records_produced,
-        s.records_acked,
-        s.records_consumed,
-        s.produce_retries,
-        s.producer_ids,
-        s.producer_epoch_bumps,
-        s.epoch_bump_duplicates,
-        s.leader_changes,
-        s.isr_changes,
-        s.fences,
-        s.truncations,
-        s.recovery_cuts
-    );
-    say!(
-        "controllers: {} snapshots taken or installed, {} restarts from a snapshot",
-        s.controller_snapshots,
-        s.controller_restarts_from_snapshot
-    );
-    say!(
-        "faults: {} lossy crashes and {} disk swaps ({} records lost from some log), {} clean restarts, {} whole-cluster restarts, {} power losses, {} partitions, {} slow disks, {} metadata stalls, {} min ISR changes; {} findings excused by the loss bound; {} consumer fetches answered with a lower high watermark",
-        s.lossy_crashes,
-        s.disk_swaps,
-        s.records_lost_in_crashes,
-        s.clean_restarts,
-        s.cluster_restarts,
-        s.power_losses,
-        s.partitions,
-        s.slow_disks,
-        s.metadata_stalls,
-        s.min_isr_changes,
-        s.excused,
-        s.consumer_high_watermark_regressions
-    );
-    say!(
-        "retention: {} segments ({} records) deleted from some log, {} consumers reset to the log start and {} values committed twice after retention removed the first copy",
-        s.segments_deleted_by_retention,
-        s.records_deleted_by_retention,
-        s.consumer_resets,
-        s.retention_duplicates
-    );
-    match &report.outcome {
-        Ok(()) => Ok(()),
-        Err(_) => {
-            say!("reproduce with: {}", cluster_reproduce(args, options.seed));
-            Err(format!("seed {} failed", options.seed))
-        }
-    }
-}
-
-fn cluster_sweep(args: &ClusterSimArgs, options: &ClusterSimOptions, count: u64) -> Result<(), String> {
-    let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
-        SeedRange { start: args.start, count, jobs: args.jobs, fail_fast: args.fail_fast },
-        "cluster",
-        &describe_cluster_run(options),
-        |seed| {
-            let report = run_cluster(&ClusterSimOptions { seed, ..options.clone() });
-            let failure = report.outcome.as_ref().err().map(|f| f.to_string());
-            (report, failure)
-        },
-        |seed| cluster_reproduce(args, seed),
-    )?;
-    let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
-    let acked: u64 = reports.iter().map(|r| r.stats.records_acked).sum();
-    let crashes: u64 = reports.iter().map(|r| r.stats.lossy_crashes).sum();
-    let deleted: u64 = reports.iter().map(|r| r.stats.records_deleted_by_retention).sum();
-    let resets: u64 = reports.iter().map(|r| r.stats.consumer_resets).sum();
-    let gaps: u64 = reports.iter().map(|r| r.stats.retention_duplicates).sum();
-    say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
-    say!(
-        "simulated {:.1} s in {:.3} s wall: {:.0}x real time on {jobs} threads; {acked} records acknowledged, {crashes} lossy crashes, \
-         {deleted} records deleted by retention from some log, {resets} consumer resets to the log start, \
-         {gaps} values committed twice after retention removed the first copy (counted, see docs/simulator.md)",
-        simulated_ms as f64 / 1000.0,
-        wall_ms / 1000.0,
-        simulated_ms as f64 / wall_ms.max(0.001),
-    );
-    sweep_verdict(&failed, reports.len(), |seed| cluster_reproduce(args, seed))
-}
-
-fn sim_raft(args: &RaftSimArgs) -> Result<(), String> {
-    let options = options(args, args.seed.unwrap_or(args.start));
-    options.validate()?;
-    match (args.seed, args.seeds) {
-        (Some(seed), _) => run_one(args, &RaftSimOptions { seed, record_trace: args.trace, ..options }),
+/// Runs the one seed or sweeps the seeds the arguments ask for.
+fn simulate<A: ScenarioArgs>(args: &A) -> Result<(), String> {
+    let seeds = args.seeds();
+    let options = args.options(seeds.seed.unwrap_or(seeds.start))?;
+    A::validate(&options)?;
+    match (seeds.seed, seeds.seeds) {
+        (Some(seed), _) => run_one(args, &A::seeded(&options, seed, args.trace())),
         (None, Some(count)) => sweep(args, &options, count),
         (None, None) => Err("give --seed S to run one seed or --seeds N to sweep".to_string()),
     }
 }
 
-fn options(args: &RaftSimArgs, seed: u64) -> RaftSimOptions {
-    let defaults = RaftSimOptions::new(seed);
-    RaftSimOptions {
-        nodes: args.nodes,
-        observers: args.observers,
-        replication_quorum: args.replication_quorum,
-        election_quorum: args.election_quorum,
-        safety_ms: args.safety_ms.unwrap_or(defaults.safety_ms),
-        liveness_ms: args.liveness_ms.unwrap_or(defaults.liveness_ms),
-        mutation: args.mutation.map(MutationArg::mutation),
-        ..defaults
+/// Runs one seed and prints its trace (if recorded), verdict, trace hash and counts.
+fn run_one<A: ScenarioArgs>(args: &A, options: &A::Options) -> Result<(), String> {
+    let started = wall_clock();
+    let report = A::run(options);
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    print_trace(&report.trace);
+    say!("keel sim {}: seed {}, {}", A::NAME, report.seed, A::describe(options));
+    match &report.outcome {
+        Ok(()) => {
+            say!("PASSED: converged {} ms after faults stopped", A::converged_ms(&report.stats).unwrap_or_default())
+        }
+        Err(failure) => say!("FAILED {failure}"),
+    }
+    say!("trace hash {:016x}", report.trace_hash);
+    A::print_run(options, &report, wall_ms);
+    match &report.outcome {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            say!("reproduce with: {}", args.reproduce(report.seed));
+            Err(format!("seed {} failed", report.seed))
+        }
     }
 }
 
-/// The command line that reruns `seed` with these arguments and prints its trace.
-fn reproduce(args: &RaftSimArgs, seed: u64) -> String {
-    let mut command = format!("keel sim raft --seed {seed}");
-    if args.nodes != 3 {
-        command.push_str(&format!(" --nodes {}", args.nodes));
-    }
-    if let Some(r) = args.replication_quorum {
-        command.push_str(&format!(" --replication-quorum {r}"));
-    }
-    if let Some(e) = args.election_quorum {
-        command.push_str(&format!(" --election-quorum {e}"));
-    }
-    if args.observers != 0 {
-        command.push_str(&format!(" --observers {}", args.observers));
-    }
-    if let Some(ms) = args.safety_ms {
-        command.push_str(&format!(" --safety-ms {ms}"));
-    }
-    if let Some(ms) = args.liveness_ms {
-        command.push_str(&format!(" --liveness-ms {ms}"));
-    }
-    if let Some(m) = args.mutation {
-        command.push_str(&format!(" --mutation {}", m.name()));
-    }
-    command.push_str(" --trace");
-    command
-}
-
-fn describe_cluster(options: &RaftSimOptions) -> String {
-    let majority = options.nodes / 2 + 1;
-    let mut text = format!(
-        "{} voters, {} observers, R {}, E {}",
-        options.nodes,
-        options.observers,
-        options.replication_quorum.unwrap_or(majority),
-        options.election_quorum.unwrap_or(majority)
-    );
-    if let Some(m) = options.mutation {
-        text.push_str(&format!(", mutation {m:?}"));
-    }
-    text
+/// Sweeps `count` seeds and prints the failures as they come, then a summary and the verdict.
+fn sweep<A: ScenarioArgs>(args: &A, options: &A::Options, count: u64) -> Result<(), String> {
+    let (start, sweep) = (args.seeds().start, args.sweep());
+    let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
+        SeedRange { start, count, jobs: sweep.jobs, fail_fast: sweep.fail_fast },
+        A::NAME,
+        &A::describe(options),
+        |seed| A::run(&A::seeded(options, seed, false)),
+        |seed| args.reproduce(seed),
+    )?;
+    say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
+    A::print_sweep(options, &reports, jobs, wall_ms);
+    sweep_verdict(&failed, reports.len(), |seed| args.reproduce(seed))
 }
 
 /// The wall clock, read only to report how much faster than real time the simulation ran;
@@ -565,224 +378,493 @@ fn wall_clock() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-fn run_one(args: &RaftSimArgs, options: &RaftSimOptions) -> Result<(), String> {
-    let started = wall_clock();
-    let report = run_raft(options);
-    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-    print_trace(&report.trace);
-    say!("keel sim raft: seed {}, {}", options.seed, describe_cluster(options));
-    match &report.outcome {
-        Ok(()) => {
-            say!("PASSED: converged {} ms after faults stopped", report.stats.liveness_converged_ms.unwrap_or_default())
+// ---- raft ------------------------------------------------------------------------------------
+
+impl ScenarioArgs for RaftSimArgs {
+    type Options = RaftSimOptions;
+    type Stats = Stats;
+    const NAME: &'static str = "raft";
+
+    fn seeds(&self) -> &SeedArgs {
+        &self.seeds
+    }
+
+    fn sweep(&self) -> &SweepArgs {
+        &self.sweep
+    }
+
+    fn trace(&self) -> bool {
+        self.trace
+    }
+
+    fn options(&self, seed: u64) -> Result<RaftSimOptions, String> {
+        let defaults = RaftSimOptions::new(seed);
+        Ok(RaftSimOptions {
+            nodes: self.nodes,
+            observers: self.observers,
+            replication_quorum: self.replication_quorum,
+            election_quorum: self.election_quorum,
+            safety_ms: self.safety_ms.unwrap_or(defaults.safety_ms),
+            liveness_ms: self.liveness_ms.unwrap_or(defaults.liveness_ms),
+            mutation: self.mutation.map(MutationArg::mutation),
+            ..defaults
+        })
+    }
+
+    fn validate(options: &RaftSimOptions) -> Result<(), String> {
+        options.validate()
+    }
+
+    fn seeded(options: &RaftSimOptions, seed: u64, record_trace: bool) -> RaftSimOptions {
+        RaftSimOptions { seed, record_trace, ..options.clone() }
+    }
+
+    fn run(options: &RaftSimOptions) -> RaftSimReport {
+        run_raft(options)
+    }
+
+    fn describe(options: &RaftSimOptions) -> String {
+        let majority = options.nodes / 2 + 1;
+        let mut text = format!(
+            "{} voters, {} observers, R {}, E {}",
+            options.nodes,
+            options.observers,
+            options.replication_quorum.unwrap_or(majority),
+            options.election_quorum.unwrap_or(majority)
+        );
+        if let Some(m) = options.mutation {
+            text.push_str(&format!(", mutation {m:?}"));
         }
-        Err(failure) => say!("FAILED {failure}"),
+        text
     }
-    say!("trace hash {:016x}", report.trace_hash);
-    print_stats(&report.stats, wall_ms);
-    match &report.outcome {
-        Ok(()) => Ok(()),
-        Err(_) => {
-            say!("reproduce with: {}", reproduce(args, options.seed));
-            Err(format!("seed {} failed", options.seed))
+
+    fn reproduce(&self, seed: u64) -> String {
+        let mut command = format!("keel sim raft --seed {seed}");
+        if self.nodes != 3 {
+            command.push_str(&format!(" --nodes {}", self.nodes));
+        }
+        if let Some(r) = self.replication_quorum {
+            command.push_str(&format!(" --replication-quorum {r}"));
+        }
+        if let Some(e) = self.election_quorum {
+            command.push_str(&format!(" --election-quorum {e}"));
+        }
+        if self.observers != 0 {
+            command.push_str(&format!(" --observers {}", self.observers));
+        }
+        if let Some(ms) = self.safety_ms {
+            command.push_str(&format!(" --safety-ms {ms}"));
+        }
+        if let Some(ms) = self.liveness_ms {
+            command.push_str(&format!(" --liveness-ms {ms}"));
+        }
+        if let Some(m) = self.mutation {
+            command.push_str(&format!(" --mutation {}", m.name()));
+        }
+        command.push_str(" --trace");
+        command
+    }
+
+    fn converged_ms(stats: &Stats) -> Option<u64> {
+        stats.liveness_converged_ms
+    }
+
+    fn print_run(_: &RaftSimOptions, report: &RaftSimReport, wall_ms: f64) {
+        let stats = &report.stats;
+        say!(
+            "simulated {:.1} s in {:.3} s wall: {:.0}x real time",
+            stats.simulated_ms as f64 / 1000.0,
+            wall_ms / 1000.0,
+            stats.simulated_ms as f64 / wall_ms.max(0.001)
+        );
+        say!(
+            "events {}; messages {} sent, {} delivered, {} dropped, {} duplicated; disk writes {}",
+            stats.events,
+            stats.messages_sent,
+            stats.messages_delivered,
+            stats.messages_dropped,
+            stats.messages_duplicated,
+            stats.disk_writes
+        );
+        say!(
+            "leaders elected {} (highest term {}); committed index {}; commands {} proposed, {} committed, {} applied \
+             twice",
+            stats.leaders_elected,
+            stats.highest_term,
+            stats.committed_index,
+            stats.commands_proposed,
+            stats.commands_committed,
+            stats.commands_duplicated
+        );
+        say!(
+            "faults: {} crashes ({} onto a replaced disk, {} unsynced writes lost, {} torn), {} partitions, {} slow \
+             disks, {} clock jumps, {} transfers; {} compactions, {} snapshots applied",
+            stats.crashes,
+            stats.disk_swaps,
+            stats.writes_lost,
+            stats.torn_writes,
+            stats.partitions,
+            stats.slow_disks,
+            stats.clock_jumps,
+            stats.transfers,
+            stats.compactions,
+            stats.snapshots_applied
+        );
+    }
+
+    fn print_sweep(_: &RaftSimOptions, reports: &[RaftSimReport], jobs: usize, wall_ms: f64) {
+        let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
+        let events: u64 = reports.iter().map(|r| r.stats.events).sum();
+        let converged: Vec<u64> = reports.iter().filter_map(|r| r.stats.liveness_converged_ms).collect();
+        let disk_swaps: u64 = reports.iter().map(|r| r.stats.disk_swaps).sum();
+        say!("{disk_swaps} crashes came back on a replaced disk");
+        say!(
+            "simulated {:.1} s in {:.3} s wall: {:.0}x real time on {jobs} threads ({:.0}x per thread); {events} events",
+            simulated_ms as f64 / 1000.0,
+            wall_ms / 1000.0,
+            simulated_ms as f64 / wall_ms.max(0.001),
+            simulated_ms as f64 / wall_ms.max(0.001) / jobs as f64,
+        );
+        if let Some(max) = converged.iter().max() {
+            let mean = converged.iter().sum::<u64>() / converged.len() as u64;
+            say!("converged after faults stopped: mean {mean} ms, max {max} ms");
         }
     }
 }
 
-fn print_stats(stats: &Stats, wall_ms: f64) {
-    say!(
-        "simulated {:.1} s in {:.3} s wall: {:.0}x real time",
-        stats.simulated_ms as f64 / 1000.0,
-        wall_ms / 1000.0,
-        stats.simulated_ms as f64 / wall_ms.max(0.001)
-    );
-    say!(
-        "events {}; messages {} sent, {} delivered, {} dropped, {} duplicated; disk writes {}",
-        stats.events,
-        stats.messages_sent,
-        stats.messages_delivered,
-        stats.messages_dropped,
-        stats.messages_duplicated,
-        stats.disk_writes
-    );
-    say!(
-        "leaders elected {} (highest term {}); committed index {}; commands {} proposed, {} committed, {} applied twice",
-        stats.leaders_elected,
-        stats.highest_term,
-        stats.committed_index,
-        stats.commands_proposed,
-        stats.commands_committed,
-        stats.commands_duplicated
-    );
-    say!(
-        "faults: {} crashes ({} onto a replaced disk, {} unsynced writes lost, {} torn), {} partitions, {} slow disks, \
-         {} clock jumps, {} transfers; {} compactions, {} snapshots applied",
-        stats.crashes,
-        stats.disk_swaps,
-        stats.writes_lost,
-        stats.torn_writes,
-        stats.partitions,
-        stats.slow_disks,
-        stats.clock_jumps,
-        stats.transfers,
-        stats.compactions,
-        stats.snapshots_applied
-    );
-}
+// ---- cluster ---------------------------------------------------------------------------------
 
-fn sweep(args: &RaftSimArgs, options: &RaftSimOptions, count: u64) -> Result<(), String> {
-    let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
-        SeedRange { start: args.start, count, jobs: args.jobs, fail_fast: args.fail_fast },
-        "raft",
-        &describe_cluster(options),
-        |seed| {
-            let report = run_raft(&RaftSimOptions { seed, ..options.clone() });
-            let failure = report.outcome.as_ref().err().map(|f| f.to_string());
-            (report, failure)
-        },
-        |seed| reproduce(args, seed),
-    )?;
-    let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
-    let events: u64 = reports.iter().map(|r| r.stats.events).sum();
-    let converged: Vec<u64> = reports.iter().filter_map(|r| r.stats.liveness_converged_ms).collect();
-    say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
-    let disk_swaps: u64 = reports.iter().map(|r| r.stats.disk_swaps).sum();
-    say!("{disk_swaps} crashes came back on a replaced disk");
-    say!(
-        "simulated {:.1} s in {:.3} s wall: {:.0}x real time on {jobs} threads ({:.0}x per thread); {events} events",
-        simulated_ms as f64 / 1000.0,
-        wall_ms / 1000.0,
-        simulated_ms as f64 / wall_ms.max(0.001),
-        simulated_ms as f64 / wall_ms.max(0.001) / jobs as f64,
-    );
-    if let Some(max) = converged.iter().max() {
-        let mean = converged.iter().sum::<u64>() / converged.len() as u64;
-        say!("converged after faults stopped: mean {mean} ms, max {max} ms");
-    }
-    sweep_verdict(&failed, reports.len(), |seed| reproduce(args, seed))
-}
+impl ScenarioArgs for ClusterSimArgs {
+    type Options = ClusterSimOptions;
+    type Stats = ClusterStats;
+    const NAME: &'static str = "cluster";
 
-fn gossip_options(args: &GossipSimArgs, seed: u64) -> Result<GossipSimOptions, String> {
-    if !(0.0..=1.0).contains(&args.loss) {
-        return Err(format!("--loss must lie between 0 and 1; got {}", args.loss));
+    fn seeds(&self) -> &SeedArgs {
+        &self.seeds
     }
-    let defaults = GossipSimOptions::new(seed);
-    let mut faults = defaults.faults.clone();
-    faults.message_loss_permille = (args.loss * 1000.0).round() as u64;
-    faults.partitions = !args.no_partitions;
-    faults.crashes = !args.no_crashes;
-    Ok(GossipSimOptions {
-        nodes: args.nodes,
-        seed_nodes: defaults.seed_nodes.min(args.nodes),
-        safety_ms: args.safety_ms.unwrap_or(defaults.safety_ms),
-        liveness_ms: args.liveness_ms,
-        anti_entropy_records: args.anti_entropy_records,
-        faults,
-        mutation: args.mutation.map(GossipMutationArg::mutation),
-        ..defaults
-    })
-}
 
-/// The command line that reruns `seed` of a gossip run with its trace.
-fn gossip_reproduce(args: &GossipSimArgs, seed: u64) -> String {
-    let mut command = format!("keel sim gossip --seed {seed}");
-    if args.nodes != 50 {
-        command.push_str(&format!(" --nodes {}", args.nodes));
+    fn sweep(&self) -> &SweepArgs {
+        &self.sweep
     }
-    if args.loss != 0.1 {
-        command.push_str(&format!(" --loss {}", args.loss));
-    }
-    if args.no_partitions {
-        command.push_str(" --no-partitions");
-    }
-    if args.no_crashes {
-        command.push_str(" --no-crashes");
-    }
-    if let Some(ms) = args.safety_ms {
-        command.push_str(&format!(" --safety-ms {ms}"));
-    }
-    if let Some(ms) = args.liveness_ms {
-        command.push_str(&format!(" --liveness-ms {ms}"));
-    }
-    if args.anti_entropy_records != GossipSimOptions::new(0).anti_entropy_records {
-        command.push_str(&format!(" --anti-entropy-records {}", args.anti_entropy_records));
-    }
-    if let Some(m) = args.mutation {
-        command.push_str(&format!(" --mutation {}", m.name()));
-    }
-    command.push_str(" --trace");
-    command
-}
 
-fn describe_gossip_run(options: &GossipSimOptions) -> String {
-    let f = &options.faults;
-    let mut text = format!(
-        "{} members, loss {:.1}%, probe every {} ms, suspicion {} ms, k {}, anti-entropy {}",
-        options.nodes,
-        f.message_loss_permille as f64 / 10.0,
-        options.probe_interval_ms,
-        options.suspicion_timeout_ms,
-        options.indirect_probes,
-        options.anti_entropy_records
-    );
-    if !f.crashes {
-        text.push_str(", no crashes");
+    fn trace(&self) -> bool {
+        self.trace
     }
-    if !f.partitions {
-        text.push_str(", no partitions");
-    }
-    if let Some(m) = options.mutation {
-        text.push_str(&format!(", mutation {m:?}"));
-    }
-    text
-}
 
-fn sim_gossip(args: &GossipSimArgs) -> Result<(), String> {
-    let options = gossip_options(args, args.seed.unwrap_or(args.start))?;
-    options.validate()?;
-    match (args.seed, args.seeds) {
-        (Some(seed), _) => gossip_one(args, &GossipSimOptions { seed, record_trace: args.trace, ..options }),
-        (None, Some(count)) => gossip_sweep(args, &options, count),
-        (None, None) => Err("give --seed S to run one seed or --seeds N to sweep".to_string()),
+    fn options(&self, seed: u64) -> Result<ClusterSimOptions, String> {
+        let defaults = ClusterSimOptions::new(seed);
+        Ok(ClusterSimOptions {
+            brokers: self.brokers,
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            min_isr: self.min_isr,
+            safety_ms: self.safety_ms.unwrap_or(defaults.safety_ms),
+            liveness_ms: self.liveness_ms.unwrap_or(defaults.liveness_ms),
+            controllers: self.controllers,
+            controller_snapshot_entries: self.controller_snapshot_entries,
+            metadata_on_data_disk: !self.separate_metadata_disk,
+            mutation: self.mutation.map(ClusterMutationArg::mutation),
+            broker_epoch_check: !self.no_broker_epoch_check,
+            ..defaults
+        })
     }
-}
 
-fn gossip_one(args: &GossipSimArgs, options: &GossipSimOptions) -> Result<(), String> {
-    let started = wall_clock();
-    let report = run_gossip(options);
-    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-    print_trace(&report.trace);
-    say!("keel sim gossip: seed {}, {}", options.seed, describe_gossip_run(options));
-    match &report.outcome {
-        Ok(()) => {
-            say!("PASSED: converged {} ms after faults stopped", report.stats.liveness_converged_ms.unwrap_or_default())
+    fn validate(options: &ClusterSimOptions) -> Result<(), String> {
+        options.validate()
+    }
+
+    fn seeded(options: &ClusterSimOptions, seed: u64, record_trace: bool) -> ClusterSimOptions {
+        ClusterSimOptions { seed, record_trace, ..options.clone() }
+    }
+
+    fn run(options: &ClusterSimOptions) -> ClusterSimReport {
+        run_cluster(options)
+    }
+
+    fn describe(options: &ClusterSimOptions) -> String {
+        let mut text = format!(
+            "{} brokers ({} also controllers), {} partitions, RF {}, min ISR {}",
+            options.brokers,
+            options.controller_count(),
+            options.partitions,
+            options.replication_factor,
+            options.min_isr
+        );
+        if let Some(m) = options.mutation {
+            text.push_str(&format!(", mutation {m}"));
         }
-        Err(failure) => say!("FAILED {failure}"),
-    }
-    say!("trace hash {:016x}", report.trace_hash);
-    let s = &report.stats;
-    say!(
-        "simulated {:.1} s in {:.3} s wall: {:.0}x real time; {} events",
-        s.simulated_ms as f64 / 1000.0,
-        wall_ms / 1000.0,
-        s.simulated_ms as f64 / wall_ms.max(0.001),
-        s.events
-    );
-    say!(
-        "faults: {} crashes ({} for good, {} restarts), {} partitions; {} disk writes, {} refutations",
-        s.crashes,
-        s.permanent_crashes,
-        s.restarts,
-        s.partitions,
-        s.disk_writes,
-        s.refutations
-    );
-    print_gossip_summary(std::slice::from_ref(&report), options.nodes);
-    match &report.outcome {
-        Ok(()) => Ok(()),
-        Err(_) => {
-            say!("reproduce with: {}", gossip_reproduce(args, options.seed));
-            Err(format!("seed {} failed", options.seed))
+        if !options.broker_epoch_check {
+            text.push_str(", no broker-epoch check");
         }
+        text
+    }
+
+    fn reproduce(&self, seed: u64) -> String {
+        let mut command = format!("keel sim cluster --seed {seed}");
+        let defaults = ClusterSimOptions::new(seed);
+        for (name, value, default) in [
+            ("brokers", self.brokers, defaults.brokers),
+            ("partitions", self.partitions, defaults.partitions),
+            ("replication-factor", self.replication_factor, defaults.replication_factor),
+            ("min-isr", self.min_isr, defaults.min_isr),
+        ] {
+            if value != default {
+                command.push_str(&format!(" --{name} {value}"));
+            }
+        }
+        if let Some(ms) = self.safety_ms {
+            command.push_str(&format!(" --safety-ms {ms}"));
+        }
+        if let Some(ms) = self.liveness_ms {
+            command.push_str(&format!(" --liveness-ms {ms}"));
+        }
+        if let Some(n) = self.controllers {
+            command.push_str(&format!(" --controllers {n}"));
+        }
+        if self.separate_metadata_disk {
+            command.push_str(" --separate-metadata-disk");
+        }
+        if let Some(n) = self.controller_snapshot_entries {
+            command.push_str(&format!(" --controller-snapshot-entries {n}"));
+        }
+        if let Some(m) = self.mutation.map(ClusterMutationArg::mutation) {
+            command.push_str(&format!(" --mutation {m}"));
+        }
+        if self.no_broker_epoch_check {
+            command.push_str(" --no-broker-epoch-check");
+        }
+        command.push_str(" --trace");
+        command
+    }
+
+    fn converged_ms(stats: &ClusterStats) -> Option<u64> {
+        stats.liveness_converged_ms
+    }
+
+    fn print_run(_: &ClusterSimOptions, report: &ClusterSimReport, wall_ms: f64) {
+        let s = &report.stats;
+        say!(
+            "simulated {:.1} s in {:.3} s wall: {:.0}x real time",
+            s.simulated_ms as f64 / 1000.0,
+            wall_ms / 1000.0,
+            s.simulated_ms as f64 / wall_ms.max(0.001)
+        );
+        say!(
+            "events {}; messages {} sent, {} dropped, {} duplicated",
+            s.events,
+            s.messages_sent,
+            s.messages_dropped,
+            s.messages_duplicated
+        );
+        say!(
+            "records {} produced, {} acknowledged, {} consumed, {} produce retries; {} producer ids, {} producer epoch bumps ({} values committed twice after one); {} leader changes, {} ISR changes, {} fences, {} truncations, {} tails cut by recovery",
+            s.records_produced,
+            s.records_acked,
+            s.records_consumed,
+            s.produce_retries,
+            s.producer_ids,
+            s.producer_epoch_bumps,
+            s.epoch_bump_duplicates,
+            s.leader_changes,
+            s.isr_changes,
+            s.fences,
+            s.truncations,
+            s.recovery_cuts
+        );
+        say!(
+            "controllers: {} snapshots taken or installed, {} restarts from a snapshot",
+            s.controller_snapshots,
+            s.controller_restarts_from_snapshot
+        );
+        say!(
+            "faults: {} lossy crashes and {} disk swaps ({} records lost from some log), {} clean restarts, {} whole-cluster restarts, {} power losses, {} partitions, {} slow disks, {} metadata stalls, {} min ISR changes; {} findings excused by the loss bound; {} consumer fetches answered with a lower high watermark",
+            s.lossy_crashes,
+            s.disk_swaps,
+            s.records_lost_in_crashes,
+            s.clean_restarts,
+            s.cluster_restarts,
+            s.power_losses,
+            s.partitions,
+            s.slow_disks,
+            s.metadata_stalls,
+            s.min_isr_changes,
+            s.excused,
+            s.consumer_high_watermark_regressions
+        );
+        say!(
+            "retention: {} segments ({} records) deleted from some log, {} consumers reset to the log start and {} values committed twice after retention removed the first copy",
+            s.segments_deleted_by_retention,
+            s.records_deleted_by_retention,
+            s.consumer_resets,
+            s.retention_duplicates
+        );
+    }
+
+    fn print_sweep(_: &ClusterSimOptions, reports: &[ClusterSimReport], jobs: usize, wall_ms: f64) {
+        let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
+        let acked: u64 = reports.iter().map(|r| r.stats.records_acked).sum();
+        let crashes: u64 = reports.iter().map(|r| r.stats.lossy_crashes).sum();
+        let deleted: u64 = reports.iter().map(|r| r.stats.records_deleted_by_retention).sum();
+        let resets: u64 = reports.iter().map(|r| r.stats.consumer_resets).sum();
+        let gaps: u64 = reports.iter().map(|r| r.stats.retention_duplicates).sum();
+        say!(
+            "simulated {:.1} s in {:.3} s wall: {:.0}x real time on {jobs} threads; {acked} records acknowledged, {crashes} lossy crashes, \
+             {deleted} records deleted by retention from some log, {resets} consumer resets to the log start, \
+             {gaps} values committed twice after retention removed the first copy (counted, see docs/simulator.md)",
+            simulated_ms as f64 / 1000.0,
+            wall_ms / 1000.0,
+            simulated_ms as f64 / wall_ms.max(0.001),
+        );
+    }
+}
+
+// ---- gossip ----------------------------------------------------------------------------------
+
+impl ScenarioArgs for GossipSimArgs {
+    type Options = GossipSimOptions;
+    type Stats = GossipStats;
+    const NAME: &'static str = "gossip";
+
+    fn seeds(&self) -> &SeedArgs {
+        &self.seeds
+    }
+
+    fn sweep(&self) -> &SweepArgs {
+        &self.sweep
+    }
+
+    fn trace(&self) -> bool {
+        self.trace
+    }
+
+    fn options(&self, seed: u64) -> Result<GossipSimOptions, String> {
+        if !(0.0..=1.0).contains(&self.loss) {
+            return Err(format!("--loss must lie between 0 and 1; got {}", self.loss));
+        }
+        let defaults = GossipSimOptions::new(seed);
+        let mut faults = defaults.faults.clone();
+        faults.message_loss_permille = (self.loss * 1000.0).round() as u64;
+        faults.partitions = !self.no_partitions;
+        faults.crashes = !self.no_crashes;
+        Ok(GossipSimOptions {
+            nodes: self.nodes,
+            seed_nodes: defaults.seed_nodes.min(self.nodes),
+            safety_ms: self.safety_ms.unwrap_or(defaults.safety_ms),
+            liveness_ms: self.liveness_ms,
+            anti_entropy_records: self.anti_entropy_records,
+            faults,
+            mutation: self.mutation.map(GossipMutationArg::mutation),
+            ..defaults
+        })
+    }
+
+    fn validate(options: &GossipSimOptions) -> Result<(), String> {
+        options.validate()
+    }
+
+    fn seeded(options: &GossipSimOptions, seed: u64, record_trace: bool) -> GossipSimOptions {
+        GossipSimOptions { seed, record_trace, ..options.clone() }
+    }
+
+    fn run(options: &GossipSimOptions) -> GossipSimReport {
+        run_gossip(options)
+    }
+
+    fn describe(options: &GossipSimOptions) -> String {
+        let f = &options.faults;
+        let mut text = format!(
+            "{} members, loss {:.1}%, probe every {} ms, suspicion {} ms, k {}, anti-entropy {}",
+            options.nodes,
+            f.message_loss_permille as f64 / 10.0,
+            options.probe_interval_ms,
+            options.suspicion_timeout_ms,
+            options.indirect_probes,
+            options.anti_entropy_records
+        );
+        if !f.crashes {
+            text.push_str(", no crashes");
+        }
+        if !f.partitions {
+            text.push_str(", no partitions");
+        }
+        if let Some(m) = options.mutation {
+            text.push_str(&format!(", mutation {m:?}"));
+        }
+        text
+    }
+
+    fn reproduce(&self, seed: u64) -> String {
+        let mut command = format!("keel sim gossip --seed {seed}");
+        if self.nodes != 50 {
+            command.push_str(&format!(" --nodes {}", self.nodes));
+        }
+        if self.loss != 0.1 {
+            command.push_str(&format!(" --loss {}", self.loss));
+        }
+        if self.no_partitions {
+            command.push_str(" --no-partitions");
+        }
+        if self.no_crashes {
+            command.push_str(" --no-crashes");
+        }
+        if let Some(ms) = self.safety_ms {
+            command.push_str(&format!(" --safety-ms {ms}"));
+        }
+        if let Some(ms) = self.liveness_ms {
+            command.push_str(&format!(" --liveness-ms {ms}"));
+        }
+        if self.anti_entropy_records != GossipSimOptions::new(0).anti_entropy_records {
+            command.push_str(&format!(" --anti-entropy-records {}", self.anti_entropy_records));
+        }
+        if let Some(m) = self.mutation {
+            command.push_str(&format!(" --mutation {}", m.name()));
+        }
+        command.push_str(" --trace");
+        command
+    }
+
+    fn converged_ms(stats: &GossipStats) -> Option<u64> {
+        stats.liveness_converged_ms
+    }
+
+    fn print_run(options: &GossipSimOptions, report: &GossipSimReport, wall_ms: f64) {
+        let s = &report.stats;
+        say!(
+            "simulated {:.1} s in {:.3} s wall: {:.0}x real time; {} events",
+            s.simulated_ms as f64 / 1000.0,
+            wall_ms / 1000.0,
+            s.simulated_ms as f64 / wall_ms.max(0.001),
+            s.events
+        );
+        say!(
+            "faults: {} crashes ({} for good, {} restarts), {} partitions; {} disk writes, {} refutations",
+            s.crashes,
+            s.permanent_crashes,
+            s.restarts,
+            s.partitions,
+            s.disk_writes,
+            s.refutations
+        );
+        print_gossip_summary(std::slice::from_ref(report), options.nodes);
+    }
+
+    fn print_sweep(options: &GossipSimOptions, reports: &[GossipSimReport], jobs: usize, wall_ms: f64) {
+        let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
+        let converged: Vec<u64> = reports.iter().filter_map(|r| r.stats.liveness_converged_ms).collect();
+        say!(
+            "simulated {:.1} s of {} members in {:.3} s wall on {jobs} threads",
+            simulated_ms as f64 / 1000.0,
+            options.nodes,
+            wall_ms / 1000.0,
+        );
+        if let Some(max) = converged.iter().max() {
+            let mean = converged.iter().sum::<u64>() / converged.len() as u64;
+            say!(
+                "views converged after faults stopped: mean {mean} ms, max {max} ms (bound {} ms)",
+                options.liveness_bound_ms()
+            );
+        }
+        print_gossip_summary(reports, options.nodes);
     }
 }
 
@@ -854,38 +936,6 @@ fn print_gossip_summary(reports: &[GossipSimReport], nodes: usize) {
     );
 }
 
-fn gossip_sweep(args: &GossipSimArgs, options: &GossipSimOptions, count: u64) -> Result<(), String> {
-    let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
-        SeedRange { start: args.start, count, jobs: args.jobs, fail_fast: args.fail_fast },
-        "gossip",
-        &describe_gossip_run(options),
-        |seed| {
-            let report = run_gossip(&GossipSimOptions { seed, ..options.clone() });
-            let failure = report.outcome.as_ref().err().map(|f| f.to_string());
-            (report, failure)
-        },
-        |seed| gossip_reproduce(args, seed),
-    )?;
-    let simulated_ms: u64 = reports.iter().map(|r| r.stats.simulated_ms).sum();
-    let converged: Vec<u64> = reports.iter().filter_map(|r| r.stats.liveness_converged_ms).collect();
-    say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
-    say!(
-        "simulated {:.1} s of {} members in {:.3} s wall on {jobs} threads",
-        simulated_ms as f64 / 1000.0,
-        options.nodes,
-        wall_ms / 1000.0,
-    );
-    if let Some(max) = converged.iter().max() {
-        let mean = converged.iter().sum::<u64>() / converged.len() as u64;
-        say!(
-            "views converged after faults stopped: mean {mean} ms, max {max} ms (bound {} ms)",
-            options.liveness_bound_ms()
-        );
-    }
-    print_gossip_summary(&reports, options.nodes);
-    sweep_verdict(&failed, reports.len(), |seed| gossip_reproduce(args, seed))
-}
-
 /// The seeds of a sweep: `start..start + count` on `jobs` threads (default: one per core).
 struct SeedRange {
     start: u64,
@@ -897,23 +947,23 @@ struct SeedRange {
 
 /// What a sweep produced: the reports in seed order, the failed seeds, the threads used and
 /// the wall time.
-struct SweepRun<R> {
-    reports: Vec<R>,
+struct SweepRun<S> {
+    reports: Vec<SimReport<S>>,
     failed: Vec<u64>,
     jobs: usize,
     wall_ms: f64,
 }
 
-/// Runs every seed of `range` with `run` (a report, and the failure if the seed failed),
-/// printing each failure with how to reproduce it, after an opening line naming the
-/// `scenario` (`keel sim <scenario>`), the seeds, the run's `description` and the threads.
-fn run_sweep<R: Send>(
+/// Runs every seed of `range` with `run`, printing each failure with how to reproduce it,
+/// after an opening line naming the `scenario` (`keel sim <scenario>`), the seeds, the run's
+/// `description` and the threads.
+fn run_sweep<S: Send>(
     range: SeedRange,
     scenario: &str,
     description: &str,
-    run: impl Fn(u64) -> (R, Option<String>) + Sync,
+    run: impl Fn(u64) -> SimReport<S> + Sync,
     reproduce: impl Fn(u64) -> String + Sync,
-) -> Result<SweepRun<R>, String> {
+) -> Result<SweepRun<S>, String> {
     let count = range.count;
     if count == 0 || count > SEEDS_MAX {
         return Err(format!("--seeds must lie between 1 and {SEEDS_MAX}"));
@@ -928,7 +978,7 @@ fn run_sweep<R: Send>(
     let started = wall_clock();
     let next = AtomicU64::new(range.start);
     let stop = AtomicBool::new(false);
-    let results: Mutex<Vec<(u64, R, bool)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(u64, SimReport<S>, bool)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
@@ -939,7 +989,8 @@ fn run_sweep<R: Send>(
                 if seed >= end {
                     return;
                 }
-                let (report, failure) = run(seed);
+                let report = run(seed);
+                let failure = report.outcome.as_ref().err().map(|f| f.to_string());
                 if let Some(failure) = &failure {
                     say!("seed {seed} FAILED {}", failure.lines().next().unwrap_or_default());
                     say!("  reproduce with: {}", reproduce(seed));

@@ -30,8 +30,9 @@
 //! while (a zombie leader); followers fetch from leaders, leaders ask the controller for ISR
 //! changes, brokers heartbeat, and the controller fences a broker whose session expires.
 //!
-//! One event queue ordered by (time, sequence number) drives it all; after every event the
-//! cores' own invariants and the oracle's checks run (see [`oracle`]).
+//! The harness's event queue (see [`crate::harness`]), ordered by (time, sequence number),
+//! drives it all; after every event the cores' own invariants and the oracle's checks run (see
+//! [`oracle`]).
 
 mod log;
 mod oracle;
@@ -39,7 +40,6 @@ mod quorum;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -57,9 +57,9 @@ use keel_storage::backend::CrashBackend;
 use keel_storage::{AppendError, LogConfig, ReadError, RecoveryReport};
 use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng};
 
+use crate::harness::{self, fork, ms, Failure, Harness, Phase, Scenario, SimReport};
 use crate::raft::store::RaftStore;
-use crate::raft::{Failure, Phase};
-use crate::trace::{Fnv1a, Trace};
+use crate::trace::Trace;
 use log::{log_config, producer_batch, records_in, SimLog};
 use oracle::Oracle;
 use quorum::{Call, CommittedView, Decided, Token, Voter, CONTROLLER_TICK, METADATA_ENTRIES_MAX};
@@ -473,29 +473,16 @@ pub struct ClusterStats {
 }
 
 /// The result of one run.
-#[derive(Debug, Clone)]
-pub struct ClusterSimReport {
-    pub seed: u64,
-    pub outcome: Result<(), Failure>,
-    pub trace_hash: u64,
-    pub trace: Vec<String>,
-    pub stats: ClusterStats,
-}
+pub type ClusterSimReport = SimReport<ClusterStats>;
 
 /// Runs one seed. A violated check, a core that panics, or a cluster that does not converge
 /// comes back as a [`Failure`].
 pub fn run_cluster(options: &ClusterSimOptions) -> ClusterSimReport {
     if let Err(message) = options.validate() {
-        return ClusterSimReport {
-            seed: options.seed,
-            outcome: Err(Failure { time: Instant::ZERO, phase: Phase::Setup, message }),
-            trace_hash: Fnv1a::new().finish(),
-            trace: Vec::new(),
-            stats: ClusterStats::default(),
-        };
+        return SimReport::refused(options.seed, message);
     }
     let mut sim = Sim::new(options);
-    let outcome = sim.run_phases();
+    let outcome = harness::run(&mut sim);
     sim.finish(outcome)
 }
 
@@ -636,14 +623,6 @@ enum Event {
         process: u64,
     },
     Client,
-    Fault,
-    PartitionFlap {
-        generation: u64,
-    },
-    PartitionHeal {
-        generation: u64,
-    },
-    LivenessStart,
 }
 
 /// A broker's replica of one partition: keel-replication's [`Replica`] engine (the code the
@@ -794,12 +773,8 @@ struct Consumer {
     resetting: bool,
 }
 
-#[derive(Debug, Default)]
-struct NetworkPartition {
-    links: BTreeSet<(usize, usize)>,
-    active: bool,
-    generation: u64,
-}
+/// A partition cuts the directed links (from, to) it holds.
+type Links = BTreeSet<(usize, usize)>;
 
 /// A seed's retention: the topic's `retention.ms` and `retention.bytes` (neither: no
 /// retention), whether producers sometimes stamp records with a CreateTime older than
@@ -855,11 +830,7 @@ impl FaultKind {
 
 struct Sim<'a> {
     options: &'a ClusterSimOptions,
-    now: Instant,
-    phase: Phase,
-    liveness_started: Instant,
-    queue: BTreeMap<(Instant, u64), Event>,
-    sequence: u64,
+    harness: Harness<Event, Links>,
     /// The controller quorum's voters, on brokers `0..voters.len()`.
     voters: Vec<Voter>,
     /// The index of the formatted metadata snapshot every voter starts from.
@@ -882,33 +853,20 @@ struct Sim<'a> {
     duplicate_percent: u64,
     spike_percent: u64,
     delay_us_max: u64,
-    network: NetworkPartition,
     in_flight: usize,
     network_rng: Rng,
-    fault_rng: Rng,
     client_rng: Rng,
     disk_rng: Rng,
     /// Draws for retention: the producers' old timestamps and the maintenance schedule.
     retention_rng: Rng,
     retention: Retention,
     faults: Vec<FaultKind>,
-    fault_interval_ms_mean: u64,
     /// Every replica's log configuration (segment and checkpoint sizes drawn per seed).
     log_config: LogConfig,
     oracle: Oracle,
     /// Leader epochs seen per partition in the committed image.
     leader_epochs: Vec<LeaderEpoch>,
-    trace: Trace,
-    current: String,
     stats: ClusterStats,
-}
-
-fn fork(master: &mut Rng) -> Rng {
-    Rng::new(master.next_u64())
-}
-
-fn ms(ms: u64) -> Duration {
-    Duration::from_millis(ms)
 }
 
 /// Where a broker keeps partition `p`'s log on its disk.
@@ -1122,11 +1080,7 @@ impl<'a> Sim<'a> {
         );
         let mut sim = Sim {
             options,
-            now: Instant::ZERO,
-            phase: Phase::Safety,
-            liveness_started: Instant::ZERO,
-            queue: BTreeMap::new(),
-            sequence: 0,
+            harness: Harness::new(options.safety_ms, options.liveness_ms, fault_rng, fault_interval_ms_mean, trace),
             voters,
             setup_index,
             formatted,
@@ -1144,218 +1098,54 @@ impl<'a> Sim<'a> {
             duplicate_percent,
             spike_percent,
             delay_us_max,
-            network: NetworkPartition::default(),
             in_flight: 0,
             network_rng,
-            fault_rng,
             client_rng,
             disk_rng,
             retention_rng,
             retention,
             faults,
-            fault_interval_ms_mean,
             log_config,
             oracle: Oracle::new(options.partitions, options.min_isr),
             leader_epochs: vec![LeaderEpoch(0); options.partitions],
-            trace,
-            current: String::new(),
             stats: ClusterStats::default(),
         };
         sim.observe_setup(setup_index, setup_image);
         for p in 0..options.partitions {
             if let Some(reg) = sim.committed.image.partition(topic_id, p as i32) {
                 let text = show_registration(reg);
-                sim.trace.line(Instant::ZERO, format_args!("p{p} replicas {} {text}", show_nodes(&reg.replicas)));
+                sim.harness
+                    .trace
+                    .line(Instant::ZERO, format_args!("p{p} replicas {} {text}", show_nodes(&reg.replicas)));
             }
         }
         sim
     }
 
-    fn finish(mut self, outcome: Result<(), Failure>) -> ClusterSimReport {
-        self.stats.simulated_ms = self.now.as_millis();
+    fn finish(mut self, outcome: Result<u64, Failure>) -> ClusterSimReport {
+        self.stats.liveness_converged_ms = outcome.as_ref().ok().copied();
+        self.stats.events = self.harness.events;
+        self.stats.simulated_ms = self.harness.now.as_millis();
         self.stats.excused = self.oracle.excused;
         self.stats.epoch_bump_duplicates = self.oracle.epoch_bump_duplicates;
         self.stats.retention_duplicates = self.oracle.retention_duplicates;
         self.stats.records_acked = self.oracle.partitions.iter().map(|p| p.acked.len() as u64).sum();
-        match &outcome {
-            Ok(()) => self.trace.line(self.now, format_args!("PASSED")),
-            Err(failure) => self.trace.line(self.now, format_args!("FAILED: {}", failure.message)),
-        }
-        let (trace_hash, trace) = self.trace.finish();
-        ClusterSimReport { seed: self.options.seed, outcome, trace_hash, trace, stats: self.stats }
-    }
-
-    fn run_phases(&mut self) -> Result<(), Failure> {
-        let liveness_at = Instant::ZERO + ms(self.options.safety_ms);
-        let deadline = liveness_at + ms(self.options.liveness_ms);
-        for b in 0..self.brokers.len() {
-            self.schedule(Instant::ZERO, Event::BrokerTick { broker: b, process: 1 });
-            self.schedule_maintenance(b);
-        }
-        for b in 0..self.voters.len() {
-            self.guarded(|sim| sim.start_member(b))?;
-        }
-        self.schedule(Instant::ZERO + ms(1), Event::Client);
-        if !self.faults.is_empty() && self.options.safety_ms > 0 {
-            let first = self.fault_interval();
-            self.schedule(Instant::ZERO + first, Event::Fault);
-        }
-        self.schedule(liveness_at, Event::LivenessStart);
-        loop {
-            if self.stats.events >= EVENTS_MAX {
-                return Err(self.failure(format!("gave up after {EVENTS_MAX} events: a message storm?")));
-            }
-            let Some(((time, _), event)) = self.queue.pop_first() else {
-                return Err(self.failure("nothing left to simulate".to_string()));
-            };
-            if time > deadline {
-                self.now = deadline;
-                let message = self.not_converged();
-                return Err(self.failure(message));
-            }
-            self.now = time;
-            self.stats.events += 1;
-            let check_convergence = matches!(event, Event::BrokerTick { broker: 0, .. });
-            self.guarded(|sim| {
-                sim.step(event)?;
-                sim.check_members()
-            })?;
-            if self.phase == Phase::Liveness && check_convergence && self.converged() {
-                self.guarded(|sim| sim.check_storage())?;
-                let took = self.now.saturating_since(self.liveness_started).as_millis();
-                self.stats.liveness_converged_ms = Some(took);
-                self.trace.line(self.now, format_args!("converged {took} ms after faults stopped"));
-                return Ok(());
-            }
-        }
-    }
-
-    fn guarded(&mut self, step: impl FnOnce(&mut Sim<'a>) -> Result<(), String>) -> Result<(), Failure> {
-        match catch_unwind(AssertUnwindSafe(|| step(self))) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(self.failure(message)),
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "a panic without a message".to_string());
-                let during = std::mem::take(&mut self.current);
-                Err(self.failure(format!("a core panicked on \"{during}\": {text}")))
-            }
-        }
-    }
-
-    fn failure(&self, message: String) -> Failure {
-        Failure { time: self.now, phase: self.phase, message }
-    }
-
-    fn schedule(&mut self, at: Instant, event: Event) -> (Instant, u64) {
-        let key = (at.max(self.now), self.sequence);
-        self.sequence += 1;
-        self.queue.insert(key, event);
-        key
-    }
-
-    fn fault_interval(&mut self) -> Duration {
-        let mean = self.fault_interval_ms_mean;
-        ms(self.fault_rng.range_inclusive(mean.div_ceil(4), mean + mean * 3 / 4))
+        self.harness.finish(self.options.seed, outcome.map(|_| ()), self.stats)
     }
 
     fn downtime(&mut self) -> Duration {
-        if self.phase == Phase::Liveness {
-            return ms(self.fault_rng.range_inclusive(10, 100));
+        if self.harness.phase == Phase::Liveness {
+            return ms(self.harness.fault_rng.range_inclusive(10, 100));
         }
-        if self.fault_rng.chance(1, 3) {
-            ms(self.fault_rng.range_inclusive(1, 50))
+        if self.harness.fault_rng.chance(1, 3) {
+            ms(self.harness.fault_rng.range_inclusive(1, 50))
         } else {
-            ms(self.fault_rng.range_inclusive(100, 3_000))
+            ms(self.harness.fault_rng.range_inclusive(100, 3_000))
         }
     }
 
     fn client_index(&self) -> usize {
         self.brokers.len() + 1
-    }
-
-    fn step(&mut self, event: Event) -> Result<(), String> {
-        match event {
-            Event::Deliver { to, message } => {
-                self.in_flight = self.in_flight.saturating_sub(1);
-                self.deliver(to, *message)
-            }
-            Event::BrokerTick { broker, process } => {
-                if self.brokers[broker].up && self.brokers[broker].process == process {
-                    self.broker_tick(broker)?;
-                    self.schedule(self.now + BROKER_TICK, Event::BrokerTick { broker, process });
-                }
-                Ok(())
-            }
-            Event::Maintenance { broker, process } => {
-                if self.brokers[broker].up && self.brokers[broker].process == process {
-                    self.maintain(broker)?;
-                    self.schedule_maintenance(broker);
-                }
-                Ok(())
-            }
-            Event::FlushDone { broker, process, partition } => {
-                let b = &mut self.brokers[broker];
-                if b.up && b.process == process {
-                    // The simulated OS wrote the log's dirty pages back: fsync.
-                    b.replicas[partition].log.flush(millis(self.now))?;
-                    b.replicas[partition].flushing = false;
-                }
-                Ok(())
-            }
-            Event::Restart { broker, process } => {
-                if !self.brokers[broker].up && self.brokers[broker].process == process {
-                    self.restart(broker)?;
-                }
-                Ok(())
-            }
-            Event::ControllerTick { broker, process } => {
-                if self.brokers[broker].up && self.brokers[broker].process == process {
-                    self.current = format!("b{} controller tick", broker + 1);
-                    self.with_member(broker, |member, now, _| {
-                        let _ = member.handle_controller_tick(now, std::iter::empty());
-                    })?;
-                    self.schedule(self.now + CONTROLLER_TICK, Event::ControllerTick { broker, process });
-                }
-                Ok(())
-            }
-            Event::RaftTimer { broker, process } => {
-                if self.brokers[broker].up && self.brokers[broker].process == process {
-                    self.voters[broker].timer = None;
-                    self.current = format!("b{} Raft timer", broker + 1);
-                    self.with_member(broker, |member, now, rng| member.handle_timeout(now, rng))?;
-                }
-                Ok(())
-            }
-            Event::RaftWrite { broker, process } => {
-                if self.brokers[broker].up && self.brokers[broker].process == process {
-                    self.raft_write_done(broker)?;
-                }
-                Ok(())
-            }
-            Event::Client => self.client_step(),
-            Event::Fault => self.fault_step(),
-            Event::PartitionFlap { generation } => {
-                if self.network.generation == generation {
-                    self.network.active = !self.network.active;
-                    let state = if self.network.active { "cut" } else { "joined" };
-                    self.trace.line(self.now, format_args!("partition flaps: {state}"));
-                    let next = ms(self.fault_rng.range_inclusive(10, 200));
-                    self.schedule(self.now + next, Event::PartitionFlap { generation });
-                }
-                Ok(())
-            }
-            Event::PartitionHeal { generation } => {
-                if self.network.generation == generation {
-                    self.heal();
-                }
-                Ok(())
-            }
-            Event::LivenessStart => self.start_liveness(),
-        }
     }
 
     // ---- the network ---------------------------------------------------------------------
@@ -1364,11 +1154,12 @@ impl<'a> Sim<'a> {
         self.stats.messages_sent += 1;
         if from == to {
             // In-process, between the broker and the controller of a combined node.
-            self.schedule(self.now + Duration(10_000), Event::Deliver { to, message: Box::new(message) });
+            self.harness
+                .schedule(self.harness.now + Duration(10_000), Event::Deliver { to, message: Box::new(message) });
             self.in_flight += 1;
             return;
         }
-        let cut = self.network.active && self.network.links.contains(&(from, to));
+        let cut = self.harness.partition.cut().is_some_and(|links| links.contains(&(from, to)));
         if cut || self.in_flight >= IN_FLIGHT_MAX || self.network_rng.chance(self.loss_percent, 100) {
             self.stats.messages_dropped += 1;
             return;
@@ -1381,7 +1172,10 @@ impl<'a> Sim<'a> {
                 us *= self.network_rng.range_inclusive(5, 20);
             }
             self.in_flight += 1;
-            self.schedule(self.now + Duration(us * 1_000), Event::Deliver { to, message: Box::new(message.clone()) });
+            self.harness.schedule(
+                self.harness.now + Duration(us * 1_000),
+                Event::Deliver { to, message: Box::new(message.clone()) },
+            );
         }
     }
 
@@ -1397,17 +1191,10 @@ impl<'a> Sim<'a> {
         self.after_broker(to)
     }
 
-    fn heal(&mut self) {
-        self.network.links.clear();
-        self.network.active = false;
-        self.network.generation += 1;
-        self.trace.line(self.now, format_args!("partition healed"));
-    }
-
     // ---- brokers -------------------------------------------------------------------------
 
     fn broker_tick(&mut self, b: usize) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let broker = &mut self.brokers[b];
         match broker.broker_epoch {
             None => {
@@ -1446,7 +1233,7 @@ impl<'a> Sim<'a> {
     /// A combined node fetches committed metadata from its own controller; a broker-only node
     /// from a voter, the next one after a fetch with no answer.
     fn fetch_metadata(&mut self, b: usize) {
-        let now = self.now;
+        let now = self.harness.now;
         let voter = self.is_voter(b);
         let voters = self.voters.len();
         let broker = &mut self.brokers[b];
@@ -1466,7 +1253,7 @@ impl<'a> Sim<'a> {
     }
 
     fn replica_tick(&mut self, b: usize, p: usize) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let broker = &mut self.brokers[b];
         let slow = now < broker.slow_disk_until;
         let mean = broker.flush_interval_ms_mean;
@@ -1480,9 +1267,10 @@ impl<'a> Sim<'a> {
             };
             replica.flush_at = now + ms(self.disk_rng.range_inclusive(mean.div_ceil(2), mean + mean / 2));
             let process = broker.process;
-            self.schedule(now + Duration(latency_us * 1_000), Event::FlushDone { broker: b, process, partition: p });
+            self.harness
+                .schedule(now + Duration(latency_us * 1_000), Event::FlushDone { broker: b, process, partition: p });
         }
-        self.current = format!("b{} p{p} tick", b + 1);
+        self.harness.current = format!("b{} p{p} tick", b + 1);
         let replica = &mut self.brokers[b].replicas[p];
         match replica.engine.role() {
             Role::Leader(_) => {
@@ -1519,7 +1307,7 @@ impl<'a> Sim<'a> {
         let interval = self.retention.maintenance_interval.as_millis();
         let next = ms(self.retention_rng.range_inclusive(interval.div_ceil(2), interval + interval / 2));
         let process = self.brokers[b].process;
-        self.schedule(self.now + next, Event::Maintenance { broker: b, process });
+        self.harness.schedule(self.harness.now + next, Event::Maintenance { broker: b, process });
     }
 
     /// The broker's periodic log maintenance, as keel-broker runs it for every replica:
@@ -1527,11 +1315,11 @@ impl<'a> Sim<'a> {
     /// with the bound the replica engine gives ([`Replica::retention_bound`], which the
     /// broker's role asks too).
     fn maintain(&mut self, b: usize) -> Result<(), String> {
-        let now_ms = millis(self.now);
+        let now_ms = millis(self.harness.now);
         let id = self.brokers[b].id;
         let ignores_high_watermark = self.options.mutation == Some(ClusterMutation::RetentionIgnoresHighWatermark);
         for p in 0..self.options.partitions {
-            self.current = format!("b{id} p{p} maintenance");
+            self.harness.current = format!("b{id} p{p} maintenance");
             let replica = &mut self.brokers[b].replicas[p];
             let bound = if ignores_high_watermark { replica.log.log_end() } else { replica.engine.retention_bound() };
             let before = replica.log.log_start_offset();
@@ -1548,7 +1336,7 @@ impl<'a> Sim<'a> {
                  (log end {end}, hw {hw})",
                 deleted.len()
             );
-            self.trace.line(self.now, format_args!("{text}"));
+            self.harness.trace.line(self.harness.now, format_args!("{text}"));
             self.oracle.observe_log_start(p, id, start)?;
         }
         self.after_broker(b)
@@ -1556,7 +1344,7 @@ impl<'a> Sim<'a> {
 
     /// Answers the fetches the leader holds: all of them, or those held long enough.
     fn release_parked(&mut self, b: usize, p: usize, all: bool) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let parked = std::mem::take(&mut self.brokers[b].replicas[p].parked);
         for (from, from_process, request, since) in parked {
             let leads = self.brokers[b].replicas[p].engine.leader().is_some();
@@ -1570,7 +1358,7 @@ impl<'a> Sim<'a> {
     }
 
     fn maybe_fetch(&mut self, b: usize, p: usize) {
-        let now = self.now;
+        let now = self.harness.now;
         let broker = &mut self.brokers[b];
         let process = broker.process;
         let replica = &mut broker.replicas[p];
@@ -1595,7 +1383,7 @@ impl<'a> Sim<'a> {
 
     /// Collects what the broker's leaders produced after an input, and checks the broker.
     fn after_broker(&mut self, b: usize) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let id = self.brokers[b].id;
         for p in 0..self.options.partitions {
             let broker = &mut self.brokers[b];
@@ -1644,7 +1432,7 @@ impl<'a> Sim<'a> {
     }
 
     fn broker_receive(&mut self, b: usize, message: Message) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let process = self.brokers[b].process;
         let id = self.brokers[b].id;
         match message {
@@ -1658,7 +1446,7 @@ impl<'a> Sim<'a> {
                 }
             }
             Message::Raft { from, message } => {
-                self.current = format!("b{id} controller hears {} from b{from}", message.kind());
+                self.harness.current = format!("b{id} controller hears {} from b{from}", message.kind());
                 self.with_member(b, |member, now, rng| member.handle_message(now, rng, from, message))?;
             }
             Message::ControllerAnswer { from, process: p, call, answer } if p == process => {
@@ -1723,7 +1511,7 @@ impl<'a> Sim<'a> {
 
     /// What broker `b` does with the active controller's answer to its request.
     fn handle_controller_answer(&mut self, b: usize, call: Call, answer: Answer<Decided>) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let id = self.brokers[b].id;
         let hinted = self.brokers[b].controller_hint.is_some();
         let decided = match answer {
@@ -1737,7 +1525,7 @@ impl<'a> Sim<'a> {
                 if broker.broker_epoch.is_none_or(|e| e < broker_epoch) {
                     broker.broker_epoch = Some(broker_epoch);
                     broker.next_heartbeat = now;
-                    self.trace.line(now, format_args!("b{id} registered with broker epoch {broker_epoch}"));
+                    self.harness.trace.line(now, format_args!("b{id} registered with broker epoch {broker_epoch}"));
                 }
             }
             (Call::Register { .. }, Some(refused)) => {
@@ -1760,7 +1548,7 @@ impl<'a> Sim<'a> {
                     broker.register_sent = None;
                     let text =
                         format!("b{id}'s heartbeat with broker epoch {broker_epoch} is refused: it registers again");
-                    self.trace.line(now, format_args!("{text}"));
+                    self.harness.trace.line(now, format_args!("{text}"));
                 }
             }
             (Call::Heartbeat { .. }, None) => {
@@ -1771,7 +1559,7 @@ impl<'a> Sim<'a> {
                     Some(Decided::AlterPartition(registration)) => Ok((registration.partition_epoch, registration.isr)),
                     Some(Decided::Refused(code, message)) => {
                         let text = format!("controller refuses AlterPartition from b{id} for p{partition}: {message}");
-                        self.trace.line(now, format_args!("{text}"));
+                        self.harness.trace.line(now, format_args!("{text}"));
                         Err(code)
                     }
                     Some(other) => return Err(format!("simulator bug: AlterPartition answered {other:?}")),
@@ -1782,7 +1570,7 @@ impl<'a> Sim<'a> {
                     replica.alter_isr = None;
                 }
                 if let Some(leader) = replica.engine.leader_mut() {
-                    self.current = format!("b{id} p{partition} hears {result:?} for {request:?}");
+                    self.harness.current = format!("b{id} p{partition} hears {result:?} for {request:?}");
                     leader.handle_isr_change_result(now, &request, result);
                 }
             }
@@ -1810,7 +1598,7 @@ impl<'a> Sim<'a> {
         request: FetchRequest,
         may_park: bool,
     ) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let id = self.brokers[b].id;
         let replica = &mut self.brokers[b].replicas[p];
         if may_park && replica.parked.len() < PARKED_MAX && replica.engine.leader().is_some() {
@@ -1848,7 +1636,7 @@ impl<'a> Sim<'a> {
         response: FetchResponse,
         records: Bytes,
     ) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let id = self.brokers[b].id;
         let replica = &mut self.brokers[b].replicas[p];
         // The reply carries the request as sent; the follower judges the one it built.
@@ -1861,7 +1649,7 @@ impl<'a> Sim<'a> {
         }
         replica.fetch = None;
         let Some(leader) = replica.engine.follower().map(|f| f.leader()) else { return Ok(()) };
-        self.current = format!("b{id} p{p} fetch reply {response:?}");
+        self.harness.current = format!("b{id} p{p} fetch reply {response:?}");
         let before = replica.log.log_end();
         let mut log = replica.log.at(millis(now));
         let action = replica
@@ -1885,11 +1673,12 @@ impl<'a> Sim<'a> {
         self.oracle.observe_log_start(p, id, start)?;
         if leo > before && action == FollowerAction::Append {
             let text = format!("b{id} p{p} appends {} from b{leader} => leo {leo} hw {hw}", leo - before);
-            self.trace.line(now, format_args!("{text}"));
+            self.harness.trace.line(now, format_args!("{text}"));
         }
         if let Some((offset, before)) = cut {
             self.stats.truncations += 1;
-            self.trace
+            self.harness
+                .trace
                 .line(now, format_args!("b{id} p{p} truncates to {offset} (log ended at {before}, now at {leo})"));
             self.oracle.cut(p, id, offset);
             let logs: Vec<&SimLog> = self.brokers.iter().map(|b| &b.replicas[p].log).collect();
@@ -1904,7 +1693,7 @@ impl<'a> Sim<'a> {
     /// A producer's batch for `value` reaches broker `b`: appended as leader (the broker's
     /// `append_as_leader`), then answered once the high watermark passes it.
     fn handle_produce(&mut self, b: usize, p: usize, value: u64, attempt: u64, batch: &[u8]) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let client = self.client_index();
         let id = self.brokers[b].id;
         let replica = &mut self.brokers[b].replicas[p];
@@ -1925,7 +1714,7 @@ impl<'a> Sim<'a> {
             Ok(info) => info,
             Err(AppendError::Producer { producer_id, error }) => {
                 let text = format!("b{id} p{p} refuses v{value} from producer {producer_id}: {error}");
-                self.trace.line(now, format_args!("{text}"));
+                self.harness.trace.line(now, format_args!("{text}"));
                 let result = Err(error.error_code());
                 self.send(b, client, Message::ProduceReply { partition: p, value, attempt, result });
                 return Ok(());
@@ -1969,7 +1758,7 @@ impl<'a> Sim<'a> {
     /// Sends AllocateProducerIds if the broker's allocator asks for a block and the broker
     /// has a registration to ask in.
     fn request_producer_ids(&mut self, b: usize) {
-        let now = self.now;
+        let now = self.harness.now;
         let broker = &mut self.brokers[b];
         let Some(broker_epoch) = broker.broker_epoch else { return };
         if broker.producer_ids.poll_request(now) {
@@ -1987,14 +1776,14 @@ impl<'a> Sim<'a> {
         if !self.brokers[b].caught_up() && self.options.mutation != Some(ClusterMutation::NoMetadataGate) {
             return Ok(());
         }
-        let now = self.now;
+        let now = self.harness.now;
         let id = self.brokers[b].id;
         let topic_id = self.topic_id;
         let image = std::mem::take(&mut self.brokers[b].metadata.image);
         let client = self.client_index();
         for p in 0..self.options.partitions {
             if let Some(registration) = image.partition(topic_id, p as i32) {
-                self.current = format!("b{id} p{p} gets metadata {}", show_registration(registration));
+                self.harness.current = format!("b{id} p{p} gets metadata {}", show_registration(registration));
             }
             let replica = &mut self.brokers[b].replicas[p];
             let change = replica.engine.apply_image(now, &image, topic_id, p as i32, &replica.log);
@@ -2023,7 +1812,7 @@ impl<'a> Sim<'a> {
                 RoleChange::Offline => format!("b{id} p{p} has no leader to follow"),
                 RoleChange::Refused(reason) => format!("b{id} p{p} refuses its role: {reason}"),
             };
-            self.trace.line(now, format_args!("{text}"));
+            self.harness.trace.line(now, format_args!("{text}"));
         }
         self.brokers[b].metadata.image = image;
         for p in 0..self.options.partitions {
@@ -2075,14 +1864,14 @@ impl<'a> Sim<'a> {
         for p in 0..self.options.partitions {
             let log = &self.brokers[b].replicas[p].log;
             let (flushed, end) = (log.flushed(), log.log_end());
-            let (recovered, report) = log.reopen(&image, millis(self.now))?;
+            let (recovered, report) = log.reopen(&image, millis(self.harness.now))?;
             let cut = recovered.log_end();
             self.stats.recovery_cuts += u64::from(report.truncated_at.is_some());
             lost_text.push(format!("p{p} {end}->{cut} (flushed {flushed}{})", show_recovery(&report)));
             self.brokers[b].replicas[p].log = recovered;
             if cut < end {
                 self.stats.records_lost_in_crashes += (end - cut) as u64;
-                self.oracle.record_loss(p, id, cut, self.now);
+                self.oracle.record_loss(p, id, cut, self.harness.now);
                 let logs: Vec<&SimLog> = self.brokers.iter().map(|b| &b.replicas[p].log).collect();
                 self.oracle.check_not_lost(p, cut, logs.into_iter())?;
             }
@@ -2091,15 +1880,15 @@ impl<'a> Sim<'a> {
         let controller = self.stop(b, false, false);
         self.stats.lossy_crashes += 1;
         let process = self.brokers[b].process;
-        self.trace.line(
-            self.now,
+        self.harness.trace.line(
+            self.harness.now,
             format_args!(
                 "CRASH b{id} for {} ms, logs recovered: {}{controller}",
                 downtime.as_millis(),
                 lost_text.join(", ")
             ),
         );
-        self.schedule(self.now + downtime, Event::Restart { broker: b, process });
+        self.harness.schedule(self.harness.now + downtime, Event::Restart { broker: b, process });
         Ok(())
     }
 
@@ -2125,12 +1914,12 @@ impl<'a> Sim<'a> {
         let id = self.brokers[b].id;
         let disk = CrashBackend::new();
         for p in 0..self.options.partitions {
-            let (empty, _) = SimLog::open(&disk, log_dir(p), self.log_config.clone(), millis(self.now))?;
+            let (empty, _) = SimLog::open(&disk, log_dir(p), self.log_config.clone(), millis(self.harness.now))?;
             let log = &mut self.brokers[b].replicas[p].log;
             let lost = log.log_end() - log.log_start_offset();
             *log = empty;
             self.stats.records_lost_in_crashes += lost as u64;
-            self.oracle.record_loss(p, id, 0, self.now);
+            self.oracle.record_loss(p, id, 0, self.harness.now);
             let logs: Vec<&SimLog> = self.brokers.iter().map(|b| &b.replicas[p].log).collect();
             self.oracle.check_not_lost(p, 0, logs.into_iter())?;
         }
@@ -2147,14 +1936,14 @@ impl<'a> Sim<'a> {
         }
         self.stats.disk_swaps += 1;
         let process = self.brokers[b].process;
-        self.trace.line(
-            self.now,
+        self.harness.trace.line(
+            self.harness.now,
             format_args!(
                 "CRASH b{id} for {} ms; it returns with an empty data directory{controller}",
                 downtime.as_millis()
             ),
         );
-        self.schedule(self.now + downtime, Event::Restart { broker: b, process });
+        self.harness.schedule(self.harness.now + downtime, Event::Restart { broker: b, process });
         Ok(())
     }
 
@@ -2164,28 +1953,28 @@ impl<'a> Sim<'a> {
         let id = self.brokers[b].id;
         let granted = self.brokers[b].shutdown_granted;
         for replica in &mut self.brokers[b].replicas {
-            replica.log.close(millis(self.now))?;
+            replica.log.close(millis(self.harness.now))?;
         }
         self.stop(b, true, true);
         self.stats.clean_restarts += 1;
         let downtime = self.downtime();
         let process = self.brokers[b].process;
-        self.trace.line(
-            self.now,
+        self.harness.trace.line(
+            self.harness.now,
             format_args!(
                 "b{id} stops cleanly ({}) for {} ms",
                 if granted { "controlled shutdown granted" } else { "controlled shutdown timed out" },
                 downtime.as_millis()
             ),
         );
-        self.schedule(self.now + downtime, Event::Restart { broker: b, process });
+        self.harness.schedule(self.harness.now + downtime, Event::Restart { broker: b, process });
         Ok(())
     }
 
     /// The broker starts again: it opens the logs it closed cleanly (a crashed broker's were
     /// recovered when it crashed).
     fn restart(&mut self, b: usize) -> Result<(), String> {
-        let now_ms = millis(self.now);
+        let now_ms = millis(self.harness.now);
         let broker = &mut self.brokers[b];
         for (p, replica) in broker.replicas.iter_mut().enumerate() {
             if replica.log.is_closed() {
@@ -2200,10 +1989,10 @@ impl<'a> Sim<'a> {
             }
         }
         broker.up = true;
-        broker.next_metadata = self.now;
+        broker.next_metadata = self.harness.now;
         let (id, process, marker) = (broker.id, broker.process, broker.marker);
-        self.trace.line(self.now, format_args!("b{id} starts, clean-shutdown marker {marker:?}"));
-        self.schedule(self.now, Event::BrokerTick { broker: b, process });
+        self.harness.trace.line(self.harness.now, format_args!("b{id} starts, clean-shutdown marker {marker:?}"));
+        self.harness.schedule(self.harness.now, Event::BrokerTick { broker: b, process });
         self.schedule_maintenance(b);
         if self.is_voter(b) {
             self.start_member(b)?;
@@ -2262,15 +2051,15 @@ impl<'a> Sim<'a> {
             self.consumer_step(p);
         }
         let next = ms(self.client_rng.range_inclusive(2, 30));
-        self.schedule(self.now + next, Event::Client);
+        self.harness.schedule(self.harness.now + next, Event::Client);
         Ok(())
     }
 
     /// The producer of `p`: first a producer id from any broker; then one request in flight
     /// (max.in.flight.requests.per.connection=1), sent again unchanged until acknowledged.
     fn producer_step(&mut self, p: usize) {
-        let now = self.now;
-        let producing = self.phase == Phase::Safety;
+        let now = self.harness.now;
+        let producing = self.harness.phase == Phase::Safety;
         let producer = &self.producers[p];
         if producer.producer_id.is_none() {
             if producing {
@@ -2280,7 +2069,7 @@ impl<'a> Sim<'a> {
         }
         if producer.in_flight.is_none() && producing && self.client_rng.chance(1, PRODUCER_REPLACED_ONE_IN) {
             let old = self.producers[p].producer_id.take().expect("a producer id");
-            self.trace.line(now, format_args!("the producer {old} of p{p} is replaced by a new one"));
+            self.harness.trace.line(now, format_args!("the producer {old} of p{p} is replaced by a new one"));
             return;
         }
         let send = match &self.producers[p].in_flight {
@@ -2311,7 +2100,7 @@ impl<'a> Sim<'a> {
     /// records, older than `retention.ms`, so the record may go as soon as its segment rolls
     /// and the high watermark passes it.
     fn create_time(&mut self, p: usize) -> i64 {
-        let now_ms = millis(self.now);
+        let now_ms = millis(self.harness.now);
         let Some(retention_ms) = self.retention.retention_ms.filter(|_| self.retention.old_timestamps) else {
             return now_ms;
         };
@@ -2327,7 +2116,7 @@ impl<'a> Sim<'a> {
 
     /// Sends the batch in flight to the leader the producer believes in, or backs off.
     fn send_produce(&mut self, p: usize) {
-        let now = self.now;
+        let now = self.harness.now;
         let attempt = self.next_attempt;
         self.next_attempt += 1;
         let leader = self.believed_leader(p);
@@ -2351,7 +2140,7 @@ impl<'a> Sim<'a> {
     /// Sends InitProducerId to a random running broker (Kafka's producer asks the least loaded
     /// one), unless one is out or backing off.
     fn init_producer_id(&mut self, p: usize) {
-        let now = self.now;
+        let now = self.harness.now;
         let producer = &self.producers[p];
         let due = match producer.init_sent {
             Some(sent) => now >= sent + INIT_PRODUCER_ID_TIMEOUT,
@@ -2373,7 +2162,7 @@ impl<'a> Sim<'a> {
 
     /// The consumer of `p` fetches from the leader it believes in, unless a fetch is out.
     fn consumer_step(&mut self, p: usize) {
-        let now = self.now;
+        let now = self.harness.now;
         if self.consumers[p].sent.is_some_and(|sent| now < sent + CONSUMER_TIMEOUT) {
             return;
         }
@@ -2412,7 +2201,7 @@ impl<'a> Sim<'a> {
     }
 
     fn handle_init_producer_id_reply(&mut self, p: usize, attempt: u64, result: Result<i64, ErrorCode>) {
-        let now = self.now;
+        let now = self.harness.now;
         let producer = &mut self.producers[p];
         if producer.producer_id.is_some() || producer.init_attempt != attempt || producer.init_sent.is_none() {
             return;
@@ -2422,11 +2211,11 @@ impl<'a> Sim<'a> {
             Ok(id) => {
                 producer.initialized(id);
                 self.stats.producer_ids += 1;
-                self.trace.line(now, format_args!("producer of p{p} gets producer id {id}"));
+                self.harness.trace.line(now, format_args!("producer of p{p} gets producer id {id}"));
             }
             Err(code) => {
                 producer.init_not_before = now + ms(self.client_rng.range_inclusive(1, CLIENT_BACKOFF_MS_MAX));
-                self.trace.line(now, format_args!("producer of p{p}: InitProducerId failed: {code:?}"));
+                self.harness.trace.line(now, format_args!("producer of p{p}: InitProducerId failed: {code:?}"));
             }
         }
     }
@@ -2438,7 +2227,7 @@ impl<'a> Sim<'a> {
         attempt: u64,
         result: Result<i64, ErrorCode>,
     ) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let producer = &mut self.producers[p];
         let in_flight = producer.in_flight.as_ref().filter(|f| f.value == value);
         let current = in_flight.is_some_and(|f| f.attempt == attempt);
@@ -2447,13 +2236,13 @@ impl<'a> Sim<'a> {
                 // A late answer to an earlier attempt acknowledges the value too.
                 self.oracle.record_ack(p, value, offset)?;
                 if in_flight.is_some() {
-                    self.trace.line(now, format_args!("producer: v{value} acked at p{p} offset {offset}"));
+                    self.harness.trace.line(now, format_args!("producer: v{value} acked at p{p} offset {offset}"));
                     producer.acknowledged();
                 }
             }
             Err(code) if current => {
                 let backoff = ms(self.client_rng.range_inclusive(1, CLIENT_BACKOFF_MS_MAX));
-                self.trace.line(now, format_args!("producer: v{value} to p{p} failed: {code:?}"));
+                self.harness.trace.line(now, format_args!("producer: v{value} to p{p} failed: {code:?}"));
                 self.handle_produce_error(p, value, code)?;
                 let in_flight = self.producers[p].in_flight.as_mut().expect("the batch in flight");
                 in_flight.sent = None;
@@ -2528,8 +2317,8 @@ impl<'a> Sim<'a> {
         consumer.position = log_start;
         consumer.resetting = false;
         self.stats.consumer_resets += 1;
-        self.trace.line(
-            self.now,
+        self.harness.trace.line(
+            self.harness.now,
             format_args!("consumer of p{p}: offset {from} out of range, resets to the log start {log_start}"),
         );
         self.oracle.check_consumer_reset(p, from, log_start)
@@ -2545,8 +2334,8 @@ impl<'a> Sim<'a> {
                 self.oracle.record_resent(p, value);
                 self.stats.producer_epoch_bumps += 1;
                 let (id, epoch) = (producer.producer_id.expect("a producer id"), producer.producer_epoch);
-                self.trace.line(
-                    self.now,
+                self.harness.trace.line(
+                    self.harness.now,
                     format_args!("producer {id} of p{p} bumps its epoch to {epoch}: v{value} again as sequence 0"),
                 );
                 Ok(())
@@ -2561,125 +2350,13 @@ impl<'a> Sim<'a> {
 
     // ---- faults --------------------------------------------------------------------------
 
-    fn fault_step(&mut self) -> Result<(), String> {
-        if self.phase != Phase::Safety {
-            return Ok(());
-        }
-        let weights: u64 = self.faults.iter().map(|k| k.weight()).sum();
-        let mut draw = self.fault_rng.below(weights);
-        let mut kind = self.faults[0];
-        for candidate in &self.faults {
-            if draw < candidate.weight() {
-                kind = *candidate;
-                break;
-            }
-            draw -= candidate.weight();
-        }
-        let total = self.brokers.len();
-        let up: Vec<usize> = (0..total).filter(|&b| self.brokers[b].up).collect();
-        let pick = |sim: &mut Sim<'_>, among: &[usize]| -> Option<usize> {
-            if among.is_empty() {
-                return None;
-            }
-            // Half the time a broker that leads something: failover is where the rules matter.
-            let leaders: Vec<usize> = among
-                .iter()
-                .copied()
-                .filter(|&b| sim.brokers[b].replicas.iter().any(|r| r.engine.leader().is_some()))
-                .collect();
-            if !leaders.is_empty() && sim.fault_rng.chance(1, 2) {
-                return Some(leaders[sim.fault_rng.below(leaders.len() as u64) as usize]);
-            }
-            Some(among[sim.fault_rng.below(among.len() as u64) as usize])
-        };
-        match kind {
-            FaultKind::LossyCrash => {
-                if let Some(victim) = pick(self, &up) {
-                    let downtime = self.downtime();
-                    self.crash(victim, downtime)?;
-                }
-            }
-            FaultKind::CleanRestart => {
-                let candidates: Vec<usize> =
-                    up.iter().copied().filter(|&b| self.brokers[b].shutdown_requested.is_none()).collect();
-                if let Some(victim) = pick(self, &candidates) {
-                    self.brokers[victim].shutdown_requested = Some(self.now);
-                    self.brokers[victim].next_heartbeat = self.now;
-                    let id = self.brokers[victim].id;
-                    self.trace.line(self.now, format_args!("b{id} begins a controlled shutdown"));
-                }
-            }
-            FaultKind::PowerLoss => {
-                self.stats.power_losses += 1;
-                self.trace.line(self.now, format_args!("power loss: every broker crashes"));
-                let base = self.fault_rng.range_inclusive(10, 1_000);
-                for b in 0..total {
-                    let downtime = ms(base + self.fault_rng.range_inclusive(0, 30));
-                    self.crash(b, downtime)?;
-                }
-            }
-            FaultKind::Partition => self.partition(),
-            FaultKind::SlowDisk => {
-                let victim = self.fault_rng.below(total as u64) as usize;
-                let until = self.now + ms(self.fault_rng.range_inclusive(100, 3_000));
-                let broker = &mut self.brokers[victim];
-                broker.slow_disk_until = broker.slow_disk_until.max(until);
-                self.stats.slow_disks += 1;
-                let id = broker.id;
-                self.trace.line(self.now, format_args!("disk of b{id} slow until {} ms", until.as_millis()));
-            }
-            FaultKind::DiskSwap => {
-                // With the metadata log on the data disk, a voter's disk is replaced only while
-                // every other voter trusts its own Raft state (two voters forgetting at once is
-                // more than Raft tolerates), and never the only voter's, whose disk holds the
-                // cluster's only copy of its metadata (docs/raft.md).
-                let swappable: Vec<usize> = up
-                    .iter()
-                    .copied()
-                    .filter(|&b| !self.swap_loses_raft_state(b) || (self.voters.len() > 1 && self.others_trusted(b)))
-                    .collect();
-                if let Some(victim) = pick(self, &swappable) {
-                    let downtime = self.downtime();
-                    self.swap_disk(victim, downtime)?;
-                }
-            }
-            FaultKind::ClusterRestart => {
-                self.stats.cluster_restarts += 1;
-                self.trace.line(self.now, format_args!("the whole cluster shuts down cleanly"));
-                for &b in &up {
-                    if self.brokers[b].shutdown_requested.is_none() {
-                        self.brokers[b].shutdown_requested = Some(self.now);
-                        self.brokers[b].next_heartbeat = self.now;
-                    }
-                }
-            }
-            FaultKind::MinIsrChange => {
-                let min_isr = self.fault_rng.range_inclusive(1, self.options.replication_factor as u64) as usize;
-                self.change_min_isr(min_isr)?;
-            }
-            FaultKind::MetadataStall => {
-                let victim = self.fault_rng.below(total as u64) as usize;
-                let until = self.now + ms(self.fault_rng.range_inclusive(200, 3_000));
-                let broker = &mut self.brokers[victim];
-                broker.metadata_stalled_until = broker.metadata_stalled_until.max(until);
-                self.stats.metadata_stalls += 1;
-                let id = broker.id;
-                self.trace
-                    .line(self.now, format_args!("b{id} stops replaying metadata until {} ms", until.as_millis()));
-            }
-        }
-        let next = self.fault_interval();
-        self.schedule(self.now + next, Event::Fault);
-        Ok(())
-    }
-
     /// Cuts links among the nodes (brokers and the controllers on them; clients stay
     /// connected).
     fn partition(&mut self) {
         let brokers = self.brokers.len();
         let nodes = brokers;
         let (active, voters) = (self.active_controller(), self.voters.len());
-        let rng = &mut self.fault_rng;
+        let rng = &mut self.harness.fault_rng;
         let mut links = BTreeSet::new();
         let both = |links: &mut BTreeSet<(usize, usize)>, a: usize, b: usize| {
             links.insert((a, b));
@@ -2731,33 +2408,211 @@ impl<'a> Sim<'a> {
                 format!("one-way cuts {}", shown.join(" "))
             }
         };
-        let flapping = self.fault_rng.chance(1, 4);
-        let generation = self.network.generation + 1;
-        self.network = NetworkPartition { links, active: true, generation };
-        let duration = ms(self.fault_rng.range_inclusive(100, 4_000));
+        let flapping = self.harness.fault_rng.chance(1, 4);
         self.stats.partitions += 1;
-        self.trace.line(
-            self.now,
-            format_args!(
-                "partition {shape}{} for {} ms",
-                if flapping { ", flapping" } else { "" },
-                duration.as_millis()
-            ),
-        );
-        if flapping {
-            let next = ms(self.fault_rng.range_inclusive(10, 200));
-            self.schedule(self.now + next, Event::PartitionFlap { generation });
-        }
-        self.schedule(self.now + duration, Event::PartitionHeal { generation });
+        self.harness.partition_briefly(links, &shape, flapping);
+    }
+}
+
+impl Scenario for Sim<'_> {
+    type Event = Event;
+    type Cut = Links;
+    const EVENTS_MAX: u64 = EVENTS_MAX;
+
+    fn harness(&self) -> &Harness<Event, Links> {
+        &self.harness
     }
 
-    // ---- liveness ------------------------------------------------------------------------
+    fn harness_mut(&mut self) -> &mut Harness<Event, Links> {
+        &mut self.harness
+    }
+
+    fn start(&mut self) -> Result<(), Failure> {
+        for b in 0..self.brokers.len() {
+            self.harness.schedule(Instant::ZERO, Event::BrokerTick { broker: b, process: 1 });
+            self.schedule_maintenance(b);
+        }
+        for b in 0..self.voters.len() {
+            self.guarded(|sim| sim.start_member(b))?;
+        }
+        self.harness.schedule(Instant::ZERO + ms(1), Event::Client);
+        Ok(())
+    }
+
+    fn faults_from(&self) -> Option<Instant> {
+        (!self.faults.is_empty() && self.options.safety_ms > 0).then_some(Instant::ZERO)
+    }
+
+    fn step(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Deliver { to, message } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.deliver(to, *message)
+            }
+            Event::BrokerTick { broker, process } => {
+                if self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.broker_tick(broker)?;
+                    self.harness.schedule(self.harness.now + BROKER_TICK, Event::BrokerTick { broker, process });
+                }
+                Ok(())
+            }
+            Event::Maintenance { broker, process } => {
+                if self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.maintain(broker)?;
+                    self.schedule_maintenance(broker);
+                }
+                Ok(())
+            }
+            Event::FlushDone { broker, process, partition } => {
+                let b = &mut self.brokers[broker];
+                if b.up && b.process == process {
+                    // The simulated OS wrote the log's dirty pages back: fsync.
+                    b.replicas[partition].log.flush(millis(self.harness.now))?;
+                    b.replicas[partition].flushing = false;
+                }
+                Ok(())
+            }
+            Event::Restart { broker, process } => {
+                if !self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.restart(broker)?;
+                }
+                Ok(())
+            }
+            Event::ControllerTick { broker, process } => {
+                if self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.harness.current = format!("b{} controller tick", broker + 1);
+                    self.with_member(broker, |member, now, _| {
+                        let _ = member.handle_controller_tick(now, std::iter::empty());
+                    })?;
+                    self.harness
+                        .schedule(self.harness.now + CONTROLLER_TICK, Event::ControllerTick { broker, process });
+                }
+                Ok(())
+            }
+            Event::RaftTimer { broker, process } => {
+                if self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.voters[broker].timer = None;
+                    self.harness.current = format!("b{} Raft timer", broker + 1);
+                    self.with_member(broker, |member, now, rng| member.handle_timeout(now, rng))?;
+                }
+                Ok(())
+            }
+            Event::RaftWrite { broker, process } => {
+                if self.brokers[broker].up && self.brokers[broker].process == process {
+                    self.raft_write_done(broker)?;
+                }
+                Ok(())
+            }
+            Event::Client => self.client_step(),
+        }
+    }
+
+    fn inject_fault(&mut self) -> Result<(), String> {
+        let kind = self.harness.draw_fault(&self.faults, FaultKind::weight);
+        let total = self.brokers.len();
+        let up: Vec<usize> = (0..total).filter(|&b| self.brokers[b].up).collect();
+        let pick = |sim: &mut Sim<'_>, among: &[usize]| -> Option<usize> {
+            if among.is_empty() {
+                return None;
+            }
+            // Half the time a broker that leads something: failover is where the rules matter.
+            let leaders: Vec<usize> = among
+                .iter()
+                .copied()
+                .filter(|&b| sim.brokers[b].replicas.iter().any(|r| r.engine.leader().is_some()))
+                .collect();
+            if !leaders.is_empty() && sim.harness.fault_rng.chance(1, 2) {
+                return Some(leaders[sim.harness.fault_rng.below(leaders.len() as u64) as usize]);
+            }
+            Some(among[sim.harness.fault_rng.below(among.len() as u64) as usize])
+        };
+        match kind {
+            FaultKind::LossyCrash => {
+                if let Some(victim) = pick(self, &up) {
+                    let downtime = self.downtime();
+                    self.crash(victim, downtime)?;
+                }
+            }
+            FaultKind::CleanRestart => {
+                let candidates: Vec<usize> =
+                    up.iter().copied().filter(|&b| self.brokers[b].shutdown_requested.is_none()).collect();
+                if let Some(victim) = pick(self, &candidates) {
+                    self.brokers[victim].shutdown_requested = Some(self.harness.now);
+                    self.brokers[victim].next_heartbeat = self.harness.now;
+                    let id = self.brokers[victim].id;
+                    self.harness.trace.line(self.harness.now, format_args!("b{id} begins a controlled shutdown"));
+                }
+            }
+            FaultKind::PowerLoss => {
+                self.stats.power_losses += 1;
+                self.harness.trace.line(self.harness.now, format_args!("power loss: every broker crashes"));
+                let base = self.harness.fault_rng.range_inclusive(10, 1_000);
+                for b in 0..total {
+                    let downtime = ms(base + self.harness.fault_rng.range_inclusive(0, 30));
+                    self.crash(b, downtime)?;
+                }
+            }
+            FaultKind::Partition => self.partition(),
+            FaultKind::SlowDisk => {
+                let victim = self.harness.fault_rng.below(total as u64) as usize;
+                let until = self.harness.now + ms(self.harness.fault_rng.range_inclusive(100, 3_000));
+                let broker = &mut self.brokers[victim];
+                broker.slow_disk_until = broker.slow_disk_until.max(until);
+                self.stats.slow_disks += 1;
+                let id = broker.id;
+                self.harness
+                    .trace
+                    .line(self.harness.now, format_args!("disk of b{id} slow until {} ms", until.as_millis()));
+            }
+            FaultKind::DiskSwap => {
+                // With the metadata log on the data disk, a voter's disk is replaced only while
+                // every other voter trusts its own Raft state (two voters forgetting at once is
+                // more than Raft tolerates), and never the only voter's, whose disk holds the
+                // cluster's only copy of its metadata (docs/raft.md).
+                let swappable: Vec<usize> = up
+                    .iter()
+                    .copied()
+                    .filter(|&b| !self.swap_loses_raft_state(b) || (self.voters.len() > 1 && self.others_trusted(b)))
+                    .collect();
+                if let Some(victim) = pick(self, &swappable) {
+                    let downtime = self.downtime();
+                    self.swap_disk(victim, downtime)?;
+                }
+            }
+            FaultKind::ClusterRestart => {
+                self.stats.cluster_restarts += 1;
+                self.harness.trace.line(self.harness.now, format_args!("the whole cluster shuts down cleanly"));
+                for &b in &up {
+                    if self.brokers[b].shutdown_requested.is_none() {
+                        self.brokers[b].shutdown_requested = Some(self.harness.now);
+                        self.brokers[b].next_heartbeat = self.harness.now;
+                    }
+                }
+            }
+            FaultKind::MinIsrChange => {
+                let min_isr =
+                    self.harness.fault_rng.range_inclusive(1, self.options.replication_factor as u64) as usize;
+                self.change_min_isr(min_isr)?;
+            }
+            FaultKind::MetadataStall => {
+                let victim = self.harness.fault_rng.below(total as u64) as usize;
+                let until = self.harness.now + ms(self.harness.fault_rng.range_inclusive(200, 3_000));
+                let broker = &mut self.brokers[victim];
+                broker.metadata_stalled_until = broker.metadata_stalled_until.max(until);
+                self.stats.metadata_stalls += 1;
+                let id = broker.id;
+                self.harness.trace.line(
+                    self.harness.now,
+                    format_args!("b{id} stops replaying metadata until {} ms", until.as_millis()),
+                );
+            }
+        }
+        Ok(())
+    }
 
     fn start_liveness(&mut self) -> Result<(), String> {
-        self.phase = Phase::Liveness;
-        self.liveness_started = self.now;
-        self.trace.line(
-            self.now,
+        self.harness.trace.line(
+            self.harness.now,
             format_args!("liveness phase: faults stop, the network heals, brokers restart, the producer stops"),
         );
         self.loss_percent = 0;
@@ -2765,8 +2620,8 @@ impl<'a> Sim<'a> {
         self.spike_percent = 0;
         self.heal();
         for b in 0..self.brokers.len() {
-            self.brokers[b].slow_disk_until = self.now;
-            self.brokers[b].metadata_stalled_until = self.now;
+            self.brokers[b].slow_disk_until = self.harness.now;
+            self.brokers[b].metadata_stalled_until = self.harness.now;
             if !self.brokers[b].up {
                 self.restart(b)?;
             }
@@ -2900,6 +2755,18 @@ impl<'a> Sim<'a> {
             ));
         }
         message
+    }
+    /// Convergence is checked on broker 1's ticks, every [`BROKER_TICK`].
+    fn converges_after(event: &harness::Event<Event>) -> bool {
+        matches!(event, harness::Event::Scenario(Event::BrokerTick { broker: 0, .. }))
+    }
+
+    fn after_event(&mut self) -> Result<(), String> {
+        self.check_members()
+    }
+
+    fn validate_converged(&mut self) -> Result<(), String> {
+        self.check_storage()
     }
 }
 

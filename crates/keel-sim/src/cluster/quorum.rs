@@ -179,7 +179,7 @@ impl Sim<'_> {
 
     /// Starts (or restarts) the member on broker `b` from its Raft store.
     pub(super) fn start_member(&mut self, b: usize) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let voters: Vec<NodeId> = (0..self.voters.len()).map(|v| NodeId(v as i32 + 1)).collect();
         let config = self.options.quorum_config(NodeId(b as i32 + 1), voters, self.snapshot_entries);
         let voter = &mut self.voters[b];
@@ -191,10 +191,10 @@ impl Sim<'_> {
         voter.member = Some(member);
         if let Some(index) = from_snapshot.filter(|&index| index > self.setup_index) {
             self.stats.controller_restarts_from_snapshot += 1;
-            self.trace.line(now, format_args!("b{} controller restarts from its snapshot at {index}", b + 1));
+            self.harness.trace.line(now, format_args!("b{} controller restarts from its snapshot at {index}", b + 1));
         }
         let process = self.brokers[b].process;
-        self.schedule(now + CONTROLLER_TICK, Event::ControllerTick { broker: b, process });
+        self.harness.schedule(now + CONTROLLER_TICK, Event::ControllerTick { broker: b, process });
         self.after_member(b)
     }
 
@@ -206,7 +206,7 @@ impl Sim<'_> {
             return String::new();
         }
         if let Some(key) = voter.timer.take() {
-            self.queue.remove(&key);
+            self.harness.cancel(key);
         }
         if clean {
             voter.store.sync_all();
@@ -225,7 +225,7 @@ impl Sim<'_> {
         b: usize,
         input: impl FnOnce(&mut Member, Instant, &mut Rng),
     ) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let Some(voter) = self.voters.get_mut(b) else { return Ok(()) };
         let Some(member) = voter.member.as_mut() else { return Ok(()) };
         input(member, now, &mut voter.rng);
@@ -235,7 +235,7 @@ impl Sim<'_> {
     /// Carries out a member's effects, re-arms its timer, checks it and observes what it
     /// applied.
     fn after_member(&mut self, b: usize) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let id = NodeId(b as i32 + 1);
         let slow = now < self.brokers[b].slow_disk_until;
         let Some(member) = self.voters[b].member.as_mut() else { return Ok(()) };
@@ -255,7 +255,7 @@ impl Sim<'_> {
                 self.disk_rng.range_inclusive(20, 2_000)
             };
             let done = self.voters[b].store.write(persist, now, Duration(latency_us * 1_000));
-            self.schedule(done, Event::RaftWrite { broker: b, process });
+            self.harness.schedule(done, Event::RaftWrite { broker: b, process });
         }
         for (to, message) in messages {
             self.send(b, to.0 as usize - 1, Message::Raft { from: id, message });
@@ -264,10 +264,10 @@ impl Sim<'_> {
             self.deliver_answer(b, token, answer);
         }
         if let Some(key) = self.voters[b].timer.take() {
-            self.queue.remove(&key);
+            self.harness.cancel(key);
         }
         if let Some(at) = timeout {
-            let key = self.schedule(at, Event::RaftTimer { broker: b, process });
+            let key = self.harness.schedule(at, Event::RaftTimer { broker: b, process });
             self.voters[b].timer = Some(key);
         }
         self.observe_member(b)
@@ -288,7 +288,7 @@ impl Sim<'_> {
             None => (NodeId(-1), 0),
         };
         let topic_id = self.topic_id;
-        self.current = format!("b{} controller decides {:?} from {node}", b + 1, token.call);
+        self.harness.current = format!("b{} controller decides {:?} from {node}", b + 1, token.call);
         let call = token.call.clone();
         self.with_member(b, |member, now, _| {
             member.handle_request(now, token, |controller| decide(controller, now, (node, process), &call, topic_id))
@@ -305,7 +305,10 @@ impl Sim<'_> {
                 let message = Message::ControllerAnswer { from: b, process, call: token.call, answer };
                 self.send(b, broker, message);
             }
-            None => self.trace.line(self.now, format_args!("operator: {:?} answered {answer:?}", token.call)),
+            None => self
+                .harness
+                .trace
+                .line(self.harness.now, format_args!("operator: {:?} answered {answer:?}", token.call)),
         }
     }
 
@@ -354,7 +357,9 @@ impl Sim<'_> {
         }
         if delta.snapshot.is_some() {
             // The member compacted in the same step: what changed is read off the images.
-            self.trace.line(self.now, format_args!("metadata committed up to {index} (b{} compacted)", b + 1));
+            self.harness
+                .trace
+                .line(self.harness.now, format_args!("metadata committed up to {index} (b{} compacted)", b + 1));
             self.trace_image_change(&image);
         }
         self.observe_image(image)
@@ -364,13 +369,15 @@ impl Sim<'_> {
         match record {
             MetadataRecord::Partition { index: p, registration, .. } => {
                 let text = show_registration(registration);
-                self.trace.line(self.now, format_args!("metadata {index}: p{p} {text}"));
+                self.harness.trace.line(self.harness.now, format_args!("metadata {index}: p{p} {text}"));
             }
             MetadataRecord::FenceBroker { node, broker_epoch } => {
                 self.stats.fences += 1;
-                self.trace.line(self.now, format_args!("metadata {index}: fence b{node} epoch {broker_epoch}"));
+                self.harness
+                    .trace
+                    .line(self.harness.now, format_args!("metadata {index}: fence b{node} epoch {broker_epoch}"));
             }
-            other => self.trace.line(self.now, format_args!("metadata {index}: {other:?}")),
+            other => self.harness.trace.line(self.harness.now, format_args!("metadata {index}: {other:?}")),
         }
     }
 
@@ -379,7 +386,7 @@ impl Sim<'_> {
     fn trace_image_change(&mut self, image: &MetadataImage) {
         for (node, broker) in image.brokers() {
             if self.committed.image.broker(*node) != Some(broker) {
-                self.trace.line(self.now, format_args!("  b{node}: {broker:?}"));
+                self.harness.trace.line(self.harness.now, format_args!("  b{node}: {broker:?}"));
             }
         }
         for p in 0..self.options.partitions {
@@ -388,7 +395,7 @@ impl Sim<'_> {
                 registration.filter(|&r| self.committed.image.partition(self.topic_id, p as i32) != Some(r))
             {
                 let text = show_registration(registration);
-                self.trace.line(self.now, format_args!("  p{p} {text}"));
+                self.harness.trace.line(self.harness.now, format_args!("  p{p} {text}"));
             }
         }
     }
@@ -407,7 +414,7 @@ impl Sim<'_> {
         if min_isr != self.committed.min_isr {
             self.committed.min_isr = min_isr;
             self.stats.min_isr_changes += 1;
-            self.oracle.handle_min_isr(min_isr, self.now);
+            self.oracle.handle_min_isr(min_isr, self.harness.now);
         }
         self.committed.image = image;
         Ok(())
@@ -424,7 +431,7 @@ impl Sim<'_> {
     /// Where broker `b` sends its next controller request: the controller it believes active,
     /// else the next voter in turn. A request with no answer for a while sends it to the next.
     pub(super) fn send_call(&mut self, b: usize, call: Call) {
-        let now = self.now;
+        let now = self.harness.now;
         let voters = self.voters.len();
         let broker = &mut self.brokers[b];
         if broker.call_since.is_some_and(|since| now >= since + CALL_TIMEOUT) {
@@ -456,10 +463,15 @@ impl Sim<'_> {
     /// The operator sets min.insync.replicas through the active controller, if there is one.
     pub(super) fn change_min_isr(&mut self, min_isr: usize) -> Result<(), String> {
         let Some(active) = self.active_controller() else {
-            self.trace.line(self.now, format_args!("operator: no active controller for min.insync.replicas={min_isr}"));
+            self.harness.trace.line(
+                self.harness.now,
+                format_args!("operator: no active controller for min.insync.replicas={min_isr}"),
+            );
             return Ok(());
         };
-        self.trace.line(self.now, format_args!("operator: min.insync.replicas={min_isr} via b{}", active + 1));
+        self.harness
+            .trace
+            .line(self.harness.now, format_args!("operator: min.insync.replicas={min_isr} via b{}", active + 1));
         self.controller_request(active, Token { from: None, call: Call::AlterMinIsr { min_isr } })
     }
 

@@ -18,7 +18,6 @@
 mod oracle;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use keel_gossip::{Address, Config, Durable, Gossip, Message, Mutation};
 use keel_types::{Duration, Instant, NodeId, Rng};
@@ -26,8 +25,8 @@ use keel_types::{Duration, Instant, NodeId, Rng};
 pub use oracle::Detection;
 use oracle::Oracle;
 
-use crate::raft::{Failure, Phase};
-use crate::trace::{Fnv1a, Trace};
+use crate::harness::{self, fork, ms, Failure, Harness, Scenario, SimReport};
+use crate::trace::Trace;
 
 /// Most members a simulated cluster may have.
 pub const GOSSIP_NODES_MAX: usize = 1000;
@@ -249,44 +248,23 @@ pub struct GossipStats {
 }
 
 /// The result of one run.
-#[derive(Debug, Clone)]
-pub struct GossipSimReport {
-    pub seed: u64,
-    pub outcome: Result<(), Failure>,
-    /// FNV-1a over every trace line; equal for two runs of one seed with equal options.
-    pub trace_hash: u64,
-    /// The trace, if [`GossipSimOptions::record_trace`] was set.
-    pub trace: Vec<String>,
-    pub stats: GossipStats,
-}
+pub type GossipSimReport = SimReport<GossipStats>;
 
 /// Runs one seed. Never panics on a finding: a violated invariant, a core that panics, or
 /// views that do not converge all come back as a [`Failure`].
 pub fn run_gossip(options: &GossipSimOptions) -> GossipSimReport {
     if let Err(message) = options.validate() {
-        return GossipSimReport {
-            seed: options.seed,
-            outcome: Err(Failure { time: Instant::ZERO, phase: Phase::Setup, message }),
-            trace_hash: Fnv1a::new().finish(),
-            trace: Vec::new(),
-            stats: GossipStats::default(),
-        };
+        return SimReport::refused(options.seed, message);
     }
-    Sim::new(options).run()
+    let mut sim = Sim::new(options);
+    let outcome = harness::run(&mut sim);
+    sim.finish(outcome)
 }
 
 // ---- the simulation --------------------------------------------------------------------------
 
 fn address(i: usize) -> Address {
     Address(format!("n{}", i + 1))
-}
-
-fn ms(ms: u64) -> Duration {
-    Duration::from_millis(ms)
-}
-
-fn fork(master: &mut Rng) -> Rng {
-    Rng::new(master.next_u64())
 }
 
 #[derive(Debug)]
@@ -308,11 +286,6 @@ enum Event {
         node: usize,
         life: u64,
     },
-    Fault,
-    PartitionHeal {
-        generation: u64,
-    },
-    LivenessStart,
     CheckConvergence,
 }
 
@@ -335,34 +308,19 @@ struct Node {
     permanent: bool,
 }
 
-/// A partition: each member is on side 0 or 1; datagrams between sides are dropped.
-#[derive(Debug, Default)]
-struct Partition {
-    side: Vec<bool>,
-    active: bool,
-    /// Bumped by every partition and every heal, so a heal scheduled for an earlier one does
-    /// nothing.
-    generation: u64,
-}
+/// A partition puts each member on side 0 (`false`) or 1 (`true`); datagrams between the
+/// sides are dropped.
+type Sides = Vec<bool>;
 
 struct Sim<'a> {
     options: &'a GossipSimOptions,
-    now: Instant,
-    phase: Phase,
-    liveness_started: Instant,
-    queue: BTreeMap<(Instant, u64), Event>,
-    sequence: u64,
+    harness: Harness<Event, Sides>,
     nodes: Vec<Node>,
     addresses: BTreeMap<Address, usize>,
-    partition: Partition,
     in_flight: usize,
     network_rng: Rng,
-    fault_rng: Rng,
     disk_rng: Rng,
     oracle: Oracle,
-    trace: Trace,
-    /// The input being fed to a core, to name it if the core panics.
-    current: String,
     /// The input being fed is a timer tick.
     ticking: bool,
     stats: GossipStats,
@@ -418,31 +376,31 @@ impl<'a> Sim<'a> {
                 f.fault_interval_ms_mean,
             ),
         );
+        let harness = Harness::new(
+            options.safety_ms,
+            options.liveness_bound_ms(),
+            fault_rng,
+            options.faults.fault_interval_ms_mean,
+            trace,
+        );
         Sim {
             options,
-            now: Instant::ZERO,
-            phase: Phase::Safety,
-            liveness_started: Instant::ZERO,
-            queue: BTreeMap::new(),
-            sequence: 0,
-            partition: Partition { side: vec![false; options.nodes], active: false, generation: 0 },
+            harness,
             nodes,
             addresses,
             in_flight: 0,
             network_rng,
-            fault_rng,
             disk_rng,
             oracle,
-            trace,
-            current: String::new(),
             ticking: false,
             stats: GossipStats::default(),
         }
     }
 
-    fn run(mut self) -> GossipSimReport {
-        let outcome = self.run_phases();
-        self.stats.simulated_ms = self.now.as_millis();
+    fn finish(mut self, outcome: Result<u64, Failure>) -> GossipSimReport {
+        self.stats.liveness_converged_ms = outcome.as_ref().ok().copied();
+        self.stats.events = self.harness.events;
+        self.stats.simulated_ms = self.harness.now.as_millis();
         self.stats.detections = std::mem::take(&mut self.oracle.detections);
         self.stats.detections_interrupted = self.oracle.detections_interrupted;
         self.stats.crashes_during_partitions = self.oracle.crashes_excused;
@@ -451,120 +409,7 @@ impl<'a> Sim<'a> {
         self.stats.false_positive_node_ms = self.oracle.false_positive_node_ns / 1_000_000;
         self.stats.observed_node_ms = self.oracle.observed_node_ns / 1_000_000;
         self.stats.refutations = self.oracle.refutations;
-        match &outcome {
-            Ok(()) => self.trace.line(self.now, format_args!("PASSED")),
-            Err(failure) => self.trace.line(self.now, format_args!("FAILED: {}", failure.message)),
-        }
-        let (trace_hash, trace) = self.trace.finish();
-        GossipSimReport { seed: self.options.seed, outcome, trace_hash, trace, stats: self.stats }
-    }
-
-    fn run_phases(&mut self) -> Result<(), Failure> {
-        let liveness_at = Instant::ZERO + ms(self.options.safety_ms);
-        let deadline = liveness_at + ms(self.options.liveness_bound_ms());
-        // Members boot within the first probe period, in no particular order.
-        for i in 0..self.nodes.len() {
-            let at = Instant(self.fault_rng.below(self.options.probe_interval_ms.max(1) * 1_000_000));
-            self.schedule(at, Event::Start { node: i, life: 0 });
-        }
-        let f = &self.options.faults;
-        if (f.crashes || f.partitions) && self.options.warmup_ms < self.options.safety_ms {
-            let first = self.fault_interval();
-            self.schedule(Instant::ZERO + ms(self.options.warmup_ms) + first, Event::Fault);
-        }
-        self.schedule(liveness_at, Event::LivenessStart);
-        loop {
-            if self.stats.events >= EVENTS_MAX {
-                return Err(self.failure(format!("gave up after {EVENTS_MAX} events: a message storm?")));
-            }
-            let Some(((time, _), event)) = self.queue.pop_first() else {
-                return Err(self.failure("nothing left to simulate".to_string()));
-            };
-            if time > deadline {
-                self.now = deadline;
-                let message = self.not_converged();
-                return Err(self.failure(message));
-            }
-            self.now = time;
-            self.stats.events += 1;
-            self.oracle.advance(time);
-            let check = matches!(event, Event::CheckConvergence);
-            self.guarded(|sim| sim.step(event))?;
-            self.oracle.settle_detections(self.now);
-            if check && self.oracle.mismatches(0).is_none() {
-                let took = self.now.saturating_since(self.liveness_started).as_millis();
-                self.stats.liveness_converged_ms = Some(took);
-                self.trace.line(self.now, format_args!("converged {took} ms after faults stopped"));
-                return Ok(());
-            }
-        }
-    }
-
-    /// Runs one step, turning an error or a panic (a failed assertion in a core) into a
-    /// failure at the current time and phase.
-    fn guarded(&mut self, step: impl FnOnce(&mut Sim<'a>) -> Result<(), String>) -> Result<(), Failure> {
-        match catch_unwind(AssertUnwindSafe(|| step(self))) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(self.failure(message)),
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "a panic without a message".to_string());
-                let during = std::mem::take(&mut self.current);
-                Err(self.failure(format!("a core panicked on \"{during}\": {text}")))
-            }
-        }
-    }
-
-    fn failure(&self, message: String) -> Failure {
-        Failure { time: self.now, phase: self.phase, message }
-    }
-
-    fn schedule(&mut self, at: Instant, event: Event) -> (Instant, u64) {
-        let key = (at.max(self.now), self.sequence);
-        self.sequence += 1;
-        self.queue.insert(key, event);
-        key
-    }
-
-    fn fault_interval(&mut self) -> Duration {
-        let mean = self.options.faults.fault_interval_ms_mean;
-        ms(self.fault_rng.range_inclusive(mean.div_ceil(4), mean + mean * 3 / 4))
-    }
-
-    fn step(&mut self, event: Event) -> Result<(), String> {
-        match event {
-            Event::Deliver { from, to, datagram } => self.deliver(from, to, datagram),
-            Event::Timer { node } => {
-                self.nodes[node].timer = None;
-                self.ticking = true;
-                let result = self.input(node, "tick".to_string(), |gossip, now, rng| gossip.handle_tick(now, rng));
-                self.ticking = false;
-                result
-            }
-            Event::DiskDone { node, life } => self.disk_done(node, life),
-            Event::Start { node, life } => {
-                let n = &self.nodes[node];
-                if n.life == life && n.gossip.is_none() && !n.permanent {
-                    self.start(node)?;
-                }
-                Ok(())
-            }
-            Event::Fault => self.fault_step(),
-            Event::PartitionHeal { generation } => {
-                if self.partition.generation == generation {
-                    self.heal();
-                }
-                Ok(())
-            }
-            Event::LivenessStart => self.start_liveness(),
-            Event::CheckConvergence => {
-                self.schedule(self.now + CONVERGENCE_CHECK, Event::CheckConvergence);
-                Ok(())
-            }
-        }
+        self.harness.finish(self.options.seed, outcome.map(|_| ()), self.stats)
     }
 
     // ---- members -------------------------------------------------------------------------
@@ -576,18 +421,18 @@ impl<'a> Sim<'a> {
         text: String,
         feed: impl FnOnce(&mut Gossip, Instant, &mut Rng),
     ) -> Result<(), String> {
-        let now = self.now;
+        let now = self.harness.now;
         let node = &mut self.nodes[i];
         let Some(mut gossip) = node.gossip.take() else {
             return Err(format!("simulator bug: input to n{} while it is down: {text}", i + 1));
         };
-        self.current = text;
+        self.harness.current = text;
         feed(&mut gossip, now, &mut node.rng);
         let result = self.after_input(i, &mut gossip);
         self.nodes[i].gossip = Some(gossip);
-        let text = std::mem::take(&mut self.current);
+        let text = std::mem::take(&mut self.harness.current);
         let verdict = if result.is_ok() { "" } else { " FAILS" };
-        self.trace.line(self.now, format_args!("{text}{verdict}"));
+        self.harness.trace.line(self.harness.now, format_args!("{text}{verdict}"));
         result
     }
 
@@ -606,41 +451,41 @@ impl<'a> Sim<'a> {
         let changes = gossip.drain_changes();
         if !changes.is_empty() {
             let shown: Vec<String> = changes.iter().map(|m| m.to_string()).collect();
-            self.current.push_str(&format!(" => n{} holds {}", i + 1, shown.join(" ")));
+            self.harness.current.push_str(&format!(" => n{} holds {}", i + 1, shown.join(" ")));
         }
         let node = &mut self.nodes[i];
         if let Some(key) = node.timer.take() {
-            self.queue.remove(&key);
+            self.harness.cancel(key);
         }
         if let Some(deadline) = gossip.poll_timeout() {
             let at = deadline;
             // A tick serves every deadline up to now: one still due would make a shell that
             // sleeps until poll_timeout spin (keel-gossip once kept the indirect-probe deadline
             // of a probe acked directly; this simulator found it).
-            if self.ticking && deadline <= self.now {
+            if self.ticking && deadline <= self.harness.now {
                 return Err(format!(
                     "n{}'s tick at {} ms leaves its deadline at {} ms: a shell that sleeps until poll_timeout spins",
                     i + 1,
-                    self.now.as_millis(),
+                    self.harness.now.as_millis(),
                     deadline.as_millis()
                 ));
             }
-            let key = self.schedule(at, Event::Timer { node: i });
+            let key = self.harness.schedule(at, Event::Timer { node: i });
             self.nodes[i].timer = Some(key);
         }
-        self.oracle.observe(i, gossip, self.now)
+        self.oracle.observe(i, gossip, self.harness.now)
     }
 
     fn start(&mut self, i: usize) -> Result<(), String> {
         let node = &mut self.nodes[i];
         let first = node.life == 0 && node.durable == Durable::default();
-        let mut gossip = Gossip::start(node.config.clone(), node.durable, self.now);
-        node.disk_busy_until = self.now;
+        let mut gossip = Gossip::start(node.config.clone(), node.durable, self.harness.now);
+        node.disk_busy_until = self.harness.now;
         self.oracle.started(i, gossip.incarnation())?;
         if !first {
             self.stats.restarts += 1;
         }
-        self.current = format!(
+        self.harness.current = format!(
             "{} n{} from durable incarnation {}",
             if first { "start" } else { "restart" },
             i + 1,
@@ -648,8 +493,8 @@ impl<'a> Sim<'a> {
         );
         let result = self.after_input(i, &mut gossip);
         self.nodes[i].gossip = Some(gossip);
-        let text = std::mem::take(&mut self.current);
-        self.trace.line(self.now, format_args!("{text}"));
+        let text = std::mem::take(&mut self.harness.current);
+        self.harness.trace.line(self.harness.now, format_args!("{text}"));
         result
     }
 
@@ -659,7 +504,7 @@ impl<'a> Sim<'a> {
             return Ok(());
         }
         if let Some(key) = node.timer.take() {
-            self.queue.remove(&key);
+            self.harness.cancel(key);
         }
         // Writes reach the disk in order, and the crash can stop them anywhere.
         let pending: Vec<Durable> = node.pending.drain(..).collect();
@@ -673,7 +518,7 @@ impl<'a> Sim<'a> {
         let life = node.life;
         let incarnation = node.durable.incarnation;
         self.stats.crashes += 1;
-        self.oracle.crashed(i, self.now);
+        self.oracle.crashed(i, self.harness.now);
         let how = match downtime {
             Some(d) => format!("for {} ms", d.as_millis()),
             None => {
@@ -681,8 +526,8 @@ impl<'a> Sim<'a> {
                 "for good".to_string()
             }
         };
-        self.trace.line(
-            self.now,
+        self.harness.trace.line(
+            self.harness.now,
             format_args!(
                 "crash n{} {how}: {survivors} of {} pending writes survive, durable incarnation {incarnation}",
                 i + 1,
@@ -690,7 +535,7 @@ impl<'a> Sim<'a> {
             ),
         );
         if let Some(downtime) = downtime {
-            self.schedule(self.now + downtime, Event::Start { node: i, life });
+            self.harness.schedule(self.harness.now + downtime, Event::Start { node: i, life });
         }
         Ok(())
     }
@@ -701,12 +546,12 @@ impl<'a> Sim<'a> {
         let latency = self.disk_rng.range_inclusive(100_000, self.options.faults.disk_delay_ms_max * 1_000_000);
         let node = &mut self.nodes[i];
         // In order, each no earlier than the one before it.
-        let done = node.disk_busy_until.max(self.now + Duration(latency));
+        let done = node.disk_busy_until.max(self.harness.now + Duration(latency));
         node.disk_busy_until = done;
         node.pending.push_back(durable);
         let life = node.life;
         self.stats.disk_writes += 1;
-        self.schedule(done, Event::DiskDone { node: i, life });
+        self.harness.schedule(done, Event::DiskDone { node: i, life });
     }
 
     fn disk_done(&mut self, i: usize, life: u64) -> Result<(), String> {
@@ -726,7 +571,7 @@ impl<'a> Sim<'a> {
     // ---- network -------------------------------------------------------------------------
 
     fn cut(&self, from: usize, to: usize) -> bool {
-        self.partition.active && self.partition.side[from] != self.partition.side[to]
+        self.harness.partition.cut().is_some_and(|side| side[from] != side[to])
     }
 
     fn send(&mut self, from: usize, to: usize, message: &Message) -> Result<(), String> {
@@ -748,12 +593,12 @@ impl<'a> Sim<'a> {
         };
         if let Some(why) = lost {
             self.stats.messages_dropped += 1;
-            self.trace.line(self.now, format_args!("n{} -> n{} {message}: {why}", from + 1, to + 1));
+            self.harness.trace.line(self.harness.now, format_args!("n{} -> n{} {message}: {why}", from + 1, to + 1));
             return Ok(());
         }
         let delay = self.network_rng.range_inclusive(100_000, self.options.faults.network_delay_ms_max * 1_000_000);
         self.in_flight += 1;
-        self.schedule(self.now + Duration(delay), Event::Deliver { from, to, datagram });
+        self.harness.schedule(self.harness.now + Duration(delay), Event::Deliver { from, to, datagram });
         Ok(())
     }
 
@@ -768,7 +613,9 @@ impl<'a> Sim<'a> {
         };
         if let Some(why) = dropped {
             self.stats.messages_dropped += 1;
-            self.trace.line(self.now, format_args!("n{} <- n{} datagram dropped, {why}", to + 1, from + 1));
+            self.harness
+                .trace
+                .line(self.harness.now, format_args!("n{} <- n{} datagram dropped, {why}", to + 1, from + 1));
             return Ok(());
         }
         // What the shell does with a datagram off the socket.
@@ -780,31 +627,7 @@ impl<'a> Sim<'a> {
         self.input(to, text, |gossip, now, _| gossip.handle_message(now, message))
     }
 
-    fn heal(&mut self) {
-        self.partition.active = false;
-        self.partition.generation += 1;
-        self.oracle.partition_healed(self.now);
-        self.trace.line(self.now, format_args!("partition healed"));
-    }
-
     // ---- faults --------------------------------------------------------------------------
-
-    fn fault_step(&mut self) -> Result<(), String> {
-        if self.phase != Phase::Safety {
-            return Ok(());
-        }
-        let f = &self.options.faults;
-        // Rarely: detection and false positives are measured only outside partitions.
-        let partition = f.partitions && !self.partition.active && (!f.crashes || self.fault_rng.chance(1, 12));
-        if partition {
-            self.partition();
-        } else if f.crashes {
-            self.crash_one()?;
-        }
-        let next = self.fault_interval();
-        self.schedule(self.now + next, Event::Fault);
-        Ok(())
-    }
 
     fn crash_one(&mut self) -> Result<(), String> {
         let n = self.nodes.len();
@@ -813,19 +636,19 @@ impl<'a> Sim<'a> {
         if up.is_empty() || n - up.len() >= down_max {
             return Ok(());
         }
-        let victim = up[self.fault_rng.below(up.len() as u64) as usize];
+        let victim = up[self.harness.fault_rng.below(up.len() as u64) as usize];
         let permanent_max = n / 10;
         let permanent_so_far = self.nodes.iter().filter(|node| node.permanent).count();
         let downtime = if permanent_so_far < permanent_max
-            && self.fault_rng.chance(self.options.faults.permanent_crash_percent, 100)
+            && self.harness.fault_rng.chance(self.options.faults.permanent_crash_percent, 100)
         {
             None
-        } else if self.fault_rng.chance(1, 3) {
+        } else if self.harness.fault_rng.chance(1, 3) {
             // Back before anyone could declare it dead: its old incarnation's suspicion
             // meets its new incarnation.
-            Some(ms(self.fault_rng.range_inclusive(200, 4_000)))
+            Some(ms(self.harness.fault_rng.range_inclusive(200, 4_000)))
         } else {
-            Some(ms(self.fault_rng.range_inclusive(10_000, 30_000)))
+            Some(ms(self.harness.fault_rng.range_inclusive(10_000, 30_000)))
         };
         self.crash(victim, downtime)
     }
@@ -833,38 +656,105 @@ impl<'a> Sim<'a> {
     fn partition(&mut self) {
         let n = self.nodes.len();
         let mut side = vec![false; n];
-        let minority =
-            if self.fault_rng.chance(1, 2) { 1 } else { self.fault_rng.range_inclusive(1, (n / 4).max(1) as u64) };
+        let minority = if self.harness.fault_rng.chance(1, 2) {
+            1
+        } else {
+            self.harness.fault_rng.range_inclusive(1, (n / 4).max(1) as u64)
+        };
         let mut cut_off = Vec::new();
         while (cut_off.len() as u64) < minority {
-            let i = self.fault_rng.below(n as u64) as usize;
+            let i = self.harness.fault_rng.below(n as u64) as usize;
             if !side[i] {
                 side[i] = true;
                 cut_off.push(i);
             }
         }
         cut_off.sort_unstable();
-        let duration = ms(self.fault_rng.range_inclusive(2_000, 15_000));
-        let generation = self.partition.generation + 1;
-        self.partition = Partition { side, active: true, generation };
+        let duration = ms(self.harness.fault_rng.range_inclusive(2_000, 15_000));
         self.stats.partitions += 1;
         self.oracle.partition_started();
         let names: Vec<String> = cut_off.iter().map(|i| format!("n{}", i + 1)).collect();
-        self.trace
-            .line(self.now, format_args!("partition: {} cut off for {} ms", names.join(","), duration.as_millis()));
-        self.schedule(self.now + duration, Event::PartitionHeal { generation });
+        self.harness.trace.line(
+            self.harness.now,
+            format_args!("partition: {} cut off for {} ms", names.join(","), duration.as_millis()),
+        );
+        self.harness.partition(side, duration, false);
+    }
+}
+
+impl Scenario for Sim<'_> {
+    type Event = Event;
+    type Cut = Sides;
+    const EVENTS_MAX: u64 = EVENTS_MAX;
+
+    fn harness(&self) -> &Harness<Event, Sides> {
+        &self.harness
     }
 
-    // ---- liveness ------------------------------------------------------------------------
+    fn harness_mut(&mut self) -> &mut Harness<Event, Sides> {
+        &mut self.harness
+    }
+
+    /// Members boot within the first probe period, in no particular order.
+    fn start(&mut self) -> Result<(), Failure> {
+        for i in 0..self.nodes.len() {
+            let at = Instant(self.harness.fault_rng.below(self.options.probe_interval_ms.max(1) * 1_000_000));
+            self.harness.schedule(at, Event::Start { node: i, life: 0 });
+        }
+        Ok(())
+    }
+
+    /// Faults start after the warm-up.
+    fn faults_from(&self) -> Option<Instant> {
+        let f = &self.options.faults;
+        ((f.crashes || f.partitions) && self.options.warmup_ms < self.options.safety_ms)
+            .then(|| Instant::ZERO + ms(self.options.warmup_ms))
+    }
+
+    fn step(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Deliver { from, to, datagram } => self.deliver(from, to, datagram),
+            Event::Timer { node } => {
+                self.nodes[node].timer = None;
+                self.ticking = true;
+                let result = self.input(node, "tick".to_string(), |gossip, now, rng| gossip.handle_tick(now, rng));
+                self.ticking = false;
+                result
+            }
+            Event::DiskDone { node, life } => self.disk_done(node, life),
+            Event::Start { node, life } => {
+                let n = &self.nodes[node];
+                if n.life == life && n.gossip.is_none() && !n.permanent {
+                    self.start(node)?;
+                }
+                Ok(())
+            }
+            Event::CheckConvergence => {
+                self.harness.schedule(self.harness.now + CONVERGENCE_CHECK, Event::CheckConvergence);
+                Ok(())
+            }
+        }
+    }
+
+    fn inject_fault(&mut self) -> Result<(), String> {
+        let f = &self.options.faults;
+        // Rarely: detection and false positives are measured only outside partitions.
+        let partition =
+            f.partitions && !self.harness.partition.is_active() && (!f.crashes || self.harness.fault_rng.chance(1, 12));
+        if partition {
+            self.partition();
+        } else if f.crashes {
+            self.crash_one()?;
+        }
+        Ok(())
+    }
 
     fn start_liveness(&mut self) -> Result<(), String> {
-        self.phase = Phase::Liveness;
-        self.liveness_started = self.now;
-        self.trace.line(
-            self.now,
+        self.harness.trace.line(
+            self.harness.now,
             format_args!("liveness phase: crashes and partitions stop, crashed members restart unless down for good"),
         );
-        if self.partition.active {
+        if self.harness.partition.is_active() {
             self.heal();
         }
         for i in 0..self.nodes.len() {
@@ -872,7 +762,7 @@ impl<'a> Sim<'a> {
                 self.start(i)?;
             }
         }
-        self.schedule(self.now + CONVERGENCE_CHECK, Event::CheckConvergence);
+        self.harness.schedule(self.harness.now + CONVERGENCE_CHECK, Event::CheckConvergence);
         Ok(())
     }
 
@@ -894,6 +784,27 @@ impl<'a> Sim<'a> {
         }
         message
     }
+    /// The views are compared every [`CONVERGENCE_CHECK`] of the liveness phase.
+    fn converges_after(event: &harness::Event<Event>) -> bool {
+        matches!(event, harness::Event::Scenario(Event::CheckConvergence))
+    }
+
+    fn converged(&self) -> bool {
+        self.oracle.mismatches(0).is_none()
+    }
+
+    fn before_event(&mut self) {
+        self.oracle.advance(self.harness.now);
+    }
+
+    fn after_event(&mut self) -> Result<(), String> {
+        self.oracle.settle_detections(self.harness.now);
+        Ok(())
+    }
+
+    fn partition_healed(&mut self) {
+        self.oracle.partition_healed(self.harness.now);
+    }
 }
 
 #[cfg(test)]
@@ -912,7 +823,7 @@ mod tests {
             },
         ] {
             let failure = run_gossip(&options).outcome.unwrap_err();
-            assert_eq!(failure.phase, Phase::Setup, "{failure}");
+            assert_eq!(failure.phase, crate::harness::Phase::Setup, "{failure}");
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The Raft simulation: N nodes of the real [`keel_raft::Raft`] core on simulated time.
 //!
-//! Everything happens in one thread through one event queue ordered by (time, sequence
-//! number). Events are message deliveries, node timers, disk write completions, restarts,
-//! client steps, fault injections and partition changes. After every event the node it touched
+//! Everything happens in one thread through the harness's event queue (see [`crate::harness`]),
+//! ordered by (time, sequence number). Events are message deliveries, node timers, disk write
+//! completions, restarts and client steps, and the harness's fault injections and partition
+//! changes. After every event the node it touched
 //! hands over its effects (persists to the disk, messages to the network, committed entries to
 //! the state machine), gets its timer re-armed, and is checked.
 
@@ -10,8 +11,6 @@ mod oracle;
 pub(crate) mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use keel_raft::{
     Apply, Config, Durable, Entry, LogIndex, Message, Mutation, Payload, Persist, ProposeError, Raft, Recovery,
@@ -19,6 +18,7 @@ use keel_raft::{
 };
 use keel_types::{Duration, Instant, NodeId, Rng};
 
+use crate::harness::{self, fork, ms, Failure, Harness, Phase, Scenario, SimReport};
 use crate::trace::{Fnv1a, Trace};
 use oracle::{Oracle, Watch};
 use store::{CrashLoss, RaftStore};
@@ -236,44 +236,6 @@ impl Default for RaftSimOptions {
     }
 }
 
-/// Where in a run something happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The options were refused before anything ran.
-    Setup,
-    /// Faults are being injected; only safety is checked.
-    Safety,
-    /// Faults stopped; safety is still checked and the cluster must converge in time.
-    Liveness,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Setup => "setup",
-            Phase::Safety => "safety",
-            Phase::Liveness => "liveness",
-        })
-    }
-}
-
-/// Why a run failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// Simulated time of the failing step.
-    pub time: Instant,
-    pub phase: Phase,
-    /// What went wrong, for people.
-    pub message: String,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let micros = self.time.0 / 1_000;
-        write!(f, "at {}.{:03} ms ({} phase): {}", micros / 1_000, micros % 1_000, self.phase, self.message)
-    }
-}
-
 /// Counts over one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -312,30 +274,17 @@ pub struct Stats {
 }
 
 /// The result of one run.
-#[derive(Debug, Clone)]
-pub struct RaftSimReport {
-    pub seed: u64,
-    pub outcome: Result<(), Failure>,
-    /// FNV-1a over every trace line; equal for two runs of one seed with equal options.
-    pub trace_hash: u64,
-    /// The trace, if [`RaftSimOptions::record_trace`] was set.
-    pub trace: Vec<String>,
-    pub stats: Stats,
-}
+pub type RaftSimReport = SimReport<Stats>;
 
 /// Runs one seed. Never panics on a finding: a violated invariant, a core that panics, or a
 /// cluster that does not converge all come back as a [`Failure`].
 pub fn run_raft(options: &RaftSimOptions) -> RaftSimReport {
     if let Err(message) = options.validate() {
-        return RaftSimReport {
-            seed: options.seed,
-            outcome: Err(Failure { time: Instant::ZERO, phase: Phase::Setup, message }),
-            trace_hash: Fnv1a::new().finish(),
-            trace: Vec::new(),
-            stats: Stats::default(),
-        };
+        return SimReport::refused(options.seed, message);
     }
-    Sim::new(options).run()
+    let mut sim = Sim::new(options);
+    let outcome = harness::run(&mut sim);
+    sim.finish(outcome)
 }
 
 // ---- the simulation --------------------------------------------------------------------------
@@ -347,10 +296,6 @@ enum Event {
     DiskDone { node: usize, incarnation: u64 },
     Restart { node: usize, incarnation: u64 },
     Client,
-    Fault,
-    PartitionFlap { generation: u64 },
-    PartitionHeal { generation: u64 },
-    LivenessStart,
 }
 
 /// The state machine every node runs: a hash chain over the applied entries, so two nodes
@@ -429,32 +374,17 @@ impl Node {
     }
 }
 
-/// A partition: directed links that drop everything while `active`.
-#[derive(Debug, Default)]
-struct Partition {
-    links: BTreeSet<(usize, usize)>,
-    active: bool,
-    /// Bumped by every new partition and by healing, so a flap or heal scheduled for an
-    /// earlier partition does nothing.
-    generation: u64,
-}
-
 #[derive(Debug)]
 struct Network {
     loss_percent: u64,
     duplicate_percent: u64,
     spike_percent: u64,
     delay_us_max: u64,
-    partition: Partition,
     in_flight: usize,
     rng: Rng,
 }
 
 impl Network {
-    fn cut(&self, from: usize, to: usize) -> bool {
-        self.partition.active && self.partition.links.contains(&(from, to))
-    }
-
     fn delay(&mut self) -> Duration {
         let mut us = self.rng.range_inclusive(100, self.delay_us_max.max(100));
         if self.rng.chance(self.spike_percent, 100) {
@@ -498,37 +428,23 @@ impl FaultKind {
     }
 }
 
+/// A partition cuts the directed links (from, to) it holds.
+type Links = BTreeSet<(usize, usize)>;
+
 struct Sim<'a> {
     options: &'a RaftSimOptions,
-    now: Instant,
-    phase: Phase,
-    liveness_started: Instant,
-    queue: BTreeMap<(Instant, u64), Event>,
-    sequence: u64,
+    harness: Harness<Event, Links>,
     nodes: Vec<Node>,
     network: Network,
     client: Client,
     faults: Vec<FaultKind>,
-    fault_interval_ms_mean: u64,
     crash_after_write_permille: u64,
-    fault_rng: Rng,
     disk_rng: Rng,
     /// Decides which crashes replace the disk: a stream of its own, so seeds draw every other
     /// fault as they did before disk swaps existed.
     swap_rng: Rng,
     oracle: Oracle,
-    trace: Trace,
-    /// The input being fed to a core, to name it if the core panics.
-    current: String,
     stats: Stats,
-}
-
-fn fork(master: &mut Rng) -> Rng {
-    Rng::new(master.next_u64())
-}
-
-fn ms(ms: u64) -> Duration {
-    Duration::from_millis(ms)
 }
 
 impl<'a> Sim<'a> {
@@ -611,18 +527,13 @@ impl<'a> Sim<'a> {
         );
         Sim {
             options,
-            now: Instant::ZERO,
-            phase: Phase::Safety,
-            liveness_started: Instant::ZERO,
-            queue: BTreeMap::new(),
-            sequence: 0,
+            harness: Harness::new(options.safety_ms, options.liveness_ms, fault_rng, fault_interval_ms_mean, trace),
             nodes,
             network: Network {
                 loss_percent,
                 duplicate_percent,
                 spike_percent,
                 delay_us_max,
-                partition: Partition::default(),
                 in_flight: 0,
                 rng: network_rng,
             },
@@ -635,115 +546,37 @@ impl<'a> Sim<'a> {
                 rng: client_rng,
             },
             faults,
-            fault_interval_ms_mean,
             crash_after_write_permille,
-            fault_rng,
             disk_rng,
             swap_rng: Rng::new(options.seed ^ 0x5eed_d15c_0000_0001),
             oracle: Oracle::default(),
-            trace,
-            current: String::new(),
             stats: Stats::default(),
         }
     }
 
-    fn run(mut self) -> RaftSimReport {
-        let outcome = self.run_phases();
-        self.stats.simulated_ms = self.now.as_millis();
+    fn finish(mut self, outcome: Result<u64, Failure>) -> RaftSimReport {
+        self.stats.liveness_converged_ms = outcome.as_ref().ok().copied();
+        self.stats.events = self.harness.events;
+        self.stats.simulated_ms = self.harness.now.as_millis();
         self.stats.leaders_elected = self.oracle.leaders_elected() as u64;
         self.stats.committed_index = self.oracle.highest_committed();
         self.stats.commands_committed = self.client.applied_at.len() as u64;
         self.stats.commands_duplicated = self.client.duplicates.len() as u64;
-        match &outcome {
-            Ok(()) => self.trace.line(self.now, format_args!("PASSED")),
-            Err(failure) => self.trace.line(self.now, format_args!("FAILED: {}", failure.message)),
-        }
-        let (trace_hash, trace) = self.trace.finish();
-        RaftSimReport { seed: self.options.seed, outcome, trace_hash, trace, stats: self.stats }
-    }
-
-    fn run_phases(&mut self) -> Result<(), Failure> {
-        let liveness_at = Instant::ZERO + ms(self.options.safety_ms);
-        let deadline = liveness_at + ms(self.options.liveness_ms);
-        for i in 0..self.nodes.len() {
-            self.guarded(|sim| sim.start_node(i))?;
-        }
-        self.schedule(Instant::ZERO + ms(1), Event::Client);
-        if !self.faults.is_empty() && self.options.safety_ms > 0 {
-            let first = self.fault_interval();
-            self.schedule(Instant::ZERO + first, Event::Fault);
-        }
-        self.schedule(liveness_at, Event::LivenessStart);
-        loop {
-            if self.stats.events >= EVENTS_MAX {
-                return Err(self.failure(format!("gave up after {EVENTS_MAX} events: a message storm?")));
-            }
-            let Some(((time, _), event)) = self.queue.pop_first() else {
-                return Err(self.failure("nothing left to simulate".to_string()));
-            };
-            if time > deadline {
-                self.now = deadline;
-                let message = self.not_converged();
-                return Err(self.failure(message));
-            }
-            self.now = time;
-            self.stats.events += 1;
-            self.guarded(|sim| sim.step(event))?;
-            if self.phase == Phase::Liveness && self.converged() {
-                let took = self.now.saturating_since(self.liveness_started).as_millis();
-                self.stats.liveness_converged_ms = Some(took);
-                self.trace.line(self.now, format_args!("converged {took} ms after faults stopped"));
-                return Ok(());
-            }
-        }
-    }
-
-    /// Runs one step, turning an error or a panic (a failed assertion in a core) into a
-    /// failure at the current time and phase.
-    fn guarded(&mut self, step: impl FnOnce(&mut Sim<'a>) -> Result<(), String>) -> Result<(), Failure> {
-        match catch_unwind(AssertUnwindSafe(|| step(self))) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(self.failure(message)),
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "a panic without a message".to_string());
-                let during = std::mem::take(&mut self.current);
-                Err(self.failure(format!("a core panicked on \"{during}\": {text}")))
-            }
-        }
-    }
-
-    fn failure(&self, message: String) -> Failure {
-        Failure { time: self.now, phase: self.phase, message }
-    }
-
-    fn schedule(&mut self, at: Instant, event: Event) -> (Instant, u64) {
-        let key = (at.max(self.now), self.sequence);
-        self.sequence += 1;
-        self.queue.insert(key, event);
-        key
-    }
-
-    fn fault_interval(&mut self) -> Duration {
-        let mean = self.fault_interval_ms_mean;
-        ms(self.fault_rng.range_inclusive(mean.div_ceil(4), mean + mean * 3 / 4))
+        self.harness.finish(self.options.seed, outcome.map(|_| ()), self.stats)
     }
 
     /// How long a crashed node stays down.
     fn downtime(&mut self) -> Duration {
         // Quick reboots land in the middle of an election or a replication round.
-        if self.fault_rng.chance(1, 3) {
-            ms(self.fault_rng.range_inclusive(1, 50))
+        if self.harness.fault_rng.chance(1, 3) {
+            ms(self.harness.fault_rng.range_inclusive(1, 50))
         } else {
-            ms(self.fault_rng.range_inclusive(100, 3_000))
+            ms(self.harness.fault_rng.range_inclusive(100, 3_000))
         }
     }
 
     fn node_now(&self, i: usize) -> Instant {
-        self.now + self.nodes[i].clock_offset
+        self.harness.now + self.nodes[i].clock_offset
     }
 
     fn index_of(&self, id: NodeId) -> Result<usize, String> {
@@ -777,42 +610,6 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn step(&mut self, event: Event) -> Result<(), String> {
-        match event {
-            Event::Deliver { from, to, message } => self.deliver(from, to, message),
-            Event::Timer { node } => {
-                self.nodes[node].timer = None;
-                self.input(node, "tick".to_string(), |raft, now, rng| raft.handle_tick(now, rng), |_| String::new())
-            }
-            Event::DiskDone { node, incarnation } => self.disk_done(node, incarnation),
-            Event::Restart { node, incarnation } => {
-                if self.nodes[node].incarnation == incarnation && !self.nodes[node].up() {
-                    self.restart(node)?;
-                }
-                Ok(())
-            }
-            Event::Client => self.client_step(),
-            Event::Fault => self.fault_step(),
-            Event::PartitionFlap { generation } => {
-                if self.network.partition.generation == generation {
-                    self.network.partition.active = !self.network.partition.active;
-                    let state = if self.network.partition.active { "cut" } else { "joined" };
-                    self.trace.line(self.now, format_args!("partition flaps: {state}"));
-                    let next = ms(self.fault_rng.range_inclusive(10, 200));
-                    self.schedule(self.now + next, Event::PartitionFlap { generation });
-                }
-                Ok(())
-            }
-            Event::PartitionHeal { generation } => {
-                if self.network.partition.generation == generation {
-                    self.heal();
-                }
-                Ok(())
-            }
-            Event::LivenessStart => self.start_liveness(),
-        }
-    }
-
     // ---- nodes ---------------------------------------------------------------------------
 
     /// Feeds one input to node `i`, then collects its effects, checks it and traces the step.
@@ -829,13 +626,13 @@ impl<'a> Sim<'a> {
         let Some(raft) = node.raft.as_mut() else {
             return Err(format!("simulator bug: input to crashed n{}: {text}", node.id));
         };
-        self.current = text;
+        self.harness.current = text;
         let value = feed(raft, now, &mut node.rng);
         let result = self.after_input(i);
         let summary = self.summary(i);
-        let text = std::mem::take(&mut self.current);
+        let text = std::mem::take(&mut self.harness.current);
         let verdict = if result.is_ok() { "" } else { " FAILS" };
-        self.trace.line(self.now, format_args!("{text}{} => {summary}{verdict}", outcome(&value)));
+        self.harness.trace.line(self.harness.now, format_args!("{text}{} => {summary}{verdict}", outcome(&value)));
         result.map(|()| value)
     }
 
@@ -860,10 +657,10 @@ impl<'a> Sim<'a> {
         };
         node.raft = Some(raft);
         node.machine = Machine::default();
-        node.store.restart(self.now);
+        node.store.restart(self.harness.now);
         let result = self.after_input(i);
         let summary = self.summary(i);
-        self.trace.line(self.now, format_args!("restart => {summary}"));
+        self.harness.trace.line(self.harness.now, format_args!("restart => {summary}"));
         result
     }
 
@@ -873,7 +670,7 @@ impl<'a> Sim<'a> {
             return;
         }
         if let Some(key) = node.timer.take() {
-            self.queue.remove(&key);
+            self.harness.cancel(key);
         }
         let CrashLoss { survivors, pending, torn } =
             node.store.crash(&mut self.disk_rng, self.options.faults.torn_writes);
@@ -884,15 +681,15 @@ impl<'a> Sim<'a> {
         self.stats.crashes += 1;
         self.stats.writes_lost += (pending - survivors) as u64;
         self.stats.torn_writes += u64::from(torn);
-        self.trace.line(
-            self.now,
+        self.harness.trace.line(
+            self.harness.now,
             format_args!(
                 "crash n{id} for {} ms: {survivors} of {pending} unsynced writes survive{}",
                 downtime.as_millis(),
                 if torn { ", the next one torn" } else { "" }
             ),
         );
-        self.schedule(self.now + downtime, Event::Restart { node: i, incarnation });
+        self.harness.schedule(self.harness.now + downtime, Event::Restart { node: i, incarnation });
     }
 
     /// Whether the crashed node `i` may come back on an empty disk: it is a voter of a
@@ -919,7 +716,9 @@ impl<'a> Sim<'a> {
         node.store = RaftStore::formatted(Durable::lost());
         self.stats.disk_swaps += 1;
         let id = node.id;
-        self.trace.line(self.now, format_args!("n{id}'s disk is replaced: it returns with no Raft state"));
+        self.harness
+            .trace
+            .line(self.harness.now, format_args!("n{id}'s disk is replaced: it returns with no Raft state"));
     }
 
     /// Collects what the core of node `i` produced after an input, re-arms its timer, and
@@ -980,11 +779,11 @@ impl<'a> Sim<'a> {
         // Re-arm the timer at the core's deadline, translated from the node's clock.
         let node = &mut self.nodes[i];
         if let Some(key) = node.timer.take() {
-            self.queue.remove(&key);
+            self.harness.cancel(key);
         }
         if let Some(deadline) = raft.poll_timeout() {
             let at = Instant(deadline.0.saturating_sub(node.clock_offset.0));
-            let key = self.schedule(at, Event::Timer { node: i });
+            let key = self.harness.schedule(at, Event::Timer { node: i });
             self.nodes[i].timer = Some(key);
         }
         // Entries this node was first to apply: leaders of later terms must hold them.
@@ -1023,17 +822,17 @@ impl<'a> Sim<'a> {
         if persist.snapshot.is_some() || persist.truncate_after.is_some() || !persist.append.is_empty() {
             node.watch.log_dirty = true;
         }
-        let latency_us = if self.now < node.slow_disk_until {
+        let latency_us = if self.harness.now < node.slow_disk_until {
             self.disk_rng.range_inclusive(50_000, 800_000)
         } else {
             self.disk_rng.range_inclusive(20, 2_000)
         };
         // Overlapping latencies (group commit): a slow period delays writes without piling up
         // an ever longer backlog.
-        let done = node.store.write(persist, self.now, Duration(latency_us * 1_000));
+        let done = node.store.write(persist, self.harness.now, Duration(latency_us * 1_000));
         let incarnation = node.incarnation;
         self.stats.disk_writes += 1;
-        self.schedule(done, Event::DiskDone { node: i, incarnation });
+        self.harness.schedule(done, Event::DiskDone { node: i, incarnation });
     }
 
     fn disk_done(&mut self, i: usize, incarnation: u64) -> Result<(), String> {
@@ -1052,7 +851,7 @@ impl<'a> Sim<'a> {
             Some(_) => (self.crash_after_write_permille * 10).min(1000),
             None => self.crash_after_write_permille,
         };
-        if self.phase == Phase::Safety && self.fault_rng.chance(permille, 1000) {
+        if self.harness.phase == Phase::Safety && self.harness.fault_rng.chance(permille, 1000) {
             let downtime = self.downtime();
             self.crash(i, downtime);
         }
@@ -1064,7 +863,7 @@ impl<'a> Sim<'a> {
     fn send(&mut self, from: usize, to: NodeId, message: Message) -> Result<(), String> {
         let to = self.index_of(to)?;
         self.stats.messages_sent += 1;
-        let lost = if self.network.cut(from, to) {
+        let lost = if self.cut(from, to) {
             Some("cut")
         } else if self.network.in_flight >= IN_FLIGHT_MAX {
             Some("network full")
@@ -1076,7 +875,7 @@ impl<'a> Sim<'a> {
         if let Some(why) = lost {
             self.stats.messages_dropped += 1;
             let (a, b) = (self.nodes[from].id, self.nodes[to].id);
-            self.trace.line(self.now, format_args!("n{a} -> n{b} {message}: {why}"));
+            self.harness.trace.line(self.harness.now, format_args!("n{a} -> n{b} {message}: {why}"));
             return Ok(());
         }
         let copies = if self.network.rng.chance(self.network.duplicate_percent, 100) {
@@ -1088,7 +887,7 @@ impl<'a> Sim<'a> {
         for _ in 0..copies {
             let delay = self.network.delay();
             self.network.in_flight += 1;
-            self.schedule(self.now + delay, Event::Deliver { from, to, message: message.clone() });
+            self.harness.schedule(self.harness.now + delay, Event::Deliver { from, to, message: message.clone() });
         }
         Ok(())
     }
@@ -1099,14 +898,14 @@ impl<'a> Sim<'a> {
         let text = message.to_string();
         let dropped = if !self.nodes[to].up() {
             Some("receiver down")
-        } else if self.network.cut(from, to) {
+        } else if self.cut(from, to) {
             Some("cut")
         } else {
             None
         };
         if let Some(why) = dropped {
             self.stats.messages_dropped += 1;
-            self.trace.line(self.now, format_args!("n{b} <- n{a} {text}: dropped, {why}"));
+            self.harness.trace.line(self.harness.now, format_args!("n{b} <- n{a} {text}: dropped, {why}"));
             return Ok(());
         }
         self.stats.messages_delivered += 1;
@@ -1114,25 +913,26 @@ impl<'a> Sim<'a> {
         self.input(to, text, |raft, now, rng| raft.handle_message(now, rng, a, message), |_| String::new())
     }
 
-    fn heal(&mut self) {
-        self.network.partition =
-            Partition { links: BTreeSet::new(), active: false, generation: self.network.partition.generation + 1 };
-        self.trace.line(self.now, format_args!("partition healed"));
+    fn cut(&self, from: usize, to: usize) -> bool {
+        self.harness.partition.cut().is_some_and(|links| links.contains(&(from, to)))
     }
 
     // ---- client --------------------------------------------------------------------------
 
     fn client_step(&mut self) -> Result<(), String> {
         let client = &mut self.client;
-        if self.phase == Phase::Safety && client.pending.len() < CLIENT_OUTSTANDING_MAX && client.rng.chance(1, 2) {
-            client.pending.insert(client.next_number, self.now);
+        if self.harness.phase == Phase::Safety
+            && client.pending.len() < CLIENT_OUTSTANDING_MAX
+            && client.rng.chance(1, 2)
+        {
+            client.pending.insert(client.next_number, self.harness.now);
             client.next_number += 1;
             self.stats.commands_proposed += 1;
         }
         let due: Vec<u64> = client
             .pending
             .iter()
-            .filter(|(_, at)| **at <= self.now)
+            .filter(|(_, at)| **at <= self.harness.now)
             .map(|(number, _)| *number)
             .take(CLIENT_SENDS_PER_STEP)
             .collect();
@@ -1159,19 +959,19 @@ impl<'a> Sim<'a> {
                 },
             )?;
             let retry_at = match result {
-                Ok(_) => self.now + CLIENT_RETRY,
+                Ok(_) => self.harness.now + CLIENT_RETRY,
                 Err(ProposeError::NotLeader { leader }) => {
                     self.client.believed_leader = leader.and_then(|l| self.index_of(l).ok());
-                    self.now
+                    self.harness.now
                 }
-                Err(ProposeError::Busy) => self.now + ms(50),
+                Err(ProposeError::Busy) => self.harness.now + ms(50),
             };
             if let Some(at) = self.client.pending.get_mut(&number) {
                 *at = retry_at;
             }
         }
         let next = ms(self.client.rng.range_inclusive(5, 50));
-        self.schedule(self.now + next, Event::Client);
+        self.harness.schedule(self.harness.now + next, Event::Client);
         Ok(())
     }
 
@@ -1199,89 +999,6 @@ impl<'a> Sim<'a> {
 
     // ---- faults --------------------------------------------------------------------------
 
-    fn fault_step(&mut self) -> Result<(), String> {
-        if self.phase != Phase::Safety {
-            return Ok(());
-        }
-        let weights: u64 = self.faults.iter().map(|k| k.weight()).sum();
-        let mut draw = self.fault_rng.below(weights);
-        let mut kind = self.faults[0];
-        for candidate in &self.faults {
-            if draw < candidate.weight() {
-                kind = *candidate;
-                break;
-            }
-            draw -= candidate.weight();
-        }
-        let total = self.nodes.len();
-        match kind {
-            FaultKind::Crash => {
-                let up: Vec<usize> = (0..total).filter(|i| self.nodes[*i].up()).collect();
-                if !up.is_empty() {
-                    // Half the time the leader: what follows its loss (elections, a new leader
-                    // reconciling logs) is where Raft's subtle cases live.
-                    let victim = match self.leader() {
-                        Some(leader) if self.fault_rng.chance(1, 2) => leader,
-                        _ => up[self.fault_rng.below(up.len() as u64) as usize],
-                    };
-                    let downtime = self.downtime();
-                    self.crash(victim, downtime);
-                    if self.may_swap_disk(victim) && self.swap_rng.chance(1, 4) {
-                        self.swap_disk(victim);
-                    }
-                }
-            }
-            FaultKind::PowerLoss => {
-                // Every node loses its unsynced writes at the same moment, and they boot
-                // again close together, so their election timers race as at a cold start.
-                let base = self.fault_rng.range_inclusive(10, 1_000);
-                self.trace.line(self.now, format_args!("power loss: every node crashes"));
-                for i in 0..total {
-                    let downtime = ms(base + self.fault_rng.range_inclusive(0, 30));
-                    self.crash(i, downtime);
-                }
-            }
-            FaultKind::Partition => self.partition(),
-            FaultKind::SlowDisk => {
-                let victim = self.fault_rng.below(total as u64) as usize;
-                let until = self.now + ms(self.fault_rng.range_inclusive(100, 3_000));
-                let node = &mut self.nodes[victim];
-                node.slow_disk_until = node.slow_disk_until.max(until);
-                self.stats.slow_disks += 1;
-                let id = node.id;
-                self.trace.line(self.now, format_args!("disk of n{id} slow until {} ms", until.as_millis()));
-            }
-            FaultKind::ClockJump => {
-                let victim = self.fault_rng.below(total as u64) as usize;
-                let jump = ms(self.fault_rng.range_inclusive(10, 2_000));
-                let offset = &mut self.nodes[victim].clock_offset;
-                *offset = Duration(offset.0.saturating_add(jump.0));
-                self.stats.clock_jumps += 1;
-                let id = self.nodes[victim].id;
-                self.trace.line(self.now, format_args!("clock of n{id} jumps {} ms forward", jump.as_millis()));
-                // Its timer deadline now lies earlier in simulated time.
-                self.after_input(victim)?;
-            }
-            FaultKind::Transfer => {
-                if let Some(leader) = self.leader() {
-                    let target = NodeId(self.fault_rng.below(self.options.nodes as u64) as i32 + 1);
-                    self.stats.transfers += 1;
-                    let id = self.nodes[leader].id;
-                    // Refusals (the target is the leader itself) are part of what is tested.
-                    let _refused = self.input(
-                        leader,
-                        format!("n{id} asked to transfer leadership to n{target}"),
-                        |raft, now, _| raft.transfer_leadership(now, target),
-                        |result| format!(": {result:?}"),
-                    )?;
-                }
-            }
-        }
-        let next = self.fault_interval();
-        self.schedule(self.now + next, Event::Fault);
-        Ok(())
-    }
-
     /// The running leader of the highest term, if any.
     fn leader(&self) -> Option<usize> {
         (0..self.nodes.len())
@@ -1297,7 +1014,7 @@ impl<'a> Sim<'a> {
             return;
         }
         let leader = self.leader();
-        let rng = &mut self.fault_rng;
+        let rng = &mut self.harness.fault_rng;
         let mut links = BTreeSet::new();
         let both = |links: &mut BTreeSet<(usize, usize)>, a: usize, b: usize| {
             links.insert((a, b));
@@ -1366,38 +1083,140 @@ impl<'a> Sim<'a> {
             }
         };
         let flapping = variant == 3;
-        let generation = self.network.partition.generation + 1;
-        self.network.partition = Partition { links, active: true, generation };
-        let duration = ms(self.fault_rng.range_inclusive(100, 4_000));
         self.stats.partitions += 1;
-        self.trace.line(
-            self.now,
-            format_args!(
-                "partition {shape}{} for {} ms",
-                if flapping { ", flapping" } else { "" },
-                duration.as_millis()
-            ),
-        );
-        if flapping {
-            let next = ms(self.fault_rng.range_inclusive(10, 200));
-            self.schedule(self.now + next, Event::PartitionFlap { generation });
-        }
-        self.schedule(self.now + duration, Event::PartitionHeal { generation });
+        self.harness.partition_briefly(links, &shape, flapping);
+    }
+}
+
+impl Scenario for Sim<'_> {
+    type Event = Event;
+    type Cut = Links;
+    const EVENTS_MAX: u64 = EVENTS_MAX;
+
+    fn harness(&self) -> &Harness<Event, Links> {
+        &self.harness
     }
 
-    // ---- liveness ------------------------------------------------------------------------
+    fn harness_mut(&mut self) -> &mut Harness<Event, Links> {
+        &mut self.harness
+    }
+
+    fn start(&mut self) -> Result<(), Failure> {
+        for i in 0..self.nodes.len() {
+            self.guarded(|sim| sim.start_node(i))?;
+        }
+        self.harness.schedule(Instant::ZERO + ms(1), Event::Client);
+        Ok(())
+    }
+
+    fn faults_from(&self) -> Option<Instant> {
+        (!self.faults.is_empty() && self.options.safety_ms > 0).then_some(Instant::ZERO)
+    }
+
+    fn step(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Deliver { from, to, message } => self.deliver(from, to, message),
+            Event::Timer { node } => {
+                self.nodes[node].timer = None;
+                self.input(node, "tick".to_string(), |raft, now, rng| raft.handle_tick(now, rng), |_| String::new())
+            }
+            Event::DiskDone { node, incarnation } => self.disk_done(node, incarnation),
+            Event::Restart { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation && !self.nodes[node].up() {
+                    self.restart(node)?;
+                }
+                Ok(())
+            }
+            Event::Client => self.client_step(),
+        }
+    }
+
+    fn inject_fault(&mut self) -> Result<(), String> {
+        let kind = self.harness.draw_fault(&self.faults, FaultKind::weight);
+        let total = self.nodes.len();
+        match kind {
+            FaultKind::Crash => {
+                let up: Vec<usize> = (0..total).filter(|i| self.nodes[*i].up()).collect();
+                if !up.is_empty() {
+                    // Half the time the leader: what follows its loss (elections, a new leader
+                    // reconciling logs) is where Raft's subtle cases live.
+                    let victim = match self.leader() {
+                        Some(leader) if self.harness.fault_rng.chance(1, 2) => leader,
+                        _ => up[self.harness.fault_rng.below(up.len() as u64) as usize],
+                    };
+                    let downtime = self.downtime();
+                    self.crash(victim, downtime);
+                    if self.may_swap_disk(victim) && self.swap_rng.chance(1, 4) {
+                        self.swap_disk(victim);
+                    }
+                }
+            }
+            FaultKind::PowerLoss => {
+                // Every node loses its unsynced writes at the same moment, and they boot
+                // again close together, so their election timers race as at a cold start.
+                let base = self.harness.fault_rng.range_inclusive(10, 1_000);
+                self.harness.trace.line(self.harness.now, format_args!("power loss: every node crashes"));
+                for i in 0..total {
+                    let downtime = ms(base + self.harness.fault_rng.range_inclusive(0, 30));
+                    self.crash(i, downtime);
+                }
+            }
+            FaultKind::Partition => self.partition(),
+            FaultKind::SlowDisk => {
+                let victim = self.harness.fault_rng.below(total as u64) as usize;
+                let until = self.harness.now + ms(self.harness.fault_rng.range_inclusive(100, 3_000));
+                let node = &mut self.nodes[victim];
+                node.slow_disk_until = node.slow_disk_until.max(until);
+                self.stats.slow_disks += 1;
+                let id = node.id;
+                self.harness
+                    .trace
+                    .line(self.harness.now, format_args!("disk of n{id} slow until {} ms", until.as_millis()));
+            }
+            FaultKind::ClockJump => {
+                let victim = self.harness.fault_rng.below(total as u64) as usize;
+                let jump = ms(self.harness.fault_rng.range_inclusive(10, 2_000));
+                let offset = &mut self.nodes[victim].clock_offset;
+                *offset = Duration(offset.0.saturating_add(jump.0));
+                self.stats.clock_jumps += 1;
+                let id = self.nodes[victim].id;
+                self.harness
+                    .trace
+                    .line(self.harness.now, format_args!("clock of n{id} jumps {} ms forward", jump.as_millis()));
+                // Its timer deadline now lies earlier in simulated time.
+                self.after_input(victim)?;
+            }
+            FaultKind::Transfer => {
+                if let Some(leader) = self.leader() {
+                    let target = NodeId(self.harness.fault_rng.below(self.options.nodes as u64) as i32 + 1);
+                    self.stats.transfers += 1;
+                    let id = self.nodes[leader].id;
+                    // Refusals (the target is the leader itself) are part of what is tested.
+                    let _refused = self.input(
+                        leader,
+                        format!("n{id} asked to transfer leadership to n{target}"),
+                        |raft, now, _| raft.transfer_leadership(now, target),
+                        |result| format!(": {result:?}"),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
 
     fn start_liveness(&mut self) -> Result<(), String> {
-        self.phase = Phase::Liveness;
-        self.liveness_started = self.now;
-        self.trace
-            .line(self.now, format_args!("liveness phase: faults stop, the network heals, crashed nodes restart"));
+        self.harness.phase = Phase::Liveness;
+        self.harness.liveness_started = self.harness.now;
+        self.harness.trace.line(
+            self.harness.now,
+            format_args!("liveness phase: faults stop, the network heals, crashed nodes restart"),
+        );
         self.network.loss_percent = 0;
         self.network.duplicate_percent = 0;
         self.network.spike_percent = 0;
         self.heal();
         for i in 0..self.nodes.len() {
-            self.nodes[i].slow_disk_until = self.now;
+            self.nodes[i].slow_disk_until = self.harness.now;
             if !self.nodes[i].up() {
                 self.restart(i)?;
             }
@@ -1446,6 +1265,10 @@ impl<'a> Sim<'a> {
             }
         }
         message
+    }
+    /// Raft's convergence may follow any event.
+    fn converges_after(_: &harness::Event<Event>) -> bool {
+        true
     }
 }
 
