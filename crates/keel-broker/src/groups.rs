@@ -17,7 +17,7 @@ use keel_storage::Log;
 use keel_types::{ErrorCode, Instant, LeaderEpoch};
 use tokio::sync::{oneshot, Notify};
 
-use crate::broker::append_as_leader;
+use crate::api::produce::append_as_leader;
 use crate::clock::now_ms;
 use crate::cluster::replica::Completion;
 use crate::topics::Partition;

@@ -5,13 +5,11 @@
 //! It must stay thin: protocol bytes are `keel-kafka`'s, durability is `keel-storage`'s. What
 //! is here is wiring, request semantics, and lifecycle (start, serve, drain, clean close).
 
-mod admin_handlers;
+mod api;
 pub mod broker;
 pub mod clock;
 pub mod cluster;
-mod cluster_handlers;
 pub mod config;
-mod group_handlers;
 pub mod groups;
 pub mod producer_ids;
 pub mod server;

@@ -14,7 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::broker::{api_versions, Broker, Client, Reply};
+use crate::api::api_versions::api_versions;
+use crate::broker::{Broker, Client, Reply};
 
 /// How long shutdown waits for connections to finish their in-flight request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -58,16 +58,9 @@ async fn fetched_high_watermark(broker: &keel_broker::Broker, partition: i32) ->
     p.high_watermark
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_node_directory_opens_as_a_cluster_of_one() {
-    let dir = tempfile::tempdir().unwrap();
-    write_legacy_directory(dir.path());
-    let node = common::start_ready(common::single_node_config(dir.path())).await;
-    let broker = &node.broker;
-    assert_eq!(broker.cluster_id, "legacyclusterid0000000", "the cluster id stays");
-
-    // The topic, its id and config, and every record are there, led by this node (once its
-    // registration is unfenced and the partitions elect it).
+/// Waits (at most 10 s) until orders, with its migrated id, is led here and both partitions
+/// serve their records.
+async fn wait_until_led(broker: &keel_broker::Broker) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let metadata = MetadataRequest::default().with_topics(None);
@@ -81,11 +74,24 @@ async fn a_single_node_directory_opens_as_a_cluster_of_one() {
         let led = orders.partitions.iter().all(|p| p.leader_id.0 == 1);
         let local = broker.topics.get("orders").is_some_and(|t| t.partitions.iter().all(|p| p.high_watermark() >= 3));
         if led && local {
-            break;
+            return;
         }
         assert!(std::time::Instant::now() < deadline, "orders is not led here after 10 s: {orders:?}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_directory_opens_as_a_cluster_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write_legacy_directory(dir.path());
+    let node = common::start_ready(common::single_node_config(dir.path())).await;
+    let broker = &node.broker;
+    assert_eq!(broker.cluster_id, "legacyclusterid0000000", "the cluster id stays");
+
+    // The topic, its id and config, and every record are there, led by this node (once its
+    // registration is unfenced and the partitions elect it).
+    wait_until_led(broker).await;
     assert_eq!((fetched_high_watermark(broker, 0).await, fetched_high_watermark(broker, 1).await), (3, 4));
     assert_eq!(broker.topics.get("orders").unwrap().log_config.retention_ms, Some(86_400_000));
 
@@ -102,6 +108,7 @@ async fn a_single_node_directory_opens_as_a_cluster_of_one() {
 
     // It opens again as the cluster of one it is now.
     let node = common::start_ready(common::single_node_config(dir.path())).await;
+    wait_until_led(&node.broker).await;
     assert_eq!(fetched_high_watermark(&node.broker, 1).await, 4);
     node.shutdown().await.unwrap();
 }
