@@ -23,6 +23,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// How long a single node waits to be registered with its own controller before it takes
+/// Kafka connections anyway (it answers LEADER_NOT_AVAILABLE, retriable, until then).
+const SINGLE_NODE_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A running keel node: the controller role when this node has it, registration, heartbeats,
 /// metadata replay, the local replicas and their replication, and the Kafka listener. `keel
 /// serve` with no `controllers` is a cluster of one (this node the only voter, as Kafka's
@@ -43,6 +47,7 @@ impl RunningNode {
         config.validate()?;
         let mut config = config;
         let voters = config.controller_voters()?.len();
+        let single = config.is_single_node();
         config.topic_defaults = config.topic_defaults.clone().for_voters(voters);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -60,12 +65,22 @@ impl RunningNode {
             .await
             .map_err(|e| e.to_string())??;
         let broker = Arc::new(broker);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(cluster::replication::run(broker.clone(), link, shutdown.subscribe())),
-            tokio::spawn(server::serve(broker.clone(), listener, shutdown.subscribe())),
             tokio::spawn(server::maintenance(broker.clone(), shutdown.subscribe())),
         ];
-        Ok(RunningNode { node, broker, local_addr, shutdown, tasks })
+        let mut running = RunningNode { node, broker, local_addr, shutdown, tasks: Vec::new() };
+        // A cluster of one has no other broker a client could ask meanwhile: it takes Kafka
+        // connections (held in the listen backlog until then) once it serves every request.
+        if single && !running.wait_ready(SINGLE_NODE_READY_WAIT).await {
+            tracing::warn!(
+                wait = ?SINGLE_NODE_READY_WAIT,
+                "not registered with its own controller yet; serving Kafka clients anyway"
+            );
+        }
+        tasks.push(tokio::spawn(server::serve(running.broker.clone(), listener, running.shutdown.subscribe())));
+        running.tasks = tasks;
+        Ok(running)
     }
 
     /// Waits until this node is registered, unfenced and has replayed the metadata log up to

@@ -182,14 +182,17 @@ pub fn topic_log_config(defaults: &TopicDefaults, overrides: &BTreeMap<String, S
 }
 
 /// Every topic config keel reports for a topic: `(name, value, is_default)`.
-pub fn describe_topic_configs(topic: &Topic) -> Vec<(&'static str, String, bool)> {
-    let c = &topic.log_config;
+pub fn describe_topic_configs(
+    configs: &BTreeMap<String, String>,
+    log_config: &LogConfig,
+) -> Vec<(&'static str, String, bool)> {
+    let c = log_config;
     let (flush_messages, flush_ms) = match c.flush {
         FlushPolicy::Interval { messages, ms } => (messages.to_string(), ms.to_string()),
         _ => (i64::MAX.to_string(), i64::MAX.to_string()),
     };
     let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
-    let min_isr = topic.configs.get("min.insync.replicas").cloned().unwrap_or_else(|| "1".to_string());
+    let min_isr = configs.get("min.insync.replicas").cloned().unwrap_or_else(|| "1".to_string());
     let values = [
         ("cleanup.policy", "delete".to_string()),
         ("compression.type", "producer".to_string()),
@@ -206,10 +209,10 @@ pub fn describe_topic_configs(topic: &Topic) -> Vec<(&'static str, String, bool)
         ("segment.ms", c.segment_ms.to_string()),
         (
             "unclean.leader.election.enable",
-            topic.configs.get("unclean.leader.election.enable").cloned().unwrap_or_else(|| "false".to_string()),
+            configs.get("unclean.leader.election.enable").cloned().unwrap_or_else(|| "false".to_string()),
         ),
     ];
-    values.into_iter().map(|(k, v)| (k, v, !topic.configs.contains_key(k))).collect()
+    values.into_iter().map(|(k, v)| (k, v, !configs.contains_key(k))).collect()
 }
 
 impl Topics {

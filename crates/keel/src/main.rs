@@ -184,9 +184,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let single = config.is_single_node();
     let running = RunningNode::start(config).await?;
     let (host, port) = running.broker.advertised();
-    if single && !running.wait_ready(std::time::Duration::from_secs(30)).await {
-        tracing::warn!("not registered with its own controller after 30 s; serving anyway");
-    }
     let (cluster_id, listen) = (&running.broker.cluster_id, running.local_addr);
     tracing::info!(%listen, advertised = %format!("{host}:{port}"), data_dir = %data_dir.display(), %cluster_id, "keel is serving Kafka clients");
     if single {

@@ -7,7 +7,7 @@ use keel_kafka::kafka_protocol::messages::*;
 use keel_types::ErrorCode;
 
 use crate::broker::{code, str_bytes, Broker};
-use crate::topics::describe_topic_configs;
+use crate::topics::{describe_topic_configs, topic_log_config};
 
 impl Broker {
     pub(crate) fn describe_configs(&self, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
@@ -24,13 +24,25 @@ impl Broker {
                     .with_resource_type(resource.resource_type)
                     .with_resource_name(resource.resource_name.clone());
                 let entries: Vec<(String, String, i8)> = match resource.resource_type {
-                    TOPIC => match self.topics.get(&resource.resource_name) {
-                        Some(topic) => describe_topic_configs(&topic)
-                            .into_iter()
-                            .map(|(k, v, default)| {
-                                (k.to_string(), v, if default { SOURCE_DEFAULT } else { SOURCE_TOPIC })
-                            })
-                            .collect(),
+                    // From the replayed metadata image, which an AlterConfigs answered by this
+                    // broker has reached, not from the local replicas, which follow it later.
+                    TOPIC => match Self::image(&self.cluster).topic_by_name(&resource.resource_name) {
+                        Some(topic) => {
+                            let log_config = match topic_log_config(self.topics.defaults(), &topic.configs) {
+                                Ok(log_config) => log_config,
+                                Err(refusal) => {
+                                    return result
+                                        .with_error_code(code(refusal.code))
+                                        .with_error_message(Some(str_bytes(refusal.message)))
+                                }
+                            };
+                            describe_topic_configs(&topic.configs, &log_config)
+                                .into_iter()
+                                .map(|(k, v, default)| {
+                                    (k.to_string(), v, if default { SOURCE_DEFAULT } else { SOURCE_TOPIC })
+                                })
+                                .collect()
+                        }
                         None => {
                             return result.with_error_code(code(ErrorCode::UnknownTopicOrPartition)).with_error_message(
                                 Some(str_bytes(format!("topic {:?} does not exist", resource.resource_name.as_str()))),

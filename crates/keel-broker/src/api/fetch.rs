@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use keel_kafka::fetch_wait::{fetch_answers_now, FetchRead};
 use keel_kafka::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use keel_kafka::kafka_protocol::messages::fetch_response::{EpochEndOffset, FetchableTopicResponse, PartitionData};
 use keel_kafka::kafka_protocol::messages::*;
@@ -42,7 +43,6 @@ impl Broker {
             .collect();
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
-        let min_bytes = request.min_bytes.max(0) as usize;
         let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -50,9 +50,10 @@ impl Broker {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (responses, bytes) = self.read_fetch(&resolved, max_bytes, replica);
-            let waited_out = tokio::time::Instant::now() >= deadline;
-            if bytes >= min_bytes || bytes > 0 && min_bytes == 0 || waited_out || *shutdown.borrow() {
-                return FetchResponse::default().with_session_id(0).with_responses(responses);
+            let response = FetchResponse::default().with_session_id(0).with_responses(responses);
+            let waited_out = tokio::time::Instant::now() >= deadline || *shutdown.borrow();
+            if fetch_answers_now(&FetchRead::of(&response, bytes), request.min_bytes, waited_out) {
+                return response;
             }
             tokio::select! {
                 _ = &mut notified => {}

@@ -33,9 +33,22 @@ impl Broker {
                     .with_error_code(ErrorCode::LeaderNotAvailable.code())
             })
             .collect();
+        // This broker is listed even before its registration is replayed, so a client that
+        // reached it keeps a broker to ask again (and finds the controller it is told of).
+        let mut brokers = metadata_brokers(&Self::image(link));
+        if brokers.iter().all(|b| b.node_id.0 != link.node.0) {
+            let (host, port) = self.advertised();
+            brokers.push(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(link.node.0))
+                    .with_host(s(host))
+                    .with_port(i32::from(port))
+                    .with_rack(self.config.rack.clone().map(s)),
+            );
+        }
         MetadataResponse::default()
             .with_cluster_authorized_operations(i32::MIN)
-            .with_brokers(metadata_brokers(&Self::image(link)))
+            .with_brokers(brokers)
             .with_cluster_id(Some(s(self.cluster_id.clone())))
             .with_controller_id(BrokerId(link.node.0))
             .with_topics(topics)
