@@ -154,34 +154,7 @@ impl Broker {
             other => return Err(unexpected(&other)),
         };
         Self::replayed(link, |image| image.topic(topic_id).is_some()).await;
-        self.local_leaders_ready(link, topic_id).await;
         Ok(())
-    }
-
-    /// Waits (at most [`CONTROLLER_DEADLINE`]) until this broker's replicas lead every partition
-    /// of `topic_id` the replayed image says this broker leads. They take their roles when the
-    /// replication task applies the image, a moment after it is replayed; until then a producer
-    /// told that this broker leads would hear NOT_LEADER_OR_FOLLOWER and retry, which reorders
-    /// the records of a producer without idempotence (on a single node, every partition).
-    async fn local_leaders_ready(&self, link: &ClusterLink, topic_id: u128) {
-        let deadline = tokio::time::Instant::now() + CONTROLLER_DEADLINE;
-        loop {
-            let image = Self::image(link);
-            let Some(topic) = image.topic(topic_id) else { return };
-            let local = self.topics.get(&topic.name).filter(|t| t.id.as_u128() == topic_id);
-            let ready = topic.partitions.iter().enumerate().filter(|(_, p)| p.leader == Some(link.node)).all(
-                |(index, registration)| {
-                    let partition = local.as_ref().and_then(|t| t.partition(index as i32));
-                    partition.is_some_and(|p| {
-                        p.role.lock().leader().is_some_and(|l| l.leader_epoch() == registration.leader_epoch)
-                    })
-                },
-            );
-            if ready || tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 }
 
