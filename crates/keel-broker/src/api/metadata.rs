@@ -33,8 +33,21 @@ impl Broker {
                     .with_error_code(ErrorCode::LeaderNotAvailable.code())
             })
             .collect();
-        // This broker is listed even before its registration is replayed, so a client that
-        // reached it keeps a broker to ask again (and finds the controller it is told of).
+        let brokers = self.brokers_with_self(link);
+        MetadataResponse::default()
+            .with_cluster_authorized_operations(i32::MIN)
+            .with_brokers(brokers)
+            .with_cluster_id(Some(s(self.cluster_id.clone())))
+            .with_controller_id(BrokerId(link.node.0))
+            .with_topics(topics)
+    }
+
+    /// The live brokers of the replayed image, and this broker even when it is not among them
+    /// (before its registration is replayed, or while fenced after a late heartbeat): a client
+    /// that reached it keeps a broker to ask again and finds the controller it is told of
+    /// (librdkafka's admin client otherwise waits for a controller it cannot see until it
+    /// times out).
+    fn brokers_with_self(&self, link: &ClusterLink) -> Vec<MetadataResponseBroker> {
         let mut brokers = metadata_brokers(&Self::image(link));
         if brokers.iter().all(|b| b.node_id.0 != link.node.0) {
             let (host, port) = self.advertised();
@@ -46,12 +59,7 @@ impl Broker {
                     .with_rack(self.config.rack.clone().map(s)),
             );
         }
-        MetadataResponse::default()
-            .with_cluster_authorized_operations(i32::MIN)
-            .with_brokers(brokers)
-            .with_cluster_id(Some(s(self.cluster_id.clone())))
-            .with_controller_id(BrokerId(link.node.0))
-            .with_topics(topics)
+        brokers
     }
 
     pub(crate) async fn metadata(
@@ -98,7 +106,7 @@ impl Broker {
                 }
             })
             .collect();
-        let brokers = metadata_brokers(&Self::image(link));
+        let brokers = self.brokers_with_self(link);
         MetadataResponse::default()
             .with_cluster_authorized_operations(if include_cluster_operations {
                 CLUSTER_OPERATIONS_ALL
