@@ -9,7 +9,7 @@ use keel_broker::cluster::protocol::{ControllerStatus, Frame, Request, Response}
 use keel_broker::cluster::transport::Caller;
 use keel_broker::RunningNode;
 use keel_metadata::{BrokerRegistration, MetadataImage};
-use keel_types::NodeId;
+use keel_types::{BrokerEpoch, NodeId};
 
 mod common;
 use common::{broker_only_config, node_config, one_voter};
@@ -23,7 +23,7 @@ async fn status(address: std::net::SocketAddr) -> Option<ControllerStatus> {
 
 /// Polls the controller until broker `node` is registered with an epoch above `after`, or
 /// fails after 20 s.
-async fn registered_after(voter: std::net::SocketAddr, node: i32, after: i64) -> BrokerRegistration {
+async fn registered_after(voter: std::net::SocketAddr, node: i32, after: BrokerEpoch) -> BrokerRegistration {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = status(voter).await {
@@ -47,7 +47,7 @@ async fn only_a_marker_naming_the_registered_epoch_is_a_clean_shutdown() {
     let mut nodes = BTreeMap::new();
     nodes.insert(1, RunningNode::start(node_config(1, &controllers, dir.path())).await.unwrap());
     nodes.insert(2, RunningNode::start(broker_only()).await.unwrap());
-    let first = registered_after(voter, 2, 0).await;
+    let first = registered_after(voter, 2, BrokerEpoch(0)).await;
 
     // A controlled shutdown and a restart on the same directory: clean.
     nodes.remove(&2).unwrap().shutdown().await.unwrap();

@@ -114,7 +114,7 @@ async fn quorum_elects_registers_fails_over_and_tells_clean_from_unclean_restart
     nodes.remove(&other).unwrap().shutdown().await.unwrap();
     nodes.insert(other, RunningNode::start(node_config(other, &controllers, dir.path())).await.unwrap());
     let (_, image) = wait_for(&addresses, "the cleanly restarted node", |_, image| {
-        all_active(image, &[1, 2, 3]) && image.broker(NodeId(other)).is_some_and(|b| b.broker_epoch > 4)
+        all_active(image, &[1, 2, 3]) && image.broker(NodeId(other)).is_some_and(|b| b.broker_epoch.0 > 4)
     })
     .await;
     assert!(image.broker(NodeId(other)).unwrap().clean_shutdown, "a controlled shutdown is clean");

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keel_types::{Duration, Entropy, ErrorCode, Instant, NodeId, Refusal};
+use keel_types::{BrokerEpoch, Duration, Entropy, ErrorCode, Instant, NodeId, Refusal, TopicId};
 
 use crate::image::{self, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE};
 use crate::partition::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
@@ -104,7 +104,7 @@ pub struct BrokerRegistrationRequest {
     /// directory (KIP-966's `previousBrokerEpoch`): written after the final flush of a clean
     /// shutdown, with the epoch the broker was registered with then. `None` when there was no
     /// marker: after a crash, and on an empty or replaced data directory.
-    pub previous_broker_epoch: Option<i64>,
+    pub previous_broker_epoch: Option<BrokerEpoch>,
     /// Random, drawn once by each broker process (Kafka's incarnation id).
     pub process_id: u128,
     /// The membership layer's incarnation of this process (0 when not known).
@@ -215,7 +215,7 @@ impl Controller {
         &mut self,
         now: Instant,
         request: BrokerRegistrationRequest,
-    ) -> Result<Decision<i64>, ControllerError> {
+    ) -> Result<Decision<BrokerEpoch>, ControllerError> {
         let node = request.node;
         if node.0 < 0 {
             let message = format!("broker id {node} is negative; give the broker a node id of 0 or more");
@@ -227,7 +227,7 @@ impl Controller {
             Restart::Unclean => false,
             Restart::SameProcess { clean_shutdown } => clean_shutdown,
         };
-        let broker_epoch = self.image.broker_epoch_last() + 1;
+        let broker_epoch = BrokerEpoch(self.image.broker_epoch_last().0 + 1);
         let mut records = Vec::new();
         let registration = MetadataRecord::RegisterBroker {
             node,
@@ -278,7 +278,7 @@ impl Controller {
         &mut self,
         now: Instant,
         node: NodeId,
-        broker_epoch: i64,
+        broker_epoch: BrokerEpoch,
         caught_up: bool,
         want_shutdown: bool,
     ) -> Result<Decision<HeartbeatReply>, ControllerError> {
@@ -338,7 +338,7 @@ impl Controller {
     /// moves leadership back to preferred replicas that are in the ISR.
     pub fn tick(&mut self, now: Instant) -> Vec<MetadataRecord> {
         let mut records = Vec::new();
-        let expired: Vec<(NodeId, i64)> = self
+        let expired: Vec<(NodeId, BrokerEpoch)> = self
             .image
             .brokers()
             .iter()
@@ -393,7 +393,7 @@ impl Controller {
         heard + self.config.session_timeout
     }
 
-    fn fence(&mut self, records: &mut Vec<MetadataRecord>, brokers: &[(NodeId, i64)]) {
+    fn fence(&mut self, records: &mut Vec<MetadataRecord>, brokers: &[(NodeId, BrokerEpoch)]) {
         for &(node, broker_epoch) in brokers {
             self.emit(records, MetadataRecord::FenceBroker { node, broker_epoch });
         }
@@ -406,7 +406,11 @@ impl Controller {
     }
 
     /// The registration of `node`, if `broker_epoch` is its current one.
-    fn registered(&self, node: NodeId, broker_epoch: i64) -> Result<&image::BrokerRegistration, ControllerError> {
+    fn registered(
+        &self,
+        node: NodeId,
+        broker_epoch: BrokerEpoch,
+    ) -> Result<&image::BrokerRegistration, ControllerError> {
         match self.image.broker(node) {
             Some(broker) if broker.broker_epoch == broker_epoch => Ok(broker),
             Some(broker) => Err(ControllerError::new(
@@ -433,7 +437,7 @@ impl Controller {
     pub fn allocate_producer_ids(
         &mut self,
         node: NodeId,
-        broker_epoch: i64,
+        broker_epoch: BrokerEpoch,
     ) -> Result<Decision<ProducerIdBlock>, ControllerError> {
         self.registered(node, broker_epoch)?;
         let next_producer_id = self.image.next_producer_id();
@@ -462,7 +466,7 @@ impl Controller {
         replication_factor: i16,
         configs: BTreeMap<String, String>,
         rng: &mut impl Entropy,
-    ) -> Result<Decision<u128>, ControllerError> {
+    ) -> Result<Decision<TopicId>, ControllerError> {
         self.check_new_topic_name(name)?;
         let partitions = if partitions == -1 { self.config.default_partitions } else { partitions };
         self.check_partition_count(name, partitions)?;
@@ -502,7 +506,7 @@ impl Controller {
         assignment: Vec<Vec<NodeId>>,
         configs: BTreeMap<String, String>,
         rng: &mut impl Entropy,
-    ) -> Result<Decision<u128>, ControllerError> {
+    ) -> Result<Decision<TopicId>, ControllerError> {
         self.check_new_topic_name(name)?;
         self.check_partition_count(name, i32::try_from(assignment.len()).unwrap_or(i32::MAX))?;
         let replication_factor = self.check_assignment(name, &assignment, None)?;
@@ -614,7 +618,7 @@ impl Controller {
     }
 
     /// Deletes a topic; returns its id.
-    pub fn delete_topic(&mut self, name: &str) -> Result<Decision<u128>, ControllerError> {
+    pub fn delete_topic(&mut self, name: &str) -> Result<Decision<TopicId>, ControllerError> {
         let id = self.topic_named(name)?.id;
         let mut records = Vec::new();
         self.emit(&mut records, MetadataRecord::RemoveTopic { id });
@@ -655,11 +659,11 @@ impl Controller {
     pub fn alter_partition(
         &mut self,
         node: NodeId,
-        broker_epoch: i64,
-        topic_id: u128,
+        broker_epoch: BrokerEpoch,
+        topic_id: TopicId,
         index: i32,
         request: &AlterIsr,
-        added: &[(NodeId, i64)],
+        added: &[(NodeId, BrokerEpoch)],
     ) -> Result<Decision<PartitionRegistration>, ControllerError> {
         self.registered(node, broker_epoch)?;
         if request.leader != node {
@@ -719,7 +723,7 @@ impl Controller {
     /// whose fetches vouch for it, must be the brokers registered now. A replica that crashed
     /// and registered again (possibly without its unflushed tail) is refused with
     /// INELIGIBLE_REPLICA until it has fetched as the new process.
-    fn check_replica_epochs(&self, added: &[(NodeId, i64)]) -> Result<(), ControllerError> {
+    fn check_replica_epochs(&self, added: &[(NodeId, BrokerEpoch)]) -> Result<(), ControllerError> {
         for &(node, epoch) in added {
             let registered = self.image.broker(node).map(|b| b.broker_epoch);
             if registered != Some(epoch) {
@@ -786,7 +790,7 @@ impl Controller {
     }
 
     /// A random version-4 UUID no topic has (never zero, so never Kafka's "no topic id").
-    fn new_topic_id(&self, rng: &mut impl Entropy) -> u128 {
+    fn new_topic_id(&self, rng: &mut impl Entropy) -> TopicId {
         const RANDOM_LOW: u128 = (1 << 62) - 1;
         let mut id = 0u128;
         for _ in 0..4 {
@@ -796,10 +800,10 @@ impl Controller {
         id = (id & !(0b11 << 62)) | (0b10 << 62);
         // A collision moves to the next free id; each step passes an existing topic, so this
         // ends within as many steps as there are topics.
-        while self.image.topic(id).is_some() {
+        while self.image.topic(TopicId(id)).is_some() {
             id = (id & !RANDOM_LOW) | (id.wrapping_add(1) & RANDOM_LOW);
         }
-        id
+        TopicId(id)
     }
 
     /// Active brokers with their racks, ordered for placement: racks take turns (Kafka's rack
@@ -824,7 +828,7 @@ impl Controller {
     }
 
     /// Appends new partitions `first..` of a topic with these replica lists.
-    fn add_partitions(&mut self, records: &mut Vec<MetadataRecord>, topic_id: u128, assignment: Vec<Vec<NodeId>>) {
+    fn add_partitions(&mut self, records: &mut Vec<MetadataRecord>, topic_id: TopicId, assignment: Vec<Vec<NodeId>>) {
         let topic = self.image.topic(topic_id).expect("the topic exists");
         let first = topic.partitions.len();
         let active = self.image.active_brokers();

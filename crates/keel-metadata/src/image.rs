@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_types::NodeId;
+use keel_types::{BrokerEpoch, NodeId, TopicId};
 use serde::{Deserialize, Serialize};
 
 use crate::partition::{Eligibility, Mutation, PartitionRegistration};
@@ -62,7 +62,7 @@ pub(crate) fn parse_bool(value: &str) -> Option<bool> {
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BrokerRegistration {
-    pub broker_epoch: i64,
+    pub broker_epoch: BrokerEpoch,
     pub listeners: Vec<Endpoint>,
     pub rack: Option<String>,
     /// Fenced brokers may not lead or join an ISR. Every registration starts fenced.
@@ -87,7 +87,7 @@ impl BrokerRegistration {
 /// A topic: its configs and partitions (partition `i` at index `i`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TopicImage {
-    pub id: u128,
+    pub id: TopicId,
     pub name: String,
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<PartitionRegistration>,
@@ -125,12 +125,12 @@ impl TopicImage {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MetadataImage {
     brokers: BTreeMap<NodeId, BrokerRegistration>,
-    topics: BTreeMap<u128, TopicImage>,
+    topics: BTreeMap<TopicId, TopicImage>,
     /// Topic ids by name; derived from `topics`, so not encoded.
     #[serde(skip)]
-    topic_ids: BTreeMap<String, u128>,
+    topic_ids: BTreeMap<String, TopicId>,
     /// The highest broker epoch ever registered: the next registration gets a greater one.
-    broker_epoch_last: i64,
+    broker_epoch_last: BrokerEpoch,
     /// The first producer id no block has held: the next block starts here (KIP-730).
     next_producer_id: i64,
 }
@@ -215,7 +215,7 @@ impl MetadataImage {
         }
     }
 
-    fn broker_at_epoch(&mut self, node: NodeId, broker_epoch: i64) -> Option<&mut BrokerRegistration> {
+    fn broker_at_epoch(&mut self, node: NodeId, broker_epoch: BrokerEpoch) -> Option<&mut BrokerRegistration> {
         self.brokers.get_mut(&node).filter(|b| b.broker_epoch == broker_epoch)
     }
 
@@ -236,7 +236,7 @@ impl MetadataImage {
     }
 
     /// The highest broker epoch handed out so far (0 before the first registration).
-    pub fn broker_epoch_last(&self) -> i64 {
+    pub fn broker_epoch_last(&self) -> BrokerEpoch {
         self.broker_epoch_last
     }
 
@@ -250,7 +250,7 @@ impl MetadataImage {
         self.topic_ids.values().map(|id| &self.topics[id])
     }
 
-    pub fn topic(&self, id: u128) -> Option<&TopicImage> {
+    pub fn topic(&self, id: TopicId) -> Option<&TopicImage> {
         self.topics.get(&id)
     }
 
@@ -258,7 +258,7 @@ impl MetadataImage {
         self.topic_ids.get(name).map(|id| &self.topics[id])
     }
 
-    pub fn partition(&self, topic_id: u128, index: i32) -> Option<&PartitionRegistration> {
+    pub fn partition(&self, topic_id: TopicId, index: i32) -> Option<&PartitionRegistration> {
         let index = usize::try_from(index).ok()?;
         self.topics.get(&topic_id)?.partitions.get(index)
     }
@@ -308,7 +308,7 @@ impl MetadataImage {
             return Err(format!("the next producer id {} is negative", self.next_producer_id));
         }
         for (node, broker) in &self.brokers {
-            if broker.broker_epoch < 1 || broker.broker_epoch > self.broker_epoch_last {
+            if broker.broker_epoch < BrokerEpoch(1) || broker.broker_epoch > self.broker_epoch_last {
                 return Err(format!(
                     "broker {node} has epoch {}, outside 1..={}",
                     broker.broker_epoch, self.broker_epoch_last
@@ -363,14 +363,14 @@ impl MetadataImage {
 
 #[cfg(test)]
 mod tests {
-    use keel_types::LeaderEpoch;
+    use keel_types::{LeaderEpoch, PartitionEpoch};
 
     use super::*;
 
     fn register(node: i32, broker_epoch: i64) -> MetadataRecord {
         MetadataRecord::RegisterBroker {
             node: NodeId(node),
-            broker_epoch,
+            broker_epoch: BrokerEpoch(broker_epoch),
             listeners: vec![Endpoint { name: "PLAINTEXT".into(), host: format!("b{node}"), port: 9092 }],
             rack: None,
             clean_shutdown: true,
@@ -380,7 +380,7 @@ mod tests {
     }
 
     fn unfence(node: i32, broker_epoch: i64) -> MetadataRecord {
-        MetadataRecord::UnfenceBroker { node: NodeId(node), broker_epoch }
+        MetadataRecord::UnfenceBroker { node: NodeId(node), broker_epoch: BrokerEpoch(broker_epoch) }
     }
 
     fn partition(topic_id: u128, index: i32, leader: i32, replicas: &[i32]) -> MetadataRecord {
@@ -388,13 +388,13 @@ mod tests {
         let registration = PartitionRegistration {
             leader: Some(NodeId(leader)),
             leader_epoch: LeaderEpoch(0),
-            partition_epoch: 0,
+            partition_epoch: PartitionEpoch(0),
             isr: replicas.clone(),
             replicas,
             elr: vec![],
             last_known_elr: vec![],
         };
-        MetadataRecord::Partition { topic_id, index, registration }
+        MetadataRecord::Partition { topic_id: TopicId(topic_id), index, registration }
     }
 
     fn sample() -> MetadataImage {
@@ -405,10 +405,10 @@ mod tests {
             register(2, 2),
             unfence(1, 1),
             unfence(2, 2),
-            MetadataRecord::Topic { name: "orders".into(), id: 7, configs },
+            MetadataRecord::Topic { name: "orders".into(), id: TopicId(7), configs },
             partition(7, 0, 1, &[1, 2]),
             partition(7, 1, 2, &[2, 1]),
-            MetadataRecord::ProducerIds { node: NodeId(2), broker_epoch: 2, next_producer_id: 2000 },
+            MetadataRecord::ProducerIds { node: NodeId(2), broker_epoch: BrokerEpoch(2), next_producer_id: 2000 },
         ] {
             image.apply(&record);
         }
@@ -426,38 +426,38 @@ mod tests {
         assert!(image.broker(NodeId(1)).unwrap().fenced, "a stale epoch is ignored");
         image.apply(&unfence(1, 5));
         assert_eq!(image.active_brokers(), vec![NodeId(1)]);
-        image.apply(&MetadataRecord::BeginControlledShutdown { node: NodeId(1), broker_epoch: 5 });
+        image.apply(&MetadataRecord::BeginControlledShutdown { node: NodeId(1), broker_epoch: BrokerEpoch(5) });
         assert_eq!(image.active_brokers(), vec![], "shutting down is not active");
         image.apply(&register(1, 6));
         let broker = image.broker(NodeId(1)).unwrap();
         assert!(broker.fenced && !broker.shutting_down, "a new registration replaces the old one");
-        assert_eq!(image.broker_epoch_last(), 6);
+        assert_eq!(image.broker_epoch_last(), BrokerEpoch(6));
         image.apply(&register(2, 3));
-        assert_eq!(image.broker_epoch_last(), 6, "the counter never goes back");
+        assert_eq!(image.broker_epoch_last(), BrokerEpoch(6), "the counter never goes back");
     }
 
     #[test]
     fn topics_are_found_by_name_and_id_until_removed() {
         let mut image = sample();
         let topic = image.topic_by_name("orders").unwrap();
-        assert_eq!((topic.id, topic.partitions.len(), topic.min_isr()), (7, 2, 2));
+        assert_eq!((topic.id, topic.partitions.len(), topic.min_isr()), (TopicId(7), 2, 2));
         assert!(!topic.unclean_leader_election());
-        assert_eq!(image.partition(7, 1).unwrap().leader, Some(NodeId(2)));
-        assert_eq!(image.partition(7, 2), None);
-        assert_eq!(image.partition(7, -1), None);
+        assert_eq!(image.partition(TopicId(7), 1).unwrap().leader, Some(NodeId(2)));
+        assert_eq!(image.partition(TopicId(7), 2), None);
+        assert_eq!(image.partition(TopicId(7), -1), None);
         assert_eq!(image.leader_count(NodeId(1)), 1);
         // A partition index that skips ahead and a second topic with a taken name are ignored.
         image.apply(&partition(7, 5, 1, &[1, 2]));
-        image.apply(&MetadataRecord::Topic { name: "orders".into(), id: 8, configs: BTreeMap::new() });
-        assert_eq!((image.topic(7).unwrap().partitions.len(), image.topic(8)), (2, None));
+        image.apply(&MetadataRecord::Topic { name: "orders".into(), id: TopicId(8), configs: BTreeMap::new() });
+        assert_eq!((image.topic(TopicId(7)).unwrap().partitions.len(), image.topic(TopicId(8))), (2, None));
         image.apply(&MetadataRecord::TopicConfigs {
-            id: 7,
+            id: TopicId(7),
             configs: BTreeMap::from([(UNCLEAN_LEADER_ELECTION_ENABLE.to_string(), "TRUE".to_string())]),
         });
-        let topic = image.topic(7).unwrap();
+        let topic = image.topic(TopicId(7)).unwrap();
         assert_eq!((topic.min_isr(), topic.unclean_leader_election()), (1, true));
-        image.apply(&MetadataRecord::RemoveTopic { id: 7 });
-        assert_eq!((image.topic(7), image.topic_by_name("orders")), (None, None));
+        image.apply(&MetadataRecord::RemoveTopic { id: TopicId(7) });
+        assert_eq!((image.topic(TopicId(7)), image.topic_by_name("orders")), (None, None));
         image.check_invariants().unwrap();
     }
 
@@ -465,10 +465,22 @@ mod tests {
     fn producer_id_blocks_only_move_forward() {
         let mut image = MetadataImage::default();
         assert_eq!(image.next_producer_id(), 0);
-        image.apply(&MetadataRecord::ProducerIds { node: NodeId(1), broker_epoch: 1, next_producer_id: 1000 });
-        image.apply(&MetadataRecord::ProducerIds { node: NodeId(2), broker_epoch: 2, next_producer_id: 2000 });
+        image.apply(&MetadataRecord::ProducerIds {
+            node: NodeId(1),
+            broker_epoch: BrokerEpoch(1),
+            next_producer_id: 1000,
+        });
+        image.apply(&MetadataRecord::ProducerIds {
+            node: NodeId(2),
+            broker_epoch: BrokerEpoch(2),
+            next_producer_id: 2000,
+        });
         assert_eq!(image.next_producer_id(), 2000);
-        image.apply(&MetadataRecord::ProducerIds { node: NodeId(1), broker_epoch: 1, next_producer_id: 1000 });
+        image.apply(&MetadataRecord::ProducerIds {
+            node: NodeId(1),
+            broker_epoch: BrokerEpoch(1),
+            next_producer_id: 1000,
+        });
         assert_eq!(image.next_producer_id(), 2000, "a replayed older record changes nothing");
     }
 
@@ -479,7 +491,7 @@ mod tests {
         let decoded = MetadataImage::decode(&image.encode()).unwrap();
         assert_eq!(decoded, image);
         assert_eq!(decoded.next_producer_id(), 2000, "the snapshot carries the next producer id");
-        assert_eq!(decoded.topic_by_name("orders").map(|t| t.id), Some(7));
+        assert_eq!(decoded.topic_by_name("orders").map(|t| t.id), Some(TopicId(7)));
         assert_eq!(MetadataImage::decode(&MetadataImage::default().encode()), Ok(MetadataImage::default()));
         let bytes = image.encode();
         assert!(MetadataImage::decode(&bytes[..bytes.len() - 1]).is_err());
@@ -489,7 +501,7 @@ mod tests {
     #[test]
     fn invariants_catch_a_fenced_leader_and_an_unregistered_replica() {
         let mut image = sample();
-        image.apply(&MetadataRecord::FenceBroker { node: NodeId(2), broker_epoch: 2 });
+        image.apply(&MetadataRecord::FenceBroker { node: NodeId(2), broker_epoch: BrokerEpoch(2) });
         let error = image.check_invariants().unwrap_err();
         assert!(error.contains("orders-1 is led by 2"), "{error}");
         let mut image = sample();

@@ -24,7 +24,7 @@
 //! [`Mutation::NoElr`] plants Kafka's pre-KIP-966 behaviour, so the checker can show what ELR
 //! prevents: the last replica standing.
 
-use keel_types::{ErrorCode, LeaderEpoch, NodeId};
+use keel_types::{ErrorCode, LeaderEpoch, NodeId, PartitionEpoch};
 
 /// A deliberately planted bug in the partition rules or in the controller around them, for
 /// checker and simulator tests (`ControllerConfig::mutation`, `Eligibility::mutation`).
@@ -73,7 +73,7 @@ pub struct PartitionRegistration {
     pub leader: Option<NodeId>,
     pub leader_epoch: LeaderEpoch,
     /// Bumped by every change; the compare-and-set version of AlterPartition.
-    pub partition_epoch: i32,
+    pub partition_epoch: PartitionEpoch,
     pub isr: Vec<NodeId>,
     /// Kept sorted: the rules treat it as a set, so equal sets are equal registrations.
     pub elr: Vec<NodeId>,
@@ -86,7 +86,7 @@ pub struct PartitionRegistration {
 pub struct AlterIsr {
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
-    pub partition_epoch: i32,
+    pub partition_epoch: PartitionEpoch,
     pub new_isr: Vec<NodeId>,
 }
 
@@ -99,7 +99,7 @@ impl PartitionRegistration {
             replicas,
             leader,
             leader_epoch: LeaderEpoch(0),
-            partition_epoch: 0,
+            partition_epoch: PartitionEpoch(0),
             isr,
             elr: Vec::new(),
             last_known_elr: Vec::new(),
@@ -281,7 +281,7 @@ impl PartitionRegistration {
     fn finish(&mut self, before: PartitionRegistration) -> bool {
         let changed = *self != before;
         if changed {
-            self.partition_epoch = before.partition_epoch + 1;
+            self.partition_epoch = before.partition_epoch.next();
         }
         if self.leader != before.leader {
             self.leader_epoch = LeaderEpoch(before.leader_epoch.0 + 1);
@@ -352,9 +352,9 @@ mod tests {
         assert_eq!(p.isr, n(&[2, 3]));
         assert!(p.elr.is_empty(), "ISR still meets min ISR");
         assert_eq!(p.leader_epoch, LeaderEpoch(1));
-        assert_eq!(p.partition_epoch, 1);
+        assert_eq!(p.partition_epoch, PartitionEpoch(1));
         assert!(!p.remove_replica(NodeId(1), &rules(&active)), "a second fence changes nothing");
-        assert_eq!(p.partition_epoch, 1);
+        assert_eq!(p.partition_epoch, PartitionEpoch(1));
     }
 
     #[test]
@@ -421,21 +421,26 @@ mod tests {
     fn alter_isr_is_a_compare_and_set() {
         let mut p = three();
         let active = n(&[1, 2, 3]);
-        let shrink = AlterIsr { leader: NodeId(1), leader_epoch: LeaderEpoch(0), partition_epoch: 0, new_isr: n(&[1]) };
+        let shrink = AlterIsr {
+            leader: NodeId(1),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+            new_isr: n(&[1]),
+        };
         p.alter_isr(&shrink, &rules(&active)).unwrap();
-        assert_eq!((p.isr.clone(), p.elr.clone(), p.partition_epoch), (n(&[1]), n(&[2, 3]), 1));
+        assert_eq!((p.isr.clone(), p.elr.clone(), p.partition_epoch), (n(&[1]), n(&[2, 3]), PartitionEpoch(1)));
         assert_eq!(p.alter_isr(&shrink, &rules(&active)), Err(ErrorCode::InvalidUpdateVersion));
-        let stale = AlterIsr { leader_epoch: LeaderEpoch(7), partition_epoch: 1, ..shrink.clone() };
+        let stale = AlterIsr { leader_epoch: LeaderEpoch(7), partition_epoch: PartitionEpoch(1), ..shrink.clone() };
         assert_eq!(p.alter_isr(&stale, &rules(&active)), Err(ErrorCode::FencedLeaderEpoch));
-        let not_leader = AlterIsr { leader: NodeId(2), partition_epoch: 1, ..shrink.clone() };
+        let not_leader = AlterIsr { leader: NodeId(2), partition_epoch: PartitionEpoch(1), ..shrink.clone() };
         assert_eq!(p.alter_isr(&not_leader, &rules(&active)), Err(ErrorCode::NotLeaderOrFollower));
         let fenced = n(&[1, 2]);
-        let expand = AlterIsr { partition_epoch: 1, new_isr: n(&[1, 3]), ..shrink.clone() };
+        let expand = AlterIsr { partition_epoch: PartitionEpoch(1), new_isr: n(&[1, 3]), ..shrink.clone() };
         assert_eq!(p.alter_isr(&expand, &rules(&fenced)), Err(ErrorCode::IneligibleReplica));
-        let without_leader = AlterIsr { partition_epoch: 1, new_isr: n(&[2, 3]), ..shrink.clone() };
+        let without_leader = AlterIsr { partition_epoch: PartitionEpoch(1), new_isr: n(&[2, 3]), ..shrink.clone() };
         assert_eq!(p.alter_isr(&without_leader, &rules(&active)), Err(ErrorCode::InvalidRequest));
         p.alter_isr(&expand, &rules(&active)).unwrap();
-        assert_eq!((p.isr.clone(), p.elr.clone(), p.partition_epoch), (n(&[1, 3]), n(&[]), 2));
+        assert_eq!((p.isr.clone(), p.elr.clone(), p.partition_epoch), (n(&[1, 3]), n(&[]), PartitionEpoch(2)));
         p.check_invariants(&rules(&active)).unwrap();
     }
 
@@ -443,14 +448,19 @@ mod tests {
     fn lowering_min_isr_clears_the_elr_once_the_isr_meets_it() {
         let mut p = three();
         let active = n(&[1, 2, 3]);
-        let shrink = AlterIsr { leader: NodeId(1), leader_epoch: LeaderEpoch(0), partition_epoch: 0, new_isr: n(&[1]) };
+        let shrink = AlterIsr {
+            leader: NodeId(1),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+            new_isr: n(&[1]),
+        };
         p.alter_isr(&shrink, &rules(&active)).unwrap();
         assert_eq!(p.elr, n(&[2, 3]));
         let three_needed = Eligibility { min_isr: 3, ..rules(&active) };
         assert!(!p.handle_min_isr_change(&three_needed), "raising it keeps the ELR");
         let one_needed = Eligibility { min_isr: 1, ..rules(&active) };
         assert!(p.handle_min_isr_change(&one_needed));
-        assert_eq!((p.isr.clone(), p.elr.clone(), p.partition_epoch), (n(&[1]), n(&[]), 2));
+        assert_eq!((p.isr.clone(), p.elr.clone(), p.partition_epoch), (n(&[1]), n(&[]), PartitionEpoch(2)));
         p.check_invariants(&one_needed).unwrap();
     }
 

@@ -549,12 +549,12 @@ impl<T, A> QuorumController<T, A> {
 mod tests {
     use std::collections::BTreeSet;
 
-    use keel_types::{Duration, Rng};
+    use keel_types::{BrokerEpoch, Duration, Rng};
 
     use super::*;
     use crate::BrokerRegistrationRequest;
 
-    type Node = QuorumController<u32, i64>;
+    type Node = QuorumController<u32, BrokerEpoch>;
 
     /// Controller quorum members on a network that delivers everything at once unless a link
     /// is cut, each with a disk that makes every write durable as soon as it is handed out.
@@ -564,7 +564,7 @@ mod tests {
         cut: BTreeSet<NodeId>,
         /// (node, term) pairs in which a node has been the active controller.
         active_in: BTreeSet<(NodeId, Term)>,
-        answers: Vec<(NodeId, u32, Answer<i64>)>,
+        answers: Vec<(NodeId, u32, Answer<BrokerEpoch>)>,
         now: Instant,
         rng: Rng,
         snapshot_entries: u64,
@@ -579,7 +579,7 @@ mod tests {
     }
 
     /// A registration of broker `node`: its broker epoch and its records.
-    fn register(node: i32) -> impl FnOnce(&mut Controller) -> (i64, Vec<MetadataRecord>) {
+    fn register(node: i32) -> impl FnOnce(&mut Controller) -> (BrokerEpoch, Vec<MetadataRecord>) {
         move |controller| {
             let request = BrokerRegistrationRequest {
                 node: NodeId(node),
@@ -692,13 +692,13 @@ mod tests {
             &mut self,
             on: NodeId,
             token: u32,
-            decide: impl FnOnce(&mut Controller) -> (i64, Vec<MetadataRecord>),
+            decide: impl FnOnce(&mut Controller) -> (BrokerEpoch, Vec<MetadataRecord>),
         ) {
             self.nodes.get_mut(&on).expect("a node").handle_request(self.now, token, decide);
             self.pump();
         }
 
-        fn answer(&self, token: u32) -> Vec<&Answer<i64>> {
+        fn answer(&self, token: u32) -> Vec<&Answer<BrokerEpoch>> {
             self.answers.iter().filter(|(_, t, _)| *t == token).map(|(_, _, a)| a).collect()
         }
 
@@ -717,7 +717,7 @@ mod tests {
         let leader = quorum.elect();
         quorum.request(leader, 1, register(1));
         let index = match quorum.answer(1)[..] {
-            [Answer::Decided { answer: 1, committed_at: Some(index) }] => *index,
+            [Answer::Decided { answer: BrokerEpoch(1), committed_at: Some(index) }] => *index,
             ref other => panic!("{other:?}"),
         };
         quorum.run_until("every member commits it", |q| q.nodes.values().all(|n| n.raft().commit_index() >= index));

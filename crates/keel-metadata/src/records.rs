@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_types::NodeId;
+use keel_types::{BrokerEpoch, NodeId, TopicId};
 use serde::{Deserialize, Serialize};
 
 use crate::partition::PartitionRegistration;
@@ -37,7 +37,7 @@ pub enum MetadataRecord {
     RegisterBroker {
         node: NodeId,
         /// Greater than every broker epoch handed out before, to any node.
-        broker_epoch: i64,
+        broker_epoch: BrokerEpoch,
         listeners: Vec<Endpoint>,
         rack: Option<String>,
         /// Whether the controller counted this start as following a clean shutdown (see
@@ -51,29 +51,29 @@ pub enum MetadataRecord {
         incarnation: u64,
     },
     /// The broker may no longer lead or join an ISR (missed session, or declared dead).
-    FenceBroker { node: NodeId, broker_epoch: i64 },
+    FenceBroker { node: NodeId, broker_epoch: BrokerEpoch },
     /// The broker has caught up with the metadata log and may lead and join ISRs.
-    UnfenceBroker { node: NodeId, broker_epoch: i64 },
+    UnfenceBroker { node: NodeId, broker_epoch: BrokerEpoch },
     /// The broker asked to shut down: it no longer leads or joins ISRs, until it registers
     /// again.
-    BeginControlledShutdown { node: NodeId, broker_epoch: i64 },
+    BeginControlledShutdown { node: NodeId, broker_epoch: BrokerEpoch },
     /// A topic was created. Its partitions follow as [`MetadataRecord::Partition`] records.
     Topic {
         name: String,
         /// Random, chosen by the controller (a version-4 UUID as a `u128`).
-        id: u128,
+        id: TopicId,
         configs: BTreeMap<String, String>,
     },
     /// Replaces a topic's configs.
-    TopicConfigs { id: u128, configs: BTreeMap<String, String> },
+    TopicConfigs { id: TopicId, configs: BTreeMap<String, String> },
     /// A topic and its partitions are gone.
-    RemoveTopic { id: u128 },
+    RemoveTopic { id: TopicId },
     /// A partition's whole state: a new partition (`index` equal to the topic's partition
     /// count) or the new state of an existing one.
-    Partition { topic_id: u128, index: i32, registration: PartitionRegistration },
+    Partition { topic_id: TopicId, index: i32, registration: PartitionRegistration },
     /// A block of producer ids went to broker `node` (at `broker_epoch`), and the next block
     /// starts at `next_producer_id` (KIP-730's ProducerIdsRecord). Only ever grows.
-    ProducerIds { node: NodeId, broker_epoch: i64, next_producer_id: i64 },
+    ProducerIds { node: NodeId, broker_epoch: BrokerEpoch, next_producer_id: i64 },
 }
 
 impl MetadataRecord {
@@ -131,7 +131,7 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> 
 
 #[cfg(test)]
 mod tests {
-    use keel_types::LeaderEpoch;
+    use keel_types::{LeaderEpoch, PartitionEpoch};
 
     use super::*;
 
@@ -140,7 +140,7 @@ mod tests {
             replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
             leader: Some(NodeId(2)),
             leader_epoch: LeaderEpoch(4),
-            partition_epoch: 9,
+            partition_epoch: PartitionEpoch(9),
             isr: vec![NodeId(2)],
             elr: vec![NodeId(3)],
             last_known_elr: vec![NodeId(1)],
@@ -149,7 +149,7 @@ mod tests {
         vec![
             MetadataRecord::RegisterBroker {
                 node: NodeId(7),
-                broker_epoch: 12,
+                broker_epoch: BrokerEpoch(12),
                 listeners: vec![Endpoint { name: "PLAINTEXT".into(), host: "10.0.0.7".into(), port: 9092 }],
                 rack: Some("eu-west-1a".into()),
                 clean_shutdown: false,
@@ -158,21 +158,25 @@ mod tests {
             },
             MetadataRecord::RegisterBroker {
                 node: NodeId(0),
-                broker_epoch: 1,
+                broker_epoch: BrokerEpoch(1),
                 listeners: vec![],
                 rack: None,
                 clean_shutdown: true,
                 process_id: 0,
                 incarnation: 0,
             },
-            MetadataRecord::FenceBroker { node: NodeId(7), broker_epoch: 12 },
-            MetadataRecord::UnfenceBroker { node: NodeId(7), broker_epoch: 12 },
-            MetadataRecord::BeginControlledShutdown { node: NodeId(7), broker_epoch: 12 },
-            MetadataRecord::Topic { name: "orders".into(), id: u128::MAX - 5, configs: configs.clone() },
-            MetadataRecord::TopicConfigs { id: 3, configs },
-            MetadataRecord::RemoveTopic { id: 1 << 100 },
-            MetadataRecord::Partition { topic_id: 42, index: 17, registration },
-            MetadataRecord::ProducerIds { node: NodeId(7), broker_epoch: 12, next_producer_id: i64::MAX - 7 },
+            MetadataRecord::FenceBroker { node: NodeId(7), broker_epoch: BrokerEpoch(12) },
+            MetadataRecord::UnfenceBroker { node: NodeId(7), broker_epoch: BrokerEpoch(12) },
+            MetadataRecord::BeginControlledShutdown { node: NodeId(7), broker_epoch: BrokerEpoch(12) },
+            MetadataRecord::Topic { name: "orders".into(), id: TopicId(u128::MAX - 5), configs: configs.clone() },
+            MetadataRecord::TopicConfigs { id: TopicId(3), configs },
+            MetadataRecord::RemoveTopic { id: TopicId(1 << 100) },
+            MetadataRecord::Partition { topic_id: TopicId(42), index: 17, registration },
+            MetadataRecord::ProducerIds {
+                node: NodeId(7),
+                broker_epoch: BrokerEpoch(12),
+                next_producer_id: i64::MAX - 7,
+            },
         ]
     }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng};
+use keel_types::{BrokerEpoch, Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng, TopicId};
 
 use crate::{
     AlterIsr, BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, Decision, Endpoint,
@@ -27,7 +27,7 @@ struct Cluster {
     pending: Vec<MetadataRecord>,
     /// Every record ever committed, in order.
     log: Vec<MetadataRecord>,
-    epochs: BTreeMap<NodeId, i64>,
+    epochs: BTreeMap<NodeId, BrokerEpoch>,
     racks: BTreeMap<NodeId, String>,
     /// The last process id drawn: every registration comes from a new process.
     process_id: u128,
@@ -82,13 +82,18 @@ impl Cluster {
 
     /// A new process of `node` registers; `clean_shutdown`: its marker names the epoch it is
     /// registered with (as a broker's does after a clean shutdown), else it has no marker.
-    fn register(&mut self, node: i32, clean_shutdown: bool) -> i64 {
+    fn register(&mut self, node: i32, clean_shutdown: bool) -> BrokerEpoch {
         let previous_broker_epoch = self.epochs.get(&NodeId(node)).copied().filter(|_| clean_shutdown);
         self.process_id += 1;
         self.register_with(node, previous_broker_epoch, self.process_id)
     }
 
-    fn register_with(&mut self, node: i32, previous_broker_epoch: Option<i64>, process_id: u128) -> i64 {
+    fn register_with(
+        &mut self,
+        node: i32,
+        previous_broker_epoch: Option<BrokerEpoch>,
+        process_id: u128,
+    ) -> BrokerEpoch {
         let request = BrokerRegistrationRequest {
             node: NodeId(node),
             listeners: vec![Endpoint { name: "PLAINTEXT".into(), host: format!("broker-{node}"), port: 9092 }],
@@ -125,7 +130,7 @@ impl Cluster {
         self.commit();
     }
 
-    fn create(&mut self, name: &str, partitions: i32, rf: i16, min_isr: Option<usize>) -> Result<u128, ErrorCode> {
+    fn create(&mut self, name: &str, partitions: i32, rf: i16, min_isr: Option<usize>) -> Result<TopicId, ErrorCode> {
         let configs = min_isr.map(|m| (MIN_INSYNC_REPLICAS.to_string(), m.to_string())).into_iter().collect();
         let decision = self.controller.create_topic(name, partitions, rf, configs, &mut self.rng);
         let id = self.take(decision)?;
@@ -139,11 +144,16 @@ impl Cluster {
         self.commit();
     }
 
-    fn partition(&self, topic_id: u128, index: i32) -> PartitionRegistration {
+    fn partition(&self, topic_id: TopicId, index: i32) -> PartitionRegistration {
         self.controller.image().partition(topic_id, index).unwrap().clone()
     }
 
-    fn alter_isr(&mut self, topic_id: u128, index: i32, new_isr: &[i32]) -> Result<PartitionRegistration, ErrorCode> {
+    fn alter_isr(
+        &mut self,
+        topic_id: TopicId,
+        index: i32,
+        new_isr: &[i32],
+    ) -> Result<PartitionRegistration, ErrorCode> {
         let p = self.partition(topic_id, index);
         let leader = p.leader.unwrap();
         let request =
@@ -202,7 +212,7 @@ fn brokers_register_fenced_and_heartbeats_unfence_them_once_caught_up() {
     // The old epoch is stale now, as is an unknown broker.
     let stale = c.controller.heartbeat(c.now, NodeId(1), first, true, false);
     assert_eq!(stale.map(|_| ()).unwrap_err().code, ErrorCode::StaleBrokerEpoch);
-    let unknown = c.controller.heartbeat(c.now, NodeId(9), 1, true, false);
+    let unknown = c.controller.heartbeat(c.now, NodeId(9), BrokerEpoch(1), true, false);
     assert_eq!(unknown.map(|_| ()).unwrap_err().code, ErrorCode::StaleBrokerEpoch);
     assert!(c.pending.is_empty(), "refusals change nothing");
 }
@@ -496,7 +506,7 @@ fn create_topic_refuses_what_kafka_refuses() {
     assert_eq!((topic.partitions.len(), topic.replication_factor(), topic.min_isr()), (4, 1, 1));
     let id = c.create("e", 1, 2, None).unwrap();
     assert_eq!(c.controller.image().topic(id).unwrap().min_isr(), 2);
-    assert_eq!((id >> 76) & 0xf, 4, "topic ids are version-4 UUIDs");
+    assert_eq!((id.0 >> 76) & 0xf, 4, "topic ids are version-4 UUIDs");
 }
 
 #[test]
@@ -510,8 +520,14 @@ fn alter_partition_needs_the_current_broker_epoch_and_partition_state() {
     let request =
         AlterIsr { leader, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, new_isr: vec![leader] };
     let code = |result: Result<Decision<PartitionRegistration>, ControllerError>| result.map(|_| ()).unwrap_err().code;
-    assert_eq!(code(c.controller.alter_partition(leader, epoch - 1, t, 0, &request, &[])), ErrorCode::StaleBrokerEpoch);
-    assert_eq!(code(c.controller.alter_partition(leader, epoch, t + 1, 0, &request, &[])), ErrorCode::UnknownTopicId);
+    assert_eq!(
+        code(c.controller.alter_partition(leader, BrokerEpoch(epoch.0 - 1), t, 0, &request, &[])),
+        ErrorCode::StaleBrokerEpoch
+    );
+    assert_eq!(
+        code(c.controller.alter_partition(leader, epoch, TopicId(t.0 + 1), 0, &request, &[])),
+        ErrorCode::UnknownTopicId
+    );
     assert_eq!(
         code(c.controller.alter_partition(leader, epoch, t, 1, &request, &[])),
         ErrorCode::UnknownTopicOrPartition
@@ -522,7 +538,7 @@ fn alter_partition_needs_the_current_broker_epoch_and_partition_state() {
     let decision = c.controller.alter_partition(leader, epoch, t, 0, &request, &[]);
     let registration = c.take(decision).unwrap();
     c.commit();
-    assert_eq!((registration.isr, registration.partition_epoch), (vec![leader], p.partition_epoch + 1));
+    assert_eq!((registration.isr, registration.partition_epoch), (vec![leader], p.partition_epoch.next()));
     assert_eq!(code(c.controller.alter_partition(leader, epoch, t, 0, &request, &[])), ErrorCode::InvalidUpdateVersion);
     // After the leader re-registers, its old epoch is stale.
     c.register(leader.0, true);
@@ -549,13 +565,13 @@ fn an_isr_member_must_be_vouched_for_by_its_current_process() {
         let mut new_isr = p.isr.clone();
         new_isr.push(NodeId(3));
         let request = AlterIsr { leader, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, new_isr };
-        let try_with = |c: &Cluster, added: &[(NodeId, i64)]| {
+        let try_with = |c: &Cluster, added: &[(NodeId, BrokerEpoch)]| {
             let mut controller = c.controller.clone();
             let decision = controller.alter_partition(leader, c.epochs[&leader], t, 0, &request, added);
             decision.map(|d| d.reply.isr.len()).map_err(|e| e.code)
         };
         let stale = try_with(&c, &[(NodeId(3), old)]);
-        let unknown = try_with(&c, &[(NodeId(9), 1)]);
+        let unknown = try_with(&c, &[(NodeId(9), BrokerEpoch(1))]);
         let current = try_with(&c, &[(NodeId(3), c.epochs[&NodeId(3)])]);
         assert_eq!(current, Ok(3));
         (stale, unknown)
@@ -769,7 +785,7 @@ fn only_the_registered_broker_epoch_makes_a_registration_clean() {
 #[test]
 fn a_broker_never_registered_before_is_unclean() {
     let mut c = Cluster::new();
-    for previous in [None, Some(1)] {
+    for previous in [None, Some(BrokerEpoch(1))] {
         let request = BrokerRegistrationRequest {
             node: NodeId(5),
             listeners: vec![],
@@ -780,7 +796,7 @@ fn a_broker_never_registered_before_is_unclean() {
         };
         assert_eq!(c.controller.restart(&request), crate::Restart::Unclean, "{previous:?}");
     }
-    c.register_with(5, Some(1), 1);
+    c.register_with(5, Some(BrokerEpoch(1)), 1);
     c.commit();
     assert!(!c.controller.image().broker(NodeId(5)).unwrap().clean_shutdown);
 }
@@ -863,7 +879,7 @@ fn only_a_brokers_current_registration_gets_producer_ids() {
     let old = c.epochs[&NodeId(1)];
     c.register(1, true);
     c.commit();
-    for (node, epoch) in [(1, old), (9, 1)] {
+    for (node, epoch) in [(1, old), (9, BrokerEpoch(1))] {
         let before = c.controller.clone();
         let refused = c.controller.allocate_producer_ids(NodeId(node), epoch).map(|d| d.reply).map_err(|e| e.code);
         assert_eq!(refused, Err(ErrorCode::StaleBrokerEpoch), "broker {node} at epoch {epoch}");

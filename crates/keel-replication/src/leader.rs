@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use keel_metadata::{AlterIsr, PartitionRegistration};
-use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId};
+use keel_types::{BrokerEpoch, Duration, ErrorCode, Instant, LeaderEpoch, NodeId, PartitionEpoch};
 
 use crate::config::{Config, ConfigError, Mutation};
 use crate::message::{FetchDecision, FetchRequest, WaiterId};
@@ -40,7 +40,7 @@ pub struct ReplicaState {
     pub last_caught_up_time: Option<Instant>,
     /// The broker epoch of the process whose fetches this state comes from (KIP-903); `None`
     /// until it fetched, or if its fetches carried none.
-    pub broker_epoch: Option<i64>,
+    pub broker_epoch: Option<BrokerEpoch>,
 }
 
 impl ReplicaState {
@@ -64,7 +64,7 @@ pub struct IsrProposal {
     pub request: AlterIsr,
     /// `(replica, broker epoch)` for each replica not in the committed ISR; -1 where the
     /// fetches carried no broker epoch (the controller then refuses the addition).
-    pub added: Vec<(NodeId, i64)>,
+    pub added: Vec<(NodeId, BrokerEpoch)>,
 }
 
 /// Where the one ISR change the leader may have outstanding stands.
@@ -83,7 +83,7 @@ enum IsrChangeStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PendingIsrChange {
     request: AlterIsr,
-    added: Vec<(NodeId, i64)>,
+    added: Vec<(NodeId, BrokerEpoch)>,
     status: IsrChangeStatus,
 }
 
@@ -112,7 +112,7 @@ pub enum MetadataOutcome {
 pub struct Leader {
     config: Config,
     leader_epoch: LeaderEpoch,
-    partition_epoch: i32,
+    partition_epoch: PartitionEpoch,
     replicas: Vec<NodeId>,
     /// The committed ISR: what the controller last confirmed.
     isr: Vec<NodeId>,
@@ -126,7 +126,7 @@ pub struct Leader {
     ineligible: BTreeSet<NodeId>,
     /// The broker epoch of each follower's registration, as the metadata last said. A new
     /// epoch is a new process: what the leader knew of the old one is forgotten (KIP-903).
-    broker_epochs: BTreeMap<NodeId, i64>,
+    broker_epochs: BTreeMap<NodeId, BrokerEpoch>,
     isr_change: Option<PendingIsrChange>,
     /// No ISR change is proposed before this (after the controller rejected an addition).
     isr_change_not_before: Instant,
@@ -211,7 +211,7 @@ impl Leader {
         self.leader_epoch
     }
 
-    pub fn partition_epoch(&self) -> i32 {
+    pub fn partition_epoch(&self) -> PartitionEpoch {
         self.partition_epoch
     }
 
@@ -432,7 +432,7 @@ impl Leader {
         &mut self,
         now: Instant,
         request: &AlterIsr,
-        result: Result<(i32, Vec<NodeId>), ErrorCode>,
+        result: Result<(PartitionEpoch, Vec<NodeId>), ErrorCode>,
     ) {
         self.observe_now(now);
         let Some(change) = self.isr_change.as_mut() else { return };
@@ -541,7 +541,7 @@ impl Leader {
     /// lost what it had fetched: the leader forgets its fetch state (KIP-903), so it neither
     /// joins the ISR nor counts for the high watermark on what its previous life reported. It
     /// must fetch again. An ISR member keeps the full lag time from now to do so.
-    pub fn handle_replica_epochs(&mut self, now: Instant, epochs: impl IntoIterator<Item = (NodeId, i64)>) {
+    pub fn handle_replica_epochs(&mut self, now: Instant, epochs: impl IntoIterator<Item = (NodeId, BrokerEpoch)>) {
         self.observe_now(now);
         for (node, epoch) in epochs {
             if node == self.config.id {
@@ -561,7 +561,7 @@ impl Leader {
     /// A fetch from `follower` carrying `broker_epoch`: a different process than the one the
     /// leader's state for it came from is a restart, and what the old one fetched no longer
     /// counts (KIP-903).
-    fn observe_fetcher(&mut self, now: Instant, follower: NodeId, broker_epoch: Option<i64>) {
+    fn observe_fetcher(&mut self, now: Instant, follower: NodeId, broker_epoch: Option<BrokerEpoch>) {
         if self.config.mutation == Some(Mutation::KeepFollowerStateOnRestart) {
             return;
         }
@@ -576,7 +576,7 @@ impl Leader {
     /// Forgets what an earlier process of `node` fetched: its state starts over (as an ISR
     /// member it keeps the full lag time from now to fetch again), and an ISR change not yet
     /// sent that vouches for another process of it is dropped.
-    fn forget_process(&mut self, now: Instant, node: NodeId, broker_epoch: Option<i64>) {
+    fn forget_process(&mut self, now: Instant, node: NodeId, broker_epoch: Option<BrokerEpoch>) {
         let in_isr = self.maximal_isr().contains(&node);
         if let Some(state) = self.followers.get_mut(&node) {
             *state = ReplicaState::new(in_isr.then_some(now));
@@ -767,7 +767,7 @@ impl Leader {
         let added = new_isr
             .iter()
             .filter(|n| !self.isr.contains(n))
-            .map(|n| (*n, self.followers.get(n).and_then(|s| s.broker_epoch).unwrap_or(-1)))
+            .map(|n| (*n, self.followers.get(n).and_then(|s| s.broker_epoch).unwrap_or(BrokerEpoch::UNKNOWN)))
             .collect();
         let request = AlterIsr {
             leader: self.config.id,
@@ -807,7 +807,7 @@ impl Leader {
         }
     }
 
-    fn apply_isr(&mut self, now: Instant, partition_epoch: i32, isr: Vec<NodeId>) {
+    fn apply_isr(&mut self, now: Instant, partition_epoch: PartitionEpoch, isr: Vec<NodeId>) {
         for member in &isr {
             if let Some(state) = self.followers.get_mut(member) {
                 // A member the leader never saw catch up gets the full lag time from now.

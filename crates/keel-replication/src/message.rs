@@ -1,6 +1,6 @@
 //! What leaders and followers exchange, and what the cores ask the broker to do.
 
-use keel_types::{ErrorCode, Instant, LeaderEpoch, NodeId};
+use keel_types::{BrokerEpoch, ErrorCode, Instant, LeaderEpoch, NodeId};
 
 /// A follower's fetch for one partition (the replication fields of Kafka's Fetch v12+).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -18,7 +18,7 @@ pub struct FetchRequest {
     /// The broker epoch of the fetching process (Fetch v15's `ReplicaState.ReplicaEpoch`),
     /// `None` from older fetchers. What the leader learns from a fetch belongs to that process
     /// (KIP-903): an ISR addition vouches for it by this epoch.
-    pub broker_epoch: Option<i64>,
+    pub broker_epoch: Option<BrokerEpoch>,
 }
 
 /// The leader's decision about a fetch. The broker turns it into a response: for

@@ -21,7 +21,7 @@
 use std::fmt;
 
 use keel_metadata::{MetadataImage, PartitionRegistration};
-use keel_types::{ErrorCode, Instant, LeaderEpoch, NodeId};
+use keel_types::{BrokerEpoch, ErrorCode, Instant, LeaderEpoch, NodeId, TopicId};
 
 use crate::config::Config;
 use crate::follower::Follower;
@@ -52,7 +52,7 @@ pub trait ReplicaLog: LocalLog {
 /// Whether a node may act on `image`: only once it holds this process's own registration
 /// (`broker_epoch`, `None` before registering). Kafka's brokers likewise wait until they have
 /// caught up with the metadata log before they take partition roles.
-pub fn may_act_on(image: &MetadataImage, me: NodeId, broker_epoch: Option<i64>) -> bool {
+pub fn may_act_on(image: &MetadataImage, me: NodeId, broker_epoch: Option<BrokerEpoch>) -> bool {
     broker_epoch.is_some() && image.broker(me).map(|b| b.broker_epoch) == broker_epoch
 }
 
@@ -196,7 +196,7 @@ impl Replica {
         &mut self,
         now: Instant,
         image: &MetadataImage,
-        topic_id: u128,
+        topic_id: TopicId,
         index: i32,
         log: &impl LocalLog,
     ) -> RoleChange {
@@ -272,7 +272,12 @@ impl Replica {
     }
 
     /// The next fetch this follower sends, carrying this process's broker epoch.
-    pub fn next_fetch(&mut self, now: Instant, broker_epoch: Option<i64>, log: &impl LocalLog) -> Option<FetchRequest> {
+    pub fn next_fetch(
+        &mut self,
+        now: Instant,
+        broker_epoch: Option<BrokerEpoch>,
+        log: &impl LocalLog,
+    ) -> Option<FetchRequest> {
         let follower = self.follower_mut()?;
         let mut request = follower.next_fetch(now, log)?;
         request.broker_epoch = broker_epoch;

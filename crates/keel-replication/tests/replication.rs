@@ -9,7 +9,7 @@ use keel_replication::Mutation;
 use keel_replication::{
     FetchDecision, FetchRequest, FetchResponse, Follower, FollowerAction, Leader, LocalLog, MetadataOutcome,
 };
-use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, Rng};
+use keel_types::{BrokerEpoch, Duration, ErrorCode, Instant, LeaderEpoch, PartitionEpoch, Rng};
 
 const NS: Duration = Duration(1);
 
@@ -147,7 +147,7 @@ fn losing_leadership_fails_waiters_and_fetches() {
     let mut newer = c.registration.clone();
     newer.leader = Some(n(2));
     newer.leader_epoch = LeaderEpoch(5);
-    newer.partition_epoch += 1;
+    newer.partition_epoch = newer.partition_epoch.next();
     assert_eq!(c.leader.handle_metadata_update(c.now, &newer, 2), MetadataOutcome::Resigned);
     assert_eq!(c.leader.drain_completed(), vec![(waiter, Err(ErrorCode::NotLeaderOrFollower))]);
     let fetch = |epoch| FetchRequest {
@@ -377,7 +377,7 @@ fn controller_refusals_wait_for_metadata_or_retry() {
     let expand = c.leader.poll_isr_change(c.now).expect("an expansion");
     let mut other = expand.clone();
     other.request.new_isr = nodes(&[1]);
-    c.leader.handle_isr_change_result(c.now, &other.request, Ok((99, nodes(&[1]))));
+    c.leader.handle_isr_change_result(c.now, &other.request, Ok((PartitionEpoch(99), nodes(&[1]))));
     assert_eq!(c.leader.isr(), nodes(&[1, 2]));
     c.leader.handle_isr_change_result(c.now, &expand.request, Err(ErrorCode::RequestTimedOut));
     assert_eq!(c.leader.poll_isr_change(c.now), None);
@@ -646,7 +646,7 @@ fn a_fenced_follower_is_not_proposed_for_the_isr_and_does_not_hold_the_high_wate
     assert_eq!(c.leader.high_watermark(), 3);
     // Broker 3 dies while caught up; the controller fences it and takes it out of the ISR.
     let mut fenced = registration(3, c.epoch().0, &[1, 2]);
-    fenced.partition_epoch = c.leader.partition_epoch() + 1;
+    fenced.partition_epoch = c.leader.partition_epoch().next();
     assert_eq!(c.leader.handle_metadata_update(c.now, &fenced, c.min_isr), MetadataOutcome::Applied);
     c.registration = fenced;
     c.leader.handle_ineligible_replicas(c.now, [n(3)]);
@@ -668,7 +668,7 @@ fn a_fenced_follower_is_not_proposed_for_the_isr_and_does_not_hold_the_high_wate
 #[test]
 fn a_restarted_follower_is_not_vouched_for_on_what_it_fetched_before_its_restart() {
     let mut c = Cluster::new(2, 1, &[1, 2, 3], 0, VecLog::new(), empty_logs());
-    c.leader.handle_replica_epochs(c.now, [(n(2), 1), (n(3), 1)]);
+    c.leader.handle_replica_epochs(c.now, [(n(2), BrokerEpoch(1)), (n(3), BrokerEpoch(1))]);
     c.produce(4).unwrap();
     c.settle();
     assert_eq!(c.leader.high_watermark(), 4);
@@ -676,11 +676,11 @@ fn a_restarted_follower_is_not_vouched_for_on_what_it_fetched_before_its_restart
     // again with a new broker epoch and is unfenced. Its first fetch after the restart is lost:
     // the leader's state for it is still from before the crash.
     let mut shrunk = registration(3, c.epoch().0, &[1, 2]);
-    shrunk.partition_epoch = c.leader.partition_epoch() + 1;
+    shrunk.partition_epoch = c.leader.partition_epoch().next();
     c.leader.handle_metadata_update(c.now, &shrunk, c.min_isr);
     c.registration = shrunk;
     c.leader.handle_ineligible_replicas(c.now, [n(3)]);
-    c.leader.handle_replica_epochs(c.now, [(n(2), 1), (n(3), 2)]);
+    c.leader.handle_replica_epochs(c.now, [(n(2), BrokerEpoch(1)), (n(3), BrokerEpoch(2))]);
     c.leader.handle_ineligible_replicas(c.now, []);
     c.leader.handle_tick(c.now);
     assert_eq!(c.leader.poll_isr_change(c.now), None, "nothing vouches for the new process yet");
@@ -719,7 +719,7 @@ fn an_isr_addition_vouches_for_the_process_that_caught_up_and_is_dropped_when_it
         fetch_offset: offset,
         last_fetched_epoch: (offset > 0).then_some(LeaderEpoch(1)),
         current_leader_epoch: Some(LeaderEpoch(1)),
-        broker_epoch: Some(broker_epoch),
+        broker_epoch: Some(BrokerEpoch(broker_epoch)),
     };
     c.fetch(2);
     c.fetch(2);
@@ -728,7 +728,10 @@ fn an_isr_addition_vouches_for_the_process_that_caught_up_and_is_dropped_when_it
     c.raw_fetch(fetch(0, 7));
     c.raw_fetch(fetch(4, 7));
     let expand = c.leader.poll_isr_change(c.now).expect("an expansion");
-    assert_eq!((expand.request.new_isr.clone(), expand.added.clone()), (nodes(&[1, 2, 3]), vec![(n(3), 7)]));
+    assert_eq!(
+        (expand.request.new_isr.clone(), expand.added.clone()),
+        (nodes(&[1, 2, 3]), vec![(n(3), BrokerEpoch(7))])
+    );
     // The AlterPartition times out and waits for its retry; broker 3 restarts meanwhile with
     // an empty log, and its new process (broker epoch 8) fetches from 0.
     c.leader.handle_isr_change_result(c.now, &expand.request, Err(ErrorCode::RequestTimedOut));
@@ -736,14 +739,14 @@ fn an_isr_addition_vouches_for_the_process_that_caught_up_and_is_dropped_when_it
     c.tick(Duration::from_secs(1));
     let retried = c.leader.poll_isr_change(c.now);
     assert!(
-        retried.as_ref().is_none_or(|p| !p.added.contains(&(n(3), 8))),
+        retried.as_ref().is_none_or(|p| !p.added.contains(&(n(3), BrokerEpoch(8)))),
         "the new process is vouched for on what the old one fetched: {retried:?}"
     );
     assert_eq!(c.leader.replica_state(n(3)).and_then(|s| s.log_end_offset), Some(0));
     // Once the new process catches up it is proposed as itself.
     c.raw_fetch(fetch(4, 8));
     let expand = c.leader.poll_isr_change(c.now).expect("an expansion of the new process");
-    assert_eq!(expand.added, vec![(n(3), 8)]);
+    assert_eq!(expand.added, vec![(n(3), BrokerEpoch(8))]);
 }
 
 /// F5 (issue 17): the controller may accept an ISR shrink under a min ISR the leader has not

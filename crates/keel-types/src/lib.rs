@@ -81,5 +81,61 @@ impl std::fmt::Display for NodeId {
     }
 }
 
+/// A broker epoch: the controller's number for one registration of one broker process (Kafka's
+/// `brokerEpoch`). A restarted broker registers again and gets a higher one, so a request
+/// carrying an old epoch comes from a process that no longer exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub struct BrokerEpoch(pub i64);
+
+impl BrokerEpoch {
+    /// Kafka's `-1` in requests from a broker that has not registered.
+    pub const UNKNOWN: BrokerEpoch = BrokerEpoch(-1);
+}
+
+impl std::fmt::Display for BrokerEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A partition epoch: bumped by the controller on every change to a partition's registration
+/// (leader, ISR, ELR), Kafka's `partitionEpoch`. AlterPartition carries the one it was built on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub struct PartitionEpoch(pub i32);
+
+impl PartitionEpoch {
+    pub fn next(self) -> PartitionEpoch {
+        PartitionEpoch(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for PartitionEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A topic id: the UUID the controller gives a topic when it creates it (Kafka's `topicId`),
+/// as its 128 bits. A topic deleted and created again under the same name gets a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub struct TopicId(pub u128);
+
+impl TopicId {
+    /// Kafka's `Uuid.ZERO`: no topic id (requests that name topics by name).
+    pub const ZERO: TopicId = TopicId(0);
+}
+
+impl std::fmt::Display for TopicId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl std::fmt::LowerHex for TopicId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
 /// Kafka's "no offset" sentinel (`UNDEFINED_EPOCH_OFFSET`, `-1` in ListOffsets answers).
 pub const UNDEFINED_OFFSET: i64 = -1;

@@ -39,7 +39,7 @@ impl Broker {
                     let image = Self::image(link);
                     match image.topic_by_name(&name) {
                         Some(topic) => result
-                            .with_topic_id(Uuid::from_u128(topic.id))
+                            .with_topic_id(Uuid::from_u128(topic.id.0))
                             .with_num_partitions(topic.partitions.len() as i32)
                             .with_replication_factor(topic.replication_factor() as i16),
                         None => {

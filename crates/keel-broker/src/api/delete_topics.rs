@@ -2,7 +2,7 @@
 
 use keel_kafka::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use keel_kafka::kafka_protocol::messages::*;
-use keel_types::ErrorCode;
+use keel_types::{ErrorCode, TopicId};
 use uuid::Uuid;
 
 use super::*;
@@ -28,7 +28,7 @@ impl Broker {
             let image = Self::image(link);
             let resolved = match &name {
                 Some(name) => image.topic_by_name(name).map(|t| (t.name.clone(), t.id)),
-                None => image.topic(id.as_u128()).map(|t| (t.name.clone(), t.id)),
+                None => image.topic(TopicId(id.as_u128())).map(|t| (t.name.clone(), t.id)),
             };
             let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
             let Some((resolved, topic_id)) = resolved else {
@@ -48,7 +48,7 @@ impl Broker {
             let result = match outcome {
                 Ok(_) => {
                     Self::replayed(link, |image| image.topic(topic_id).is_none()).await;
-                    result.with_topic_id(Uuid::from_u128(topic_id))
+                    result.with_topic_id(Uuid::from_u128(topic_id.0))
                 }
                 Err(e) => result.with_error_code(e.code.code()).with_error_message(Some(s(e.message))),
             };

@@ -10,7 +10,7 @@ use keel_kafka::kafka_protocol::messages::fetch_response::{EpochEndOffset, Fetch
 use keel_kafka::kafka_protocol::messages::*;
 use keel_replication::FetchDecision;
 use keel_storage::ReadError;
-use keel_types::{ErrorCode, LeaderEpoch, NodeId};
+use keel_types::{BrokerEpoch, ErrorCode, LeaderEpoch, NodeId};
 
 use crate::broker::{code, Broker};
 use crate::clock::monotonic;
@@ -31,7 +31,7 @@ impl Broker {
         let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
         // A follower's fetch (Kafka's replica id); only a cluster has followers.
         // Fetch v15 carries the follower's broker epoch (KIP-903); older versions do not.
-        let replica_epoch = if version >= 15 { request.replica_state.replica_epoch } else { -1 };
+        let replica_epoch = BrokerEpoch(if version >= 15 { request.replica_state.replica_epoch } else { -1 });
         let replica = (replica_id >= 0).then_some((NodeId(replica_id), replica_epoch));
         let resolved: Vec<(FetchTopic, Result<Arc<Topic>, ErrorCode>)> = request
             .topics
@@ -68,7 +68,7 @@ impl Broker {
         &self,
         topics: &[(FetchTopic, Result<Arc<Topic>, ErrorCode>)],
         max_bytes: usize,
-        replica: Option<(NodeId, i64)>,
+        replica: Option<(NodeId, BrokerEpoch)>,
     ) -> (Vec<FetchableTopicResponse>, usize) {
         let mut total = 0usize;
         let mut advanced = false;
@@ -200,7 +200,7 @@ pub(crate) fn leader_view(partition: &Partition, current_leader_epoch: i32) -> R
 /// epoch it fetched with (-1 before Fetch v15).
 pub(crate) fn replica_fetch(
     partition: &Partition,
-    (replica, replica_epoch): (NodeId, i64),
+    (replica, replica_epoch): (NodeId, BrokerEpoch),
     request: &FetchPartition,
     advanced: &mut bool,
 ) -> Result<FetchAccess, (ErrorCode, i64)> {
@@ -213,7 +213,7 @@ pub(crate) fn replica_fetch(
         fetch_offset: request.fetch_offset,
         last_fetched_epoch: epoch(request.last_fetched_epoch),
         current_leader_epoch: epoch(request.current_leader_epoch),
-        broker_epoch: (replica_epoch >= 0).then_some(replica_epoch),
+        broker_epoch: (replica_epoch.0 >= 0).then_some(replica_epoch),
     };
     let before = local.engine.high_watermark();
     let decision = local.engine.serve_fetch(monotonic(), &fetch, &LogView(&partition.log));

@@ -8,7 +8,7 @@ use keel_kafka::kafka_protocol::messages::metadata_response::{
 use keel_kafka::kafka_protocol::messages::*;
 use keel_metadata::image::TopicImage;
 use keel_metadata::MetadataImage;
-use keel_types::{ErrorCode, NodeId, Refusal};
+use keel_types::{ErrorCode, NodeId, Refusal, TopicId};
 use uuid::Uuid;
 
 use super::*;
@@ -85,7 +85,7 @@ impl Broker {
                             Some(topic) => topic_metadata(&image, topic),
                             None => self.auto_create(link, &name, allow_create).await,
                         },
-                        None => match image.topic(r.topic_id.as_u128()) {
+                        None => match image.topic(TopicId(r.topic_id.as_u128())) {
                             Some(topic) => topic_metadata(&image, topic),
                             None => MetadataResponseTopic::default()
                                 .with_topic_id(r.topic_id)
@@ -197,6 +197,6 @@ pub(crate) fn topic_metadata(image: &MetadataImage, topic: &TopicImage) -> Metad
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(s(topic.name.clone()))))
         .with_is_internal(topic.name == OFFSETS_TOPIC)
-        .with_topic_id(Uuid::from_u128(topic.id))
+        .with_topic_id(Uuid::from_u128(topic.id.0))
         .with_partitions(partitions)
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_metadata::{MetadataDelta, MetadataImage, MetadataReplay};
-use keel_types::{ErrorCode, NodeId};
+use keel_types::{BrokerEpoch, ErrorCode, NodeId};
 use tokio::sync::watch;
 
 use super::client::ControllerClient;
@@ -30,7 +30,7 @@ pub struct Replayed {
 /// Where this broker stands with the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Standing {
-    pub broker_epoch: Option<i64>,
+    pub broker_epoch: Option<BrokerEpoch>,
     pub fenced: bool,
     /// The controller has moved everything away; the broker may stop.
     pub may_shut_down: bool,
@@ -42,7 +42,7 @@ pub struct Registration {
     pub listeners: Vec<Listener>,
     pub rack: Option<String>,
     /// The broker epoch the clean-shutdown marker named, if there was one.
-    pub previous_broker_epoch: Option<i64>,
+    pub previous_broker_epoch: Option<BrokerEpoch>,
     /// Random, drawn once for this process (Kafka's incarnation id).
     pub process_id: u128,
     pub incarnation: u64,
@@ -100,7 +100,7 @@ pub fn run(
 ) -> watch::Receiver<Standing> {
     let (sender, receiver) = watch::channel(Standing { broker_epoch: None, fenced: true, may_shut_down: false });
     tokio::spawn(async move {
-        let mut broker_epoch: Option<i64> = None;
+        let mut broker_epoch: Option<BrokerEpoch> = None;
         // The metadata index of this broker's registration: once replayed, it is caught up.
         let mut registered_at = u64::MAX;
         let mut ticker = tokio::time::interval(registration.heartbeat_interval);
@@ -123,7 +123,7 @@ pub fn run(
                         registered_at = metadata_index;
                         tracing::info!(
                             node = %registration.node,
-                            broker_epoch = epoch,
+                            broker_epoch = %epoch,
                             previous_broker_epoch = ?registration.previous_broker_epoch,
                             "registered with the controller"
                         );

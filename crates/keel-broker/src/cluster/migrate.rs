@@ -21,7 +21,7 @@ use std::path::Path;
 
 use keel_metadata::{MetadataImage, MetadataRecord, PartitionRegistration, PRODUCER_ID_BLOCK_SIZE};
 use keel_raft::{HardState, Persist, Recovery, Snapshot};
-use keel_types::{LeaderEpoch, NodeId};
+use keel_types::{BrokerEpoch, LeaderEpoch, NodeId, PartitionEpoch, TopicId};
 use serde::Deserialize;
 
 use super::raft_store::RaftStore;
@@ -108,25 +108,25 @@ fn single_node_image(
     let mut records = vec![
         MetadataRecord::RegisterBroker {
             node,
-            broker_epoch: 1,
+            broker_epoch: BrokerEpoch(1),
             listeners: Vec::new(),
             rack: None,
             clean_shutdown: false,
             process_id: 0,
             incarnation: 0,
         },
-        MetadataRecord::UnfenceBroker { node, broker_epoch: 1 },
+        MetadataRecord::UnfenceBroker { node, broker_epoch: BrokerEpoch(1) },
     ];
     let mut partitions = 0;
     for topic in topics {
-        let id = topic.id.as_u128();
+        let id = TopicId(topic.id.as_u128());
         records.push(MetadataRecord::Topic { name: topic.name.clone(), id, configs: topic.configs.clone() });
         for index in 0..topic.partitions {
             let registration = PartitionRegistration {
                 replicas: vec![node],
                 leader: Some(node),
                 leader_epoch: LeaderEpoch(0),
-                partition_epoch: 0,
+                partition_epoch: PartitionEpoch(0),
                 isr: vec![node],
                 elr: Vec::new(),
                 last_known_elr: Vec::new(),
@@ -136,7 +136,7 @@ fn single_node_image(
         }
     }
     if next_producer_id > 0 {
-        records.push(MetadataRecord::ProducerIds { node, broker_epoch: 1, next_producer_id });
+        records.push(MetadataRecord::ProducerIds { node, broker_epoch: BrokerEpoch(1), next_producer_id });
     }
     let mut image = MetadataImage::default();
     for record in &records {
@@ -204,7 +204,10 @@ mod tests {
         let snapshot = durable.snapshot.as_ref().unwrap();
         let image = MetadataImage::decode(&snapshot.data).unwrap();
         let orders = image.topic_by_name("orders").unwrap();
-        assert_eq!(orders.id, uuid::Uuid::parse_str("6f1d2c1e-7f47-4c1c-9d55-2f7b0e1c2a01").unwrap().as_u128());
+        assert_eq!(
+            orders.id,
+            TopicId(uuid::Uuid::parse_str("6f1d2c1e-7f47-4c1c-9d55-2f7b0e1c2a01").unwrap().as_u128())
+        );
         assert_eq!(orders.configs.get("retention.ms").map(String::as_str), Some("1000"));
         assert_eq!(orders.partitions.len(), 2);
         let p = &orders.partitions[0];

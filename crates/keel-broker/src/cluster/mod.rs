@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keel_metadata::controller::ControllerConfig;
-use keel_types::NodeId;
+use keel_types::{BrokerEpoch, NodeId};
 use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
@@ -48,7 +48,7 @@ pub struct ClusterNode {
 /// is none (a crash, or an empty or replaced data directory) or it names none (the broker had
 /// not registered, or the file is damaged). The removal is synced so that a crash in this run
 /// is never mistaken for a clean stop.
-pub fn take_clean_shutdown_marker(data_dir: &Path) -> Result<Option<i64>, String> {
+pub fn take_clean_shutdown_marker(data_dir: &Path) -> Result<Option<BrokerEpoch>, String> {
     let path = data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -59,7 +59,7 @@ pub fn take_clean_shutdown_marker(data_dir: &Path) -> Result<Option<i64>, String
     std::fs::File::open(data_dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("cannot sync {}: {e}", data_dir.display()))?;
-    let broker_epoch = text.trim().parse::<i64>().ok().filter(|&epoch| epoch >= 1);
+    let broker_epoch = text.trim().parse::<i64>().ok().filter(|&epoch| epoch >= 1).map(BrokerEpoch);
     if broker_epoch.is_none() && text.trim() != "-1" {
         tracing::warn!(path = %path.display(), ?text, "the clean-shutdown marker is damaged; starting as after a crash");
     }
@@ -67,9 +67,9 @@ pub fn take_clean_shutdown_marker(data_dir: &Path) -> Result<Option<i64>, String
 }
 
 /// Writes the clean-shutdown marker, after everything was flushed and closed.
-pub fn write_clean_shutdown_marker(data_dir: &Path, broker_epoch: Option<i64>) -> Result<(), String> {
+pub fn write_clean_shutdown_marker(data_dir: &Path, broker_epoch: Option<BrokerEpoch>) -> Result<(), String> {
     let path = data_dir.join(CLEAN_SHUTDOWN_MARKER);
-    let text = format!("{}\n", broker_epoch.unwrap_or(-1));
+    let text = format!("{}\n", broker_epoch.unwrap_or(BrokerEpoch::UNKNOWN));
     std::fs::write(&path, text)
         .and_then(|_| std::fs::File::open(&path)?.sync_all())
         .and_then(|_| std::fs::File::open(data_dir)?.sync_all())
@@ -240,8 +240,8 @@ mod tests {
     fn the_marker_names_the_broker_epoch_and_is_taken_once() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "an empty data directory is unclean");
-        write_clean_shutdown_marker(dir.path(), Some(7)).unwrap();
-        assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(Some(7)));
+        write_clean_shutdown_marker(dir.path(), Some(BrokerEpoch(7))).unwrap();
+        assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(Some(BrokerEpoch(7))));
         assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "taking the marker removes it");
         write_clean_shutdown_marker(dir.path(), None).unwrap();
         assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "a broker that never registered");

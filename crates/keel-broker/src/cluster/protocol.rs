@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use keel_metadata::{AlterIsr, PartitionRegistration, ProducerIdBlock};
 use keel_raft::Message;
-use keel_types::NodeId;
+use keel_types::{BrokerEpoch, NodeId, TopicId};
 use serde::{Deserialize, Serialize};
 
 /// One frame on the cluster port.
@@ -28,7 +28,7 @@ pub enum Request {
         rack: Option<String>,
         /// The broker epoch named by the clean-shutdown marker the broker found (KIP-966's
         /// previousBrokerEpoch); `None` without one.
-        previous_broker_epoch: Option<i64>,
+        previous_broker_epoch: Option<BrokerEpoch>,
         /// Random, drawn once per broker process (Kafka's incarnation id).
         process_id: u128,
         incarnation: u64,
@@ -37,7 +37,7 @@ pub enum Request {
     /// `caught_up` that it has replayed its own registration (it may then be unfenced).
     Heartbeat {
         node: NodeId,
-        broker_epoch: i64,
+        broker_epoch: BrokerEpoch,
         metadata_index: u64,
         caught_up: bool,
         want_shutdown: bool,
@@ -48,19 +48,19 @@ pub enum Request {
     /// A partition leader's ISR change.
     AlterPartition {
         node: NodeId,
-        broker_epoch: i64,
-        topic_id: u128,
+        broker_epoch: BrokerEpoch,
+        topic_id: TopicId,
         partition: i32,
         change: AlterIsr,
         /// The replicas the change adds to the ISR, each with the broker epoch it fetched with
         /// (KIP-903).
-        added: Vec<(NodeId, i64)>,
+        added: Vec<(NodeId, BrokerEpoch)>,
     },
     /// A broker needs a block of producer ids (KIP-730's AllocateProducerIds); only its
     /// current registration may ask.
     AllocateProducerIds {
         node: NodeId,
-        broker_epoch: i64,
+        broker_epoch: BrokerEpoch,
     },
     CreateTopic {
         name: String,
@@ -105,7 +105,7 @@ pub enum Response {
         message: String,
     },
     Registered {
-        broker_epoch: i64,
+        broker_epoch: BrokerEpoch,
         metadata_index: u64,
     },
     Heartbeat {
@@ -116,7 +116,7 @@ pub enum Response {
         registration: PartitionRegistration,
     },
     TopicCreated {
-        topic_id: u128,
+        topic_id: TopicId,
     },
     /// A block of producer ids, recorded in the metadata log: no other broker gets any of it.
     ProducerIds {

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use keel_replication::{Config, Leader, LocalLog, Replica, ReplicaLog, WaiterId};
 use keel_storage::Log;
-use keel_types::{ErrorCode, Instant, LeaderEpoch};
+use keel_types::{ErrorCode, Instant, LeaderEpoch, TopicId};
 use tokio::sync::oneshot;
 
 /// The local log as the replication engine sees and changes it.
@@ -80,12 +80,12 @@ pub type Completion = oneshot::Receiver<Result<(), ErrorCode>>;
 #[derive(Debug)]
 pub struct ReplicaRole {
     pub engine: Replica,
-    pub topic_id: u128,
+    pub topic_id: TopicId,
     waiters: BTreeMap<WaiterId, oneshot::Sender<Result<(), ErrorCode>>>,
 }
 
 impl ReplicaRole {
-    pub fn new(config: Config, topic_id: u128) -> ReplicaRole {
+    pub fn new(config: Config, topic_id: TopicId) -> ReplicaRole {
         ReplicaRole { engine: Replica::new(config), topic_id, waiters: BTreeMap::new() }
     }
 
@@ -173,7 +173,7 @@ impl Role {
 #[cfg(test)]
 mod tests {
     use keel_metadata::PartitionRegistration;
-    use keel_types::NodeId;
+    use keel_types::{NodeId, PartitionEpoch};
 
     use super::*;
 
@@ -208,13 +208,13 @@ mod tests {
 
         // A leader whose follower has not fetched: the high watermark stays where the log
         // started, far below the log end, and retention may delete nothing above it.
-        let mut replica = ReplicaRole::new(Config { min_isr: 2, ..config }, 7);
+        let mut replica = ReplicaRole::new(Config { min_isr: 2, ..config }, TopicId(7));
         let registration = PartitionRegistration {
             replicas: vec![NodeId(1), NodeId(2)],
             isr: vec![NodeId(1), NodeId(2)],
             leader: Some(NodeId(1)),
             leader_epoch: LeaderEpoch(1),
-            partition_epoch: 1,
+            partition_epoch: PartitionEpoch(1),
             elr: Vec::new(),
             last_known_elr: Vec::new(),
         };

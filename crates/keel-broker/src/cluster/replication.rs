@@ -23,7 +23,7 @@ use keel_kafka::kafka_protocol::messages::{BrokerId, FetchRequest as KafkaFetchR
 use keel_metadata::MetadataImage;
 use keel_replication::{may_act_on, Config, FetchRequest, FetchResponse, FollowerAction, RoleChange};
 use keel_storage::batch::{BatchHeader, BATCH_HEADER_BYTES};
-use keel_types::{ErrorCode, LeaderEpoch, NodeId};
+use keel_types::{BrokerEpoch, ErrorCode, LeaderEpoch, NodeId, TopicId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -129,7 +129,7 @@ fn reconcile(broker: &Broker, link: &ClusterLink, image: &MetadataImage) {
         }
         let local = match broker.topics.sync_replicas(
             &topic.name,
-            Uuid::from_u128(topic.id),
+            Uuid::from_u128(topic.id.0),
             &hosted,
             &topic.configs,
             now_ms(),
@@ -169,7 +169,7 @@ fn reconcile(broker: &Broker, link: &ClusterLink, image: &MetadataImage) {
     let result = broker.topics.retain(|name, id| {
         image
             .topic_by_name(name)
-            .is_some_and(|t| t.id == id.as_u128() && t.partitions.iter().any(|p| p.replicas.contains(&me)))
+            .is_some_and(|t| t.id == TopicId(id.as_u128()) && t.partitions.iter().any(|p| p.replicas.contains(&me)))
     });
     if let Err(error) = result {
         tracing::error!(%error, "cannot remove deleted topics");
@@ -218,7 +218,7 @@ fn tick(broker: &Arc<Broker>, link: &ClusterLink) {
                 let change = proposal.request;
                 let request = Request::AlterPartition {
                     node: link.node,
-                    broker_epoch: link.standing.borrow().broker_epoch.unwrap_or(-1),
+                    broker_epoch: link.standing.borrow().broker_epoch.unwrap_or(BrokerEpoch::UNKNOWN),
                     topic_id,
                     partition: partition.index,
                     change: change.clone(),
@@ -401,7 +401,7 @@ fn fail_all(fetching: &[Fetching]) {
 
 /// A Fetch v15 request: this broker's id and broker epoch, the partitions by topic id.
 fn fetch_request(me: NodeId, fetching: &[Fetching]) -> KafkaFetchRequest {
-    let broker_epoch = fetching.first().and_then(|f| f.request.broker_epoch).unwrap_or(-1);
+    let broker_epoch = fetching.first().and_then(|f| f.request.broker_epoch).unwrap_or(BrokerEpoch::UNKNOWN);
     let mut topics: Vec<FetchTopic> = Vec::new();
     for fetched in fetching {
         let partition = FetchPartition::default()
@@ -417,7 +417,7 @@ fn fetch_request(me: NodeId, fetching: &[Fetching]) -> KafkaFetchRequest {
         }
     }
     KafkaFetchRequest::default()
-        .with_replica_state(ReplicaState::default().with_replica_id(BrokerId(me.0)).with_replica_epoch(broker_epoch))
+        .with_replica_state(ReplicaState::default().with_replica_id(BrokerId(me.0)).with_replica_epoch(broker_epoch.0))
         .with_max_wait_ms(FETCH_MAX_WAIT_MS)
         .with_min_bytes(1)
         .with_max_bytes(FETCH_BYTES_MAX)

@@ -53,7 +53,7 @@ pub fn action(model: &IsrModel, s: &IsrState, action: &IsrAction) -> String {
                 "the controller handles n{}'s AlterPartition (ISR {}, from partition epoch {})",
                 request.from.0,
                 nodes(&request.proposal.request.new_isr),
-                request.proposal.request.partition_epoch - PARTITION_EPOCH_BASE
+                request.proposal.request.partition_epoch.0 - PARTITION_EPOCH_BASE
             )
         }
         IsrAction::Shutdown(r) => format!("n{} shuts down cleanly (flush, controlled shutdown)", r.0),
@@ -110,7 +110,7 @@ fn partition(partition: &PartitionRegistration) -> String {
         "partition: leader {}, leader epoch {}, partition epoch {}, ISR {}, ELR {}, last-known ELR {}",
         leader(partition.leader),
         epoch(partition.leader_epoch),
-        partition.partition_epoch - PARTITION_EPOCH_BASE,
+        partition.partition_epoch.0 - PARTITION_EPOCH_BASE,
         nodes(&partition.isr),
         nodes(&partition.elr),
         nodes(&partition.last_known_elr)
@@ -127,7 +127,7 @@ fn registrations(image: &MetadataImage) -> String {
                 (false, true) => " shutting down",
                 (false, false) => "",
             };
-            format!("n{} epoch {}{state}", n.0, broker_epoch(b.broker_epoch))
+            format!("n{} epoch {}{state}", n.0, broker_epoch(b.broker_epoch.0))
         })
         .collect();
     format!("registrations: {}", brokers.join(", "))
@@ -197,7 +197,7 @@ fn in_flight(s: &IsrState) -> String {
         .iter()
         .map(|r| {
             let added: Vec<String> =
-                r.proposal.added.iter().map(|(n, e)| format!("n{} as epoch {}", n.0, broker_epoch(*e))).collect();
+                r.proposal.added.iter().map(|(n, e)| format!("n{} as epoch {}", n.0, broker_epoch(e.0))).collect();
             let vouches = if added.is_empty() { String::new() } else { format!(", vouching for {}", added.join(", ")) };
             format!("n{} asks for ISR {}{vouches}", r.from.0, nodes(&r.proposal.request.new_isr))
         })

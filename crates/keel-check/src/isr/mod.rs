@@ -92,7 +92,7 @@ use keel_metadata::{
 use keel_replication::{
     may_act_on, Config, FetchDecision, IsrProposal, Mutation as ReplicationMutation, Replica, Role,
 };
-use keel_types::{Duration, Instant, LeaderEpoch, NodeId};
+use keel_types::{BrokerEpoch, Duration, Instant, LeaderEpoch, NodeId, PartitionEpoch, TopicId};
 
 use crate::explore::{Choices, Model, Property};
 use canonical::{
@@ -102,7 +102,7 @@ pub use log::ModelLog;
 
 /// The topic's name and id in the metadata.
 const TOPIC: &str = "topic";
-const TOPIC_ID: u128 = 1;
+const TOPIC_ID: TopicId = TopicId(1);
 /// The clock at the start (only differences matter).
 const START: Instant = Instant(TIME_BASE);
 
@@ -176,7 +176,7 @@ pub struct Broker {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AlterPartitionRequest {
     pub from: NodeId,
-    pub broker_epoch: i64,
+    pub broker_epoch: BrokerEpoch,
     pub proposal: IsrProposal,
 }
 
@@ -240,7 +240,7 @@ impl IsrState {
         self.image().broker(node(i)).expect("every broker is registered")
     }
 
-    pub fn broker_epoch(&self, i: usize) -> i64 {
+    pub fn broker_epoch(&self, i: usize) -> BrokerEpoch {
         self.registration(i).broker_epoch
     }
 
@@ -368,7 +368,7 @@ impl IsrModel {
         let n = self.options.replicas;
         let mut image = MetadataImage::default();
         for i in 0..n {
-            let (node, broker_epoch) = (node(i), BROKER_EPOCH_BASE + 1 + i as i64);
+            let (node, broker_epoch) = (node(i), BrokerEpoch(BROKER_EPOCH_BASE + 1 + i as i64));
             image.apply(&MetadataRecord::RegisterBroker {
                 node,
                 broker_epoch,
@@ -386,7 +386,7 @@ impl IsrModel {
         let mut registration =
             PartitionRegistration::new(nodes.clone(), &self.eligibility(self.options.min_isr, &nodes));
         registration.leader_epoch = LeaderEpoch(LEADER_EPOCH_BASE);
-        registration.partition_epoch = PARTITION_EPOCH_BASE;
+        registration.partition_epoch = PartitionEpoch(PARTITION_EPOCH_BASE);
         image.apply(&MetadataRecord::Partition { topic_id: TOPIC_ID, index: 0, registration });
         let config = ControllerConfig {
             auto_leader_rebalance: false,
@@ -399,7 +399,8 @@ impl IsrModel {
         // Every broker has heartbeated, so a restarted broker's heartbeat time is no different
         // from one that never restarted once the time is old.
         for i in 0..n {
-            let heartbeat = controller.heartbeat(START, node(i), BROKER_EPOCH_BASE + 1 + i as i64, true, false);
+            let heartbeat =
+                controller.heartbeat(START, node(i), BrokerEpoch(BROKER_EPOCH_BASE + 1 + i as i64), true, false);
             assert!(heartbeat.expect("registered").records.is_empty(), "every broker is active already");
         }
         controller
@@ -471,7 +472,7 @@ impl IsrModel {
     /// only multiply states.
     fn drop_dead_requests(s: &mut IsrState) {
         let partition = s.partition().clone();
-        let epochs: Vec<i64> = (0..s.brokers.len()).map(|i| s.broker_epoch(i)).collect();
+        let epochs: Vec<BrokerEpoch> = (0..s.brokers.len()).map(|i| s.broker_epoch(i)).collect();
         s.in_flight.retain(|r| {
             let request = &r.proposal.request;
             request.leader_epoch == partition.leader_epoch

@@ -12,7 +12,7 @@ use keel_replication::{
     Config, FetchDecision, FetchRequest, FetchResponse, Follower, FollowerAction, IsrProposal, Leader, LocalLog,
     Mutation,
 };
-use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId};
+use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, PartitionEpoch};
 
 pub const LAG: Duration = Duration(30_000_000_000);
 
@@ -39,7 +39,7 @@ pub fn registration(replicas: i32, leader_epoch: i32, isr: &[i32]) -> PartitionR
         replicas: (1..=replicas).map(NodeId).collect(),
         leader: Some(n(1)),
         leader_epoch: LeaderEpoch(leader_epoch),
-        partition_epoch: 10,
+        partition_epoch: PartitionEpoch(10),
         isr: nodes(isr),
         elr: Vec::new(),
         last_known_elr: Vec::new(),

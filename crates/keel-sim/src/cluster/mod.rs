@@ -55,7 +55,7 @@ use keel_replication::{
 };
 use keel_storage::backend::CrashBackend;
 use keel_storage::{AppendError, LogConfig, ReadError, RecoveryReport};
-use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng};
+use keel_types::{BrokerEpoch, Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng, TopicId};
 
 use crate::harness::{self, fork, ms, Failure, Harness, Phase, Scenario, SimReport};
 use crate::raft::store::RaftStore;
@@ -652,9 +652,9 @@ struct Broker {
     up: bool,
     /// Bumped by every stop: messages and events for an earlier life are ignored.
     process: u64,
-    broker_epoch: Option<i64>,
+    broker_epoch: Option<BrokerEpoch>,
     /// The clean-shutdown marker the next start finds: the broker epoch it names.
-    marker: Option<i64>,
+    marker: Option<BrokerEpoch>,
     /// The metadata replayed (keel-metadata's replay, as the broker runs it).
     metadata: MetadataReplay,
     /// The voter believed to be the active controller, and the next voter to try otherwise.
@@ -840,7 +840,7 @@ struct Sim<'a> {
     snapshot_entries: u64,
     /// The oracle's view of the committed metadata log.
     committed: CommittedView,
-    topic_id: u128,
+    topic_id: TopicId,
     brokers: Vec<Broker>,
     producers: Vec<Producer>,
     /// Every producer id a broker handed out: none may be handed out twice (issue 17, F3).
@@ -913,7 +913,7 @@ fn show_registration(p: &PartitionRegistration) -> String {
 /// The cluster as formatted: every broker registered (clean) and unfenced, the topic created.
 /// Returns the number of metadata entries that took, the image, the broker epochs and the
 /// topic id.
-fn setup_metadata(options: &ClusterSimOptions, rng: &mut Rng) -> (LogIndex, MetadataImage, Vec<i64>, u128) {
+fn setup_metadata(options: &ClusterSimOptions, rng: &mut Rng) -> (LogIndex, MetadataImage, Vec<BrokerEpoch>, TopicId) {
     let mut controller = Controller::new(options.controller_config(), MetadataImage::default(), Instant::ZERO);
     let mut entries = 0;
     let mut commit = |controller: &mut Controller, records: Vec<MetadataRecord>| {

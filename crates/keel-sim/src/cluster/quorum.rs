@@ -19,7 +19,7 @@ use keel_metadata::{
     PartitionRegistration, ProducerIdBlock, QuorumController, MIN_INSYNC_REPLICAS,
 };
 use keel_raft::LogIndex;
-use keel_types::{Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng};
+use keel_types::{BrokerEpoch, Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng, TopicId};
 
 use super::{show_registration, Event, Message, Sim, TOPIC};
 use crate::raft::store::{CrashLoss, RaftStore};
@@ -34,21 +34,21 @@ pub(super) const METADATA_ENTRIES_MAX: usize = 500;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Call {
     Register {
-        previous_broker_epoch: Option<i64>,
+        previous_broker_epoch: Option<BrokerEpoch>,
     },
     Heartbeat {
-        broker_epoch: i64,
+        broker_epoch: BrokerEpoch,
         caught_up: bool,
         want_shutdown: bool,
     },
     AlterIsr {
-        broker_epoch: i64,
+        broker_epoch: BrokerEpoch,
         partition: usize,
         request: AlterIsr,
-        added: Vec<(NodeId, i64)>,
+        added: Vec<(NodeId, BrokerEpoch)>,
     },
     AllocateProducerIds {
-        broker_epoch: i64,
+        broker_epoch: BrokerEpoch,
         request: u64,
     },
     /// The operator sets the topic's `min.insync.replicas` (IncrementalAlterConfigs).
@@ -67,7 +67,7 @@ pub(super) struct Token {
 /// What the active controller decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Decided {
-    Registered(i64),
+    Registered(BrokerEpoch),
     Heartbeat(HeartbeatReply),
     AlterPartition(PartitionRegistration),
     ProducerIds(ProducerIdBlock),
@@ -114,7 +114,7 @@ fn decide(
     now: Instant,
     (node, process): (NodeId, u64),
     call: &Call,
-    topic_id: u128,
+    topic_id: TopicId,
 ) -> (Decided, Vec<MetadataRecord>) {
     let refused = |e: keel_metadata::ControllerError| (Decided::Refused(e.code, e.message), Vec::new());
     match call {
