@@ -482,6 +482,13 @@ mod tests {
     }
 
     #[test]
+    fn serde_round_trip() {
+        let acl = binding(ResourceType::Group, "consumers-", PatternType::Prefixed);
+        let encoded = serde_json::to_string(&acl).unwrap();
+        assert_eq!(serde_json::from_str::<AclBinding>(&encoded).unwrap(), acl);
+    }
+
+    #[test]
     fn prints_as_kafka() {
         let acl = binding(ResourceType::TransactionalId, "tx", PatternType::Prefixed);
         assert_eq!(

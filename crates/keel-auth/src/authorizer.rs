@@ -5,7 +5,12 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use crate::acl::{WILDCARD_HOST, WILDCARD_RESOURCE};
-use crate::{AclBinding, AclBindingFilter, AclOperation, AclPermissionType, KafkaPrincipal, PatternType, ResourceType};
+use std::net::IpAddr;
+
+use crate::{
+    AclBinding, AclBindingFilter, AclOperation, AclPermissionType, KafkaPrincipal, PatternType, PrincipalError,
+    ResourceType,
+};
 
 /// The principal string that, in an ACL, matches every principal.
 const WILDCARD_PRINCIPAL: &str = "User:*";
@@ -239,6 +244,12 @@ impl Authorizer {
         Authorizer { acls: AclSet::new(), super_users, allow_everyone_if_no_acl_found }
     }
 
+    /// Parses Kafka's `super.users` setting: principals separated by `;`, blanks around them
+    /// and empty entries ignored (`"User:admin; User:broker"`).
+    pub fn parse_super_users(setting: &str) -> Result<Vec<KafkaPrincipal>, PrincipalError> {
+        setting.split(';').map(str::trim).filter(|entry| !entry.is_empty()).map(KafkaPrincipal::parse).collect()
+    }
+
     /// Whether `principal`, connected from `host` (the client's IP address as text), may
     /// perform `operation` on the resource `(resource_type, resource_name)`. As Kafka's
     /// StandardAuthorizer, in order:
@@ -277,6 +288,21 @@ impl Authorizer {
             return true;
         }
         !resource_has_acls && self.allow_everyone_if_no_acl_found
+    }
+}
+
+/// The client's address as Kafka writes it for ACL host matching (Java's
+/// `InetAddress.getHostAddress`), so that hosts in ACLs created for Kafka match the same
+/// clients in keel: IPv4 dotted; IPv6 as eight lowercase hex groups without leading zeros and
+/// without `::` compression (`0:0:0:0:0:0:0:1`, where Rust prints `::1`); an IPv4-mapped IPv6
+/// address as its IPv4 form, since Java turns those into IPv4 addresses.
+pub fn acl_host(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.segments().map(|segment| format!("{segment:x}")).join(":"),
+        },
     }
 }
 

@@ -28,7 +28,7 @@ pub use acl::{
     AclBinding, AclBindingFilter, AclOperation, AclPermissionType, PatternType, ResourceType, CLUSTER_NAME,
     WILDCARD_HOST, WILDCARD_RESOURCE,
 };
-pub use authorizer::{AclSet, Authorizer};
+pub use authorizer::{acl_host, AclSet, Authorizer};
 pub use credential::{validate_scram_username, ScramCredential};
 pub use mechanism::ScramMechanism;
 pub use plain::{preferred_credential, PlainError, PlainResponse, PLAIN_MESSAGE_BYTES_MAX};

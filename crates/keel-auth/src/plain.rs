@@ -56,7 +56,8 @@ impl PlainResponse {
             return Err(PlainError::TooLarge { bytes: message.len() });
         }
         let text = std::str::from_utf8(message).map_err(|_| PlainError::NotUtf8)?;
-        let tokens: Vec<&str> = text.split('\0').collect();
+        // Kafka stops counting at four tokens, so its message never says more.
+        let tokens: Vec<&str> = text.split('\0').take(4).collect();
         let [authzid, username, password] = tokens[..] else {
             return Err(PlainError::WrongTokenCount { tokens: tokens.len() });
         };
@@ -132,7 +133,7 @@ mod tests {
     #[test]
     fn refuses_malformed_messages_as_kafka() {
         let too_large = vec![b'a'; PLAIN_MESSAGE_BYTES_MAX + 1];
-        let cases: [(&[u8], PlainError); 9] = [
+        let cases: [(&[u8], PlainError); 10] = [
             (b"", PlainError::WrongTokenCount { tokens: 1 }),
             (b"alice\0secret", PlainError::WrongTokenCount { tokens: 2 }),
             (b"\0alice\0secret\0", PlainError::WrongTokenCount { tokens: 4 }),
@@ -142,6 +143,7 @@ mod tests {
             (b"\0al\xffice\0secret", PlainError::NotUtf8),
             (&too_large, PlainError::TooLarge { bytes: PLAIN_MESSAGE_BYTES_MAX + 1 }),
             (b"\0\0", PlainError::UsernameMissing),
+            (b"a\0b\0c\0d\0e\0f", PlainError::WrongTokenCount { tokens: 4 }),
         ];
         for (message, expected) in cases {
             let error = PlainResponse::parse(message).unwrap_err();
@@ -167,6 +169,23 @@ mod tests {
             PlainError::InvalidCredentials.refusal().message,
             "Authentication failed: Invalid username or password"
         );
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any bytes from a client give an answer, never a panic; a message that parses
+            /// names a non-empty user.
+            #[test]
+            fn arbitrary_messages_never_panic(message in proptest::collection::vec(
+                prop_oneof![Just(0u8), Just(b'a'), any::<u8>()], 0..32)) {
+                if let Ok(response) = PlainResponse::parse(&message) {
+                    prop_assert!(!response.username().is_empty());
+                }
+            }
+        }
     }
 
     #[test]

@@ -537,6 +537,46 @@ fn storing_a_match_pattern_is_a_bug() {
     AclSet::new().insert(&topic("orders", PatternType::Match, "User:alice", Read, Allow));
 }
 
+#[test]
+fn parses_super_users_as_kafka() {
+    let parsed = Authorizer::parse_super_users(" User:admin;User:broker ;; Group:ops:eu").unwrap();
+    let expected =
+        vec![KafkaPrincipal::user("admin"), KafkaPrincipal::user("broker"), KafkaPrincipal::new("Group", "ops:eu")];
+    assert_eq!(parsed, expected);
+    assert_eq!(Authorizer::parse_super_users("").unwrap(), vec![]);
+    assert_eq!(Authorizer::parse_super_users("User:admin;admin").unwrap_err().input, "admin");
+}
+
+#[test]
+fn acl_hosts_are_written_as_java_writes_them() {
+    let cases = [
+        ("10.0.0.1", "10.0.0.1"),
+        ("::1", "0:0:0:0:0:0:0:1"),
+        ("fe80::1:abcd", "fe80:0:0:0:0:0:1:abcd"),
+        ("2001:db8::ff00:42:8329", "2001:db8:0:0:0:ff00:42:8329"),
+        ("::ffff:192.168.1.7", "192.168.1.7"),
+    ];
+    for (address, expected) in cases {
+        assert_eq!(acl_host(address.parse().unwrap()), expected, "{address}");
+    }
+}
+
+#[test]
+fn thousands_of_acls_on_other_resources_do_not_change_the_answer() {
+    let mut authorizer = Authorizer::new(vec![], false);
+    for index in 0..3000 {
+        authorizer.acls.insert(&topic(&format!("team-{index}-"), Prefixed, "User:alice", Read, Allow));
+        authorizer.acls.insert(&topic(&format!("topic-{index}"), Literal, "User:alice", Write, Allow));
+    }
+    let alice = KafkaPrincipal::user("alice");
+    assert!(authorizer.authorize(&alice, "h", Read, Topic, "team-42-orders"));
+    assert!(authorizer.authorize(&alice, "h", Describe, Topic, "team-2999-x"));
+    assert!(!authorizer.authorize(&alice, "h", Read, Topic, "team-3000-orders"));
+    assert!(authorizer.authorize(&alice, "h", Write, Topic, "topic-7"));
+    assert!(!authorizer.authorize(&alice, "h", Write, Topic, "topic-7x"));
+    assert_eq!(authorizer.acls.len(), 6000);
+}
+
 /// A reference authorizer written from Kafka's description rather than from the index:
 /// scan every ACL.
 fn reference_authorize(

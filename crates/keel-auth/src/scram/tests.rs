@@ -327,7 +327,42 @@ mod fuzz {
     use super::*;
     use proptest::prelude::*;
 
+    /// A valid message with one byte replaced, inserted or removed, to reach past the first
+    /// checks more often than random bytes do.
+    fn mutated(valid: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
+        (any::<prop::sample::Index>(), any::<u8>(), 0..3u8).prop_map(move |(index, byte, kind)| {
+            let mut message = valid.to_vec();
+            let at = index.index(message.len());
+            match kind {
+                0 => message[at] = byte,
+                1 => message.insert(at, byte),
+                _ => {
+                    message.remove(at);
+                }
+            }
+            message
+        })
+    }
+
     proptest! {
+        /// A one-byte change to the RFC 7677 exchange either fails cleanly or, if the change
+        /// is harmless (an ignored extension), still authenticates the same user.
+        #[test]
+        fn mutated_rfc_messages_fail_cleanly(
+            first in mutated(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"),
+            last in mutated(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="),
+        ) {
+            let credential = rfc_credential();
+            let mut server = ScramServer::new(ScramMechanism::Sha256, RFC_SERVER_NONCE.to_owned());
+            if server.handle_client_first(&first).is_ok() {
+                server.server_first(&credential).unwrap();
+                match server.handle_client_final(&last) {
+                    Ok(success) => prop_assert_eq!(success.username, "user"),
+                    Err(_) => prop_assert!(!server.is_complete()),
+                }
+            }
+        }
+
         /// Any bytes from a client give an answer, never a panic.
         #[test]
         fn arbitrary_client_messages_never_panic(first in proptest::collection::vec(any::<u8>(), 0..64),
