@@ -15,6 +15,21 @@
 //! SaslHandshake, SaslAuthenticate, the ACL and SCRAM admin requests, and every request's
 //! authorization check; the controller stores its credentials and bindings in the metadata
 //! log. Protocol outcomes are values (`Refusal`s with Kafka's error codes), never panics.
+//!
+//! Where it differs from Kafka, on purpose:
+//!
+//! - SCRAM refuses `tokenauth=true` (keel has no delegation tokens) and a mandatory
+//!   extension `m=` (RFC 5802 requires it; Kafka ignores it), accepts the gs2 flag `y`
+//!   (RFC 5802 allows it when no `-PLUS` mechanism is offered; Kafka refuses it), and checks
+//!   that `c=` encodes the client's gs2 header (Kafka relies on the proof covering it).
+//! - An unknown user gets a server-first-message from [`ScramCredential::fake_for`] and fails
+//!   at the proof, where Kafka fails at once; client messages are bounded at 8 KiB.
+//! - Refusals of unsupported features tell the client what happened; credential failures get
+//!   Kafka's one generic message.
+//! - SASL/PLAIN checks the stored SCRAM credentials (Kafka's checks a JAAS file), preferring
+//!   SCRAM-SHA-512 ([`preferred_credential`]).
+//! - A credential with an empty salt is refused; CreateAcls refuses a principal that does not
+//!   parse with INVALID_REQUEST (Kafka's controller fails later, with a less helpful error).
 
 mod acl;
 mod authorizer;

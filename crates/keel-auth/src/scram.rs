@@ -397,8 +397,8 @@ fn decode_saslname(message_name: &'static str, escaped: &str) -> Result<String, 
     Ok(name)
 }
 
-/// Encodes a user name as an RFC 5802 `saslname` (the client's side of
-/// [`decode_saslname`]), for clients and tests.
+/// Encodes a user name as an RFC 5802 `saslname` (`,` as `=2C`, `=` as `=3D`): the client's
+/// side of what [`ScramServer::handle_client_first`] decodes, for clients and tests.
 pub fn encode_saslname(username: &str) -> String {
     username.replace('=', "=3D").replace(',', "=2C")
 }
