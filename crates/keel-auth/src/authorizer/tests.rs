@@ -631,13 +631,22 @@ mod property {
     const PRINCIPALS: &[&str] = &["User:alice", "User:bob", "User:*", "Group:alice"];
     const HOSTS: &[&str] = &["*", "h1", "h2"];
 
+    /// Any concrete operation, weighted towards those with implication rules so that the
+    /// interesting interactions (an ALLOW implying DESCRIBE beside a DENY) come up often.
     fn operation() -> impl Strategy<Value = AclOperation> {
-        (2i8..=14).prop_map(AclOperation::from_i8)
+        prop_oneof![
+            3 => prop::sample::select(vec![All, Read, Write, Delete, Alter, Describe, AlterConfigs, DescribeConfigs]),
+            1 => (2i8..=14).prop_map(AclOperation::from_i8),
+        ]
+    }
+
+    fn resource_type() -> impl Strategy<Value = ResourceType> {
+        prop_oneof![3 => Just(Topic), 1 => Just(Group), 1 => Just(Cluster)]
     }
 
     fn binding() -> impl Strategy<Value = AclBinding> {
         (
-            prop::sample::select(vec![Topic, Group, Cluster]),
+            resource_type(),
             prop::sample::select(NAMES),
             prop::sample::select(vec![Literal, Prefixed]),
             prop::sample::select(PRINCIPALS),
@@ -663,9 +672,9 @@ mod property {
                 (prop::sample::select(&["User:alice", "User:bob", "Group:alice"][..]),
                  prop::sample::select(&["h1", "h2"][..]),
                  operation(),
-                 prop::sample::select(vec![Topic, Group, Cluster]),
+                 resource_type(),
                  prop::sample::select(&["a", "ab", "abc", "abcd", "b", "bab", "*", "äbc", "kafka-cluster", "x"][..])),
-                1..20),
+                1..40),
         ) {
             let super_users = super_user.map(|user| KafkaPrincipal::parse(user).unwrap()).into_iter().collect();
             let mut authorizer = Authorizer::new(super_users, allow_everyone_if_no_acl_found);
