@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::clock::now_ms;
 use crate::cluster::ClusterLink;
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, ConfigError};
+use crate::error::NodeError;
 use crate::groups::Groups;
 use crate::producer_ids::ProducerIds;
 use crate::topics::Topics;
@@ -65,7 +66,7 @@ impl Broker {
     /// Opens this node's local replicas (recovering every partition log); the metadata log
     /// decides what they hold ([`crate::cluster::replication`] keeps them in step).
     /// `shutdown` turning true wakes long-polling fetches so they answer at once.
-    pub fn open(config: BrokerConfig, link: ClusterLink, shutdown: watch::Receiver<bool>) -> Result<Broker, String> {
+    pub fn open(config: BrokerConfig, link: ClusterLink, shutdown: watch::Receiver<bool>) -> Result<Broker, NodeError> {
         config.validate()?;
         let advertised = config.advertised()?;
         let topics = Topics::open(&config.data_dir, config.topic_defaults.clone(), now_ms())?;
@@ -117,7 +118,7 @@ impl Broker {
     }
 
     /// Flushes everything and closes every log cleanly.
-    pub fn close(&self) -> Result<(), String> {
+    pub fn close(&self) -> Result<(), NodeError> {
         self.topics.close(now_ms())
     }
 }
@@ -127,7 +128,7 @@ impl Broker {
 /// `meta.properties` and keeps it. Otherwise it is derived from the controller quorum (ids
 /// and addresses), which every member is configured with; changing a controller's address
 /// changes it.
-fn cluster_id(config: &BrokerConfig) -> Result<String, String> {
+fn cluster_id(config: &BrokerConfig) -> Result<String, ConfigError> {
     let path = config.data_dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path) {
         if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {

@@ -39,13 +39,10 @@ pub enum ConfigError {
     Groups(String),
     #[error("topic_defaults: {0}")]
     TopicDefaults(String),
-}
-
-/// For callers that still report errors as strings.
-impl From<ConfigError> for String {
-    fn from(error: ConfigError) -> String {
-        error.to_string()
-    }
+    #[error("membership settings: {0}")]
+    Membership(String),
+    #[error("controller quorum settings: {0}")]
+    Quorum(String),
 }
 
 /// Everything `keel serve` needs.

@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::api::produce::append_as_leader;
 use crate::clock::now_ms;
 use crate::cluster::replica::Completion;
+use crate::config::ConfigError;
 use crate::topics::Partition;
 
 /// Kafka's internal topic for committed offsets and group metadata.
@@ -68,8 +69,8 @@ struct Shard {
 impl Groups {
     /// Coordinates nothing until this broker leads offsets partitions
     /// ([`Groups::follow_leadership`]).
-    pub fn empty(config: Config, appended: Arc<Notify>) -> Result<Groups, String> {
-        config.validate().map_err(|e| format!("group config: {e}"))?;
+    pub fn empty(config: Config, appended: Arc<Notify>) -> Result<Groups, ConfigError> {
+        config.validate().map_err(ConfigError::Groups)?;
         Ok(Groups {
             config,
             shards: Mutex::new(BTreeMap::new()),

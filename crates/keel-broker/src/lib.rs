@@ -10,6 +10,7 @@ pub mod broker;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod error;
 pub mod groups;
 pub mod producer_ids;
 pub mod server;
@@ -17,6 +18,7 @@ pub mod topics;
 
 pub use broker::Broker;
 pub use config::{BrokerConfig, ConfigError, TopicDefaults};
+pub use error::{DiskError, NodeError};
 
 use std::sync::Arc;
 
@@ -43,16 +45,15 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    pub async fn start(config: BrokerConfig) -> Result<RunningNode, String> {
+    pub async fn start(config: BrokerConfig) -> Result<RunningNode, NodeError> {
         config.validate()?;
         let mut config = config;
         let voters = config.controller_voters()?.len();
         let single = config.is_single_node();
         config.topic_defaults = config.topic_defaults.clone().for_voters(voters);
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e} (is another broker running there?)", config.listen))?;
-        let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let listen_error = |source| NodeError::Listen { port: "Kafka listener", address: config.listen, source };
+        let listener = TcpListener::bind(config.listen).await.map_err(listen_error)?;
+        let local_addr = listener.local_addr().map_err(listen_error)?;
         if config.listen.port() == 0 {
             config.listen = local_addr;
         }
@@ -61,9 +62,7 @@ impl RunningNode {
         let node = cluster::ClusterNode::start(&config, advertised, shutdown_rx.clone()).await?;
         let link = node.link(keel_types::Duration::from_millis(config.replica_lag_time_max_ms));
         let broker_link = link.clone();
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config, broker_link, shutdown_rx))
-            .await
-            .map_err(|e| e.to_string())??;
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config, broker_link, shutdown_rx)).await??;
         let broker = Arc::new(broker);
         let mut tasks = vec![
             tokio::spawn(cluster::replication::run(broker.clone(), link, shutdown.subscribe())),
@@ -116,7 +115,7 @@ impl RunningNode {
 
     /// Controlled shutdown: the controller moves leadership away first; then the listener
     /// drains, every log is flushed and closed, and the clean-shutdown marker is written.
-    pub async fn shutdown(self) -> Result<(), String> {
+    pub async fn shutdown(self) -> Result<(), NodeError> {
         self.node.controlled_shutdown(std::time::Duration::from_secs(5)).await;
         self.node.leave_membership();
         let _ = self.shutdown.send(true);
@@ -124,7 +123,7 @@ impl RunningNode {
             let _ = task.await;
         }
         let broker = self.broker;
-        tokio::task::spawn_blocking(move || broker.close()).await.map_err(|e| e.to_string())??;
-        self.node.mark_clean_shutdown()
+        tokio::task::spawn_blocking(move || broker.close()).await??;
+        Ok(self.node.mark_clean_shutdown()?)
     }
 }

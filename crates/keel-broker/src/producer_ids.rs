@@ -22,6 +22,7 @@ use crate::cluster::client::ControllerClient;
 use crate::cluster::lifecycle::Standing;
 use crate::cluster::protocol::{Request, Response};
 use crate::cluster::ClusterLink;
+use crate::error::DiskError;
 
 /// The file keel's single node kept its next producer id in.
 const LEGACY_FILE_NAME: &str = "producer-ids";
@@ -68,14 +69,14 @@ impl ProducerIds {
 
 /// The first id keel's single node had not handed out, from a data directory it wrote
 /// (`None`: there is no such file).
-pub fn legacy_next_producer_id(data_dir: &Path) -> Result<Option<i64>, String> {
+pub fn legacy_next_producer_id(data_dir: &Path) -> Result<Option<i64>, DiskError> {
     let path = data_dir.join(LEGACY_FILE_NAME);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            text.trim().parse::<i64>().map(Some).map_err(|_| format!("{} is damaged: {text:?}", path.display()))
+            text.trim().parse::<i64>().map(Some).map_err(|_| DiskError::damaged(&path, format!("{text:?} is no id")))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(DiskError::io("read", &path, e)),
     }
 }
 
@@ -171,11 +172,11 @@ mod tests {
     #[test]
     fn a_legacy_reservation_is_read_and_a_damaged_one_refused() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(legacy_next_producer_id(dir.path()), Ok(None));
+        assert_eq!(legacy_next_producer_id(dir.path()).unwrap(), None);
         std::fs::write(dir.path().join(LEGACY_FILE_NAME), "2000").unwrap();
-        assert_eq!(legacy_next_producer_id(dir.path()), Ok(Some(2000)));
+        assert_eq!(legacy_next_producer_id(dir.path()).unwrap(), Some(2000));
         std::fs::write(dir.path().join(LEGACY_FILE_NAME), "x").unwrap();
-        assert!(legacy_next_producer_id(dir.path()).unwrap_err().contains("damaged"));
+        assert!(legacy_next_producer_id(dir.path()).unwrap_err().to_string().contains("damaged"));
     }
 
     #[test]

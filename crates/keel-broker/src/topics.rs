@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::cluster::replica::{ReplicaSlot, Role};
 use crate::config::TopicDefaults;
+use crate::error::{DiskError, NodeError};
 
 const METADATA_FILE: &str = "topics.json";
 
@@ -117,7 +118,7 @@ pub fn topic_log_config(defaults: &TopicDefaults, overrides: &BTreeMap<String, S
     let bad = |key: &str, value: &str, why: &str| {
         Refusal::new(ErrorCode::InvalidConfig, format!("invalid value {value:?} for topic config {key}: {why}"))
     };
-    let mut config = defaults.log_config().map_err(|e| Refusal::new(ErrorCode::InvalidConfig, e))?;
+    let mut config = defaults.log_config().map_err(|e| Refusal::new(ErrorCode::InvalidConfig, e.to_string()))?;
     let mut policy = None;
     let (mut flush_messages, mut flush_ms) = (defaults.flush_messages, defaults.flush_ms);
     let mut interval_keys = false;
@@ -219,17 +220,16 @@ impl Topics {
     /// Opens the local replicas listed in the data directory's metadata (the metadata log
     /// decides which exist: [`Topics::sync_replicas`]), recovering each partition log, and
     /// removes partition directories no topic owns (a deletion cut short).
-    pub fn open(data_dir: &Path, defaults: TopicDefaults, now_ms: i64) -> Result<Topics, String> {
+    pub fn open(data_dir: &Path, defaults: TopicDefaults, now_ms: i64) -> Result<Topics, NodeError> {
         let backend: Arc<dyn Backend> = Arc::new(FileBackend);
-        backend
-            .create_dir_all(data_dir)
-            .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+        backend.create_dir_all(data_dir).map_err(|e| DiskError::io("create", data_dir, e))?;
         let metadata_path = data_dir.join(METADATA_FILE);
         let records: Vec<TopicRecord> = match read_all(&*backend, &metadata_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("topic metadata {} is damaged: {e}", metadata_path.display()))?,
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| DiskError::damaged(&metadata_path, e.to_string()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("cannot read {}: {e}", metadata_path.display())),
+            Err(e) => return Err(DiskError::io("read", &metadata_path, e).into()),
         };
         let topics = Topics {
             data_dir: data_dir.to_path_buf(),
@@ -243,7 +243,7 @@ impl Topics {
             let indexes = record.hosted.unwrap_or_else(|| (0..record.partitions).collect());
             let topic = topics
                 .open_topic(record.name.clone(), record.id, &indexes, record.configs, now_ms)
-                .map_err(|e| format!("cannot open topic {}: {}", record.name, e.message))?;
+                .map_err(|refusal| NodeError::Topic { topic: record.name.clone(), refusal })?;
             map.insert(record.name, Arc::new(topic));
         }
         topics.remove_orphans(&map)?;
@@ -285,9 +285,8 @@ impl Topics {
         Ok(Topic { name, id, configs, log_config, partitions: opened })
     }
 
-    fn remove_orphans(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), String> {
-        let names =
-            self.backend.list(&self.data_dir).map_err(|e| format!("cannot list {}: {e}", self.data_dir.display()))?;
+    fn remove_orphans(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), DiskError> {
+        let names = self.backend.list(&self.data_dir).map_err(|e| DiskError::io("list", &self.data_dir, e))?;
         for name in names {
             let Some((topic, index)) = name.rsplit_once('-') else { continue };
             let Ok(index) = index.parse::<i32>() else { continue };
@@ -296,7 +295,7 @@ impl Topics {
             let owned = topics.get(topic).is_some_and(|t| t.partition(index).is_some());
             if is_log_dir && !owned {
                 tracing::warn!(dir = %dir.display(), "removing partition directory of a deleted topic");
-                self.backend.remove_dir_all(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+                self.backend.remove_dir_all(&dir).map_err(|e| DiskError::io("remove", &dir, e))?;
             }
         }
         Ok(())
@@ -454,7 +453,7 @@ impl Topics {
     }
 
     /// Flushes and cleanly closes every log (the next start scans nothing).
-    pub fn close(&self, now_ms: i64) -> Result<(), String> {
+    pub fn close(&self, now_ms: i64) -> Result<(), NodeError> {
         let mut failures = Vec::new();
         for topic in self.list() {
             for partition in &topic.partitions {
@@ -466,7 +465,7 @@ impl Topics {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(format!("some logs did not close cleanly: {}", failures.join("; ")))
+            Err(NodeError::LogsNotClosed { failures })
         }
     }
 }

@@ -7,7 +7,7 @@
 //! image plus every record decided since, as KRaft does), so the next decision sees them. If the
 //! records never commit (leadership lost, a failed append), the caller must
 //! [`Controller::reset`] to the committed image or drop the controller. A refused request
-//! returns a [`ControllerError`] and changes nothing.
+//! returns a [`Refusal`] and changes nothing.
 //!
 //! The caller reports every committed record with [`Controller::handle_committed`]: an answer
 //! that releases a broker (controlled shutdown) is only given from committed state.
@@ -78,11 +78,6 @@ impl ControllerConfig {
         Ok(())
     }
 }
-
-/// A refused request: a Kafka error code, and what happened and what to do, for people.
-/// A refusal changes nothing.
-/// A refused controller request (keel-types' one refusal type).
-pub type ControllerError = Refusal;
 
 /// What a decision produced: the answer for the caller, and the records to append to the
 /// metadata log as one entry (already applied to the working image). Answer only once the
@@ -215,11 +210,11 @@ impl Controller {
         &mut self,
         now: Instant,
         request: BrokerRegistrationRequest,
-    ) -> Result<Decision<BrokerEpoch>, ControllerError> {
+    ) -> Result<Decision<BrokerEpoch>, Refusal> {
         let node = request.node;
         if node.0 < 0 {
             let message = format!("broker id {node} is negative; give the broker a node id of 0 or more");
-            return Err(ControllerError::new(ErrorCode::InvalidRequest, message));
+            return Err(Refusal::new(ErrorCode::InvalidRequest, message));
         }
         let restart = self.restart(&request);
         let clean_shutdown = match restart {
@@ -281,7 +276,7 @@ impl Controller {
         broker_epoch: BrokerEpoch,
         caught_up: bool,
         want_shutdown: bool,
-    ) -> Result<Decision<HeartbeatReply>, ControllerError> {
+    ) -> Result<Decision<HeartbeatReply>, Refusal> {
         let broker = self.registered(node, broker_epoch)?;
         let (fenced, shutting_down) = (broker.fenced, broker.shutting_down);
         self.last_heartbeat.insert(node, now);
@@ -319,12 +314,9 @@ impl Controller {
     }
 
     /// Fences the broker of `node` now.
-    pub fn fence_broker(&mut self, node: NodeId) -> Result<Decision<()>, ControllerError> {
+    pub fn fence_broker(&mut self, node: NodeId) -> Result<Decision<()>, Refusal> {
         let Some(broker) = self.image.broker(node) else {
-            return Err(ControllerError::new(
-                ErrorCode::BrokerIdNotRegistered,
-                format!("broker {node} is not registered"),
-            ));
+            return Err(Refusal::new(ErrorCode::BrokerIdNotRegistered, format!("broker {node} is not registered")));
         };
         let mut records = Vec::new();
         if !broker.fenced {
@@ -406,21 +398,17 @@ impl Controller {
     }
 
     /// The registration of `node`, if `broker_epoch` is its current one.
-    fn registered(
-        &self,
-        node: NodeId,
-        broker_epoch: BrokerEpoch,
-    ) -> Result<&image::BrokerRegistration, ControllerError> {
+    fn registered(&self, node: NodeId, broker_epoch: BrokerEpoch) -> Result<&image::BrokerRegistration, Refusal> {
         match self.image.broker(node) {
             Some(broker) if broker.broker_epoch == broker_epoch => Ok(broker),
-            Some(broker) => Err(ControllerError::new(
+            Some(broker) => Err(Refusal::new(
                 ErrorCode::StaleBrokerEpoch,
                 format!(
                     "broker {node} sent epoch {broker_epoch} but is registered with epoch {}; register again",
                     broker.broker_epoch
                 ),
             )),
-            None => Err(ControllerError::new(
+            None => Err(Refusal::new(
                 ErrorCode::StaleBrokerEpoch,
                 format!("broker {node} is not registered; register before sending heartbeats"),
             )),
@@ -438,13 +426,13 @@ impl Controller {
         &mut self,
         node: NodeId,
         broker_epoch: BrokerEpoch,
-    ) -> Result<Decision<ProducerIdBlock>, ControllerError> {
+    ) -> Result<Decision<ProducerIdBlock>, Refusal> {
         self.registered(node, broker_epoch)?;
         let next_producer_id = self.image.next_producer_id();
         if next_producer_id > i64::MAX - PRODUCER_ID_BLOCK_SIZE {
             let message =
                 format!("every producer id has been handed out (the next block would start at {next_producer_id})");
-            return Err(ControllerError::new(ErrorCode::UnknownServerError, message));
+            return Err(Refusal::new(ErrorCode::UnknownServerError, message));
         }
         let block = ProducerIdBlock::starting_at(next_producer_id);
         let mut records = Vec::new();
@@ -466,7 +454,7 @@ impl Controller {
         replication_factor: i16,
         configs: BTreeMap<String, String>,
         rng: &mut impl Entropy,
-    ) -> Result<Decision<TopicId>, ControllerError> {
+    ) -> Result<Decision<TopicId>, Refusal> {
         self.check_new_topic_name(name)?;
         let partitions = if partitions == -1 { self.config.default_partitions } else { partitions };
         self.check_partition_count(name, partitions)?;
@@ -480,7 +468,7 @@ impl Controller {
         };
         if replication_factor < 1 {
             let message = format!("replication factor {replication_factor} for topic {name:?} must be at least 1");
-            return Err(ControllerError::new(ErrorCode::InvalidReplicationFactor, message));
+            return Err(Refusal::new(ErrorCode::InvalidReplicationFactor, message));
         }
         let replication_factor = replication_factor as usize;
         check_replication_factor(replication_factor, brokers.len())?;
@@ -506,7 +494,7 @@ impl Controller {
         assignment: Vec<Vec<NodeId>>,
         configs: BTreeMap<String, String>,
         rng: &mut impl Entropy,
-    ) -> Result<Decision<TopicId>, ControllerError> {
+    ) -> Result<Decision<TopicId>, Refusal> {
         self.check_new_topic_name(name)?;
         self.check_partition_count(name, i32::try_from(assignment.len()).unwrap_or(i32::MAX))?;
         let replication_factor = self.check_assignment(name, &assignment, None)?;
@@ -524,12 +512,12 @@ impl Controller {
         &mut self,
         name: &str,
         assignment: Vec<Vec<NodeId>>,
-    ) -> Result<Decision<()>, ControllerError> {
+    ) -> Result<Decision<()>, Refusal> {
         let topic = self.topic_named(name)?;
         let (id, current, replication_factor) = (topic.id, topic.partitions.len(), topic.replication_factor());
         if assignment.is_empty() {
             let message = format!("topic {name:?} has {current} partitions; give at least one new partition");
-            return Err(ControllerError::new(ErrorCode::InvalidPartitions, message));
+            return Err(Refusal::new(ErrorCode::InvalidPartitions, message));
         }
         self.check_partition_count(name, i32::try_from(current + assignment.len()).unwrap_or(i32::MAX))?;
         self.check_assignment(name, &assignment, Some(replication_factor))?;
@@ -544,8 +532,8 @@ impl Controller {
         name: &str,
         assignment: &[Vec<NodeId>],
         replication_factor: Option<usize>,
-    ) -> Result<usize, ControllerError> {
-        let invalid = |message: String| Err(ControllerError::new(ErrorCode::InvalidReplicaAssignment, message));
+    ) -> Result<usize, Refusal> {
+        let invalid = |message: String| Err(Refusal::new(ErrorCode::InvalidReplicaAssignment, message));
         let Some(first) = assignment.first() else {
             return invalid(format!("the assignment of topic {name:?} names no partitions"));
         };
@@ -571,17 +559,17 @@ impl Controller {
         Ok(expected)
     }
 
-    fn check_new_topic_name(&self, name: &str) -> Result<(), ControllerError> {
-        image::validate_topic_name(name).map_err(|m| ControllerError::new(ErrorCode::InvalidTopicException, m))?;
+    fn check_new_topic_name(&self, name: &str) -> Result<(), Refusal> {
+        image::validate_topic_name(name).map_err(|m| Refusal::new(ErrorCode::InvalidTopicException, m))?;
         if self.image.topic_by_name(name).is_some() {
-            return Err(ControllerError::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
+            return Err(Refusal::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
         }
         // Kafka refuses names that differ only in '.' versus '_': their metrics names collide.
         let normalized = |n: &str| n.replace('.', "_");
         if let Some(other) = self.image.topics().find(|t| normalized(&t.name) == normalized(name)) {
             let message =
                 format!("topic {name:?} collides with existing topic {:?} ('.' and '_' are alike)", other.name);
-            return Err(ControllerError::new(ErrorCode::InvalidTopicException, message));
+            return Err(Refusal::new(ErrorCode::InvalidTopicException, message));
         }
         Ok(())
     }
@@ -592,7 +580,7 @@ impl Controller {
         name: &str,
         total: i32,
         rng: &mut impl Entropy,
-    ) -> Result<Decision<()>, ControllerError> {
+    ) -> Result<Decision<()>, Refusal> {
         let topic = self.topic_named(name)?;
         let (id, current, replication_factor) = (topic.id, topic.partitions.len(), topic.replication_factor());
         let first_leader = topic.partitions.first().and_then(|p| p.replicas.first().copied());
@@ -600,7 +588,7 @@ impl Controller {
             let message = format!(
                 "topic {name:?} has {current} partitions; the new total {total} must be larger (partitions cannot be removed)"
             );
-            return Err(ControllerError::new(ErrorCode::InvalidPartitions, message));
+            return Err(Refusal::new(ErrorCode::InvalidPartitions, message));
         }
         self.check_partition_count(name, total)?;
         let brokers = self.placement_order();
@@ -618,7 +606,7 @@ impl Controller {
     }
 
     /// Deletes a topic; returns its id.
-    pub fn delete_topic(&mut self, name: &str) -> Result<Decision<TopicId>, ControllerError> {
+    pub fn delete_topic(&mut self, name: &str) -> Result<Decision<TopicId>, Refusal> {
         let id = self.topic_named(name)?.id;
         let mut records = Vec::new();
         self.emit(&mut records, MetadataRecord::RemoveTopic { id });
@@ -629,11 +617,7 @@ impl Controller {
     /// reads (`min.insync.replicas`, `unclean.leader.election.enable`); the caller checks the
     /// rest. Partitions follow: a lower min ISR the ISR now meets clears the ELR, and enabling
     /// unclean election elects leaders where nobody else can.
-    pub fn alter_configs(
-        &mut self,
-        name: &str,
-        configs: BTreeMap<String, String>,
-    ) -> Result<Decision<()>, ControllerError> {
+    pub fn alter_configs(&mut self, name: &str, configs: BTreeMap<String, String>) -> Result<Decision<()>, Refusal> {
         let topic = self.topic_named(name)?;
         let (id, replication_factor) = (topic.id, topic.replication_factor());
         let configs = self.topic_configs(name, configs, replication_factor)?;
@@ -664,19 +648,19 @@ impl Controller {
         index: i32,
         request: &AlterIsr,
         added: &[(NodeId, BrokerEpoch)],
-    ) -> Result<Decision<PartitionRegistration>, ControllerError> {
+    ) -> Result<Decision<PartitionRegistration>, Refusal> {
         self.registered(node, broker_epoch)?;
         if request.leader != node {
             let message = format!("broker {node} asked for an ISR change on behalf of broker {}", request.leader);
-            return Err(ControllerError::new(ErrorCode::InvalidRequest, message));
+            return Err(Refusal::new(ErrorCode::InvalidRequest, message));
         }
         let Some(topic) = self.image.topic(topic_id) else {
             let message = format!("no topic has id {topic_id:032x}; it may have been deleted");
-            return Err(ControllerError::new(ErrorCode::UnknownTopicId, message));
+            return Err(Refusal::new(ErrorCode::UnknownTopicId, message));
         };
         let Some(current) = usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)) else {
             let message = format!("topic {:?} has no partition {index}", topic.name);
-            return Err(ControllerError::new(ErrorCode::UnknownTopicOrPartition, message));
+            return Err(Refusal::new(ErrorCode::UnknownTopicOrPartition, message));
         };
         let active = self.image.active_brokers();
         let mut next = current.clone();
@@ -702,7 +686,7 @@ impl Controller {
                     request.new_isr, current.replicas
                 ),
             };
-            return Err(ControllerError::new(code, message));
+            return Err(Refusal::new(code, message));
         }
         // Only once the request is known to come from the current leader, in the current
         // leader and partition epochs (Kafka's order): a zombie leader must hear that it is
@@ -723,7 +707,7 @@ impl Controller {
     /// whose fetches vouch for it, must be the brokers registered now. A replica that crashed
     /// and registered again (possibly without its unflushed tail) is refused with
     /// INELIGIBLE_REPLICA until it has fetched as the new process.
-    fn check_replica_epochs(&self, added: &[(NodeId, BrokerEpoch)]) -> Result<(), ControllerError> {
+    fn check_replica_epochs(&self, added: &[(NodeId, BrokerEpoch)]) -> Result<(), Refusal> {
         for &(node, epoch) in added {
             let registered = self.image.broker(node).map(|b| b.broker_epoch);
             if registered != Some(epoch) {
@@ -731,28 +715,28 @@ impl Controller {
                     "broker {node} fetched with broker epoch {epoch} but is registered with {registered:?}: \
                      it cannot join the ISR on what an earlier process fetched"
                 );
-                return Err(ControllerError::new(ErrorCode::IneligibleReplica, message));
+                return Err(Refusal::new(ErrorCode::IneligibleReplica, message));
             }
         }
         Ok(())
     }
 
-    fn topic_named(&self, name: &str) -> Result<&TopicImage, ControllerError> {
+    fn topic_named(&self, name: &str) -> Result<&TopicImage, Refusal> {
         self.image.topic_by_name(name).ok_or_else(|| {
-            ControllerError::new(
+            Refusal::new(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("topic {name:?} does not exist; create it with: keel topic create {name}"),
             )
         })
     }
 
-    fn check_partition_count(&self, name: &str, partitions: i32) -> Result<(), ControllerError> {
+    fn check_partition_count(&self, name: &str, partitions: i32) -> Result<(), Refusal> {
         if !(1..=self.config.topic_partitions_max).contains(&partitions) {
             let message = format!(
                 "topic {name:?} cannot have {partitions} partitions: between 1 and {} are allowed",
                 self.config.topic_partitions_max
             );
-            return Err(ControllerError::new(ErrorCode::InvalidPartitions, message));
+            return Err(Refusal::new(ErrorCode::InvalidPartitions, message));
         }
         Ok(())
     }
@@ -763,8 +747,8 @@ impl Controller {
         name: &str,
         mut configs: BTreeMap<String, String>,
         replication_factor: usize,
-    ) -> Result<BTreeMap<String, String>, ControllerError> {
-        let invalid = |message: String| ControllerError::new(ErrorCode::InvalidConfig, message);
+    ) -> Result<BTreeMap<String, String>, Refusal> {
+        let invalid = |message: String| Refusal::new(ErrorCode::InvalidConfig, message);
         match configs.get(MIN_INSYNC_REPLICAS) {
             None => {
                 let min_isr = self.config.default_min_isr.min(replication_factor);
@@ -913,13 +897,13 @@ impl Controller {
     }
 }
 
-fn check_replication_factor(replication_factor: usize, brokers: usize) -> Result<(), ControllerError> {
+fn check_replication_factor(replication_factor: usize, brokers: usize) -> Result<(), Refusal> {
     if replication_factor > brokers {
         let message = format!(
             "replication factor {replication_factor} cannot be reached: only {brokers} broker(s) are registered, \
              unfenced and not shutting down; start more brokers or lower the replication factor"
         );
-        return Err(ControllerError::new(ErrorCode::InvalidReplicationFactor, message));
+        return Err(Refusal::new(ErrorCode::InvalidReplicationFactor, message));
     }
     Ok(())
 }

@@ -40,9 +40,7 @@ pub mod records;
 #[cfg(test)]
 mod tests;
 
-pub use controller::{
-    BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, Decision, HeartbeatReply, Restart,
-};
+pub use controller::{BrokerRegistrationRequest, Controller, ControllerConfig, Decision, HeartbeatReply, Restart};
 pub use image::{
     validate_topic_name, BrokerRegistration, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS,
     UNCLEAN_LEADER_ELECTION_ENABLE,

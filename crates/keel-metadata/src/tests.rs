@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use keel_types::{BrokerEpoch, Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng, TopicId};
+use keel_types::{BrokerEpoch, Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Refusal, Rng, TopicId};
 
 use crate::{
-    AlterIsr, BrokerRegistrationRequest, Controller, ControllerConfig, ControllerError, Decision, Endpoint,
-    HeartbeatReply, MetadataImage, MetadataRecord, Mutation, PartitionRegistration, ProducerIdBlock,
-    MIN_INSYNC_REPLICAS, PRODUCER_ID_BLOCK_SIZE, UNCLEAN_LEADER_ELECTION_ENABLE,
+    AlterIsr, BrokerRegistrationRequest, Controller, ControllerConfig, Decision, Endpoint, HeartbeatReply,
+    MetadataImage, MetadataRecord, Mutation, PartitionRegistration, ProducerIdBlock, MIN_INSYNC_REPLICAS,
+    PRODUCER_ID_BLOCK_SIZE, UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 
 const SESSION: Duration = Duration(9_000_000_000);
@@ -55,7 +55,7 @@ impl Cluster {
     }
 
     /// Takes a decision's records for the log; checks invariants.
-    fn take<T>(&mut self, decision: Result<Decision<T>, ControllerError>) -> Result<T, ErrorCode> {
+    fn take<T>(&mut self, decision: Result<Decision<T>, Refusal>) -> Result<T, ErrorCode> {
         self.controller.check_invariants().unwrap();
         let decision = decision.map_err(|e| e.code)?;
         self.pending.extend(decision.records);
@@ -519,7 +519,7 @@ fn alter_partition_needs_the_current_broker_epoch_and_partition_state() {
     let epoch = c.epochs[&leader];
     let request =
         AlterIsr { leader, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, new_isr: vec![leader] };
-    let code = |result: Result<Decision<PartitionRegistration>, ControllerError>| result.map(|_| ()).unwrap_err().code;
+    let code = |result: Result<Decision<PartitionRegistration>, Refusal>| result.map(|_| ()).unwrap_err().code;
     assert_eq!(
         code(c.controller.alter_partition(leader, BrokerEpoch(epoch.0 - 1), t, 0, &request, &[])),
         ErrorCode::StaleBrokerEpoch

@@ -97,7 +97,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(args)).map_err(|e| e.to_string()),
         Command::Topic(command) => runtime.block_on(client::topic(command)),
         Command::Produce(args) => runtime.block_on(client::produce(args)),
         Command::Consume(args) => runtime.block_on(client::consume(args)),
@@ -132,7 +132,10 @@ fn init_logging(json: bool) {
     }
 }
 
-fn serve_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+/// The failure to report when `keel serve` stops: a config, start-up or shutdown error.
+type ServeError = Box<dyn std::error::Error>;
+
+fn serve_config(args: &ServeArgs) -> Result<BrokerConfig, ServeError> {
     let mut config = match &args.config {
         Some(path) => BrokerConfig::from_file(path)?,
         None => BrokerConfig::default(),
@@ -175,7 +178,7 @@ fn resolve(address: &str) -> Result<std::net::SocketAddr, String> {
         .ok_or_else(|| "address resolves to nothing".to_string())
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let config = serve_config(&args)?;
     init_logging(config.log_json);
     let data_dir = config.data_dir.clone();

@@ -21,6 +21,8 @@ use super::protocol::{view_entries, ControllerStatus, Frame, Request, Response, 
 use super::raft_store::RaftStore;
 use super::transport::PeerSender;
 use crate::clock::monotonic;
+use crate::config::ConfigError;
+use crate::error::NodeError;
 
 /// How often the active controller checks broker sessions and preferred leaders.
 const CONTROLLER_TICK: StdDuration = StdDuration::from_millis(100);
@@ -82,9 +84,9 @@ pub fn start(
     peers: BTreeMap<NodeId, std::net::SocketAddr>,
     membership: Option<watch::Receiver<Vec<keel_gossip::Member>>>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<ControllerHandle, String> {
+) -> Result<ControllerHandle, NodeError> {
     let config = QuorumConfig { raft: raft_config, controller: config, snapshot_entries };
-    config.validate()?;
+    config.validate().map_err(ConfigError::Quorum)?;
     let mut rng = Rng::new(seed());
     let quorum = QuorumController::restart(config, store.durable().clone(), monotonic(), &mut rng);
     let (events, mut inbox) = mpsc::channel(1024);
@@ -179,7 +181,7 @@ impl ControllerNode {
     }
 
     /// Carries out the quorum member's effects until there are none left.
-    fn carry_out(&mut self) -> Result<(), String> {
+    fn carry_out(&mut self) -> Result<(), NodeError> {
         loop {
             let persists = self.quorum.drain_persists();
             if persists.is_empty() {
@@ -203,7 +205,7 @@ impl ControllerNode {
             std::mem::replace(applied, now) != now
         });
         match self.quorum.failure() {
-            Some(failure) => Err(failure.to_string()),
+            Some(failure) => Err(NodeError::ControllerStopped(failure.to_string())),
             None => Ok(()),
         }
     }

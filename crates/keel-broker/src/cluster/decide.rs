@@ -1,12 +1,13 @@
 //! Cluster calls mapped onto the active controller's decisions.
 
-use keel_metadata::{BrokerRegistrationRequest, Controller, ControllerError, MetadataRecord};
+use keel_metadata::{BrokerRegistrationRequest, Controller, MetadataRecord};
+use keel_types::Refusal;
 use keel_types::{Instant, Rng};
 
 use super::protocol::{Request, Response};
 
 /// What a decision produced: the answer to give once its records commit, and the records.
-pub type Decided = Result<(Response, Vec<MetadataRecord>), ControllerError>;
+pub type Decided = Result<(Response, Vec<MetadataRecord>), Refusal>;
 
 pub fn decide(controller: &mut Controller, now: Instant, rng: &mut Rng, request: Request) -> Decided {
     Ok(match request {

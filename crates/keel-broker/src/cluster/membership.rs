@@ -24,6 +24,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::clock::monotonic;
+use crate::config::ConfigError;
+use crate::error::{DiskError, NodeError};
 
 const INCARNATION_FILE: &str = "membership.incarnation";
 
@@ -56,10 +58,12 @@ pub struct Membership {
 /// Binds the socket, bumps and persists the incarnation, and runs membership until this node
 /// leaves or shuts down. A shutdown without leaving (a crash, in tests) just goes silent: the
 /// others find out the way they find out about any crash.
-pub async fn start(config: MembershipConfig, mut shutdown: watch::Receiver<bool>) -> Result<Membership, String> {
-    let socket = UdpSocket::bind(config.bind)
-        .await
-        .map_err(|e| format!("cannot bind the membership socket (UDP) on {}: {e}", config.bind))?;
+pub async fn start(config: MembershipConfig, mut shutdown: watch::Receiver<bool>) -> Result<Membership, NodeError> {
+    let socket = UdpSocket::bind(config.bind).await.map_err(|source| NodeError::Listen {
+        port: "membership socket (UDP)",
+        address: config.bind,
+        source,
+    })?;
     let path = config.data_dir.join(INCARNATION_FILE);
     let durable = read_incarnation(&path)?;
     let mut core_config = Config::new(
@@ -70,7 +74,7 @@ pub async fn start(config: MembershipConfig, mut shutdown: watch::Receiver<bool>
     core_config.probe_interval = config.probe_interval;
     core_config.probe_timeout = Duration(config.probe_interval.0 / 2);
     core_config.suspicion_timeout = config.suspicion_timeout;
-    core_config.validate().map_err(|e| format!("membership config: {e}"))?;
+    core_config.validate().map_err(|e| ConfigError::Membership(e.to_string()))?;
     let mut gossip = Gossip::start(core_config, durable, monotonic());
     let incarnation = gossip.incarnation();
     // The first persist happens here, so the incarnation is durable before this run says
@@ -169,7 +173,7 @@ fn publish(gossip: &mut Gossip, view: &watch::Sender<Vec<Member>>) {
 }
 
 /// Makes the incarnation the core asks for durable, then tells the core.
-fn persist(gossip: &mut Gossip, path: &Path) -> Result<(), String> {
+fn persist(gossip: &mut Gossip, path: &Path) -> Result<(), DiskError> {
     while let Some(durable) = gossip.poll_persist() {
         write_incarnation(path, durable)?;
         gossip.handle_persisted(monotonic(), durable);
@@ -177,28 +181,28 @@ fn persist(gossip: &mut Gossip, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn read_incarnation(path: &Path) -> Result<Durable, String> {
+fn read_incarnation(path: &Path) -> Result<Durable, DiskError> {
     match std::fs::read_to_string(path) {
         Ok(text) => text
             .trim()
             .parse()
             .map(|n| Durable { incarnation: Incarnation(n) })
-            .map_err(|_| format!("{} does not hold an incarnation number: {text:?}", path.display())),
+            .map_err(|_| DiskError::damaged(path, format!("{text:?} is no incarnation number"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Durable::default()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(DiskError::io("read", path, e)),
     }
 }
 
 /// Writes the incarnation through a synced temporary file and a rename, so a crash leaves the
 /// old number or the new one, never a torn one.
-fn write_incarnation(path: &Path, durable: Durable) -> Result<(), String> {
+fn write_incarnation(path: &Path, durable: Durable) -> Result<(), DiskError> {
     let temporary = path.with_extension("tmp");
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::write(&temporary, format!("{}\n", durable.incarnation.0))
         .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
         .and_then(|()| std::fs::rename(&temporary, path))
         .and_then(|()| std::fs::File::open(dir)?.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|e| DiskError::io("write", path, e))
 }
 
 /// Probe order only needs to differ between nodes.

@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use super::raft_store::RaftStore;
 use crate::config::BrokerConfig;
+use crate::error::DiskError;
 use crate::producer_ids::legacy_next_producer_id;
 
 /// The Raft state's directory in the data directory.
@@ -58,32 +59,36 @@ pub fn is_single_node_directory(data_dir: &Path) -> bool {
 /// Migrates `config.data_dir` if keel's single node wrote it (see the module documentation):
 /// `Ok(None)` if there is nothing to migrate, an error saying what to do if this node may not
 /// migrate it.
-pub fn migrate_single_node_directory(config: &BrokerConfig) -> Result<Option<Migrated>, String> {
+pub fn migrate_single_node_directory(config: &BrokerConfig) -> Result<Option<Migrated>, DiskError> {
     let data_dir = &config.data_dir;
     if !is_single_node_directory(data_dir) {
         return Ok(None);
     }
     if !config.is_single_node() {
-        return Err(format!(
-            "the data directory {} was written by keel's single node (it has {LEGACY_MARKER} and no {METADATA_DIR}); \
-             its topics cannot join another cluster. Start it as a single node (`keel serve --data-dir {}` without \
-             --controllers), which migrates it, and give this cluster member an empty data directory",
-            data_dir.display(),
-            data_dir.display()
+        return Err(DiskError::refused(
+            data_dir,
+            format!(
+                "this data directory was written by keel's single node (it has {LEGACY_MARKER} and no \
+                 {METADATA_DIR}); its topics cannot join another cluster. Start it as a single node (`keel serve \
+                 --data-dir {}` without --controllers), which migrates it, and give this cluster member an empty \
+                 data directory",
+                data_dir.display()
+            ),
         ));
     }
     let node = NodeId(config.node_id);
     let topics_path = data_dir.join(TOPICS_FILE);
     let topics: Vec<LegacyTopic> = match std::fs::read(&topics_path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("cannot migrate: {} is damaged: {e}", topics_path.display()))?,
+            .map_err(|e| DiskError::damaged(&topics_path, format!("cannot migrate it: {e}")))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(format!("cannot migrate: cannot read {}: {e}", topics_path.display())),
+        Err(e) => return Err(DiskError::io("read (to migrate it)", &topics_path, e)),
     };
     // Ids continue after every id the single node may have handed out, in whole blocks.
     let reserved = legacy_next_producer_id(data_dir)?.unwrap_or(0).max(0);
     let next_producer_id = (reserved + PRODUCER_ID_BLOCK_SIZE - 1) / PRODUCER_ID_BLOCK_SIZE * PRODUCER_ID_BLOCK_SIZE;
-    let (image, partitions) = single_node_image(node, &topics, next_producer_id)?;
+    let (image, partitions) = single_node_image(node, &topics, next_producer_id)
+        .map_err(|e| DiskError::damaged(&topics_path, format!("its topics do not form a valid metadata image: {e}")))?;
     write_snapshot(data_dir, &image)?;
     let migrated = Migrated { topics: topics.len(), partitions, next_producer_id };
     tracing::info!(
@@ -142,18 +147,16 @@ fn single_node_image(
     for record in &records {
         image.apply(record);
     }
-    image
-        .check_invariants()
-        .map_err(|e| format!("cannot migrate: the single node's topics do not form a valid image: {e}"))?;
+    image.check_invariants()?;
     Ok((image, partitions))
 }
 
 /// Writes a Raft store whose snapshot (index 1, term 1) is `image`, into a scratch directory
 /// renamed into place once complete.
-fn write_snapshot(data_dir: &Path, image: &MetadataImage) -> Result<(), String> {
+fn write_snapshot(data_dir: &Path, image: &MetadataImage) -> Result<(), DiskError> {
     let scratch = data_dir.join(format!("{METADATA_DIR}.migrating"));
     if scratch.exists() {
-        std::fs::remove_dir_all(&scratch).map_err(|e| format!("cannot remove {}: {e}", scratch.display()))?;
+        std::fs::remove_dir_all(&scratch).map_err(|e| DiskError::io("remove", &scratch, e))?;
     }
     let mut store = RaftStore::open(&scratch)?;
     store.persist(&Persist {
@@ -168,7 +171,7 @@ fn write_snapshot(data_dir: &Path, image: &MetadataImage) -> Result<(), String> 
     let target = data_dir.join(METADATA_DIR);
     std::fs::rename(&scratch, &target)
         .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
-        .map_err(|e| format!("cannot move {} into place: {e}", scratch.display()))
+        .map_err(|e| DiskError::io("move into place", &scratch, e))
 }
 
 #[cfg(test)]
@@ -196,7 +199,7 @@ mod tests {
         let migrated = migrate_single_node_directory(&config(dir.path())).unwrap().unwrap();
         assert_eq!(migrated, Migrated { topics: 2, partitions: 5, next_producer_id: 2000 });
         assert!(!is_single_node_directory(dir.path()), "migrated once");
-        assert_eq!(migrate_single_node_directory(&config(dir.path())), Ok(None));
+        assert!(migrate_single_node_directory(&config(dir.path())).unwrap().is_none());
 
         let store = RaftStore::open(&dir.path().join(METADATA_DIR)).unwrap();
         let durable = store.durable();
@@ -220,7 +223,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         legacy_directory(dir.path(), Some(&(PRODUCER_ID_BLOCK_SIZE + 1).to_string()));
         let member = BrokerConfig { controllers: "1@127.0.0.1:9093,2@127.0.0.1:9193".into(), ..config(dir.path()) };
-        let refused = migrate_single_node_directory(&member).unwrap_err();
+        let refused = migrate_single_node_directory(&member).unwrap_err().to_string();
         assert!(refused.contains("without --controllers"), "{refused}");
         assert!(is_single_node_directory(dir.path()), "nothing changed");
         let migrated = migrate_single_node_directory(&config(dir.path())).unwrap().unwrap();

@@ -23,6 +23,7 @@ use keel_types::{BrokerEpoch, NodeId};
 use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
+use crate::error::{DiskError, NodeError};
 use client::ControllerClient;
 use lifecycle::{Registration, Replayed, Standing};
 use protocol::Listener;
@@ -48,17 +49,15 @@ pub struct ClusterNode {
 /// is none (a crash, or an empty or replaced data directory) or it names none (the broker had
 /// not registered, or the file is damaged). The removal is synced so that a crash in this run
 /// is never mistaken for a clean stop.
-pub fn take_clean_shutdown_marker(data_dir: &Path) -> Result<Option<BrokerEpoch>, String> {
+pub fn take_clean_shutdown_marker(data_dir: &Path) -> Result<Option<BrokerEpoch>, DiskError> {
     let path = data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(DiskError::io("read", &path, e)),
     };
-    std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("cannot sync {}: {e}", data_dir.display()))?;
+    std::fs::remove_file(&path).map_err(|e| DiskError::io("remove", &path, e))?;
+    std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(|e| DiskError::io("sync", data_dir, e))?;
     let broker_epoch = text.trim().parse::<i64>().ok().filter(|&epoch| epoch >= 1).map(BrokerEpoch);
     if broker_epoch.is_none() && text.trim() != "-1" {
         tracing::warn!(path = %path.display(), ?text, "the clean-shutdown marker is damaged; starting as after a crash");
@@ -67,13 +66,13 @@ pub fn take_clean_shutdown_marker(data_dir: &Path) -> Result<Option<BrokerEpoch>
 }
 
 /// Writes the clean-shutdown marker, after everything was flushed and closed.
-pub fn write_clean_shutdown_marker(data_dir: &Path, broker_epoch: Option<BrokerEpoch>) -> Result<(), String> {
+pub fn write_clean_shutdown_marker(data_dir: &Path, broker_epoch: Option<BrokerEpoch>) -> Result<(), DiskError> {
     let path = data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let text = format!("{}\n", broker_epoch.unwrap_or(BrokerEpoch::UNKNOWN));
     std::fs::write(&path, text)
         .and_then(|_| std::fs::File::open(&path)?.sync_all())
         .and_then(|_| std::fs::File::open(data_dir)?.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|e| DiskError::io("write", &path, e))
 }
 
 /// What the broker's request handlers and replication need of the cluster.
@@ -105,24 +104,22 @@ impl ClusterNode {
         config: &BrokerConfig,
         advertised: (String, u16),
         shutdown: watch::Receiver<bool>,
-    ) -> Result<ClusterNode, String> {
+    ) -> Result<ClusterNode, NodeError> {
         let node = NodeId(config.node_id);
         let mut voters = config.controller_voters()?;
         let roles = config.roles()?;
         // The cluster port. Port 0 (a cluster of one in tests) is the port the OS chose.
         let cluster_listener = if roles.controller {
             let address = voters[&node];
-            let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-                format!("cannot listen on the cluster port {address}: {e} (is another keel node using it?)")
-            })?;
-            let bound = listener.local_addr().map_err(|e| format!("cannot read the cluster port's address: {e}"))?;
+            let listen_error = |source| NodeError::Listen { port: "cluster port", address, source };
+            let listener = tokio::net::TcpListener::bind(address).await.map_err(listen_error)?;
+            let bound = listener.local_addr().map_err(listen_error)?;
             voters.insert(node, bound);
             Some(listener)
         } else {
             None
         };
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| DiskError::io("create", &config.data_dir, e))?;
         migrate::migrate_single_node_directory(config)?;
         // An empty data directory has no marker, so it counts as unclean: it may be a replaced
         // disk, and the replicas it held before are gone.
@@ -227,7 +224,7 @@ impl ClusterNode {
     }
 
     /// After the final flush: leaves the clean-shutdown marker for the next start.
-    pub fn mark_clean_shutdown(&self) -> Result<(), String> {
+    pub fn mark_clean_shutdown(&self) -> Result<(), DiskError> {
         write_clean_shutdown_marker(&self.data_dir, self.standing.borrow().broker_epoch)
     }
 }
@@ -239,15 +236,15 @@ mod tests {
     #[test]
     fn the_marker_names_the_broker_epoch_and_is_taken_once() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "an empty data directory is unclean");
+        assert_eq!(take_clean_shutdown_marker(dir.path()).unwrap(), None, "an empty data directory is unclean");
         write_clean_shutdown_marker(dir.path(), Some(BrokerEpoch(7))).unwrap();
-        assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(Some(BrokerEpoch(7))));
-        assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "taking the marker removes it");
+        assert_eq!(take_clean_shutdown_marker(dir.path()).unwrap(), Some(BrokerEpoch(7)));
+        assert_eq!(take_clean_shutdown_marker(dir.path()).unwrap(), None, "taking the marker removes it");
         write_clean_shutdown_marker(dir.path(), None).unwrap();
-        assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "a broker that never registered");
+        assert_eq!(take_clean_shutdown_marker(dir.path()).unwrap(), None, "a broker that never registered");
         for damaged in ["", "seven\n", "0\n", "-5\n"] {
             std::fs::write(dir.path().join(CLEAN_SHUTDOWN_MARKER), damaged).unwrap();
-            assert_eq!(take_clean_shutdown_marker(dir.path()), Ok(None), "{damaged:?}");
+            assert_eq!(take_clean_shutdown_marker(dir.path()).unwrap(), None, "{damaged:?}");
             assert!(!dir.path().join(CLEAN_SHUTDOWN_MARKER).exists());
         }
     }

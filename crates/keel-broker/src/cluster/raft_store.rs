@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use keel_raft::{Durable, Entry, HardState, LogIndex, Persist, Recovery, Snapshot};
 
+use crate::error::DiskError;
+
 const FRAME_HEADER: usize = 8;
 
 /// The format of the files in the directory. Version 1 (no `format` file) was bincode; version
@@ -42,51 +44,51 @@ pub struct RaftStore {
     log_len: u64,
 }
 
-fn io(context: &str, path: &Path, error: std::io::Error) -> String {
-    format!("{context} {}: {error}", path.display())
-}
-
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
     let path = dir.join(name);
     let temp = dir.join(format!("{name}.tmp"));
-    let mut file = File::create(&temp).map_err(|e| io("cannot create", &temp, e))?;
-    file.write_all(bytes).map_err(|e| io("cannot write", &temp, e))?;
-    file.sync_all().map_err(|e| io("cannot sync", &temp, e))?;
-    std::fs::rename(&temp, &path).map_err(|e| io("cannot rename into", &path, e))?;
+    let mut file = File::create(&temp).map_err(|e| DiskError::io("create", &temp, e))?;
+    file.write_all(bytes).map_err(|e| DiskError::io("write", &temp, e))?;
+    file.sync_all().map_err(|e| DiskError::io("sync", &temp, e))?;
+    std::fs::rename(&temp, &path).map_err(|e| DiskError::io("rename into", &path, e))?;
     sync_dir(dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), String> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("cannot sync directory", dir, e))
+fn sync_dir(dir: &Path) -> Result<(), DiskError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| DiskError::io("sync directory", dir, e))
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, String> {
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, DiskError> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io("cannot read", path, e)),
+        Err(e) => Err(DiskError::io("read", path, e)),
     }
 }
 
 /// Checks the directory's format version, writing it into a directory that holds no Raft state
 /// yet. An older or newer format is refused with what to do.
-fn check_format(dir: &Path) -> Result<(), String> {
+fn check_format(dir: &Path) -> Result<(), DiskError> {
     let path = dir.join(FORMAT_FILE);
     match read_optional(&path)? {
         Some(bytes) if bytes == [FORMAT_VERSION] => Ok(()),
-        Some(bytes) => Err(format!(
-            "{} says format {bytes:?}; this keel reads Raft state of format version {FORMAT_VERSION} only: \
-             run the keel release that wrote it",
-            path.display()
+        Some(bytes) => Err(DiskError::refused(
+            &path,
+            format!(
+                "says format {bytes:?}; this keel reads Raft state of format version {FORMAT_VERSION} only: \
+                 run the keel release that wrote it"
+            ),
         )),
         None => {
             let written = STATE_FILES.iter().any(|name| dir.join(name).metadata().is_ok_and(|m| m.len() > 0));
             if written {
-                return Err(format!(
-                    "{} holds Raft state written by an older keel (format 1, bincode); this keel reads format \
-                     {FORMAT_VERSION} and cannot convert a cluster's metadata in place: start the cluster on \
-                     empty data directories",
-                    dir.display()
+                return Err(DiskError::refused(
+                    dir,
+                    format!(
+                        "holds Raft state written by an older keel (format 1, bincode); this keel reads format \
+                         {FORMAT_VERSION} and cannot convert a cluster's metadata in place: start the cluster on \
+                         empty data directories"
+                    ),
                 ));
             }
             write_atomically(dir, FORMAT_FILE, &[FORMAT_VERSION])
@@ -102,15 +104,15 @@ fn encode_checked<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bytes
 }
 
-fn decode_checked<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, String> {
+fn decode_checked<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, DiskError> {
     if bytes.len() < 4 {
-        return Err(format!("{} is truncated ({} bytes)", path.display(), bytes.len()));
+        return Err(DiskError::damaged(path, format!("truncated ({} bytes)", bytes.len())));
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32c::crc32c(body).to_le_bytes() != crc {
-        return Err(format!("{} fails its CRC check: the file is corrupt", path.display()));
+        return Err(DiskError::damaged(path, "it fails its CRC check"));
     }
-    postcard::from_bytes(body).map_err(|e| format!("{} cannot be decoded: {e}", path.display()))
+    postcard::from_bytes(body).map_err(|e| DiskError::damaged(path, format!("it cannot be decoded: {e}")))
 }
 
 fn frame(entry: &Entry) -> Vec<u8> {
@@ -124,8 +126,8 @@ fn frame(entry: &Entry) -> Vec<u8> {
 
 impl RaftStore {
     /// Opens (creating if needed) the Raft state in `dir` and recovers it.
-    pub fn open(dir: &Path) -> Result<RaftStore, String> {
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+    pub fn open(dir: &Path) -> Result<RaftStore, DiskError> {
+        std::fs::create_dir_all(dir).map_err(|e| DiskError::io("create", dir, e))?;
         check_format(dir)?;
         let state_path = dir.join("state");
         let (hard_state, recovery): (HardState, Recovery) = match read_optional(&state_path)? {
@@ -142,9 +144,9 @@ impl RaftStore {
         if let Some(mut file) = match File::open(&log_path) {
             Ok(file) => Some(file),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io("cannot open", &log_path, e)),
+            Err(e) => return Err(DiskError::io("open", &log_path, e)),
         } {
-            file.read_to_end(&mut bytes).map_err(|e| io("cannot read", &log_path, e))?;
+            file.read_to_end(&mut bytes).map_err(|e| DiskError::io("read", &log_path, e))?;
         }
         let (entries, offsets, valid_len) = scan_log(&log_path, &bytes, snapshot.as_ref())?;
         let log = OpenOptions::new()
@@ -153,7 +155,7 @@ impl RaftStore {
             .read(true)
             .write(true)
             .open(&log_path)
-            .map_err(|e| io("cannot open", &log_path, e))?;
+            .map_err(|e| DiskError::io("open", &log_path, e))?;
         if valid_len < bytes.len() as u64 {
             tracing::warn!(
                 path = %log_path.display(),
@@ -161,8 +163,8 @@ impl RaftStore {
                 dropped = bytes.len() as u64 - valid_len,
                 "cutting a torn tail off the Raft log"
             );
-            log.set_len(valid_len).map_err(|e| io("cannot truncate", &log_path, e))?;
-            log.sync_all().map_err(|e| io("cannot sync", &log_path, e))?;
+            log.set_len(valid_len).map_err(|e| DiskError::io("truncate", &log_path, e))?;
+            log.sync_all().map_err(|e| DiskError::io("sync", &log_path, e))?;
         }
         let durable = Durable { hard_state, snapshot, entries, recovery };
         Ok(RaftStore { dir: dir.to_path_buf(), log, durable, offsets, log_len: valid_len })
@@ -174,7 +176,7 @@ impl RaftStore {
     }
 
     /// Makes one persist operation durable.
-    pub fn persist(&mut self, persist: &Persist) -> Result<(), String> {
+    pub fn persist(&mut self, persist: &Persist) -> Result<(), DiskError> {
         if persist.hard_state.is_some() || persist.recovery.is_some() {
             let hard_state = persist.hard_state.unwrap_or(self.durable.hard_state);
             let recovery = persist.recovery.unwrap_or(self.durable.recovery);
@@ -196,21 +198,21 @@ impl RaftStore {
         Ok(())
     }
 
-    fn truncate_after(&mut self, after: LogIndex) -> Result<(), String> {
+    fn truncate_after(&mut self, after: LogIndex) -> Result<(), DiskError> {
         let keep = self.durable.entries.iter().take_while(|e| e.index <= after).count();
         if keep == self.offsets.len() {
             return Ok(());
         }
         let len = self.offsets[keep];
         let path = self.dir.join("log");
-        self.log.set_len(len).map_err(|e| io("cannot truncate", &path, e))?;
-        self.log.sync_all().map_err(|e| io("cannot sync", &path, e))?;
+        self.log.set_len(len).map_err(|e| DiskError::io("truncate", &path, e))?;
+        self.log.sync_all().map_err(|e| DiskError::io("sync", &path, e))?;
         self.offsets.truncate(keep);
         self.log_len = len;
         Ok(())
     }
 
-    fn append(&mut self, entries: &[Entry]) -> Result<(), String> {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), DiskError> {
         let path = self.dir.join("log");
         let mut bytes = Vec::new();
         for entry in entries {
@@ -218,16 +220,16 @@ impl RaftStore {
             bytes.extend_from_slice(&frame(entry));
         }
         use std::io::{Seek, SeekFrom};
-        self.log.seek(SeekFrom::Start(self.log_len)).map_err(|e| io("cannot seek", &path, e))?;
-        self.log.write_all(&bytes).map_err(|e| io("cannot append to", &path, e))?;
-        self.log.sync_data().map_err(|e| io("cannot sync", &path, e))?;
+        self.log.seek(SeekFrom::Start(self.log_len)).map_err(|e| DiskError::io("seek", &path, e))?;
+        self.log.write_all(&bytes).map_err(|e| DiskError::io("append to", &path, e))?;
+        self.log.sync_data().map_err(|e| DiskError::io("sync", &path, e))?;
         self.log_len += bytes.len() as u64;
         Ok(())
     }
 
     /// Replaces the log file with the entries after the snapshot (after a snapshot install or
     /// compaction, which are rare).
-    fn rewrite_log(&mut self) -> Result<(), String> {
+    fn rewrite_log(&mut self) -> Result<(), DiskError> {
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(self.durable.entries.len());
         for entry in &self.durable.entries {
@@ -236,7 +238,8 @@ impl RaftStore {
         }
         write_atomically(&self.dir, "log", &bytes)?;
         let path = self.dir.join("log");
-        self.log = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io("cannot reopen", &path, e))?;
+        self.log =
+            OpenOptions::new().read(true).write(true).open(&path).map_err(|e| DiskError::io("reopen", &path, e))?;
         self.offsets = offsets;
         self.log_len = bytes.len() as u64;
         Ok(())
@@ -245,7 +248,7 @@ impl RaftStore {
 
 /// Reads the log's frames: the entries after the snapshot, their offsets, and the length of the
 /// valid prefix.
-fn scan_log(path: &Path, bytes: &[u8], snapshot: Option<&Snapshot>) -> Result<(Vec<Entry>, Vec<u64>, u64), String> {
+fn scan_log(path: &Path, bytes: &[u8], snapshot: Option<&Snapshot>) -> Result<(Vec<Entry>, Vec<u64>, u64), DiskError> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut offsets = Vec::new();
     let mut at = 0usize;
@@ -265,9 +268,9 @@ fn scan_log(path: &Path, bytes: &[u8], snapshot: Option<&Snapshot>) -> Result<(V
         })();
         let Some((entry, frame_len)) = decoded else {
             if frame_start + FRAME_HEADER < bytes.len() && has_valid_frame_after(bytes, frame_start + 1) {
-                return Err(format!(
-                    "{} is corrupt at byte {frame_start} with valid entries after it; refusing to drop them",
-                    path.display()
+                return Err(DiskError::damaged(
+                    path,
+                    format!("corrupt at byte {frame_start} with valid entries after it; refusing to drop them"),
                 ));
             }
             return Ok((entries, offsets, frame_start as u64));
@@ -275,10 +278,9 @@ fn scan_log(path: &Path, bytes: &[u8], snapshot: Option<&Snapshot>) -> Result<(V
         let expected = entries.last().map_or(after + 1, |e| e.index + 1);
         if entry.index > after {
             if entry.index != expected {
-                return Err(format!(
-                    "{} holds entry {} where entry {expected} was expected",
-                    path.display(),
-                    entry.index
+                return Err(DiskError::damaged(
+                    path,
+                    format!("it holds entry {} where entry {expected} was expected", entry.index),
                 ));
             }
             offsets.push(frame_start as u64);
@@ -362,7 +364,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[FRAME_HEADER + 2] ^= 0xff; // inside the first entry
         std::fs::write(&path, &bytes).unwrap();
-        let error = RaftStore::open(dir.path()).unwrap_err();
+        let error = RaftStore::open(dir.path()).unwrap_err().to_string();
         assert!(error.contains("corrupt at byte 0"), "{error}");
     }
 
@@ -395,7 +397,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[0] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(RaftStore::open(dir.path()).unwrap_err().contains("CRC"));
+        assert!(RaftStore::open(dir.path()).unwrap_err().to_string().contains("CRC"));
     }
 
     #[test]
@@ -407,10 +409,10 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join(FORMAT_FILE)).unwrap(), [FORMAT_VERSION]);
         // What an older keel left: Raft state without a format file.
         std::fs::remove_file(dir.path().join(FORMAT_FILE)).unwrap();
-        let error = RaftStore::open(dir.path()).unwrap_err();
+        let error = RaftStore::open(dir.path()).unwrap_err().to_string();
         assert!(error.contains("older keel") && error.contains("empty data directories"), "{error}");
         std::fs::write(dir.path().join(FORMAT_FILE), [FORMAT_VERSION + 1]).unwrap();
-        let error = RaftStore::open(dir.path()).unwrap_err();
+        let error = RaftStore::open(dir.path()).unwrap_err().to_string();
         assert!(error.contains("keel release that wrote it"), "{error}");
         std::fs::write(dir.path().join(FORMAT_FILE), [FORMAT_VERSION]).unwrap();
         assert_eq!(RaftStore::open(dir.path()).unwrap().durable().entries, vec![entry(1, 1)]);

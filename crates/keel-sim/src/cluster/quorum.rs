@@ -116,7 +116,7 @@ fn decide(
     call: &Call,
     topic_id: TopicId,
 ) -> (Decided, Vec<MetadataRecord>) {
-    let refused = |e: keel_metadata::ControllerError| (Decided::Refused(e.code, e.message), Vec::new());
+    let refused = |e: keel_types::Refusal| (Decided::Refused(e.code, e.message), Vec::new());
     match call {
         Call::Register { previous_broker_epoch } => {
             let request = BrokerRegistrationRequest {
