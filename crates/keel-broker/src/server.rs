@@ -23,20 +23,42 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Serves Kafka clients on `listener` until `shutdown` turns true, then stops accepting, lets
 /// every connection finish the request it is handling, and returns.
-pub async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let mut connections = accept_until_shutdown(&listener, "Kafka listener", shutdown.clone(), |stream, peer| {
+        connection(broker.clone(), stream, peer, shutdown.clone())
+    })
+    .await;
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(open = connections.len(), "connections still busy after {DRAIN_TIMEOUT:?}; closing them");
+        connections.abort_all();
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` turns true, each served by `connection`
+/// on a task of its own; returns the connections still open, for the caller to drain or abort.
+/// Every port keel listens on accepts here.
+pub(crate) async fn accept_until_shutdown<F>(
+    listener: &TcpListener,
+    port: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    mut connection: impl FnMut(TcpStream, SocketAddr) -> F,
+) -> JoinSet<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let broker = broker.clone();
-                    let shutdown = shutdown.clone();
-                    connections.spawn(async move { connection(broker, stream, peer, shutdown).await });
+                    connections.spawn(connection(stream, peer));
                 }
                 Err(error) => {
                     // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
+                    tracing::warn!(%error, port, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -44,12 +66,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: wat
             _ = shutdown.changed() => break,
         }
     }
-    drop(listener);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(open = connections.len(), "connections still busy after {DRAIN_TIMEOUT:?}; closing them");
-        connections.abort_all();
-    }
+    connections
 }
 
 async fn connection(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {

@@ -6,6 +6,7 @@ use keel_kafka::kafka_protocol::messages::delete_records_response::{
 use keel_kafka::kafka_protocol::messages::*;
 use keel_types::ErrorCode;
 
+use super::fetch::served_partition;
 use crate::broker::Broker;
 
 impl Broker {
@@ -24,14 +25,12 @@ impl Broker {
                         let result = DeleteRecordsPartitionResult::default()
                             .with_partition_index(p.partition_index)
                             .with_low_watermark(-1);
-                        let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
-                            return result.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
-                        };
-                        // In a cluster the leader deletes; followers drop the same prefix
-                        // when their fetches show its new log start offset.
-                        let high_watermark = match super::fetch::leader_view(partition, -1) {
-                            Ok(view) => view.high_watermark,
-                            Err((error, _)) => return result.with_error_code(error.code()),
+                        // The leader deletes; followers drop the same prefix when their
+                        // fetches show its new log start offset.
+                        let (partition, high_watermark) = match served_partition(topic.as_ref(), p.partition_index, -1)
+                        {
+                            Ok((partition, view)) => (partition, view.high_watermark),
+                            Err(error) => return result.with_error_code(error.code()),
                         };
                         let offset = if p.offset == -1 { high_watermark } else { p.offset };
                         if offset < 0 || offset > high_watermark {

@@ -195,6 +195,19 @@ pub(crate) fn leader_view(partition: &Partition, current_leader_epoch: i32) -> R
     }
 }
 
+/// Partition `index` of `topic` as its leader serves it to clients (ListOffsets,
+/// DeleteRecords): UNKNOWN_TOPIC_OR_PARTITION if this broker holds no such partition, else what
+/// [`leader_view`] says.
+pub(crate) fn served_partition(
+    topic: Option<&Arc<Topic>>,
+    index: i32,
+    current_leader_epoch: i32,
+) -> Result<(&Partition, LeaderView), ErrorCode> {
+    let partition = topic.and_then(|t| t.partition(index)).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+    let view = leader_view(partition, current_leader_epoch).map_err(|(error, _)| error)?;
+    Ok((partition, view))
+}
+
 /// A follower's fetch, decided by the replication engine: it may read up to the log end, or
 /// is told where its log diverges, or is refused. `replica` is the follower and the broker
 /// epoch it fetched with (-1 before Fetch v15).

@@ -6,7 +6,7 @@ use keel_kafka::kafka_protocol::messages::list_offsets_response::{
 use keel_kafka::kafka_protocol::messages::*;
 use keel_types::ErrorCode;
 
-use super::fetch::leader_view;
+use super::fetch::served_partition;
 use crate::broker::{code, Broker};
 use crate::topics::Partition;
 
@@ -26,13 +26,11 @@ impl Broker {
                     .into_iter()
                     .map(|p| {
                         let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                        let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
-                            return response.with_error_code(code(ErrorCode::UnknownTopicOrPartition));
-                        };
-                        let view = match leader_view(partition, p.current_leader_epoch) {
-                            Ok(view) => view,
-                            Err((error, _)) => return response.with_error_code(code(error)),
-                        };
+                        let (partition, view) =
+                            match served_partition(topic.as_ref(), p.partition_index, p.current_leader_epoch) {
+                                Ok(served) => served,
+                                Err(error) => return response.with_error_code(code(error)),
+                            };
                         let high_watermark = view.high_watermark;
                         let found = match p.timestamp {
                             // A new leader's high watermark may still be below its

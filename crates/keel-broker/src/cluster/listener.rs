@@ -4,37 +4,25 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::controller::{ControllerHandle, Event};
 use super::protocol::{Frame, Request};
 use super::transport::{read_frame, write_frame};
+use crate::server::accept_until_shutdown;
 
 /// Serves the cluster port until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, controller: ControllerHandle, mut shutdown: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let controller = controller.clone();
-                    connections.spawn(async move {
-                        if let Err(error) = connection(stream, controller).await {
-                            tracing::debug!(%peer, %error, "cluster connection closed");
-                        }
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cluster port accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = shutdown.changed() => break,
+pub async fn serve(listener: TcpListener, controller: ControllerHandle, shutdown: watch::Receiver<bool>) {
+    let connections = accept_until_shutdown(&listener, "cluster port", shutdown, |stream, peer| {
+        let controller = controller.clone();
+        async move {
+            if let Err(error) = connection(stream, controller).await {
+                tracing::debug!(%peer, %error, "cluster connection closed");
+            }
         }
-    }
-    connections.abort_all();
+    })
+    .await;
+    // Dropping the set aborts the open connections: peers reconnect to whoever serves next.
+    drop(connections);
 }
 
 async fn connection(mut stream: TcpStream, controller: ControllerHandle) -> std::io::Result<()> {
