@@ -25,7 +25,12 @@ Checks, each asserting what a Kafka broker answers:
     list/describe show EMPTY, list_consumer_group_offsets shows the commits,
     alter_consumer_group_offsets changes one, delete_consumer_groups succeeds and the group
     and its offsets are gone; a group that only has offsets (committed through the admin API)
-    is listed as a simple consumer group.
+    is listed as a simple consumer group;
+  - SCRAM credentials (KIP-554): alter_user_scram_credentials upserts SCRAM-SHA-256 and
+    SCRAM-SHA-512 credentials (librdkafka salts and hashes the password), refuses fewer than
+    4096 iterations with UNACCEPTABLE_CREDENTIAL and deleting a missing credential with
+    RESOURCE_NOT_FOUND; describe_user_scram_credentials lists the mechanisms and iterations;
+    a deletion removes one.
 """
 
 import logging
@@ -40,7 +45,8 @@ from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupTopicPar
                              TopicPartition)
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    ConfigSource, NewPartitions, NewTopic, OffsetSpec,
-                                   ResourceType)
+                                   ResourceType, ScramCredentialInfo, ScramMechanism,
+                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
 BASE_TS = (int(time.time()) - 3600) * 1000
 MAX_TS_INDEX = 70  # the record of partition 0 with the largest timestamp
@@ -400,6 +406,51 @@ def check_groups(admin, bootstrap, topic, run):
     log("offsets-only group: listed EMPTY and simple, offsets listed, deleted")
 
 
+def scram_described(admin, user):
+    described = admin.describe_user_scram_credentials([user], request_timeout=15)[user].result(timeout=20)
+    return sorted((info.mechanism, info.iterations) for info in described.scram_credential_infos)
+
+
+def check_scram(admin, run):
+    user = f"compat-user-{run}"
+    sha256, sha512 = ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512
+    futures = admin.alter_user_scram_credentials([
+        UserScramCredentialUpsertion(user, ScramCredentialInfo(sha256, 4096), b"secret-256"),
+        UserScramCredentialUpsertion(f"{user}-512", ScramCredentialInfo(sha512, 8192), b"secret-512"),
+    ], request_timeout=15)
+    for name, future in futures.items():
+        future.result(timeout=20)
+    if scram_described(admin, user) != [(sha256, 4096)]:
+        fail(f"describe_user_scram_credentials({user}) = {scram_described(admin, user)}")
+    if scram_described(admin, f"{user}-512") != [(sha512, 8192)]:
+        fail(f"describe_user_scram_credentials({user}-512) = {scram_described(admin, f'{user}-512')}")
+    everyone = admin.describe_user_scram_credentials(request_timeout=15).result(timeout=20)
+    if user not in everyone or f"{user}-512" not in everyone:
+        fail(f"describe_user_scram_credentials() lists {sorted(everyone)}, not {user}")
+    refused = {
+        "too few iterations": (UserScramCredentialUpsertion(f"{user}-weak", ScramCredentialInfo(sha256, 100), b"x"),
+                               KafkaError.UNACCEPTABLE_CREDENTIAL),
+        "missing credential": (UserScramCredentialDeletion(f"{user}-ghost", sha512), KafkaError.RESOURCE_NOT_FOUND),
+    }
+    for what, (alteration, code) in refused.items():
+        future = admin.alter_user_scram_credentials([alteration], request_timeout=15)[alteration.user]
+        try:
+            future.result(timeout=20)
+            fail(f"alter_user_scram_credentials ({what}) succeeded")
+        except KafkaException as e:
+            if e.args[0].code() != code:
+                fail(f"alter_user_scram_credentials ({what}) failed with {e}, want {code}")
+    deleted = admin.alter_user_scram_credentials([UserScramCredentialDeletion(user, sha256)], request_timeout=15)
+    deleted[user].result(timeout=20)
+    try:
+        scram_described(admin, user)
+        fail(f"{user} still described after its only credential was deleted")
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
+            fail(f"describe_user_scram_credentials of a deleted user failed with {e}")
+    log("SCRAM credentials: upserted (SHA-256, SHA-512), described, refused, deleted")
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__)
@@ -418,6 +469,7 @@ def main():
     check_configs(admin, topic)
     check_records_and_offsets(admin, bootstrap, topic)
     check_groups(admin, bootstrap, topic, run)
+    check_scram(admin, run)
     if PROBLEMS:
         fail("; ".join(PROBLEMS))
     log("all checks passed")

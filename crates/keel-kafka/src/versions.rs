@@ -52,6 +52,8 @@ pub const SUPPORTED_APIS: &[SupportedVersions] = &[
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::DescribeLogDirs, 1, 4),
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The range keel serves for `api_key`, if it serves it at all.

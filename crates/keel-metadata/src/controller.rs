@@ -20,6 +20,7 @@ use crate::image::{self, MetadataImage, TopicImage, MIN_INSYNC_REPLICAS, UNCLEAN
 use crate::partition::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
 use crate::producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
 use crate::records::{Endpoint, MetadataRecord};
+use crate::scram::{alter_scram_credentials, ScramDeletion, ScramUpsertion};
 
 /// The controller's settings (Kafka's names in each field's documentation).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -611,6 +612,21 @@ impl Controller {
         let mut records = Vec::new();
         self.emit(&mut records, MetadataRecord::RemoveTopic { id });
         Ok(Decision { reply: id, records })
+    }
+
+    /// Sets and removes SCRAM credentials (AlterUserScramCredentials): see [`crate::scram`].
+    /// The reply says what each named user got; the records are the accepted changes.
+    pub fn alter_scram_credentials(
+        &mut self,
+        deletions: &[ScramDeletion],
+        upsertions: &[ScramUpsertion],
+    ) -> Decision<Vec<(String, Result<(), Refusal>)>> {
+        let (results, accepted) = alter_scram_credentials(&self.image, deletions, upsertions);
+        let mut records = Vec::new();
+        for record in accepted {
+            self.emit(&mut records, record);
+        }
+        Decision { reply: results, records }
     }
 
     /// Replaces a topic's configs (AlterConfigs). The controller checks only the configs it

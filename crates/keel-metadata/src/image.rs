@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use keel_auth::{ScramCredential, ScramMechanism};
 use keel_types::{BrokerEpoch, NodeId, TopicId};
 use serde::{Deserialize, Serialize};
 
@@ -133,6 +134,17 @@ pub struct MetadataImage {
     broker_epoch_last: BrokerEpoch,
     /// The first producer id no block has held: the next block starts here (KIP-730).
     next_producer_id: i64,
+    /// SCRAM credentials by user, one per mechanism (format version 4).
+    scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+}
+
+/// A version-3 image: [`MetadataImage`] before SCRAM credentials.
+#[derive(Deserialize)]
+struct MetadataImageV3 {
+    brokers: BTreeMap<NodeId, BrokerRegistration>,
+    topics: BTreeMap<TopicId, TopicImage>,
+    broker_epoch_last: BrokerEpoch,
+    next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -212,6 +224,17 @@ impl MetadataImage {
                 // Blocks only move forward; an id once handed out is never handed out again.
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
+            MetadataRecord::ScramCredential { user, credential } => {
+                self.scram.entry(user.clone()).or_default().insert(credential.mechanism, credential.clone());
+            }
+            MetadataRecord::RemoveScramCredential { user, mechanism } => {
+                if let Some(credentials) = self.scram.get_mut(user) {
+                    credentials.remove(mechanism);
+                    if credentials.is_empty() {
+                        self.scram.remove(user);
+                    }
+                }
+            }
         }
     }
 
@@ -233,6 +256,16 @@ impl MetadataImage {
     /// ones that may lead, join an ISR or get new replicas.
     pub fn active_brokers(&self) -> Vec<NodeId> {
         self.brokers.iter().filter(|(_, b)| b.is_active()).map(|(&node, _)| node).collect()
+    }
+
+    /// `user`'s SCRAM credential for `mechanism`.
+    pub fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<&ScramCredential> {
+        self.scram.get(user)?.get(&mechanism)
+    }
+
+    /// Every user with a SCRAM credential, in name order, with its credentials by mechanism.
+    pub fn scram_users(&self) -> &BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>> {
+        &self.scram
     }
 
     /// The highest broker epoch handed out so far (0 before the first registration).
@@ -277,7 +310,19 @@ impl MetadataImage {
 
     /// Parses what [`MetadataImage::encode`] wrote; `Err` says why the bytes are not an image.
     pub fn decode(bytes: &[u8]) -> Result<MetadataImage, String> {
-        let mut image: MetadataImage = records::decode(bytes, "metadata image")?;
+        let mut image: MetadataImage = if bytes.first() == Some(&3) {
+            let v3: MetadataImageV3 = records::decode(bytes, "metadata image")?;
+            MetadataImage {
+                brokers: v3.brokers,
+                topics: v3.topics,
+                topic_ids: BTreeMap::new(),
+                broker_epoch_last: v3.broker_epoch_last,
+                next_producer_id: v3.next_producer_id,
+                scram: BTreeMap::new(),
+            }
+        } else {
+            records::decode(bytes, "metadata image")?
+        };
         for (&id, topic) in &image.topics {
             if id != topic.id {
                 return Err(format!("metadata image lists topic {:?} under id {id:x}, not {:x}", topic.name, topic.id));
@@ -306,6 +351,14 @@ impl MetadataImage {
         }
         if self.next_producer_id < 0 {
             return Err(format!("the next producer id {} is negative", self.next_producer_id));
+        }
+        for (user, credentials) in &self.scram {
+            if user.is_empty() || credentials.is_empty() {
+                return Err(format!("SCRAM user {user:?} has {} credentials", credentials.len()));
+            }
+            if let Some((mechanism, _)) = credentials.iter().find(|(&m, c)| m != c.mechanism) {
+                return Err(format!("SCRAM user {user:?} has a credential under {mechanism} for another mechanism"));
+            }
         }
         for (node, broker) in &self.brokers {
             if broker.broker_epoch < BrokerEpoch(1) || broker.broker_epoch > self.broker_epoch_last {
@@ -414,6 +467,29 @@ mod tests {
         }
         image.check_invariants().unwrap();
         image
+    }
+
+    #[test]
+    fn a_version_3_image_decodes_without_scram_credentials() {
+        #[derive(Serialize)]
+        struct V3<'a> {
+            brokers: &'a BTreeMap<NodeId, BrokerRegistration>,
+            topics: &'a BTreeMap<TopicId, TopicImage>,
+            broker_epoch_last: BrokerEpoch,
+            next_producer_id: i64,
+        }
+        let image = sample();
+        let v3 = V3 {
+            brokers: &image.brokers,
+            topics: &image.topics,
+            broker_epoch_last: image.broker_epoch_last,
+            next_producer_id: image.next_producer_id,
+        };
+        let bytes = postcard::to_extend(&v3, vec![3]).unwrap();
+        assert_eq!(MetadataImage::decode(&bytes).unwrap(), image);
+        let mut older = bytes.clone();
+        older[0] = 2;
+        assert!(MetadataImage::decode(&older).unwrap_err().contains("older keel"));
     }
 
     #[test]

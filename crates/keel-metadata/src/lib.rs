@@ -19,6 +19,8 @@
 //!   heartbeats, session expiry and fencing, controlled shutdown, replica placement, topic and
 //!   config changes, preferred-leader rebalancing, producer-id blocks. Each decision returns
 //!   the records to append and has already applied them to its working image.
+//! - [`scram`]: SCRAM credential changes (AlterUserScramCredentials), decided as Kafka's
+//!   `ScramControlManager` does; the image keeps the salted keys, never a password.
 //! - [`quorum`]: [`QuorumController`], a member of the controller quorum: keel-raft carrying
 //!   the metadata log, the applied image, the active [`Controller`] on the caught-up leader,
 //!   requests waiting for their records to commit, compaction into snapshots, and the
@@ -36,6 +38,7 @@ pub mod partition;
 pub mod producer_ids;
 pub mod quorum;
 pub mod records;
+pub mod scram;
 
 #[cfg(test)]
 mod tests;
@@ -49,3 +52,4 @@ pub use partition::{AlterIsr, Eligibility, Mutation, PartitionRegistration};
 pub use producer_ids::{ProducerIdAllocator, ProducerIdBlock, PRODUCER_ID_BLOCK_SIZE};
 pub use quorum::{Answer, CommittedLog, MetadataDelta, MetadataReplay, QuorumConfig, QuorumController};
 pub use records::{Endpoint, MetadataRecord};
+pub use scram::{alter_scram_credentials, describe_scram_user, ScramAltered, ScramDeletion, ScramUpsertion};

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use keel_auth::{ScramCredential, ScramMechanism};
 use keel_types::{BrokerEpoch, NodeId, TopicId};
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +16,14 @@ use crate::partition::PartitionRegistration;
 
 /// The version byte in front of every encoded record, batch and image. Version 2: broker
 /// registrations carry the process id, and the image the next producer id (KIP-730).
-/// Version 3: postcard instead of bincode (unmaintained, RUSTSEC-2025-0141).
-pub(crate) const FORMAT_VERSION: u8 = 3;
+/// Version 3: postcard instead of bincode (unmaintained, RUSTSEC-2025-0141). Version 4: SCRAM
+/// credentials (records and an image field); version 3 records and images still decode.
+pub(crate) const FORMAT_VERSION: u8 = 4;
+
+/// The oldest format this keel reads: a version-3 record is a version-4 record (version 4
+/// only added record kinds at the end), and a version-3 image decodes into an image without
+/// SCRAM credentials ([`crate::MetadataImage::decode`]).
+pub(crate) const FORMAT_VERSION_OLDEST: u8 = 3;
 
 /// A listener a broker registers: clients reach it at `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -74,6 +81,11 @@ pub enum MetadataRecord {
     /// A block of producer ids went to broker `node` (at `broker_epoch`), and the next block
     /// starts at `next_producer_id` (KIP-730's ProducerIdsRecord). Only ever grows.
     ProducerIds { node: NodeId, broker_epoch: BrokerEpoch, next_producer_id: i64 },
+    /// A user's SCRAM credential for one mechanism, new or replacing the one it had (Kafka's
+    /// UserScramCredentialRecord). Only the salted keys: the password is never stored.
+    ScramCredential { user: String, credential: ScramCredential },
+    /// A user no longer has a credential for `mechanism` (RemoveUserScramCredentialRecord).
+    RemoveScramCredential { user: String, mechanism: ScramMechanism },
 }
 
 impl MetadataRecord {
@@ -115,9 +127,9 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> 
              upgrade keel on this node"
         ));
     }
-    if version < FORMAT_VERSION {
+    if version < FORMAT_VERSION_OLDEST {
         return Err(format!(
-            "{what} has format version {version}, written by an older keel; this keel reads only version \
+            "{what} has format version {version}, written by an older keel; this keel reads versions {FORMAT_VERSION_OLDEST} to \
              {FORMAT_VERSION} and cannot upgrade a cluster's metadata in place: start the cluster on empty \
              data directories"
         ));

@@ -5,6 +5,7 @@
 //! that cannot be answered at all closes the connection (see `server`).
 
 pub(crate) mod alter_configs;
+pub(crate) mod alter_user_scram_credentials;
 pub(crate) mod api_versions;
 pub(crate) mod create_partitions;
 pub(crate) mod create_topics;
@@ -15,6 +16,7 @@ pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
 pub(crate) mod describe_log_dirs;
+pub(crate) mod describe_user_scram_credentials;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
 pub(crate) mod heartbeat;
@@ -89,6 +91,12 @@ impl Broker {
             RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r)),
             RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(self.describe_cluster(link, r, version)),
             RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)),
+            RequestKind::AlterUserScramCredentials(r) => {
+                ResponseKind::AlterUserScramCredentials(self.alter_user_scram_credentials(link, r).await)
+            }
+            RequestKind::DescribeUserScramCredentials(r) => {
+                ResponseKind::DescribeUserScramCredentials(self.describe_user_scram_credentials(link, r))
+            }
             other => {
                 // decode_request only lets supported APIs through; reaching here is a bug.
                 unreachable!("request for {api_key:?} passed decoding but has no handler: {other:?}")

@@ -1,6 +1,7 @@
 //! Cluster calls mapped onto the active controller's decisions.
 
 use keel_metadata::{BrokerRegistrationRequest, Controller, MetadataRecord};
+use keel_types::ErrorCode;
 use keel_types::Refusal;
 use keel_types::{Instant, Rng};
 
@@ -47,6 +48,18 @@ pub fn decide(controller: &mut Controller, now: Instant, rng: &mut Rng, request:
             (Response::Done, controller.create_partitions_assigned(&name, assignment)?.records)
         }
         Request::AlterConfigs { name, configs } => (Response::Done, controller.alter_configs(&name, configs)?.records),
+        Request::AlterScramCredentials { deletions, upsertions } => {
+            let d = controller.alter_scram_credentials(&deletions, &upsertions);
+            let results = d
+                .reply
+                .into_iter()
+                .map(|(user, result)| match result {
+                    Ok(()) => (user, ErrorCode::None.code(), String::new()),
+                    Err(refusal) => (user, refusal.code.code(), refusal.message),
+                })
+                .collect();
+            (Response::ScramAltered { results }, d.records)
+        }
         Request::FetchMetadata { .. } | Request::Status => {
             unreachable!("the controller task answers metadata fetches and status itself")
         }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_metadata::{AlterIsr, PartitionRegistration, ProducerIdBlock};
+use keel_metadata::{AlterIsr, PartitionRegistration, ProducerIdBlock, ScramDeletion, ScramUpsertion};
 use keel_raft::Message;
 use keel_types::{BrokerEpoch, NodeId, TopicId};
 use serde::{Deserialize, Serialize};
@@ -91,6 +91,11 @@ pub enum Request {
     },
     /// This controller's view, for `keel cluster status`.
     Status,
+    /// AlterUserScramCredentials.
+    AlterScramCredentials {
+        deletions: Vec<ScramDeletion>,
+        upsertions: Vec<ScramUpsertion>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +136,11 @@ pub enum Response {
         records: Vec<(u64, Vec<u8>)>,
     },
     Status(ControllerStatus),
+    /// What each user named in an AlterScramCredentials got: a Kafka error code (0: done) and
+    /// a message.
+    ScramAltered {
+        results: Vec<(String, i16, String)>,
+    },
 }
 
 /// One controller's view of the quorum and the cluster.
