@@ -37,6 +37,7 @@ mod credential;
 mod mechanism;
 mod plain;
 mod principal;
+mod sasl;
 mod scram;
 
 pub use acl::{
@@ -48,4 +49,5 @@ pub use credential::{validate_scram_username, ScramCredential};
 pub use mechanism::ScramMechanism;
 pub use plain::{preferred_credential, PlainError, PlainResponse, PLAIN_MESSAGE_BYTES_MAX};
 pub use principal::{KafkaPrincipal, PrincipalError};
+pub use sasl::{SaslContext, SaslMechanism, SaslSession, SaslStep};
 pub use scram::{encode_saslname, ScramError, ScramServer, ScramSuccess, CLIENT_MESSAGE_BYTES_MAX};
