@@ -21,7 +21,12 @@
 #   kafka-python-groups  the same group scenario with kafka-python's own group implementation
 #   confluent-admin  AdminClient: describe_cluster, create_partitions, incremental_alter_configs,
 #              alter_configs, describe_configs, delete_records, list_offsets (max timestamp),
-#              list/describe/delete consumer groups, list/alter consumer group offsets
+#              list/describe/delete consumer groups, list/alter consumer group offsets,
+#              SCRAM credentials (alter/describe_user_scram_credentials)
+#   sasl      a SASL_PLAINTEXT listener beside the PLAINTEXT one: confluent-kafka logs in with
+#              SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN (the KEEL_BOOTSTRAP_USER user and one
+#              created through the admin API), wrong passwords and unknown users are refused,
+#              kafka-python logs in with SCRAM-SHA-256
 #   kafka-python-admin  KafkaAdminClient: describe_cluster, create_partitions, alter_configs,
 #              describe_configs, describe_log_dirs, delete_records, list/describe/delete
 #              consumer groups, list_consumer_group_offsets
@@ -138,6 +143,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+SASL_USER=compat-admin
+SASL_PASSWORD=compat-admin-secret
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -147,9 +154,14 @@ start_keel() {
     local i
     PORT=$(free_port)
     BOOTSTRAP="127.0.0.1:$PORT"
+    SASL_BOOTSTRAP="127.0.0.1:$(free_port)"
     # A cluster of one; its cluster port on a free port too, so nothing else on 9093 matters.
-    "$KEEL" serve --data-dir "$WORK/data" --listen "$BOOTSTRAP" --controller-listen "127.0.0.1:$(free_port)" \
-        >"$KEEL_LOG" 2>&1 &
+    # Two listeners: PLAINTEXT for most tests, SASL_PLAINTEXT (with a bootstrap user) for
+    # test_sasl.py.
+    printf 'sasl_mechanisms = ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]\n' >"$WORK/keel.toml"
+    KEEL_BOOTSTRAP_USER="$SASL_USER:$SASL_PASSWORD" "$KEEL" serve --config "$WORK/keel.toml" --data-dir "$WORK/data" \
+        --listener "PLAINTEXT://$BOOTSTRAP" --listener "SASL_PLAINTEXT://$SASL_BOOTSTRAP" \
+        --controller-listen "127.0.0.1:$(free_port)" >"$KEEL_LOG" 2>&1 &
     KEEL_PID=$!
     for ((i = 0; i < START_TIMEOUT * 10; i++)); do
         if ! kill -0 "$KEEL_PID" 2>/dev/null; then
@@ -196,6 +208,7 @@ if start_keel; then
     run_test confluent "$PY" "$HERE/test_confluent.py" "$BOOTSTRAP"
     run_test kafka-python "$PY" "$HERE/test_kafka_python.py" "$BOOTSTRAP"
     run_test kcat bash "$HERE/test_kcat.sh" "$BOOTSTRAP"
+    run_test sasl "$PY" "$HERE/test_sasl.py" "$SASL_BOOTSTRAP" "$BOOTSTRAP" "$SASL_USER" "$SASL_PASSWORD"
     run_test confluent-groups "$PY" "$HERE/test_confluent_groups.py" "$BOOTSTRAP"
     run_test kafka-python-groups "$PY" "$HERE/test_kafka_python_groups.py" "$BOOTSTRAP"
     run_test confluent-admin "$PY" "$HERE/test_confluent_admin.py" "$BOOTSTRAP"

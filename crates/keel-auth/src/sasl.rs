@@ -102,10 +102,11 @@ impl SaslSession {
 
     /// Whether a request with Kafka API key `api_key` may be served now. Before
     /// authentication only ApiVersions and the two SASL requests may; Kafka closes the
-    /// connection on anything else, and so should the caller.
+    /// connection on anything else, and so should the caller. After it every request may (a
+    /// SASL request then gets ILLEGAL_SASL_STATE from the request handlers, as in Kafka).
     pub fn allows(&self, api_key: i16) -> bool {
         match self.state {
-            State::Authenticated(_) => api_key != SASL_HANDSHAKE && api_key != SASL_AUTHENTICATE,
+            State::Authenticated(_) => true,
             State::Refused => false,
             _ => matches!(api_key, API_VERSIONS | SASL_HANDSHAKE | SASL_AUTHENTICATE),
         }
@@ -258,7 +259,7 @@ mod tests {
             SaslStep::Authenticated { .. }
         ));
         assert_eq!(session.principal(), Some(&KafkaPrincipal::user("alice")));
-        assert!(session.allows(0) && session.allows(3) && !session.allows(SASL_HANDSHAKE));
+        assert!(session.allows(0) && session.allows(3));
     }
 
     #[test]

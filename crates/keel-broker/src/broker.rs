@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::clock::now_ms;
 use crate::cluster::ClusterLink;
-use crate::config::{BrokerConfig, ConfigError};
+use crate::config::{BrokerConfig, ConfigError, KafkaListener};
 use crate::error::NodeError;
 use crate::groups::Groups;
 use crate::producer_ids::ProducerIds;
@@ -23,6 +23,11 @@ pub struct Client {
     pub client_id: String,
     /// Kafka's form: `/` and the IP address.
     pub host: String,
+    /// The listener the connection came in on (its name, `PLAINTEXT` or `SASL_PLAINTEXT`):
+    /// Metadata and FindCoordinator answer with addresses on the same listener.
+    pub listener: &'static str,
+    /// Who authenticated on this connection (SASL listeners), `None` on a PLAINTEXT one.
+    pub principal: Option<keel_auth::KafkaPrincipal>,
 }
 
 /// What the connection does after a request.
@@ -43,6 +48,14 @@ pub struct Broker {
     pub topics: Topics,
     pub cluster_id: String,
     pub(crate) advertised: (String, u16),
+    /// The Kafka listeners, in config order (the first is the inter-broker one).
+    pub(crate) listeners: Vec<KafkaListener>,
+    /// The mechanisms SASL listeners offer.
+    pub(crate) sasl_mechanisms: Vec<keel_auth::SaslMechanism>,
+    /// Behind the fake SCRAM credentials of unknown users ([`keel_auth::ScramCredential::fake_for`]):
+    /// drawn per process, so an unknown user's fake salt changes at a restart where a real
+    /// one does not.
+    pub(crate) sasl_secret: SaslSecret,
     /// Woken after every append (and high watermark advance), so long-polling fetches re-read.
     pub(crate) appended: Arc<Notify>,
     pub(crate) producer_ids: ProducerIds,
@@ -52,6 +65,15 @@ pub struct Broker {
     /// This node's link to the controller and the replayed metadata.
     pub(crate) cluster: ClusterLink,
     pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// A secret that `Debug` does not print.
+pub(crate) struct SaslSecret(pub(crate) [u8; 32]);
+
+impl std::fmt::Debug for SaslSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SaslSecret([hidden])")
+    }
 }
 
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
@@ -68,7 +90,13 @@ impl Broker {
     /// `shutdown` turning true wakes long-polling fetches so they answer at once.
     pub fn open(config: BrokerConfig, link: ClusterLink, shutdown: watch::Receiver<bool>) -> Result<Broker, NodeError> {
         config.validate()?;
-        let advertised = config.advertised()?;
+        let listeners = config.kafka_listeners()?;
+        let advertised = listeners[0].advertised.clone();
+        let sasl_mechanisms = config.sasl_mechanisms()?;
+        let mut secret = [0u8; 32];
+        secret[..16].copy_from_slice(Uuid::new_v4().as_bytes());
+        secret[16..].copy_from_slice(Uuid::new_v4().as_bytes());
+        let sasl_secret = SaslSecret(secret);
         let topics = Topics::open(&config.data_dir, config.topic_defaults.clone(), now_ms())?;
         let appended = Arc::new(Notify::new());
         // Producer ids come from the controller (KIP-730): a counter in the data directory
@@ -81,6 +109,9 @@ impl Broker {
             topics,
             cluster_id,
             advertised,
+            listeners,
+            sasl_mechanisms,
+            sasl_secret,
             appended,
             producer_ids,
             groups: Arc::new(groups),

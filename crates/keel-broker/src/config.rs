@@ -3,9 +3,11 @@
 //! Keys are Kafka's where Kafka has one, written in snake case in the file
 //! (`auto_create_topics_enable` is Kafka's `auto.create.topics.enable`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use keel_auth::SaslMechanism;
 use keel_storage::{FlushPolicy, LogConfig};
 use serde::Deserialize;
 
@@ -22,6 +24,10 @@ pub enum ConfigError {
     FlushPolicy { setting: &'static str, value: String },
     #[error("advertise address {value:?} must be HOST:PORT with a port from 0 to 65535")]
     AdvertiseAddress { value: String },
+    #[error("{setting} entry {value:?}: {reason}")]
+    Listener { setting: &'static str, value: String, reason: String },
+    #[error("sasl_mechanisms entry {value:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")]
+    SaslMechanism { value: String },
     #[error("controllers entry {entry:?} must look like 1@127.0.0.1:9093{}", detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
     ControllersEntry { entry: String, detail: Option<String> },
     #[error("controllers lists node {node} twice")]
@@ -58,6 +64,19 @@ pub struct BrokerConfig {
     /// The address clients are told to connect to (Kafka's `advertised.listeners`); defaults
     /// to `listen`.
     pub advertise: Option<String>,
+    /// Kafka's `listeners`: `PROTOCOL://IP:PORT` entries, each protocol at most once
+    /// (`PLAINTEXT`, `SASL_PLAINTEXT`). Empty: one PLAINTEXT listener on `listen`. The first
+    /// one also carries replication between brokers.
+    pub listeners: Vec<String>,
+    /// Kafka's `advertised.listeners`: `PROTOCOL://HOST:PORT` for listeners whose clients
+    /// must use another address than the one bound.
+    pub advertised_listeners: Vec<String>,
+    /// Kafka's `sasl.enabled.mechanisms` for SASL listeners.
+    pub sasl_mechanisms: Vec<String>,
+    /// `NAME:PASSWORD` of a first user to create at start when no user has SCRAM credentials
+    /// (from the environment, `KEEL_BOOTSTRAP_USER`; never read from the config file).
+    #[serde(skip)]
+    pub bootstrap_user: Option<String>,
     /// `socket.request.max.bytes`: larger request frames close the connection.
     pub socket_request_max_bytes: usize,
     /// `auto.create.topics.enable`: Metadata and Produce for an unknown topic create it.
@@ -158,6 +177,10 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./keel-data"),
             listen: "127.0.0.1:9092".parse().expect("valid address"),
             advertise: None,
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            sasl_mechanisms: vec!["SCRAM-SHA-256".to_string(), "SCRAM-SHA-512".to_string()],
+            bootstrap_user: None,
             socket_request_max_bytes: 100 * 1024 * 1024,
             auto_create_topics_enable: true,
             log_json: false,
@@ -224,6 +247,60 @@ impl BrokerConfig {
         Ok((host.trim_matches(['[', ']']).to_string(), port))
     }
 
+    /// The Kafka listeners, in order: `listeners` with `advertised_listeners`, or one
+    /// PLAINTEXT listener on `listen` advertised as `advertise`.
+    pub fn kafka_listeners(&self) -> Result<Vec<KafkaListener>, ConfigError> {
+        if self.listeners.is_empty() {
+            let protocol = SecurityProtocol::Plaintext;
+            return Ok(vec![KafkaListener { protocol, bind: self.listen, advertised: self.advertised()? }]);
+        }
+        let mut advertised = BTreeMap::new();
+        for entry in &self.advertised_listeners {
+            let (protocol, address) = parse_listener("advertised_listeners", entry)?;
+            let invalid = |reason: &str| ConfigError::Listener {
+                setting: "advertised_listeners",
+                value: entry.clone(),
+                reason: reason.to_string(),
+            };
+            let (host, port) = address.rsplit_once(':').ok_or_else(|| invalid("must be PROTOCOL://HOST:PORT"))?;
+            let port: u16 = port.parse().map_err(|_| invalid("the port must be 0 to 65535"))?;
+            if advertised.insert(protocol, (host.trim_matches(['[', ']']).to_string(), port)).is_some() {
+                return Err(invalid("names its protocol twice"));
+            }
+        }
+        let mut listeners: Vec<KafkaListener> = Vec::new();
+        for entry in &self.listeners {
+            let (protocol, address) = parse_listener("listeners", entry)?;
+            let invalid = |reason: &str| ConfigError::Listener {
+                setting: "listeners",
+                value: entry.clone(),
+                reason: reason.into(),
+            };
+            let bind: SocketAddr = address.parse().map_err(|_| invalid("the address must be IP:PORT"))?;
+            if listeners.iter().any(|l| l.protocol == protocol) {
+                return Err(invalid("names its protocol twice"));
+            }
+            let advertised = advertised.remove(&protocol).unwrap_or((bind.ip().to_string(), bind.port()));
+            listeners.push(KafkaListener { protocol, bind, advertised });
+        }
+        if let Some(protocol) = advertised.keys().next() {
+            return Err(ConfigError::Listener {
+                setting: "advertised_listeners",
+                value: protocol.name().to_string(),
+                reason: "names a protocol that no entry of listeners has".into(),
+            });
+        }
+        Ok(listeners)
+    }
+
+    /// `sasl_mechanisms`, parsed.
+    pub fn sasl_mechanisms(&self) -> Result<Vec<SaslMechanism>, ConfigError> {
+        self.sasl_mechanisms
+            .iter()
+            .map(|m| SaslMechanism::from_name(m).ok_or_else(|| ConfigError::SaslMechanism { value: m.clone() }))
+            .collect()
+    }
+
     /// The group coordinator's settings.
     pub fn group_config(&self) -> keel_groups::Config {
         keel_groups::Config {
@@ -254,6 +331,17 @@ impl BrokerConfig {
             return out_of_range("socket_request_max_bytes", &self.socket_request_max_bytes, "at least 1024");
         }
         self.advertised()?;
+        let listeners = self.kafka_listeners()?;
+        self.sasl_mechanisms()?;
+        if !self.is_single_node() && listeners[0].protocol != SecurityProtocol::Plaintext {
+            return Err(ConfigError::Listener {
+                setting: "listeners",
+                value: self.listeners[0].clone(),
+                reason: "the first listener carries replication between brokers, which cannot authenticate yet: \
+                         list a PLAINTEXT listener first"
+                    .into(),
+            });
+        }
         let controllers = self.controller_voters()?;
         {
             let roles = self.roles()?;
@@ -284,6 +372,52 @@ impl BrokerConfig {
         }
         self.topic_defaults.log_config()?.validate().map_err(ConfigError::TopicDefaults)
     }
+}
+
+/// How clients on a listener authenticate: Kafka's security protocols (SSL and SASL_SSL are
+/// not built yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SecurityProtocol {
+    Plaintext,
+    SaslPlaintext,
+}
+
+impl SecurityProtocol {
+    /// Kafka's name, which is also the listener's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+        }
+    }
+}
+
+/// One Kafka listener: where it binds, what clients are told, how they authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaListener {
+    pub protocol: SecurityProtocol,
+    pub bind: SocketAddr,
+    pub advertised: (String, u16),
+}
+
+impl KafkaListener {
+    /// The listener's name (its protocol's), as brokers register it.
+    pub fn name(&self) -> &'static str {
+        self.protocol.name()
+    }
+}
+
+/// `PROTOCOL://ADDRESS` into the protocol and the address.
+fn parse_listener(setting: &'static str, entry: &str) -> Result<(SecurityProtocol, String), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Listener { setting, value: entry.to_string(), reason: reason.into() };
+    let (protocol, address) = entry.split_once("://").ok_or_else(|| invalid("must be PROTOCOL://HOST:PORT"))?;
+    let protocol = match protocol {
+        "PLAINTEXT" => SecurityProtocol::Plaintext,
+        "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+        "SSL" | "SASL_SSL" => return Err(invalid("TLS listeners are not built yet: use PLAINTEXT or SASL_PLAINTEXT")),
+        _ => return Err(invalid("the protocol must be PLAINTEXT or SASL_PLAINTEXT")),
+    };
+    Ok((protocol, address.to_string()))
 }
 
 /// Which roles a node runs.
@@ -381,6 +515,53 @@ impl TopicDefaults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listeners_pair_with_their_advertised_addresses_and_bad_ones_are_refused() {
+        let config = BrokerConfig {
+            listeners: vec!["PLAINTEXT://127.0.0.1:9092".into(), "SASL_PLAINTEXT://0.0.0.0:9094".into()],
+            advertised_listeners: vec!["SASL_PLAINTEXT://kafka.example:19094".into()],
+            ..BrokerConfig::default()
+        };
+        let listeners = config.kafka_listeners().unwrap();
+        let summary: Vec<_> = listeners.iter().map(|l| (l.name(), l.bind.to_string(), l.advertised.clone())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("PLAINTEXT", "127.0.0.1:9092".to_string(), ("127.0.0.1".to_string(), 9092)),
+                ("SASL_PLAINTEXT", "0.0.0.0:9094".to_string(), ("kafka.example".to_string(), 19094)),
+            ]
+        );
+        config.validate().unwrap();
+        let default = BrokerConfig::default().kafka_listeners().unwrap();
+        assert_eq!(
+            (default.len(), default[0].name(), default[0].bind),
+            (1, "PLAINTEXT", BrokerConfig::default().listen)
+        );
+
+        let refused = |listeners: &[&str], advertised: &[&str], mechanisms: &[&str]| {
+            let config = BrokerConfig {
+                listeners: listeners.iter().map(|l| l.to_string()).collect(),
+                advertised_listeners: advertised.iter().map(|l| l.to_string()).collect(),
+                sasl_mechanisms: mechanisms.iter().map(|m| m.to_string()).collect(),
+                ..BrokerConfig::default()
+            };
+            config.validate().unwrap_err().to_string()
+        };
+        let ok = ["SCRAM-SHA-256"];
+        assert!(refused(&["SSL://127.0.0.1:9093"], &[], &ok).contains("TLS listeners are not built yet"));
+        assert!(refused(&["HTTP://127.0.0.1:80"], &[], &ok).contains("PLAINTEXT or SASL_PLAINTEXT"));
+        assert!(refused(&["PLAINTEXT://localhost:9092"], &[], &ok).contains("IP:PORT"));
+        assert!(refused(&["PLAINTEXT://127.0.0.1:1", "PLAINTEXT://127.0.0.1:2"], &[], &ok).contains("twice"));
+        assert!(refused(&["PLAINTEXT://127.0.0.1:1"], &["SASL_PLAINTEXT://h:1"], &ok).contains("no entry"));
+        assert!(refused(&["PLAINTEXT://127.0.0.1:1"], &[], &["GSSAPI"]).contains("sasl_mechanisms"));
+        let member = BrokerConfig {
+            listeners: vec!["SASL_PLAINTEXT://127.0.0.1:9094".into()],
+            controllers: "1@127.0.0.1:9093,2@127.0.0.1:9193".into(),
+            ..BrokerConfig::default()
+        };
+        assert!(member.validate().unwrap_err().to_string().contains("list a PLAINTEXT listener first"));
+    }
 
     #[test]
     fn defaults_are_safe_for_a_single_node() {

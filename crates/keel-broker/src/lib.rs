@@ -38,8 +38,10 @@ const SINGLE_NODE_READY_WAIT: std::time::Duration = std::time::Duration::from_se
 pub struct RunningNode {
     pub node: cluster::ClusterNode,
     pub broker: Arc<Broker>,
-    /// Where the Kafka listener is bound.
+    /// Where the first Kafka listener is bound.
     pub local_addr: std::net::SocketAddr,
+    /// Where each Kafka listener is bound, by name (`PLAINTEXT`, `SASL_PLAINTEXT`).
+    pub listener_addrs: Vec<(&'static str, std::net::SocketAddr)>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -51,13 +53,28 @@ impl RunningNode {
         let voters = config.controller_voters()?.len();
         let single = config.is_single_node();
         config.topic_defaults = config.topic_defaults.clone().for_voters(voters);
-        let listen_error = |source| NodeError::Listen { port: "Kafka listener", address: config.listen, source };
-        let listener = TcpListener::bind(config.listen).await.map_err(listen_error)?;
-        let local_addr = listener.local_addr().map_err(listen_error)?;
-        if config.listen.port() == 0 {
-            config.listen = local_addr;
+        let mut bound = Vec::new();
+        for listener in config.kafka_listeners()? {
+            let listen_error = |source| NodeError::Listen { port: "Kafka listener", address: listener.bind, source };
+            let socket = TcpListener::bind(listener.bind).await.map_err(listen_error)?;
+            let address = socket.local_addr().map_err(listen_error)?;
+            bound.push((listener, socket, address));
         }
-        let advertised = config.advertised()?;
+        // Port 0 (in tests) is the port the OS chose: the config names it from now on.
+        let local_addr = bound[0].2;
+        config.listen = local_addr;
+        if !config.listeners.is_empty() {
+            config.listeners = bound.iter().map(|(l, _, address)| format!("{}://{address}", l.name())).collect();
+            config.advertised_listeners = bound
+                .iter()
+                .map(|(l, _, address)| {
+                    let (host, port) = &l.advertised;
+                    format!("{}://{host}:{}", l.name(), if *port == 0 { address.port() } else { *port })
+                })
+                .collect();
+        }
+        let listener_addrs = bound.iter().map(|(l, _, address)| (l.name(), *address)).collect();
+        let advertised = config.kafka_listeners()?[0].advertised.clone();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let node = cluster::ClusterNode::start(&config, advertised, shutdown_rx.clone()).await?;
         let link = node.link(keel_types::Duration::from_millis(config.replica_lag_time_max_ms));
@@ -68,7 +85,25 @@ impl RunningNode {
             tokio::spawn(cluster::replication::run(broker.clone(), link, shutdown.subscribe())),
             tokio::spawn(server::maintenance(broker.clone(), shutdown.subscribe())),
         ];
-        let mut running = RunningNode { node, broker, local_addr, shutdown, tasks: Vec::new() };
+        let mut running = RunningNode { node, broker, local_addr, listener_addrs, shutdown, tasks: Vec::new() };
+        if let Some(spec) = running.broker.config.bootstrap_user.clone() {
+            let broker = running.broker.clone();
+            let create = async move {
+                // Once this node has replayed its registration, it sees any user that exists.
+                Broker::caught_up(&broker.cluster).await;
+                match broker.create_bootstrap_user(&spec).await {
+                    Ok(true) => tracing::info!("created the bootstrap user's SCRAM credentials"),
+                    Ok(false) => tracing::info!("users exist already: KEEL_BOOTSTRAP_USER is not used"),
+                    Err(refusal) => tracing::error!(%refusal, "cannot create the bootstrap user"),
+                }
+            };
+            // A cluster of one creates it before clients connect; a cluster member meanwhile.
+            if single {
+                create.await;
+            } else {
+                tokio::spawn(create);
+            }
+        }
         // A cluster of one has no other broker a client could ask meanwhile: it takes Kafka
         // connections (held in the listen backlog until then) once it serves every request.
         if single && !running.wait_ready(SINGLE_NODE_READY_WAIT).await {
@@ -77,7 +112,10 @@ impl RunningNode {
                 "not registered with its own controller yet; serving Kafka clients anyway"
             );
         }
-        tasks.push(tokio::spawn(server::serve(running.broker.clone(), listener, running.shutdown.subscribe())));
+        for (listener, socket, _) in bound {
+            let shutdown = running.shutdown.subscribe();
+            tasks.push(tokio::spawn(server::serve(running.broker.clone(), socket, listener.protocol, shutdown)));
+        }
         running.tasks = tasks;
         Ok(running)
     }

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use keel_kafka::kafka_protocol::messages::{ApiKey, ResponseKind};
+use keel_auth::{SaslContext, SaslSession, SaslStep, ScramCredential};
+use keel_kafka::kafka_protocol::messages::{
+    ApiKey, RequestKind, ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
+use keel_kafka::kafka_protocol::protocol::StrBytes;
 use keel_kafka::{decode_request, encode_response, DecodeError, FrameDecoder};
 use keel_types::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::api::api_versions::api_versions;
 use crate::broker::{Broker, Client, Reply};
+use crate::config::SecurityProtocol;
 
 /// How long shutdown waits for connections to finish their in-flight request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,9 +28,14 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Serves Kafka clients on `listener` until `shutdown` turns true, then stops accepting, lets
 /// every connection finish the request it is handling, and returns.
-pub async fn serve(broker: Arc<Broker>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    protocol: SecurityProtocol,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut connections = accept_until_shutdown(&listener, "Kafka listener", shutdown.clone(), |stream, peer| {
-        connection(broker.clone(), stream, peer, shutdown.clone())
+        connection(broker.clone(), stream, peer, protocol, shutdown.clone())
     })
     .await;
     drop(listener);
@@ -69,8 +79,17 @@ where
     connections
 }
 
-async fn connection(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+async fn connection(
+    broker: Arc<Broker>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    protocol: SecurityProtocol,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let frames = FrameDecoder::new(broker.config.socket_request_max_bytes);
+    // On a SASL listener: the exchange, then who authenticated.
+    let mut sasl =
+        (protocol == SecurityProtocol::SaslPlaintext).then(|| SaslSession::new(broker.sasl_mechanisms.clone()));
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
     loop {
         let frame = match frames.decode(&mut buffer) {
@@ -104,11 +123,55 @@ async fn connection(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr
                 let version = request.header.api_version;
                 let correlation_id = request.header.correlation_id;
                 let api_key = request.api_key;
-                let client = Client {
-                    client_id: request.header.client_id.clone().unwrap_or_default(),
-                    host: format!("/{}", peer.ip()),
+                let mut close_after = false;
+                let exchange = sasl.as_mut().filter(|s| s.principal().is_none());
+                let reply = match (exchange, request.body) {
+                    (Some(session), _) if !session.allows(api_key as i16) => {
+                        Reply::Close(format!("{api_key:?} before SASL authentication"))
+                    }
+                    (Some(session), RequestKind::SaslHandshake(r)) => {
+                        let error = session.handshake(&r.mechanism).err();
+                        let mechanisms = session.enabled_names().into_iter().map(StrBytes::from_static_str).collect();
+                        let code = error.map_or(0, |e| e.code.code());
+                        Reply::Response(ResponseKind::SaslHandshake(
+                            SaslHandshakeResponse::default().with_error_code(code).with_mechanisms(mechanisms),
+                        ))
+                    }
+                    (Some(session), RequestKind::SaslAuthenticate(r)) => {
+                        let step = session.authenticate(&r.auth_bytes, &mut BrokerSasl(&broker));
+                        let response = SaslAuthenticateResponse::default();
+                        Reply::Response(ResponseKind::SaslAuthenticate(match step {
+                            SaslStep::Challenge(bytes) => response.with_auth_bytes(bytes.into()),
+                            SaslStep::Authenticated { principal, bytes } => {
+                                tracing::debug!(%peer, %principal, "authenticated");
+                                response.with_auth_bytes(bytes.into())
+                            }
+                            SaslStep::Refused(refusal) => {
+                                tracing::info!(%peer, reason = %refusal.message, "SASL authentication failed");
+                                close_after = true;
+                                response
+                                    .with_error_code(refusal.code.code())
+                                    .with_error_message(Some(StrBytes::from_string(refusal.message)))
+                            }
+                        }))
+                    }
+                    (_, body) => {
+                        let client = Client {
+                            client_id: request.header.client_id.clone().unwrap_or_default(),
+                            host: format!("/{}", peer.ip()),
+                            listener: protocol.name(),
+                            principal: sasl.as_ref().and_then(|s| s.principal().cloned()),
+                        };
+                        broker.handle_from(&client, api_key, version, body).await
+                    }
                 };
-                match broker.handle_from(&client, api_key, version, request.body).await {
+                if close_after {
+                    if let Ok(bytes) = reply_bytes(reply, api_key, version, correlation_id) {
+                        let _ = stream.write_all(&bytes).await;
+                    }
+                    return;
+                }
+                match reply {
                     Reply::Response(response) => encode_response(api_key, version, correlation_id, &response),
                     Reply::None => continue,
                     Reply::Close(reason) => {
@@ -140,6 +203,32 @@ async fn connection(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAddr
             tracing::debug!(%peer, %error, "connection write failed");
             return;
         }
+    }
+}
+
+/// The bytes of `reply`, if it is a response.
+fn reply_bytes(reply: Reply, api_key: ApiKey, version: i16, correlation_id: i32) -> Result<bytes::Bytes, String> {
+    match reply {
+        Reply::Response(response) => encode_response(api_key, version, correlation_id, &response),
+        _ => Err("no response".to_string()),
+    }
+}
+
+/// What SaslAuthenticate needs of the broker: credentials from its replayed metadata image.
+struct BrokerSasl<'a>(&'a Broker);
+
+impl SaslContext for BrokerSasl<'_> {
+    fn credentials(&self, user: &str) -> Vec<ScramCredential> {
+        let image = Broker::image(&self.0.cluster);
+        image.scram_users().get(user).map(|by_mechanism| by_mechanism.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn server_nonce(&mut self) -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+
+    fn fake_credential_secret(&self) -> Vec<u8> {
+        self.0.sasl_secret.0.to_vec()
     }
 }
 

@@ -239,6 +239,10 @@ fn request(api_key: ApiKey, version: i16, topic_id: uuid::Uuid, n: i16) -> Reque
             DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
         ),
         ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None)),
+        ApiKey::SaslHandshake => RequestKind::SaslHandshake(
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256")),
+        ),
+        ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(SaslAuthenticateRequest::default()),
         ApiKey::DescribeUserScramCredentials => {
             RequestKind::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest::default().with_users(None))
         }

@@ -54,6 +54,9 @@ pub const SUPPORTED_APIS: &[SupportedVersions] = &[
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::DescribeUserScramCredentials, 0, 0),
     api(ApiKey::AlterUserScramCredentials, 0, 0),
+    // Kafka 4.0 serves SaslHandshake v1 only (v0 sent raw SASL tokens; KIP-896).
+    api(ApiKey::SaslHandshake, 1, 1),
+    api(ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The range keel serves for `api_key`, if it serves it at all.

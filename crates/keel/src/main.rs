@@ -65,6 +65,10 @@ struct ServeArgs {
     /// Address clients are told to connect to (default: the listen address).
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
+    /// A Kafka listener, `PLAINTEXT://IP:PORT` or `SASL_PLAINTEXT://IP:PORT` (Kafka's
+    /// `listeners`); repeat for several. Replaces --listen.
+    #[arg(long = "listener", value_name = "PROTOCOL://IP:PORT")]
+    listeners: Vec<String>,
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -132,6 +136,9 @@ fn init_logging(json: bool) {
     }
 }
 
+/// `NAME:PASSWORD`: SCRAM credentials for a first user, created at start if no user has any.
+const BOOTSTRAP_USER_ENV: &str = "KEEL_BOOTSTRAP_USER";
+
 /// The failure to report when `keel serve` stops: a config, start-up or shutdown error.
 type ServeError = Box<dyn std::error::Error>;
 
@@ -149,6 +156,10 @@ fn serve_config(args: &ServeArgs) -> Result<BrokerConfig, ServeError> {
     if let Some(advertise) = &args.advertise {
         config.advertise = Some(advertise.clone());
     }
+    if !args.listeners.is_empty() {
+        config.listeners = args.listeners.clone();
+    }
+    config.bootstrap_user = std::env::var(BOOTSTRAP_USER_ENV).ok().filter(|v| !v.is_empty());
     config.log_json |= args.log_json;
     if let Some(id) = args.node_id {
         config.node_id = id;

@@ -6,8 +6,9 @@ use keel_kafka::kafka_protocol::messages::*;
 use std::collections::BTreeSet;
 
 use keel_auth::ScramMechanism;
+use keel_kafka::kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
 use keel_metadata::{MetadataImage, ScramDeletion, ScramUpsertion};
-use keel_types::ErrorCode;
+use keel_types::{ErrorCode, Refusal};
 
 use super::{call, s, unexpected};
 use crate::broker::Broker;
@@ -64,6 +65,43 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// The first administrator (`KEEL_BOOTSTRAP_USER=name:password`): SCRAM-SHA-256 and
+    /// SCRAM-SHA-512 credentials for `name`, set through AlterUserScramCredentials as a client
+    /// would, unless some user already has a credential. `Ok(false)`: there was one.
+    pub async fn create_bootstrap_user(&self, spec: &str) -> Result<bool, Refusal> {
+        let Some((user, password)) = spec.split_once(':').filter(|(u, p)| !u.is_empty() && !p.is_empty()) else {
+            return Err(Refusal::new(ErrorCode::InvalidRequest, "KEEL_BOOTSTRAP_USER must be NAME:PASSWORD"));
+        };
+        if !Self::image(&self.cluster).scram_users().is_empty() {
+            return Ok(false);
+        }
+        // One request per mechanism: Kafka refuses a user named twice in one request.
+        for mechanism in ScramMechanism::ALL {
+            let salt = uuid::Uuid::new_v4().as_bytes().to_vec();
+            let salted = mechanism.salted_password(password.as_bytes(), &salt, BOOTSTRAP_ITERATIONS);
+            let upsertion = ScramCredentialUpsertion::default()
+                .with_name(s(user))
+                .with_mechanism(mechanism.type_id())
+                .with_iterations(BOOTSTRAP_ITERATIONS as i32)
+                .with_salt(salt.into())
+                .with_salted_password(salted.into());
+            let request = AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsertion]);
+            let response = self.alter_user_scram_credentials(&self.cluster, request).await;
+            if let Some(failed) = response.results.into_iter().find(|r| r.error_code != ErrorCode::None.code()) {
+                return Err(Refusal::new(
+                    ErrorCode::from_code(failed.error_code).unwrap_or(ErrorCode::UnknownServerError),
+                    failed.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                ));
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The iteration count of the bootstrap user's credentials (Kafka's tools default to 4096).
+const BOOTSTRAP_ITERATIONS: u32 = 8192;
+
 /// Whether `image` shows the changes made for the users in `done`.
 fn replayed(
     image: &MetadataImage,
@@ -83,7 +121,7 @@ fn replayed(
 }
 
 /// Every named user gets `refusal` (the controller did not answer, or answered nonsense).
-fn fail_all(users: &[String], refusal: keel_types::Refusal) -> Vec<(String, i16, String)> {
+fn fail_all(users: &[String], refusal: Refusal) -> Vec<(String, i16, String)> {
     let mut seen = BTreeSet::new();
     users
         .iter()

@@ -13,8 +13,9 @@ impl Broker {
         link: &ClusterLink,
         request: DescribeClusterRequest,
         version: i16,
+        listener: &str,
     ) -> DescribeClusterResponse {
-        let brokers = live_brokers(&Self::image(link))
+        let brokers = live_brokers(&Self::image(link), listener)
             .into_iter()
             .map(|(node, host, port, rack)| (node.0, host, port, rack))
             .collect();

@@ -22,6 +22,7 @@ impl Broker {
         link: &ClusterLink,
         request: FindCoordinatorRequest,
         version: i16,
+        listener: &str,
     ) -> FindCoordinatorResponse {
         const KEY_TYPE_GROUP: i8 = 0;
         let keys = if version >= 4 { request.coordinator_keys } else { vec![request.key] };
@@ -67,7 +68,7 @@ impl Broker {
                             self.groups.offsets_partitions()
                         ),
                     )),
-                    Some(offsets) => group_coordinator(&image, offsets, &key),
+                    Some(offsets) => group_coordinator(&image, offsets, &key, listener),
                 };
                 (key, answer)
             })
@@ -77,19 +78,24 @@ impl Broker {
 }
 
 /// The leader of `group_id`'s offsets partition, as the image names it.
-pub(crate) fn group_coordinator(image: &MetadataImage, offsets: &TopicImage, group_id: &str) -> CoordinatorAnswer {
+pub(crate) fn group_coordinator(
+    image: &MetadataImage,
+    offsets: &TopicImage,
+    group_id: &str,
+    listener: &str,
+) -> CoordinatorAnswer {
     let index = offsets_partition(group_id, offsets.partitions.len() as u32) as usize;
     let leader = offsets.partitions[index].leader.ok_or_else(|| {
         (ErrorCode::CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} partition {index} has no leader right now"))
     })?;
     let live = image.broker(leader).filter(|b| !b.fenced);
-    let listener = live.and_then(|b| b.listeners.first()).ok_or_else(|| {
+    let endpoint = live.and_then(|b| super::endpoint(b, listener)).ok_or_else(|| {
         (
             ErrorCode::CoordinatorNotAvailable,
             format!("the leader of {OFFSETS_TOPIC} partition {index} is not reachable"),
         )
     })?;
-    Ok((leader, listener.host.clone(), i32::from(listener.port)))
+    Ok((leader, endpoint.host.clone(), i32::from(endpoint.port)))
 }
 
 /// Writes FindCoordinator answers in the request's version (v4 and later answer per key).

@@ -21,7 +21,12 @@ impl Broker {
     /// Metadata from a broker that has not caught up: the brokers it knows (so a client can
     /// ask another), and LEADER_NOT_AVAILABLE (retriable) for each topic asked about rather
     /// than leaders from metadata that may be over.
-    pub(crate) fn metadata_not_ready(&self, link: &ClusterLink, request: MetadataRequest) -> MetadataResponse {
+    pub(crate) fn metadata_not_ready(
+        &self,
+        link: &ClusterLink,
+        request: MetadataRequest,
+        listener: &str,
+    ) -> MetadataResponse {
         let topics = request
             .topics
             .unwrap_or_default()
@@ -33,7 +38,7 @@ impl Broker {
                     .with_error_code(ErrorCode::LeaderNotAvailable.code())
             })
             .collect();
-        let brokers = self.brokers_with_self(link);
+        let brokers = self.brokers_with_self(link, listener);
         MetadataResponse::default()
             .with_cluster_authorized_operations(i32::MIN)
             .with_brokers(brokers)
@@ -47,10 +52,11 @@ impl Broker {
     /// that reached it keeps a broker to ask again and finds the controller it is told of
     /// (librdkafka's admin client otherwise waits for a controller it cannot see until it
     /// times out).
-    fn brokers_with_self(&self, link: &ClusterLink) -> Vec<MetadataResponseBroker> {
-        let mut brokers = metadata_brokers(&Self::image(link));
+    fn brokers_with_self(&self, link: &ClusterLink, listener: &str) -> Vec<MetadataResponseBroker> {
+        let mut brokers = metadata_brokers(&Self::image(link), listener);
         if brokers.iter().all(|b| b.node_id.0 != link.node.0) {
-            let (host, port) = self.advertised();
+            let own = self.listeners.iter().find(|l| l.name() == listener).unwrap_or(&self.listeners[0]);
+            let (host, port) = own.advertised.clone();
             brokers.push(
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(link.node.0))
@@ -67,6 +73,7 @@ impl Broker {
         link: &ClusterLink,
         request: MetadataRequest,
         version: i16,
+        listener: &str,
     ) -> MetadataResponse {
         let allow_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
         let include_topic_operations = version >= 8 && request.include_topic_authorized_operations;
@@ -106,7 +113,7 @@ impl Broker {
                 }
             })
             .collect();
-        let brokers = self.brokers_with_self(link);
+        let brokers = self.brokers_with_self(link, listener);
         MetadataResponse::default()
             .with_cluster_authorized_operations(if include_cluster_operations {
                 CLUSTER_OPERATIONS_ALL
@@ -158,8 +165,8 @@ impl Broker {
 
 /// A topic as Metadata reports it: leaders, epochs, replicas, ISR and offline replicas.
 /// The live brokers as a Metadata response lists them.
-pub(crate) fn metadata_brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
-    live_brokers(image)
+pub(crate) fn metadata_brokers(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker> {
+    live_brokers(image, listener)
         .into_iter()
         .map(|(node, host, port, rack)| {
             MetadataResponseBroker::default()

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use keel_kafka::kafka_protocol::messages::*;
 use keel_kafka::kafka_protocol::protocol::StrBytes;
-use keel_metadata::MetadataImage;
+use keel_metadata::{BrokerRegistration, Endpoint, MetadataImage};
 use keel_replication::may_act_on;
 use keel_types::{ErrorCode, NodeId, Refusal};
 use uuid::Uuid;
@@ -60,8 +60,8 @@ impl Broker {
         let response = match request {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::api_versions(ErrorCode::None)),
             RequestKind::Metadata(r) => ResponseKind::Metadata(match Self::caught_up(link).await {
-                true => self.metadata(link, r, version).await,
-                false => self.metadata_not_ready(link, r),
+                true => self.metadata(link, r, version, client.listener).await,
+                false => self.metadata_not_ready(link, r, client.listener),
             }),
             RequestKind::Produce(r) => return self.produce(r, version).await,
             RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, version).await),
@@ -70,7 +70,7 @@ impl Broker {
             RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(link, r, version).await),
             RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r)),
             RequestKind::FindCoordinator(r) => {
-                ResponseKind::FindCoordinator(self.find_coordinator(link, r, version).await)
+                ResponseKind::FindCoordinator(self.find_coordinator(link, r, version, client.listener).await)
             }
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(r).await),
             RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(self.join_group(client, r, version).await),
@@ -89,8 +89,21 @@ impl Broker {
                 ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(link, r).await)
             }
             RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r)),
-            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(self.describe_cluster(link, r, version)),
+            RequestKind::DescribeCluster(r) => {
+                ResponseKind::DescribeCluster(self.describe_cluster(link, r, version, client.listener))
+            }
             RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)),
+            // The exchange itself is the connection's (`server`): these arrive here only on a
+            // PLAINTEXT listener or after authentication, and Kafka answers them so.
+            RequestKind::SaslHandshake(_) => ResponseKind::SaslHandshake(
+                SaslHandshakeResponse::default().with_error_code(ErrorCode::IllegalSaslState.code()),
+            ),
+            RequestKind::SaslAuthenticate(_) => ResponseKind::SaslAuthenticate(
+                SaslAuthenticateResponse::default()
+                    .with_error_code(ErrorCode::IllegalSaslState.code())
+                    .with_error_message(Some(s("SaslAuthenticate request received after successful authentication \
+                                                or on a listener without SASL"))),
+            ),
             RequestKind::AlterUserScramCredentials(r) => {
                 ResponseKind::AlterUserScramCredentials(self.alter_user_scram_credentials(link, r).await)
             }
@@ -200,17 +213,24 @@ pub(crate) fn unexpected(response: &Response) -> Refusal {
     Refusal { code: ErrorCode::UnknownServerError, message: format!("unexpected controller answer {response:?}") }
 }
 
-/// Unfenced brokers with their first listener: (node, host, port, rack).
-pub(crate) fn live_brokers(image: &MetadataImage) -> Vec<(NodeId, String, i32, Option<String>)> {
+/// Unfenced brokers with their address on `listener`: (node, host, port, rack).
+pub(crate) fn live_brokers(image: &MetadataImage, listener: &str) -> Vec<(NodeId, String, i32, Option<String>)> {
     image
         .brokers()
         .iter()
         .filter(|(_, b)| !b.fenced)
         .filter_map(|(&node, b)| {
-            let listener = b.listeners.first()?;
-            Some((node, listener.host.clone(), i32::from(listener.port), b.rack.clone()))
+            let endpoint = endpoint(b, listener)?;
+            Some((node, endpoint.host.clone(), i32::from(endpoint.port), b.rack.clone()))
         })
         .collect()
+}
+
+/// `broker`'s address on the listener named `listener` (the one a client connected to), or
+/// its first listener's when it has no listener of that name (a cluster whose nodes list
+/// different listeners).
+pub(crate) fn endpoint<'a>(broker: &'a BrokerRegistration, listener: &str) -> Option<&'a Endpoint> {
+    broker.listeners.iter().find(|e| e.name == listener).or_else(|| broker.listeners.first())
 }
 
 pub(crate) fn opt(value: Option<String>) -> Option<StrBytes> {

@@ -185,7 +185,11 @@ impl ClusterNode {
         let (want_shutdown, want_shutdown_rx) = watch::channel(false);
         let registration = Registration {
             node,
-            listeners: vec![Listener { name: "PLAINTEXT".to_string(), host: advertised.0, port: advertised.1 }],
+            listeners: config
+                .kafka_listeners()?
+                .into_iter()
+                .map(|l| Listener { name: l.name().to_string(), host: l.advertised.0, port: l.advertised.1 })
+                .collect(),
             rack: config.rack.clone(),
             previous_broker_epoch,
             process_id: uuid::Uuid::new_v4().as_u128(),
