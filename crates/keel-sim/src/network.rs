@@ -1,0 +1,83 @@
+//! The lossy, duplicating, delaying network the raft and cluster scenarios share: how bad it
+//! is in a run (drawn per seed), and what happens to one message on its way out. The scenario
+//! keeps its own queue entries and trace lines; the network only draws, from a stream of its
+//! own, in the order both scenarios drew before it existed.
+
+use keel_types::{Duration, Rng};
+
+/// The most a run's network may lose, duplicate and delay (a scenario's fault options).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NetworkFaults {
+    pub(crate) loss_percent_max: u64,
+    pub(crate) duplicate_percent_max: u64,
+    pub(crate) spike_percent_max: u64,
+    /// The shortest upper bound a run may draw for a message's delay.
+    pub(crate) delay_us_max_min: u64,
+    pub(crate) delay_ms_max: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Network {
+    pub(crate) loss_percent: u64,
+    pub(crate) duplicate_percent: u64,
+    pub(crate) spike_percent: u64,
+    pub(crate) delay_us_max: u64,
+    /// Messages sent and not yet delivered or dropped.
+    pub(crate) in_flight: usize,
+    /// Most messages on the wire at once; beyond it the network drops, as a full buffer would.
+    in_flight_max: usize,
+    rng: Rng,
+}
+
+/// Draws a share from 0 to `max` percent, drawing nothing when `max` is 0.
+pub(crate) fn upto(rng: &mut Rng, max: u64) -> u64 {
+    if max == 0 {
+        0
+    } else {
+        rng.range_inclusive(0, max)
+    }
+}
+
+impl Network {
+    /// A network as bad as `knobs` draws within `faults`, sending with draws from `rng`.
+    pub(crate) fn draw(knobs: &mut Rng, faults: NetworkFaults, in_flight_max: usize, rng: Rng) -> Network {
+        let loss_percent = upto(knobs, faults.loss_percent_max);
+        let duplicate_percent = upto(knobs, faults.duplicate_percent_max);
+        let spike_percent = upto(knobs, faults.spike_percent_max);
+        let delay_us_max = knobs.range_inclusive(faults.delay_us_max_min, faults.delay_ms_max.max(1) * 1_000);
+        Network { loss_percent, duplicate_percent, spike_percent, delay_us_max, in_flight: 0, in_flight_max, rng }
+    }
+
+    /// Sends one message over a link that is `cut` or not: the delay of each copy that goes
+    /// out (two when the network duplicates it), or why none does.
+    pub(crate) fn send(&mut self, cut: bool) -> Result<Vec<Duration>, &'static str> {
+        if cut {
+            return Err("cut");
+        }
+        if self.in_flight >= self.in_flight_max {
+            return Err("network full");
+        }
+        if self.rng.chance(self.loss_percent, 100) {
+            return Err("lost");
+        }
+        let copies = if self.rng.chance(self.duplicate_percent, 100) { 2 } else { 1 };
+        let delays: Vec<Duration> = (0..copies).map(|_| self.delay()).collect();
+        self.in_flight += delays.len();
+        Ok(delays)
+    }
+
+    /// Faults stop: no more loss, duplicates or delay spikes.
+    pub(crate) fn calm(&mut self) {
+        self.loss_percent = 0;
+        self.duplicate_percent = 0;
+        self.spike_percent = 0;
+    }
+
+    fn delay(&mut self) -> Duration {
+        let mut us = self.rng.range_inclusive(100, self.delay_us_max.max(100));
+        if self.rng.chance(self.spike_percent, 100) {
+            us *= self.rng.range_inclusive(5, 20);
+        }
+        Duration(us * 1_000)
+    }
+}
