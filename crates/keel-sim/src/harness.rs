@@ -86,6 +86,30 @@ pub(crate) fn fork(master: &mut Rng) -> Rng {
     Rng::new(master.next_u64())
 }
 
+/// The streams a scenario with a client draws from, forked from the seed in this order.
+pub(crate) struct Streams {
+    /// Forks any further stream (per node, per part of the scenario).
+    pub(crate) master: Rng,
+    /// Draws the run's knobs: how bad its network is, which faults it injects, and the like.
+    pub(crate) knobs: Rng,
+    pub(crate) network: Rng,
+    pub(crate) fault: Rng,
+    pub(crate) client: Rng,
+    pub(crate) disk: Rng,
+}
+
+impl Streams {
+    pub(crate) fn new(seed: u64) -> Streams {
+        let mut master = Rng::new(seed);
+        let knobs = fork(&mut master);
+        let network = fork(&mut master);
+        let fault = fork(&mut master);
+        let client = fork(&mut master);
+        let disk = fork(&mut master);
+        Streams { master, knobs, network, fault, client, disk }
+    }
+}
+
 pub(crate) fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }

@@ -1,9 +1,15 @@
 //! The lossy, duplicating, delaying network the raft and cluster scenarios share: how bad it
-//! is in a run (drawn per seed), and what happens to one message on its way out. The scenario
-//! keeps its own queue entries and trace lines; the network only draws, from a stream of its
-//! own, in the order both scenarios drew before it existed.
+//! is in a run (drawn per seed), what happens to one message on its way out, and the shapes
+//! their partitions cut it into. The scenario keeps its own queue entries and trace lines; the
+//! network only draws, from the streams it is handed, in the order both scenarios drew before
+//! it existed.
+
+use std::collections::BTreeSet;
 
 use keel_types::{Duration, Rng};
+
+/// A partition cuts the directed links (from, to) it holds.
+pub(crate) type Links = BTreeSet<(usize, usize)>;
 
 /// The most a run's network may lose, duplicate and delay (a scenario's fault options).
 #[derive(Debug, Clone, Copy)]
@@ -80,4 +86,49 @@ impl Network {
         }
         Duration(us * 1_000)
     }
+}
+
+/// Cuts the links between `a` and `b` both ways.
+pub(crate) fn cut_both(links: &mut Links, a: usize, b: usize) {
+    links.insert((a, b));
+    links.insert((b, a));
+}
+
+/// Cuts `node` off from every other node below `nodes`, both ways.
+pub(crate) fn isolate(links: &mut Links, node: usize, nodes: usize) {
+    for other in (0..nodes).filter(|o| *o != node) {
+        cut_both(links, node, other);
+    }
+}
+
+/// Cuts every link between the nodes on one `side` and those on the other, both ways.
+pub(crate) fn split(links: &mut Links, side: &[bool]) {
+    for a in 0..side.len() {
+        for b in 0..side.len() {
+            if side[a] && !side[b] {
+                cut_both(links, a, b);
+            }
+        }
+    }
+}
+
+/// Cuts each directed link between two of `nodes` with a chance of one in `one_in`.
+pub(crate) fn cut_one_way_at_random(links: &mut Links, nodes: usize, rng: &mut Rng, one_in: u64) {
+    for a in 0..nodes {
+        for b in (0..nodes).filter(|b| *b != a) {
+            if rng.chance(1, one_in) {
+                links.insert((a, b));
+            }
+        }
+    }
+}
+
+/// The nodes on side `want` of a split, named by `name`, for a trace line.
+pub(crate) fn show_side(side: &[bool], want: bool, name: impl Fn(usize) -> String) -> String {
+    (0..side.len()).filter(|i| side[*i] == want).map(name).collect::<Vec<_>>().join(",")
+}
+
+/// The links cut, each as `from->to` with the nodes named by `name`, for a trace line.
+pub(crate) fn show_links(links: &Links, name: impl Fn(usize) -> String) -> String {
+    links.iter().map(|(a, b)| format!("{}->{}", name(*a), name(*b))).collect::<Vec<_>>().join(" ")
 }

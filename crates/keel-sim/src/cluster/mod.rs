@@ -59,8 +59,11 @@ use keel_types::{BrokerEpoch, Duration, ErrorCode, Instant, LeaderEpoch, NodeId,
 
 use crate::harness::{
     self, draw_fault_interval_ms_mean, draw_fault_kinds, fork, ms, Failure, Harness, Phase, Scenario, SimReport,
+    Streams,
 };
-use crate::network::{Network, NetworkFaults};
+use crate::network::{
+    cut_both, cut_one_way_at_random, isolate, show_links, show_side, split, Links, Network, NetworkFaults,
+};
 use crate::raft::store::RaftStore;
 use crate::trace::Trace;
 use log::{log_config, producer_batch, records_in, SimLog};
@@ -771,9 +774,6 @@ struct Consumer {
     resetting: bool,
 }
 
-/// A partition cuts the directed links (from, to) it holds.
-type Links = BTreeSet<(usize, usize)>;
-
 /// A seed's retention: the topic's `retention.ms` and `retention.bytes` (neither: no
 /// retention), whether producers sometimes stamp records with a CreateTime older than
 /// `retention.ms` (so they expire at once), and how often each broker runs its maintenance.
@@ -940,12 +940,14 @@ fn setup_metadata(options: &ClusterSimOptions, rng: &mut Rng) -> (LogIndex, Meta
 
 impl<'a> Sim<'a> {
     fn new(options: &'a ClusterSimOptions) -> Sim<'a> {
-        let mut master = Rng::new(options.seed);
-        let mut knobs = fork(&mut master);
-        let network_rng = fork(&mut master);
-        let fault_rng = fork(&mut master);
-        let client_rng = fork(&mut master);
-        let disk_rng = fork(&mut master);
+        let Streams {
+            mut master,
+            mut knobs,
+            network: network_rng,
+            fault: fault_rng,
+            client: client_rng,
+            disk: disk_rng,
+        } = Streams::new(options.seed);
         let mut placement_rng = fork(&mut master);
         let mut retention_rng = fork(&mut master);
         let f = &options.faults;
@@ -2334,55 +2336,32 @@ impl<'a> Sim<'a> {
         let nodes = brokers;
         let (active, voters) = (self.active_controller(), self.voters.len());
         let rng = &mut self.harness.fault_rng;
-        let mut links = BTreeSet::new();
-        let both = |links: &mut BTreeSet<(usize, usize)>, a: usize, b: usize| {
-            links.insert((a, b));
-            links.insert((b, a));
-        };
+        let mut links = Links::new();
         let name = |i: usize| format!("b{}", i + 1);
         let variant = rng.below(5);
         let victim = rng.below(brokers as u64) as usize;
         let shape = match variant {
             0 => {
-                for other in (0..nodes).filter(|o| *o != victim) {
-                    both(&mut links, victim, other);
-                }
+                isolate(&mut links, victim, nodes);
                 format!("{} isolated", name(victim))
             }
             1 => {
                 let controller = active.filter(|&a| a != victim).unwrap_or((victim + 1) % voters);
-                both(&mut links, victim, controller);
+                cut_both(&mut links, victim, controller);
                 format!("{} cut from the controller on {}", name(victim), name(controller))
             }
             2 => {
-                for other in (0..brokers).filter(|o| *o != victim) {
-                    both(&mut links, victim, other);
-                }
+                isolate(&mut links, victim, brokers);
                 format!("{} cut from the other brokers", name(victim))
             }
             3 => {
                 let side: Vec<bool> = (0..nodes).map(|_| rng.chance(1, 2)).collect();
-                for a in 0..nodes {
-                    for b in 0..nodes {
-                        if side[a] && !side[b] {
-                            both(&mut links, a, b);
-                        }
-                    }
-                }
-                let names =
-                    |want: bool| (0..nodes).filter(|i| side[*i] == want).map(name).collect::<Vec<_>>().join(",");
-                format!("{} | {}", names(true), names(false))
+                split(&mut links, &side);
+                format!("{} | {}", show_side(&side, true, name), show_side(&side, false, name))
             }
             _ => {
-                for a in 0..nodes {
-                    for b in (0..nodes).filter(|b| *b != a) {
-                        if rng.chance(1, 4) {
-                            links.insert((a, b));
-                        }
-                    }
-                }
-                let shown: Vec<String> = links.iter().map(|(a, b)| format!("{}->{}", name(*a), name(*b))).collect();
-                format!("one-way cuts {}", shown.join(" "))
+                cut_one_way_at_random(&mut links, nodes, rng, 4);
+                format!("one-way cuts {}", show_links(&links, name))
             }
         };
         let flapping = self.harness.fault_rng.chance(1, 4);

@@ -20,8 +20,11 @@ use keel_types::{Duration, Instant, NodeId, Rng};
 
 use crate::harness::{
     self, draw_fault_interval_ms_mean, draw_fault_kinds, fork, ms, Failure, Harness, Phase, Scenario, SimReport,
+    Streams,
 };
-use crate::network::{upto, Network, NetworkFaults};
+use crate::network::{
+    cut_one_way_at_random, isolate, show_links, show_side, split, upto, Links, Network, NetworkFaults,
+};
 use crate::trace::{Fnv1a, Trace};
 use oracle::{Oracle, Watch};
 use store::{CrashLoss, RaftStore};
@@ -406,9 +409,6 @@ impl FaultKind {
     }
 }
 
-/// A partition cuts the directed links (from, to) it holds.
-type Links = BTreeSet<(usize, usize)>;
-
 struct Sim<'a> {
     options: &'a RaftSimOptions,
     harness: Harness<Event, Links>,
@@ -428,12 +428,14 @@ struct Sim<'a> {
 impl<'a> Sim<'a> {
     fn new(options: &'a RaftSimOptions) -> Sim<'a> {
         // Separate streams, so a change in how one part draws does not reshuffle the others.
-        let mut master = Rng::new(options.seed);
-        let mut knobs = fork(&mut master);
-        let network_rng = fork(&mut master);
-        let fault_rng = fork(&mut master);
-        let client_rng = fork(&mut master);
-        let disk_rng = fork(&mut master);
+        let Streams {
+            mut master,
+            mut knobs,
+            network: network_rng,
+            fault: fault_rng,
+            client: client_rng,
+            disk: disk_rng,
+        } = Streams::new(options.seed);
         let f = &options.faults;
         let network_faults = NetworkFaults {
             loss_percent_max: f.message_loss_percent_max,
@@ -961,11 +963,8 @@ impl<'a> Sim<'a> {
         }
         let leader = self.leader();
         let rng = &mut self.harness.fault_rng;
-        let mut links = BTreeSet::new();
-        let both = |links: &mut BTreeSet<(usize, usize)>, a: usize, b: usize| {
-            links.insert((a, b));
-            links.insert((b, a));
-        };
+        let mut links = Links::new();
+        let name = |i: usize| format!("n{}", i + 1);
         let variant = rng.below(4);
         let shape = match variant {
             0 => {
@@ -973,10 +972,8 @@ impl<'a> Sim<'a> {
                     Some(leader) if rng.chance(1, 2) => leader,
                     _ => rng.below(total as u64) as usize,
                 };
-                for other in (0..total).filter(|o| *o != loner) {
-                    both(&mut links, loner, other);
-                }
-                format!("n{} isolated", loner + 1)
+                isolate(&mut links, loner, total);
+                format!("{} isolated", name(loner))
             }
             1 | 3 => {
                 // A random split into two non-empty sides.
@@ -988,17 +985,8 @@ impl<'a> Sim<'a> {
                     second += 1;
                 }
                 side[second] = false;
-                for a in 0..total {
-                    for b in 0..total {
-                        if side[a] && !side[b] {
-                            both(&mut links, a, b);
-                        }
-                    }
-                }
-                let names = |want: bool| {
-                    (0..total).filter(|i| side[*i] == want).map(|i| format!("n{}", i + 1)).collect::<Vec<_>>().join(",")
-                };
-                format!("{} | {}", names(true), names(false))
+                split(&mut links, &side);
+                format!("{} | {}", show_side(&side, true, name), show_side(&side, false, name))
             }
             _ => {
                 // One-way: a node that can send but not hear, or hear but not send, or random
@@ -1014,16 +1002,9 @@ impl<'a> Sim<'a> {
                         format!("n{} cannot send", node + 1)
                     }
                     _ => {
-                        for a in 0..total {
-                            for b in (0..total).filter(|b| *b != a) {
-                                if rng.chance(1, 3) {
-                                    links.insert((a, b));
-                                }
-                            }
-                        }
+                        cut_one_way_at_random(&mut links, total, rng, 3);
                         links.insert((node, (node + 1) % total));
-                        let shown: Vec<String> = links.iter().map(|(a, b)| format!("n{}->n{}", a + 1, b + 1)).collect();
-                        format!("cut {}", shown.join(" "))
+                        format!("cut {}", show_links(&links, name))
                     }
                 }
             }
