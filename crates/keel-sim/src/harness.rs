@@ -311,6 +311,14 @@ impl<E, C: Default> Harness<E, C> {
         }
     }
 
+    /// How long each of `nodes` stays down after a power loss: they boot again close together
+    /// (10 ms to 1 s after it, then within 30 ms of each other), so their election timers race
+    /// as at a cold start.
+    pub(crate) fn power_loss_downtimes(&mut self, nodes: usize) -> Vec<Duration> {
+        let base = self.fault_rng.range_inclusive(10, 1_000);
+        (0..nodes).map(|_| ms(base + self.fault_rng.range_inclusive(0, 30))).collect()
+    }
+
     /// Draws a spell of trouble (a slow disk, a stalled replay) for one of `nodes`: which node,
     /// and until when (`duration_ms_min` to 3 s from now).
     pub(crate) fn draw_spell(&mut self, nodes: usize, duration_ms_min: u64) -> (usize, Instant) {

@@ -2502,9 +2502,9 @@ impl Scenario for Sim<'_> {
             FaultKind::PowerLoss => {
                 self.stats.power_losses += 1;
                 self.harness.trace.line(self.harness.now, format_args!("power loss: every broker crashes"));
-                let base = self.harness.fault_rng.range_inclusive(10, 1_000);
-                for b in 0..total {
-                    let downtime = ms(base + self.harness.fault_rng.range_inclusive(0, 30));
+                // Crashing draws nothing from the fault stream, so the downtimes may all be
+                // drawn first.
+                for (b, downtime) in self.harness.power_loss_downtimes(total).into_iter().enumerate() {
                     self.crash(b, downtime)?;
                 }
             }

@@ -1079,12 +1079,11 @@ impl Scenario for Sim<'_> {
                 }
             }
             FaultKind::PowerLoss => {
-                // Every node loses its unsynced writes at the same moment, and they boot
-                // again close together, so their election timers race as at a cold start.
-                let base = self.harness.fault_rng.range_inclusive(10, 1_000);
+                // Every node loses its unsynced writes at the same moment. (Crashing draws
+                // nothing from the fault stream, so the downtimes may all be drawn first.)
+                let downtimes = self.harness.power_loss_downtimes(total);
                 self.harness.trace.line(self.harness.now, format_args!("power loss: every node crashes"));
-                for i in 0..total {
-                    let downtime = ms(base + self.harness.fault_rng.range_inclusive(0, 30));
+                for (i, downtime) in downtimes.into_iter().enumerate() {
                     self.crash(i, downtime);
                 }
             }
