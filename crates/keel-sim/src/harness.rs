@@ -126,6 +126,15 @@ pub(crate) fn draw_fault_kinds<K>(knobs: &mut Rng, swarm: bool, kinds: impl Into
     chosen
 }
 
+/// Draws a knob from 0 to `max`, drawing nothing when `max` is 0 (a fault turned off).
+pub(crate) fn upto(rng: &mut Rng, max: u64) -> u64 {
+    if max == 0 {
+        0
+    } else {
+        rng.range_inclusive(0, max)
+    }
+}
+
 /// The run's mean time between faults: a quarter to twice the configured `mean`.
 pub(crate) fn draw_fault_interval_ms_mean(knobs: &mut Rng, mean: u64) -> u64 {
     let mean = mean.max(1);

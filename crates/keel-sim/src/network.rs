@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 
 use keel_types::{Duration, Rng};
 
+use crate::harness::upto;
+
 /// A partition cuts the directed links (from, to) it holds.
 pub(crate) type Links = BTreeSet<(usize, usize)>;
 
@@ -22,6 +24,8 @@ pub(crate) struct NetworkFaults {
     pub(crate) delay_ms_max: u64,
 }
 
+/// A run's network: how often it loses, duplicates and delays a message (drawn per seed), and
+/// how many messages are on the wire.
 #[derive(Debug)]
 pub(crate) struct Network {
     pub(crate) loss_percent: u64,
@@ -33,15 +37,6 @@ pub(crate) struct Network {
     /// Most messages on the wire at once; beyond it the network drops, as a full buffer would.
     in_flight_max: usize,
     rng: Rng,
-}
-
-/// Draws a share from 0 to `max` percent, drawing nothing when `max` is 0.
-pub(crate) fn upto(rng: &mut Rng, max: u64) -> u64 {
-    if max == 0 {
-        0
-    } else {
-        rng.range_inclusive(0, max)
-    }
 }
 
 impl Network {
@@ -131,4 +126,45 @@ pub(crate) fn show_side(side: &[bool], want: bool, name: impl Fn(usize) -> Strin
 /// The links cut, each as `from->to` with the nodes named by `name`, for a trace line.
 pub(crate) fn show_links(links: &Links, name: impl Fn(usize) -> String) -> String {
     links.iter().map(|(a, b)| format!("{}->{}", name(*a), name(*b))).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quiet_network(in_flight_max: usize) -> Network {
+        let faults = NetworkFaults {
+            loss_percent_max: 0,
+            duplicate_percent_max: 0,
+            spike_percent_max: 0,
+            delay_us_max_min: 1_000,
+            delay_ms_max: 1,
+        };
+        Network::draw(&mut Rng::new(1), faults, in_flight_max, Rng::new(2))
+    }
+
+    #[test]
+    fn a_message_goes_out_once_unless_the_link_is_cut_or_the_network_full() {
+        let mut network = quiet_network(1);
+        assert_eq!(network.send(true), Err("cut"));
+        let delays = network.send(false).unwrap();
+        assert_eq!(delays.len(), 1);
+        assert!((Duration(100_000)..=Duration(1_000_000)).contains(&delays[0]), "{delays:?}");
+        assert_eq!(network.in_flight, 1);
+        assert_eq!(network.send(false), Err("network full"));
+    }
+
+    #[test]
+    fn partition_shapes_cut_the_links_they_say() {
+        let mut links = Links::new();
+        isolate(&mut links, 1, 3);
+        assert_eq!(links, Links::from([(0, 1), (1, 0), (1, 2), (2, 1)]));
+        let mut links = Links::new();
+        let side = [true, false, true];
+        split(&mut links, &side);
+        assert_eq!(links, Links::from([(0, 1), (1, 0), (2, 1), (1, 2)]));
+        let name = |i: usize| format!("n{}", i + 1);
+        assert_eq!(show_side(&side, true, name), "n1,n3");
+        assert_eq!(show_links(&Links::from([(0, 1), (2, 0)]), name), "n1->n2 n3->n1");
+    }
 }

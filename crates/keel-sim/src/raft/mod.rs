@@ -19,12 +19,10 @@ use keel_raft::{
 use keel_types::{Duration, Instant, NodeId, Rng};
 
 use crate::harness::{
-    self, draw_fault_interval_ms_mean, draw_fault_kinds, fork, ms, Failure, Harness, Phase, Scenario, SimReport,
+    self, draw_fault_interval_ms_mean, draw_fault_kinds, fork, ms, upto, Failure, Harness, Phase, Scenario, SimReport,
     Streams,
 };
-use crate::network::{
-    cut_one_way_at_random, isolate, show_links, show_side, split, upto, Links, Network, NetworkFaults,
-};
+use crate::network::{cut_one_way_at_random, isolate, show_links, show_side, split, Links, Network, NetworkFaults};
 use crate::trace::{Fnv1a, Trace};
 use oracle::{Oracle, Watch};
 use store::{CrashLoss, RaftStore};
