@@ -86,8 +86,59 @@ pub(crate) fn fork(master: &mut Rng) -> Rng {
     Rng::new(master.next_u64())
 }
 
+/// The streams a scenario with a client draws from, forked from the seed in this order.
+pub(crate) struct Streams {
+    /// Forks any further stream (per node, per part of the scenario).
+    pub(crate) master: Rng,
+    /// Draws the run's knobs: how bad its network is, which faults it injects, and the like.
+    pub(crate) knobs: Rng,
+    pub(crate) network: Rng,
+    pub(crate) fault: Rng,
+    pub(crate) client: Rng,
+    pub(crate) disk: Rng,
+}
+
+impl Streams {
+    pub(crate) fn new(seed: u64) -> Streams {
+        let mut master = Rng::new(seed);
+        let knobs = fork(&mut master);
+        let network = fork(&mut master);
+        let fault = fork(&mut master);
+        let client = fork(&mut master);
+        let disk = fork(&mut master);
+        Streams { master, knobs, network, fault, client, disk }
+    }
+}
+
 pub(crate) fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
+}
+
+/// The fault kinds a run injects: each kind that is `enabled`, all of them or, in swarm
+/// testing, each with a chance of three in four (drawn from `knobs`).
+pub(crate) fn draw_fault_kinds<K>(knobs: &mut Rng, swarm: bool, kinds: impl IntoIterator<Item = (bool, K)>) -> Vec<K> {
+    let mut chosen = Vec::new();
+    for (enabled, kind) in kinds {
+        if enabled && (!swarm || knobs.chance(3, 4)) {
+            chosen.push(kind);
+        }
+    }
+    chosen
+}
+
+/// Draws a knob from 0 to `max`, drawing nothing when `max` is 0 (a fault turned off).
+pub(crate) fn upto(rng: &mut Rng, max: u64) -> u64 {
+    if max == 0 {
+        0
+    } else {
+        rng.range_inclusive(0, max)
+    }
+}
+
+/// The run's mean time between faults: a quarter to twice the configured `mean`.
+pub(crate) fn draw_fault_interval_ms_mean(knobs: &mut Rng, mean: u64) -> u64 {
+    let mean = mean.max(1);
+    knobs.range_inclusive(mean.div_ceil(4), mean * 2)
 }
 
 /// What the queue holds: a scenario's own event, or one the harness handles.
@@ -259,6 +310,32 @@ impl<E, C: Default> Harness<E, C> {
         kind
     }
 
+    /// How long a crashed node stays down: a third of the time a quick reboot (1 to 50 ms) that
+    /// lands in the middle of an election or a replication round, else 100 ms to 3 s.
+    pub(crate) fn downtime(&mut self) -> Duration {
+        if self.fault_rng.chance(1, 3) {
+            ms(self.fault_rng.range_inclusive(1, 50))
+        } else {
+            ms(self.fault_rng.range_inclusive(100, 3_000))
+        }
+    }
+
+    /// How long each of `nodes` stays down after a power loss: they boot again close together
+    /// (10 ms to 1 s after it, then within 30 ms of each other), so their election timers race
+    /// as at a cold start.
+    pub(crate) fn power_loss_downtimes(&mut self, nodes: usize) -> Vec<Duration> {
+        let base = self.fault_rng.range_inclusive(10, 1_000);
+        (0..nodes).map(|_| ms(base + self.fault_rng.range_inclusive(0, 30))).collect()
+    }
+
+    /// Draws a spell of trouble (a slow disk, a stalled replay) for one of `nodes`: which node,
+    /// and until when (`duration_ms_min` to 3 s from now).
+    pub(crate) fn draw_spell(&mut self, nodes: usize, duration_ms_min: u64) -> (usize, Instant) {
+        let victim = self.fault_rng.below(nodes as u64) as usize;
+        let until = self.now + ms(self.fault_rng.range_inclusive(duration_ms_min, 3_000));
+        (victim, until)
+    }
+
     fn flap(&mut self, generation: u64) {
         if self.partition.generation != generation {
             return;
@@ -350,6 +427,24 @@ pub(crate) trait Scenario: Sized {
             }
         }
     }
+}
+
+/// Runs one seed of a scenario: refuses options that did not pass `validated`, or builds the
+/// scenario with `new`, runs it and reports with `finish`. Never panics on a finding: a
+/// violated invariant, a core that panics, or a run that does not converge all come back as a
+/// [`Failure`].
+pub(crate) fn run_seed<S: Scenario, T: Default>(
+    seed: u64,
+    validated: Result<(), String>,
+    new: impl FnOnce() -> S,
+    finish: impl FnOnce(S, Result<u64, Failure>) -> SimReport<T>,
+) -> SimReport<T> {
+    if let Err(message) = validated {
+        return SimReport::refused(seed, message);
+    }
+    let mut sim = new();
+    let outcome = run(&mut sim);
+    finish(sim, outcome)
 }
 
 /// Runs the safety phase, then the liveness phase until the scenario converges. Returns how

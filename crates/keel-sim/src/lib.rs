@@ -11,7 +11,9 @@
 //! bound.
 //!
 //! Three scenarios (`raft`, `gossip`, `cluster`) implement one harness's `Scenario` trait; the
-//! harness owns the event queue, the phases, the fault clock, partitions and their healing.
+//! harness owns the event queue, the phases, the fault clock and the draws every scenario's
+//! faults share, partitions and their healing; `network` is the lossy network the raft and
+//! cluster scenarios share.
 //!
 //! One `u64` seed derives every choice, so a seed reproduces a whole run and the trace hash
 //! proves it. The simulator must therefore never read a wall clock, draw unseeded randomness,
@@ -22,6 +24,7 @@
 mod cluster;
 mod gossip;
 mod harness;
+mod network;
 mod raft;
 mod trace;
 

@@ -2,7 +2,9 @@
 //! it), keel-replication's replica engine and keel-storage's logs on crash-simulating disks:
 //! determinism, a fixed sweep that must pass, and planted bugs that must be caught.
 
-use keel_sim::{run_cluster, trace_hash, ClusterFaultOptions, ClusterMutation, ClusterSimOptions, Phase};
+mod common;
+
+use keel_sim::{run_cluster, ClusterFaultOptions, ClusterMutation, ClusterSimOptions};
 
 /// The fixed CI sweep: this many seeds of the default options must pass. A longer sweep runs
 /// on demand with `keel sim cluster --seeds N`.
@@ -10,19 +12,9 @@ const CI_SEEDS: u64 = 300;
 
 #[test]
 fn one_seed_gives_one_trace_and_another_seed_another() {
-    let options = ClusterSimOptions { record_trace: true, ..ClusterSimOptions::new(7) };
-    let first = run_cluster(&options);
-    let second = run_cluster(&options);
-    assert!(first.outcome.is_ok(), "{:?}", first.outcome);
-    assert_eq!(first.trace_hash, second.trace_hash);
-    assert_eq!(first.trace, second.trace);
-    assert_eq!(first.stats, second.stats);
-    assert_eq!(trace_hash(&first.trace), first.trace_hash);
-    let unrecorded = run_cluster(&ClusterSimOptions { record_trace: false, ..options.clone() });
-    assert_eq!(unrecorded.trace_hash, first.trace_hash);
-    assert!(unrecorded.trace.is_empty());
-    let other = run_cluster(&ClusterSimOptions { seed: 8, ..options });
-    assert_ne!(other.trace_hash, first.trace_hash);
+    common::assert_one_seed_gives_one_trace(|seed, record_trace| {
+        run_cluster(&ClusterSimOptions { record_trace, ..ClusterSimOptions::new(seed) })
+    });
 }
 
 #[test]
@@ -35,9 +27,7 @@ fn fixed_sweep_passes() {
     let mut seeds_restarting_from_snapshots = 0;
     for seed in 0..CI_SEEDS {
         let report = run_cluster(&ClusterSimOptions::new(seed));
-        if let Err(failure) = &report.outcome {
-            panic!("seed {seed} failed {failure}\nreproduce with: keel sim cluster --seed {seed} --trace");
-        }
+        common::assert_passed("cluster", &report);
         assert!(report.stats.liveness_converged_ms.is_some(), "seed {seed}");
         acked += report.stats.records_acked;
         lossy_crashes += report.stats.lossy_crashes;
@@ -101,14 +91,7 @@ fn without_faults_every_record_is_acknowledged_and_read() {
 
 /// Runs seeds `0..seeds` with these options; returns the failures (seed, message).
 fn failures(options: &ClusterSimOptions, seeds: u64) -> Vec<(u64, String)> {
-    let mut caught = Vec::new();
-    for seed in 0..seeds {
-        if let Err(failure) = run_cluster(&ClusterSimOptions { seed, ..options.clone() }).outcome {
-            assert_ne!(failure.phase, Phase::Setup);
-            caught.push((seed, failure.message));
-        }
-    }
-    caught
+    common::failures(0..seeds, |seed| run_cluster(&ClusterSimOptions { seed, ..options.clone() }))
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! must pass with detection times and false positives in the bounds SWIM leads us to expect,
 //! and planted bugs that must be caught.
 
-use keel_sim::{run_gossip, trace_hash, GossipFaultOptions, GossipMutation, GossipSimOptions, Phase};
+mod common;
+
+use keel_sim::{run_gossip, GossipFaultOptions, GossipMutation, GossipSimOptions, Phase};
 
 /// The fixed sweep: this many seeds of the default options (50 members, 10% loss, crashes,
 /// restarts, partitions) must pass. `keel sim gossip --seeds N` runs longer sweeps.
@@ -10,19 +12,9 @@ const CI_SEEDS: u64 = 40;
 
 #[test]
 fn one_seed_gives_one_trace_and_another_seed_another() {
-    let options = GossipSimOptions { record_trace: true, ..GossipSimOptions::new(7) };
-    let first = run_gossip(&options);
-    let second = run_gossip(&options);
-    assert!(first.outcome.is_ok(), "{:?}", first.outcome);
-    assert_eq!(first.trace_hash, second.trace_hash);
-    assert_eq!(first.trace, second.trace);
-    assert_eq!(first.stats, second.stats);
-    assert_eq!(trace_hash(&first.trace), first.trace_hash);
-    let unrecorded = run_gossip(&GossipSimOptions { record_trace: false, ..options.clone() });
-    assert_eq!(unrecorded.trace_hash, first.trace_hash);
-    assert!(unrecorded.trace.is_empty());
-    let other = run_gossip(&GossipSimOptions { seed: 8, ..options });
-    assert_ne!(other.trace_hash, first.trace_hash);
+    common::assert_one_seed_gives_one_trace(|seed, record_trace| {
+        run_gossip(&GossipSimOptions { record_trace, ..GossipSimOptions::new(seed) })
+    });
 }
 
 fn percentile(sorted: &[u64], q: f64) -> u64 {
@@ -39,9 +31,7 @@ fn fixed_sweep_passes_with_swim_like_detection_and_rare_false_positives() {
     let (mut false_positives, mut false_suspicions, mut held_dead_ms, mut observed_ms) = (0, 0, 0, 0);
     for seed in 0..CI_SEEDS {
         let report = run_gossip(&GossipSimOptions { seed, ..options.clone() });
-        if let Err(failure) = &report.outcome {
-            panic!("seed {seed} failed {failure}\nreproduce with: keel sim gossip --seed {seed} --trace");
-        }
+        common::assert_passed("gossip", &report);
         let s = &report.stats;
         assert!(s.liveness_converged_ms.is_some(), "seed {seed}");
         everyone.extend(s.detections.iter().map(|d| d.everyone_ms));
@@ -147,15 +137,9 @@ fn dead_always_wins_keeps_a_falsely_accused_member_dead() {
 #[test]
 fn dead_always_wins_with_restarts_is_caught() {
     let options = GossipSimOptions { mutation: Some(GossipMutation::DeadAlwaysWins), ..GossipSimOptions::new(0) };
-    let mut caught = Vec::new();
-    for seed in 0..4 {
-        if let Err(failure) = run_gossip(&GossipSimOptions { seed, ..options.clone() }).outcome {
-            assert_ne!(failure.phase, Phase::Setup);
-            caught.push(failure.message);
-        }
-    }
+    let caught = common::failures(0..4, |seed| run_gossip(&GossipSimOptions { seed, ..options.clone() }));
     assert!(!caught.is_empty(), "no seed caught dead-always-wins");
-    assert!(caught.iter().any(|m| m.contains("goes back") || m.contains("did not converge")), "{caught:?}");
+    assert!(caught.iter().any(|(_, m)| m.contains("goes back") || m.contains("did not converge")), "{caught:?}");
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! keel-sim against keel-raft: determinism, a fixed sweep that must pass, and a planted bug
 //! that must be caught.
 
-use keel_sim::{run_raft, trace_hash, FaultOptions, Mutation, Phase, RaftSimOptions};
+mod common;
+
+use keel_sim::{run_raft, FaultOptions, Mutation, Phase, RaftSimOptions};
 
 /// The fixed CI sweep: this many seeds of the default options must pass. A longer sweep runs
 /// on demand with `keel sim raft --seeds N`.
@@ -9,20 +11,9 @@ const CI_SEEDS: u64 = 300;
 
 #[test]
 fn one_seed_gives_one_trace_and_another_seed_another() {
-    let options = RaftSimOptions { record_trace: true, ..RaftSimOptions::new(7) };
-    let first = run_raft(&options);
-    let second = run_raft(&options);
-    assert!(first.outcome.is_ok(), "{:?}", first.outcome);
-    assert_eq!(first.trace_hash, second.trace_hash);
-    assert_eq!(first.trace, second.trace);
-    assert_eq!(first.stats, second.stats);
-    // The hash covers exactly the recorded lines, and recording does not change the run.
-    assert_eq!(trace_hash(&first.trace), first.trace_hash);
-    let unrecorded = run_raft(&RaftSimOptions { record_trace: false, ..options.clone() });
-    assert_eq!(unrecorded.trace_hash, first.trace_hash);
-    assert!(unrecorded.trace.is_empty());
-    let other = run_raft(&RaftSimOptions { seed: 8, ..options });
-    assert_ne!(other.trace_hash, first.trace_hash);
+    common::assert_one_seed_gives_one_trace(|seed, record_trace| {
+        run_raft(&RaftSimOptions { record_trace, ..RaftSimOptions::new(seed) })
+    });
 }
 
 #[test]
@@ -30,9 +21,7 @@ fn fixed_sweep_passes() {
     let mut simulated_ms = 0;
     for seed in 0..CI_SEEDS {
         let report = run_raft(&RaftSimOptions::new(seed));
-        if let Err(failure) = &report.outcome {
-            panic!("seed {seed} failed {failure}\nreproduce with: keel sim raft --seed {seed} --trace");
-        }
+        common::assert_passed("raft", &report);
         // Every run reaches the liveness phase and converges in it.
         assert!(report.stats.liveness_converged_ms.is_some(), "seed {seed}");
         simulated_ms += report.stats.simulated_ms;
@@ -77,19 +66,14 @@ fn without_faults_everything_commits_quickly() {
 #[test]
 fn unsafe_quorums_are_caught() {
     // R + E = N: a leader commits alone, and two other voters elect a leader without it.
-    let mut caught = Vec::new();
-    for seed in 0..20 {
-        let options = RaftSimOptions {
+    let caught = common::failures(0..20, |seed| {
+        run_raft(&RaftSimOptions {
             replication_quorum: Some(1),
             election_quorum: Some(2),
             mutation: Some(Mutation::UnsafeQuorums),
             ..RaftSimOptions::new(seed)
-        };
-        if let Err(failure) = run_raft(&options).outcome {
-            assert_ne!(failure.phase, Phase::Setup);
-            caught.push((seed, failure.message));
-        }
-    }
+        })
+    });
     assert!(caught.len() >= 5, "only {} of 20 seeds caught the mutant: {caught:?}", caught.len());
     assert!(caught.iter().any(|(_, m)| m.contains("leader completeness") || m.contains("committed entry changed")));
 }
@@ -99,13 +83,9 @@ fn trusting_a_replaced_disk_is_caught() {
     // A voter back on an empty disk votes at once: for a candidate that lacks what was
     // committed with its forgotten acknowledgements. Seed 2: n2 leads term 8 without the
     // entry committed at index 26 (keel sim raft --seed 2 --mutation trust-lost-state).
-    let mut caught = Vec::new();
-    for seed in 0..50 {
-        let options = RaftSimOptions { mutation: Some(Mutation::TrustLostState), ..RaftSimOptions::new(seed) };
-        if let Err(failure) = run_raft(&options).outcome {
-            caught.push((seed, failure.message));
-        }
-    }
+    let caught = common::failures(0..50, |seed| {
+        run_raft(&RaftSimOptions { mutation: Some(Mutation::TrustLostState), ..RaftSimOptions::new(seed) })
+    });
     assert!(caught.iter().any(|(seed, _)| *seed == 2), "seed 2 no longer catches the mutant: {caught:?}");
     assert!(caught.len() >= 3, "only {} of 50 seeds caught the mutant: {caught:?}", caught.len());
     assert!(caught.iter().any(|(_, m)| m.contains("leader completeness") || m.contains("committed entry changed")));

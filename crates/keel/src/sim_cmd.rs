@@ -27,9 +27,12 @@ pub struct SeedArgs {
     start: u64,
 }
 
-/// How to sweep: the arguments every scenario takes last.
+/// Whether to trace one run, and how to sweep: the arguments every scenario takes last.
 #[derive(Debug, clap::Args)]
-pub struct SweepArgs {
+pub struct RunArgs {
+    /// Print the trace of the run.
+    #[arg(long, requires = "seed")]
+    trace: bool,
     /// Threads for a sweep (default: one per core).
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
@@ -38,26 +41,38 @@ pub struct SweepArgs {
     fail_fast: bool,
 }
 
+/// One scenario's command line: which seeds, the scenario's own arguments `A`, then whether to
+/// trace and how to sweep.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("runs").required(true).args(["seed", "seeds"])))]
+pub struct SimArgs<A: clap::Args> {
+    #[command(flatten)]
+    seeds: SeedArgs,
+    #[command(flatten)]
+    scenario: A,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum SimCommand {
     /// Simulate a Raft cluster (keel-raft's real code) under network, disk, crash and clock
     /// faults, then check that it converges once they stop. See docs/simulator.md.
-    Raft(RaftSimArgs),
+    #[command(mut_arg("trace", |trace| trace.help("Print the trace of the run, one line per event")))]
+    Raft(SimArgs<RaftSimArgs>),
     /// Simulate a cluster (keel-metadata's controller, keel-replication's leaders and
     /// followers) with an idempotent acks=all producer and a consumer, under lossy crashes,
     /// clean restarts, partitions, slow disks and late metadata. See docs/simulator.md.
-    Cluster(ClusterSimArgs),
+    Cluster(SimArgs<ClusterSimArgs>),
     /// Simulate SWIM membership (keel-gossip's real code) on many members under message loss,
     /// crashes, restarts and partitions; measure detection time and false positives, then
     /// check that every view converges once faults stop. See docs/gossip.md.
-    Gossip(GossipSimArgs),
+    Gossip(SimArgs<GossipSimArgs>),
 }
 
+/// `keel sim gossip`'s own arguments.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("runs").required(true).args(["seed", "seeds"])))]
 pub struct GossipSimArgs {
-    #[command(flatten)]
-    seeds: SeedArgs,
     /// Members.
     #[arg(long, default_value_t = 50)]
     nodes: usize,
@@ -83,11 +98,6 @@ pub struct GossipSimArgs {
     /// Plant a bug the simulator should find.
     #[arg(long, value_enum)]
     mutation: Option<GossipMutationArg>,
-    /// Print the trace of the run.
-    #[arg(long, requires = "seed")]
-    trace: bool,
-    #[command(flatten)]
-    sweep: SweepArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,20 +115,11 @@ impl GossipMutationArg {
             GossipMutationArg::BlindMerge => GossipMutation::BlindMerge,
         }
     }
-
-    fn name(self) -> &'static str {
-        match self {
-            GossipMutationArg::DeadAlwaysWins => "dead-always-wins",
-            GossipMutationArg::BlindMerge => "blind-merge",
-        }
-    }
 }
 
+/// `keel sim cluster`'s own arguments.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("runs").required(true).args(["seed", "seeds"])))]
 pub struct ClusterSimArgs {
-    #[command(flatten)]
-    seeds: SeedArgs,
     #[arg(long, default_value_t = 3)]
     brokers: usize,
     /// Partitions of the simulated topic.
@@ -154,11 +155,6 @@ pub struct ClusterSimArgs {
     /// controller checks none, so a leader may re-admit a restarted follower on stale state.
     #[arg(long)]
     no_broker_epoch_check: bool,
-    /// Print the trace of the run.
-    #[arg(long, requires = "seed")]
-    trace: bool,
-    #[command(flatten)]
-    sweep: SweepArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -197,11 +193,9 @@ impl ClusterMutationArg {
     }
 }
 
+/// `keel sim raft`'s own arguments.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("runs").required(true).args(["seed", "seeds"])))]
 pub struct RaftSimArgs {
-    #[command(flatten)]
-    seeds: SeedArgs,
     /// Voters.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -223,11 +217,6 @@ pub struct RaftSimArgs {
     /// Plant a bug the simulator should find.
     #[arg(long, value_enum)]
     mutation: Option<MutationArg>,
-    /// Print the trace of the run, one line per event.
-    #[arg(long, requires = "seed")]
-    trace: bool,
-    #[command(flatten)]
-    sweep: SweepArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -252,16 +241,6 @@ impl MutationArg {
             MutationArg::ForgetVote => Mutation::ForgetVoteOnRestart,
             MutationArg::TrustLostState => Mutation::TrustLostState,
             MutationArg::FixedTimeout => Mutation::FixedElectionTimeout,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            MutationArg::UnsafeQuorums => "unsafe-quorums",
-            MutationArg::CommitOlderTerm => "commit-older-term",
-            MutationArg::ForgetVote => "forget-vote",
-            MutationArg::TrustLostState => "trust-lost-state",
-            MutationArg::FixedTimeout => "fixed-timeout",
         }
     }
 }
@@ -293,27 +272,26 @@ pub fn sim(command: SimCommand) -> Result<(), String> {
 
 /// A scenario's command line: its options, how to run them, and the lines it prints about one
 /// run or a sweep. [`simulate`] does the rest the same way for every scenario.
-trait ScenarioArgs: Sync {
+trait ScenarioArgs: clap::Args + Sync {
     type Options: Sync;
     type Stats: Send;
     /// The scenario, as in `keel sim <NAME>`.
     const NAME: &'static str;
+    /// keel-sim's check of the options (run before anything is printed).
+    const VALIDATE: fn(&Self::Options) -> Result<(), String>;
+    /// keel-sim's run of one seed.
+    const RUN: fn(&Self::Options) -> SimReport<Self::Stats>;
+    /// How long the run took to converge after faults stopped, if it did.
+    const CONVERGED_MS: fn(&Self::Stats) -> Option<u64>;
 
-    fn seeds(&self) -> &SeedArgs;
-    fn sweep(&self) -> &SweepArgs;
-    /// Print the trace of a run.
-    fn trace(&self) -> bool;
     /// The options for `seed`, or why the arguments are refused.
     fn options(&self, seed: u64) -> Result<Self::Options, String>;
-    fn validate(options: &Self::Options) -> Result<(), String>;
     /// `options` for another seed, keeping its trace if `record_trace`.
     fn seeded(options: &Self::Options, seed: u64, record_trace: bool) -> Self::Options;
-    fn run(options: &Self::Options) -> SimReport<Self::Stats>;
     /// The run's shape, for the opening line.
     fn describe(options: &Self::Options) -> String;
-    /// The command line that reruns `seed` with these arguments and prints its trace.
-    fn reproduce(&self, seed: u64) -> String;
-    fn converged_ms(stats: &Self::Stats) -> Option<u64>;
+    /// Writes out the arguments that differ from their defaults, for [`reproduce`].
+    fn write_arguments(&self, command: &mut CommandLine);
     /// The lines that follow the trace hash of one run.
     fn print_run(options: &Self::Options, report: &SimReport<Self::Stats>, wall_ms: f64);
     /// The lines that follow a sweep's count of passed and failed seeds.
@@ -321,12 +299,12 @@ trait ScenarioArgs: Sync {
 }
 
 /// Runs the one seed or sweeps the seeds the arguments ask for.
-fn simulate<A: ScenarioArgs>(args: &A) -> Result<(), String> {
-    let seeds = args.seeds();
-    let options = args.options(seeds.seed.unwrap_or(seeds.start))?;
-    A::validate(&options)?;
+fn simulate<A: ScenarioArgs>(args: &SimArgs<A>) -> Result<(), String> {
+    let seeds = &args.seeds;
+    let options = args.scenario.options(seeds.seed.unwrap_or(seeds.start))?;
+    (A::VALIDATE)(&options)?;
     match (seeds.seed, seeds.seeds) {
-        (Some(seed), _) => run_one(args, &A::seeded(&options, seed, args.trace())),
+        (Some(seed), _) => run_one(&args.scenario, &A::seeded(&options, seed, args.run.trace)),
         (None, Some(count)) => sweep(args, &options, count),
         (None, None) => Err("give --seed S to run one seed or --seeds N to sweep".to_string()),
     }
@@ -335,13 +313,13 @@ fn simulate<A: ScenarioArgs>(args: &A) -> Result<(), String> {
 /// Runs one seed and prints its trace (if recorded), verdict, trace hash and counts.
 fn run_one<A: ScenarioArgs>(args: &A, options: &A::Options) -> Result<(), String> {
     let started = wall_clock();
-    let report = A::run(options);
+    let report = (A::RUN)(options);
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
     print_trace(&report.trace);
     say!("keel sim {}: seed {}, {}", A::NAME, report.seed, A::describe(options));
     match &report.outcome {
         Ok(()) => {
-            say!("PASSED: converged {} ms after faults stopped", A::converged_ms(&report.stats).unwrap_or_default())
+            say!("PASSED: converged {} ms after faults stopped", (A::CONVERGED_MS)(&report.stats).unwrap_or_default())
         }
         Err(failure) => say!("FAILED {failure}"),
     }
@@ -350,25 +328,69 @@ fn run_one<A: ScenarioArgs>(args: &A, options: &A::Options) -> Result<(), String
     match &report.outcome {
         Ok(()) => Ok(()),
         Err(_) => {
-            say!("reproduce with: {}", args.reproduce(report.seed));
+            say!("reproduce with: {}", reproduce(args, report.seed));
             Err(format!("seed {} failed", report.seed))
         }
     }
 }
 
 /// Sweeps `count` seeds and prints the failures as they come, then a summary and the verdict.
-fn sweep<A: ScenarioArgs>(args: &A, options: &A::Options, count: u64) -> Result<(), String> {
-    let (start, sweep) = (args.seeds().start, args.sweep());
+fn sweep<A: ScenarioArgs>(args: &SimArgs<A>, options: &A::Options, count: u64) -> Result<(), String> {
+    let (start, run) = (args.seeds.start, &args.run);
     let SweepRun { reports, failed, jobs, wall_ms } = run_sweep(
-        SeedRange { start, count, jobs: sweep.jobs, fail_fast: sweep.fail_fast },
+        SeedRange { start, count, jobs: run.jobs, fail_fast: run.fail_fast },
         A::NAME,
         &A::describe(options),
-        |seed| A::run(&A::seeded(options, seed, false)),
-        |seed| args.reproduce(seed),
+        |seed| (A::RUN)(&A::seeded(options, seed, false)),
+        |seed| reproduce(&args.scenario, seed),
     )?;
     say!("{} seeds run: {} passed, {} failed", reports.len(), reports.len() - failed.len(), failed.len());
     A::print_sweep(options, &reports, jobs, wall_ms);
-    sweep_verdict(&failed, reports.len(), |seed| args.reproduce(seed))
+    sweep_verdict(&failed, reports.len(), |seed| reproduce(&args.scenario, seed))
+}
+
+/// The command line that reruns `seed` with these arguments and prints its trace.
+fn reproduce<A: ScenarioArgs>(args: &A, seed: u64) -> String {
+    let mut command = CommandLine(format!("keel sim {} --seed {seed}", A::NAME));
+    args.write_arguments(&mut command);
+    command.0.push_str(" --trace");
+    command.0
+}
+
+/// A command line written out for people to paste: only what differs from the defaults.
+struct CommandLine(String);
+
+impl CommandLine {
+    /// `--name`, if `on`.
+    fn flag(&mut self, name: &str, on: bool) {
+        if on {
+            self.0.push_str(&format!(" --{name}"));
+        }
+    }
+
+    /// `--name value`, if there is a value.
+    fn option(&mut self, name: &str, value: Option<impl std::fmt::Display>) {
+        if let Some(value) = value {
+            self.0.push_str(&format!(" --{name} {value}"));
+        }
+    }
+
+    /// `--name value`, unless `value` is the `default`.
+    fn unless_default<T: PartialEq + std::fmt::Display>(&mut self, name: &str, value: T, default: T) {
+        self.option(name, (value != default).then_some(value));
+    }
+
+    /// `--mutation name`, if there is one, by the name the command line knows it by.
+    fn mutation(&mut self, mutation: Option<impl clap::ValueEnum>) {
+        let name = mutation.and_then(|m| m.to_possible_value()).map(|value| value.get_name().to_string());
+        self.option("mutation", name);
+    }
+
+    /// `--safety-ms` and `--liveness-ms`, as given.
+    fn phases(&mut self, safety_ms: Option<u64>, liveness_ms: Option<u64>) {
+        self.option("safety-ms", safety_ms);
+        self.option("liveness-ms", liveness_ms);
+    }
 }
 
 /// The wall clock, read only to report how much faster than real time the simulation ran;
@@ -384,18 +406,9 @@ impl ScenarioArgs for RaftSimArgs {
     type Options = RaftSimOptions;
     type Stats = Stats;
     const NAME: &'static str = "raft";
-
-    fn seeds(&self) -> &SeedArgs {
-        &self.seeds
-    }
-
-    fn sweep(&self) -> &SweepArgs {
-        &self.sweep
-    }
-
-    fn trace(&self) -> bool {
-        self.trace
-    }
+    const VALIDATE: fn(&RaftSimOptions) -> Result<(), String> = RaftSimOptions::validate;
+    const RUN: fn(&RaftSimOptions) -> SimReport<Stats> = run_raft;
+    const CONVERGED_MS: fn(&Stats) -> Option<u64> = |stats| stats.liveness_converged_ms;
 
     fn options(&self, seed: u64) -> Result<RaftSimOptions, String> {
         let defaults = RaftSimOptions::new(seed);
@@ -411,16 +424,8 @@ impl ScenarioArgs for RaftSimArgs {
         })
     }
 
-    fn validate(options: &RaftSimOptions) -> Result<(), String> {
-        options.validate()
-    }
-
     fn seeded(options: &RaftSimOptions, seed: u64, record_trace: bool) -> RaftSimOptions {
         RaftSimOptions { seed, record_trace, ..options.clone() }
-    }
-
-    fn run(options: &RaftSimOptions) -> RaftSimReport {
-        run_raft(options)
     }
 
     fn describe(options: &RaftSimOptions) -> String {
@@ -438,35 +443,13 @@ impl ScenarioArgs for RaftSimArgs {
         text
     }
 
-    fn reproduce(&self, seed: u64) -> String {
-        let mut command = format!("keel sim raft --seed {seed}");
-        if self.nodes != 3 {
-            command.push_str(&format!(" --nodes {}", self.nodes));
-        }
-        if let Some(r) = self.replication_quorum {
-            command.push_str(&format!(" --replication-quorum {r}"));
-        }
-        if let Some(e) = self.election_quorum {
-            command.push_str(&format!(" --election-quorum {e}"));
-        }
-        if self.observers != 0 {
-            command.push_str(&format!(" --observers {}", self.observers));
-        }
-        if let Some(ms) = self.safety_ms {
-            command.push_str(&format!(" --safety-ms {ms}"));
-        }
-        if let Some(ms) = self.liveness_ms {
-            command.push_str(&format!(" --liveness-ms {ms}"));
-        }
-        if let Some(m) = self.mutation {
-            command.push_str(&format!(" --mutation {}", m.name()));
-        }
-        command.push_str(" --trace");
-        command
-    }
-
-    fn converged_ms(stats: &Stats) -> Option<u64> {
-        stats.liveness_converged_ms
+    fn write_arguments(&self, command: &mut CommandLine) {
+        command.unless_default("nodes", self.nodes, 3);
+        command.option("replication-quorum", self.replication_quorum);
+        command.option("election-quorum", self.election_quorum);
+        command.unless_default("observers", self.observers, 0);
+        command.phases(self.safety_ms, self.liveness_ms);
+        command.mutation(self.mutation);
     }
 
     fn print_run(_: &RaftSimOptions, report: &RaftSimReport, wall_ms: f64) {
@@ -538,18 +521,9 @@ impl ScenarioArgs for ClusterSimArgs {
     type Options = ClusterSimOptions;
     type Stats = ClusterStats;
     const NAME: &'static str = "cluster";
-
-    fn seeds(&self) -> &SeedArgs {
-        &self.seeds
-    }
-
-    fn sweep(&self) -> &SweepArgs {
-        &self.sweep
-    }
-
-    fn trace(&self) -> bool {
-        self.trace
-    }
+    const VALIDATE: fn(&ClusterSimOptions) -> Result<(), String> = ClusterSimOptions::validate;
+    const RUN: fn(&ClusterSimOptions) -> SimReport<ClusterStats> = run_cluster;
+    const CONVERGED_MS: fn(&ClusterStats) -> Option<u64> = |stats| stats.liveness_converged_ms;
 
     fn options(&self, seed: u64) -> Result<ClusterSimOptions, String> {
         let defaults = ClusterSimOptions::new(seed);
@@ -569,16 +543,8 @@ impl ScenarioArgs for ClusterSimArgs {
         })
     }
 
-    fn validate(options: &ClusterSimOptions) -> Result<(), String> {
-        options.validate()
-    }
-
     fn seeded(options: &ClusterSimOptions, seed: u64, record_trace: bool) -> ClusterSimOptions {
         ClusterSimOptions { seed, record_trace, ..options.clone() }
-    }
-
-    fn run(options: &ClusterSimOptions) -> ClusterSimReport {
-        run_cluster(options)
     }
 
     fn describe(options: &ClusterSimOptions) -> String {
@@ -599,46 +565,18 @@ impl ScenarioArgs for ClusterSimArgs {
         text
     }
 
-    fn reproduce(&self, seed: u64) -> String {
-        let mut command = format!("keel sim cluster --seed {seed}");
-        let defaults = ClusterSimOptions::new(seed);
-        for (name, value, default) in [
-            ("brokers", self.brokers, defaults.brokers),
-            ("partitions", self.partitions, defaults.partitions),
-            ("replication-factor", self.replication_factor, defaults.replication_factor),
-            ("min-isr", self.min_isr, defaults.min_isr),
-        ] {
-            if value != default {
-                command.push_str(&format!(" --{name} {value}"));
-            }
-        }
-        if let Some(ms) = self.safety_ms {
-            command.push_str(&format!(" --safety-ms {ms}"));
-        }
-        if let Some(ms) = self.liveness_ms {
-            command.push_str(&format!(" --liveness-ms {ms}"));
-        }
-        if let Some(n) = self.controllers {
-            command.push_str(&format!(" --controllers {n}"));
-        }
-        if self.separate_metadata_disk {
-            command.push_str(" --separate-metadata-disk");
-        }
-        if let Some(n) = self.controller_snapshot_entries {
-            command.push_str(&format!(" --controller-snapshot-entries {n}"));
-        }
-        if let Some(m) = self.mutation.map(ClusterMutationArg::mutation) {
-            command.push_str(&format!(" --mutation {m}"));
-        }
-        if self.no_broker_epoch_check {
-            command.push_str(" --no-broker-epoch-check");
-        }
-        command.push_str(" --trace");
-        command
-    }
-
-    fn converged_ms(stats: &ClusterStats) -> Option<u64> {
-        stats.liveness_converged_ms
+    fn write_arguments(&self, command: &mut CommandLine) {
+        let defaults = ClusterSimOptions::new(0);
+        command.unless_default("brokers", self.brokers, defaults.brokers);
+        command.unless_default("partitions", self.partitions, defaults.partitions);
+        command.unless_default("replication-factor", self.replication_factor, defaults.replication_factor);
+        command.unless_default("min-isr", self.min_isr, defaults.min_isr);
+        command.phases(self.safety_ms, self.liveness_ms);
+        command.option("controllers", self.controllers);
+        command.flag("separate-metadata-disk", self.separate_metadata_disk);
+        command.option("controller-snapshot-entries", self.controller_snapshot_entries);
+        command.mutation(self.mutation);
+        command.flag("no-broker-epoch-check", self.no_broker_epoch_check);
     }
 
     fn print_run(_: &ClusterSimOptions, report: &ClusterSimReport, wall_ms: f64) {
@@ -724,18 +662,9 @@ impl ScenarioArgs for GossipSimArgs {
     type Options = GossipSimOptions;
     type Stats = GossipStats;
     const NAME: &'static str = "gossip";
-
-    fn seeds(&self) -> &SeedArgs {
-        &self.seeds
-    }
-
-    fn sweep(&self) -> &SweepArgs {
-        &self.sweep
-    }
-
-    fn trace(&self) -> bool {
-        self.trace
-    }
+    const VALIDATE: fn(&GossipSimOptions) -> Result<(), String> = GossipSimOptions::validate;
+    const RUN: fn(&GossipSimOptions) -> SimReport<GossipStats> = run_gossip;
+    const CONVERGED_MS: fn(&GossipStats) -> Option<u64> = |stats| stats.liveness_converged_ms;
 
     fn options(&self, seed: u64) -> Result<GossipSimOptions, String> {
         if !(0.0..=1.0).contains(&self.loss) {
@@ -758,16 +687,8 @@ impl ScenarioArgs for GossipSimArgs {
         })
     }
 
-    fn validate(options: &GossipSimOptions) -> Result<(), String> {
-        options.validate()
-    }
-
     fn seeded(options: &GossipSimOptions, seed: u64, record_trace: bool) -> GossipSimOptions {
         GossipSimOptions { seed, record_trace, ..options.clone() }
-    }
-
-    fn run(options: &GossipSimOptions) -> GossipSimReport {
-        run_gossip(options)
     }
 
     fn describe(options: &GossipSimOptions) -> String {
@@ -793,38 +714,15 @@ impl ScenarioArgs for GossipSimArgs {
         text
     }
 
-    fn reproduce(&self, seed: u64) -> String {
-        let mut command = format!("keel sim gossip --seed {seed}");
-        if self.nodes != 50 {
-            command.push_str(&format!(" --nodes {}", self.nodes));
-        }
-        if self.loss != 0.1 {
-            command.push_str(&format!(" --loss {}", self.loss));
-        }
-        if self.no_partitions {
-            command.push_str(" --no-partitions");
-        }
-        if self.no_crashes {
-            command.push_str(" --no-crashes");
-        }
-        if let Some(ms) = self.safety_ms {
-            command.push_str(&format!(" --safety-ms {ms}"));
-        }
-        if let Some(ms) = self.liveness_ms {
-            command.push_str(&format!(" --liveness-ms {ms}"));
-        }
-        if self.anti_entropy_records != GossipSimOptions::new(0).anti_entropy_records {
-            command.push_str(&format!(" --anti-entropy-records {}", self.anti_entropy_records));
-        }
-        if let Some(m) = self.mutation {
-            command.push_str(&format!(" --mutation {}", m.name()));
-        }
-        command.push_str(" --trace");
-        command
-    }
-
-    fn converged_ms(stats: &GossipStats) -> Option<u64> {
-        stats.liveness_converged_ms
+    fn write_arguments(&self, command: &mut CommandLine) {
+        command.unless_default("nodes", self.nodes, 50);
+        command.unless_default("loss", self.loss, 0.1);
+        command.flag("no-partitions", self.no_partitions);
+        command.flag("no-crashes", self.no_crashes);
+        command.phases(self.safety_ms, self.liveness_ms);
+        let anti_entropy_records_default = GossipSimOptions::new(0).anti_entropy_records;
+        command.unless_default("anti-entropy-records", self.anti_entropy_records, anti_entropy_records_default);
+        command.mutation(self.mutation);
     }
 
     fn print_run(options: &GossipSimOptions, report: &GossipSimReport, wall_ms: f64) {

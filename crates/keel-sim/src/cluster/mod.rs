@@ -57,7 +57,13 @@ use keel_storage::backend::CrashBackend;
 use keel_storage::{AppendError, LogConfig, ReadError, RecoveryReport};
 use keel_types::{BrokerEpoch, Duration, ErrorCode, Instant, LeaderEpoch, NodeId, Rng, TopicId};
 
-use crate::harness::{self, fork, ms, Failure, Harness, Phase, Scenario, SimReport};
+use crate::harness::{
+    self, draw_fault_interval_ms_mean, draw_fault_kinds, fork, ms, Failure, Harness, Phase, Scenario, SimReport,
+    Streams,
+};
+use crate::network::{
+    cut_both, cut_one_way_at_random, isolate, show_links, show_side, split, Links, Network, NetworkFaults,
+};
 use crate::raft::store::RaftStore;
 use crate::trace::Trace;
 use log::{log_config, producer_batch, records_in, SimLog};
@@ -478,12 +484,7 @@ pub type ClusterSimReport = SimReport<ClusterStats>;
 /// Runs one seed. A violated check, a core that panics, or a cluster that does not converge
 /// comes back as a [`Failure`].
 pub fn run_cluster(options: &ClusterSimOptions) -> ClusterSimReport {
-    if let Err(message) = options.validate() {
-        return SimReport::refused(options.seed, message);
-    }
-    let mut sim = Sim::new(options);
-    let outcome = harness::run(&mut sim);
-    sim.finish(outcome)
+    harness::run_seed(options.seed, options.validate(), || Sim::new(options), Sim::finish)
 }
 
 // ---- the simulation --------------------------------------------------------------------------
@@ -773,9 +774,6 @@ struct Consumer {
     resetting: bool,
 }
 
-/// A partition cuts the directed links (from, to) it holds.
-type Links = BTreeSet<(usize, usize)>;
-
 /// A seed's retention: the topic's `retention.ms` and `retention.bytes` (neither: no
 /// retention), whether producers sometimes stamp records with a CreateTime older than
 /// `retention.ms` (so they expire at once), and how often each broker runs its maintenance.
@@ -849,12 +847,7 @@ struct Sim<'a> {
     consumers: Vec<Consumer>,
     next_value: u64,
     next_attempt: u64,
-    loss_percent: u64,
-    duplicate_percent: u64,
-    spike_percent: u64,
-    delay_us_max: u64,
-    in_flight: usize,
-    network_rng: Rng,
+    network: Network,
     client_rng: Rng,
     disk_rng: Rng,
     /// Draws for retention: the producers' old timestamps and the maintenance schedule.
@@ -947,22 +940,26 @@ fn setup_metadata(options: &ClusterSimOptions, rng: &mut Rng) -> (LogIndex, Meta
 
 impl<'a> Sim<'a> {
     fn new(options: &'a ClusterSimOptions) -> Sim<'a> {
-        let mut master = Rng::new(options.seed);
-        let mut knobs = fork(&mut master);
-        let network_rng = fork(&mut master);
-        let fault_rng = fork(&mut master);
-        let client_rng = fork(&mut master);
-        let disk_rng = fork(&mut master);
+        let Streams {
+            mut master,
+            mut knobs,
+            network: network_rng,
+            fault: fault_rng,
+            client: client_rng,
+            disk: disk_rng,
+        } = Streams::new(options.seed);
         let mut placement_rng = fork(&mut master);
         let mut retention_rng = fork(&mut master);
         let f = &options.faults;
-        let upto = |rng: &mut Rng, max: u64| if max == 0 { 0 } else { rng.range_inclusive(0, max) };
-        let loss_percent = upto(&mut knobs, f.message_loss_percent_max);
-        let duplicate_percent = upto(&mut knobs, f.message_duplicate_percent_max);
-        let spike_percent = upto(&mut knobs, f.delay_spike_percent_max);
-        let delay_us_max = knobs.range_inclusive(200, f.network_delay_ms_max.max(1) * 1_000);
-        let mut faults = Vec::new();
-        for (enabled, kind) in [
+        let network_faults = NetworkFaults {
+            loss_percent_max: f.message_loss_percent_max,
+            duplicate_percent_max: f.message_duplicate_percent_max,
+            spike_percent_max: f.delay_spike_percent_max,
+            delay_us_max_min: 200,
+            delay_ms_max: f.network_delay_ms_max,
+        };
+        let network = Network::draw(&mut knobs, network_faults, IN_FLIGHT_MAX, network_rng);
+        let kinds = [
             (f.lossy_crashes, FaultKind::LossyCrash),
             (f.clean_restarts, FaultKind::CleanRestart),
             (f.power_loss, FaultKind::PowerLoss),
@@ -972,13 +969,9 @@ impl<'a> Sim<'a> {
             (f.disk_swaps, FaultKind::DiskSwap),
             (f.cluster_restarts, FaultKind::ClusterRestart),
             (f.min_isr_changes, FaultKind::MinIsrChange),
-        ] {
-            if enabled && (!f.swarm || knobs.chance(3, 4)) {
-                faults.push(kind);
-            }
-        }
-        let mean = f.fault_interval_ms_mean.max(1);
-        let fault_interval_ms_mean = knobs.range_inclusive(mean.div_ceil(4), mean * 2);
+        ];
+        let faults = draw_fault_kinds(&mut knobs, f.swarm, kinds);
+        let fault_interval_ms_mean = draw_fault_interval_ms_mean(&mut knobs, f.fault_interval_ms_mean);
         // flush.policy=never: the OS writes dirty pages back now and then; per broker a mean
         // writeback interval of 50 ms to 5 s.
         let flush_means: Vec<u64> = (0..options.brokers).map(|_| knobs.range_inclusive(50, 5_000)).collect();
@@ -1058,8 +1051,8 @@ impl<'a> Sim<'a> {
         trace.line(
             Instant::ZERO,
             format_args!(
-                "seed {} brokers {} partitions {} RF {} min ISR {} mutation {:?}; loss {loss_percent}% duplicate \
-                 {duplicate_percent}% spike {spike_percent}% delay <= {delay_us_max} us; faults {faults:?} every \
+                "seed {} brokers {} partitions {} RF {} min ISR {} mutation {:?}; loss {}% duplicate \
+                 {}% spike {}% delay <= {} us; faults {faults:?} every \
                  {fault_interval_ms_mean} ms; writeback means {flush_means:?} ms; segments of {} bytes, \
                  recovery checkpoints every {} bytes; {} controllers snapshot every {snapshot_entries} entries; \
                  retention.ms {:?} retention.bytes {:?}, old timestamps {}, maintenance every {} ms",
@@ -1069,6 +1062,10 @@ impl<'a> Sim<'a> {
                 options.replication_factor,
                 options.min_isr,
                 options.mutation,
+                network.loss_percent,
+                network.duplicate_percent,
+                network.spike_percent,
+                network.delay_us_max,
                 log_config.segment_bytes,
                 log_config.recovery_checkpoint_bytes,
                 voters.len(),
@@ -1094,12 +1091,7 @@ impl<'a> Sim<'a> {
             consumers: (0..options.partitions).map(|_| Consumer::default()).collect(),
             next_value: 1,
             next_attempt: 1,
-            loss_percent,
-            duplicate_percent,
-            spike_percent,
-            delay_us_max,
-            in_flight: 0,
-            network_rng,
+            network,
             client_rng,
             disk_rng,
             retention_rng,
@@ -1137,11 +1129,7 @@ impl<'a> Sim<'a> {
         if self.harness.phase == Phase::Liveness {
             return ms(self.harness.fault_rng.range_inclusive(10, 100));
         }
-        if self.harness.fault_rng.chance(1, 3) {
-            ms(self.harness.fault_rng.range_inclusive(1, 50))
-        } else {
-            ms(self.harness.fault_rng.range_inclusive(100, 3_000))
-        }
+        self.harness.downtime()
     }
 
     fn client_index(&self) -> usize {
@@ -1156,26 +1144,17 @@ impl<'a> Sim<'a> {
             // In-process, between the broker and the controller of a combined node.
             self.harness
                 .schedule(self.harness.now + Duration(10_000), Event::Deliver { to, message: Box::new(message) });
-            self.in_flight += 1;
+            self.network.in_flight += 1;
             return;
         }
         let cut = self.harness.partition.cut().is_some_and(|links| links.contains(&(from, to)));
-        if cut || self.in_flight >= IN_FLIGHT_MAX || self.network_rng.chance(self.loss_percent, 100) {
+        let Ok(delays) = self.network.send(cut) else {
             self.stats.messages_dropped += 1;
             return;
-        }
-        let copies = if self.network_rng.chance(self.duplicate_percent, 100) { 2 } else { 1 };
-        self.stats.messages_duplicated += copies - 1;
-        for _ in 0..copies {
-            let mut us = self.network_rng.range_inclusive(100, self.delay_us_max.max(100));
-            if self.network_rng.chance(self.spike_percent, 100) {
-                us *= self.network_rng.range_inclusive(5, 20);
-            }
-            self.in_flight += 1;
-            self.harness.schedule(
-                self.harness.now + Duration(us * 1_000),
-                Event::Deliver { to, message: Box::new(message.clone()) },
-            );
+        };
+        self.stats.messages_duplicated += delays.len() as u64 - 1;
+        for delay in delays {
+            self.harness.schedule(self.harness.now + delay, Event::Deliver { to, message: Box::new(message.clone()) });
         }
     }
 
@@ -2357,55 +2336,32 @@ impl<'a> Sim<'a> {
         let nodes = brokers;
         let (active, voters) = (self.active_controller(), self.voters.len());
         let rng = &mut self.harness.fault_rng;
-        let mut links = BTreeSet::new();
-        let both = |links: &mut BTreeSet<(usize, usize)>, a: usize, b: usize| {
-            links.insert((a, b));
-            links.insert((b, a));
-        };
+        let mut links = Links::new();
         let name = |i: usize| format!("b{}", i + 1);
         let variant = rng.below(5);
         let victim = rng.below(brokers as u64) as usize;
         let shape = match variant {
             0 => {
-                for other in (0..nodes).filter(|o| *o != victim) {
-                    both(&mut links, victim, other);
-                }
+                isolate(&mut links, victim, nodes);
                 format!("{} isolated", name(victim))
             }
             1 => {
                 let controller = active.filter(|&a| a != victim).unwrap_or((victim + 1) % voters);
-                both(&mut links, victim, controller);
+                cut_both(&mut links, victim, controller);
                 format!("{} cut from the controller on {}", name(victim), name(controller))
             }
             2 => {
-                for other in (0..brokers).filter(|o| *o != victim) {
-                    both(&mut links, victim, other);
-                }
+                isolate(&mut links, victim, brokers);
                 format!("{} cut from the other brokers", name(victim))
             }
             3 => {
                 let side: Vec<bool> = (0..nodes).map(|_| rng.chance(1, 2)).collect();
-                for a in 0..nodes {
-                    for b in 0..nodes {
-                        if side[a] && !side[b] {
-                            both(&mut links, a, b);
-                        }
-                    }
-                }
-                let names =
-                    |want: bool| (0..nodes).filter(|i| side[*i] == want).map(name).collect::<Vec<_>>().join(",");
-                format!("{} | {}", names(true), names(false))
+                split(&mut links, &side);
+                format!("{} | {}", show_side(&side, true, name), show_side(&side, false, name))
             }
             _ => {
-                for a in 0..nodes {
-                    for b in (0..nodes).filter(|b| *b != a) {
-                        if rng.chance(1, 4) {
-                            links.insert((a, b));
-                        }
-                    }
-                }
-                let shown: Vec<String> = links.iter().map(|(a, b)| format!("{}->{}", name(*a), name(*b))).collect();
-                format!("one-way cuts {}", shown.join(" "))
+                cut_one_way_at_random(&mut links, nodes, rng, 4);
+                format!("one-way cuts {}", show_links(&links, name))
             }
         };
         let flapping = self.harness.fault_rng.chance(1, 4);
@@ -2446,7 +2402,7 @@ impl Scenario for Sim<'_> {
     fn step(&mut self, event: Event) -> Result<(), String> {
         match event {
             Event::Deliver { to, message } => {
-                self.in_flight = self.in_flight.saturating_sub(1);
+                self.network.in_flight = self.network.in_flight.saturating_sub(1);
                 self.deliver(to, *message)
             }
             Event::BrokerTick { broker, process } => {
@@ -2546,16 +2502,15 @@ impl Scenario for Sim<'_> {
             FaultKind::PowerLoss => {
                 self.stats.power_losses += 1;
                 self.harness.trace.line(self.harness.now, format_args!("power loss: every broker crashes"));
-                let base = self.harness.fault_rng.range_inclusive(10, 1_000);
-                for b in 0..total {
-                    let downtime = ms(base + self.harness.fault_rng.range_inclusive(0, 30));
+                // Crashing draws nothing from the fault stream, so the downtimes may all be
+                // drawn first.
+                for (b, downtime) in self.harness.power_loss_downtimes(total).into_iter().enumerate() {
                     self.crash(b, downtime)?;
                 }
             }
             FaultKind::Partition => self.partition(),
             FaultKind::SlowDisk => {
-                let victim = self.harness.fault_rng.below(total as u64) as usize;
-                let until = self.harness.now + ms(self.harness.fault_rng.range_inclusive(100, 3_000));
+                let (victim, until) = self.harness.draw_spell(total, 100);
                 let broker = &mut self.brokers[victim];
                 broker.slow_disk_until = broker.slow_disk_until.max(until);
                 self.stats.slow_disks += 1;
@@ -2595,8 +2550,7 @@ impl Scenario for Sim<'_> {
                 self.change_min_isr(min_isr)?;
             }
             FaultKind::MetadataStall => {
-                let victim = self.harness.fault_rng.below(total as u64) as usize;
-                let until = self.harness.now + ms(self.harness.fault_rng.range_inclusive(200, 3_000));
+                let (victim, until) = self.harness.draw_spell(total, 200);
                 let broker = &mut self.brokers[victim];
                 broker.metadata_stalled_until = broker.metadata_stalled_until.max(until);
                 self.stats.metadata_stalls += 1;
@@ -2615,9 +2569,7 @@ impl Scenario for Sim<'_> {
             self.harness.now,
             format_args!("liveness phase: faults stop, the network heals, brokers restart, the producer stops"),
         );
-        self.loss_percent = 0;
-        self.duplicate_percent = 0;
-        self.spike_percent = 0;
+        self.network.calm();
         self.heal();
         for b in 0..self.brokers.len() {
             self.brokers[b].slow_disk_until = self.harness.now;

@@ -253,12 +253,7 @@ pub type GossipSimReport = SimReport<GossipStats>;
 /// Runs one seed. Never panics on a finding: a violated invariant, a core that panics, or
 /// views that do not converge all come back as a [`Failure`].
 pub fn run_gossip(options: &GossipSimOptions) -> GossipSimReport {
-    if let Err(message) = options.validate() {
-        return SimReport::refused(options.seed, message);
-    }
-    let mut sim = Sim::new(options);
-    let outcome = harness::run(&mut sim);
-    sim.finish(outcome)
+    harness::run_seed(options.seed, options.validate(), || Sim::new(options), Sim::finish)
 }
 
 // ---- the simulation --------------------------------------------------------------------------

@@ -18,7 +18,11 @@ use keel_raft::{
 };
 use keel_types::{Duration, Instant, NodeId, Rng};
 
-use crate::harness::{self, fork, ms, Failure, Harness, Phase, Scenario, SimReport};
+use crate::harness::{
+    self, draw_fault_interval_ms_mean, draw_fault_kinds, fork, ms, upto, Failure, Harness, Phase, Scenario, SimReport,
+    Streams,
+};
+use crate::network::{cut_one_way_at_random, isolate, show_links, show_side, split, Links, Network, NetworkFaults};
 use crate::trace::{Fnv1a, Trace};
 use oracle::{Oracle, Watch};
 use store::{CrashLoss, RaftStore};
@@ -279,12 +283,7 @@ pub type RaftSimReport = SimReport<Stats>;
 /// Runs one seed. Never panics on a finding: a violated invariant, a core that panics, or a
 /// cluster that does not converge all come back as a [`Failure`].
 pub fn run_raft(options: &RaftSimOptions) -> RaftSimReport {
-    if let Err(message) = options.validate() {
-        return SimReport::refused(options.seed, message);
-    }
-    let mut sim = Sim::new(options);
-    let outcome = harness::run(&mut sim);
-    sim.finish(outcome)
+    harness::run_seed(options.seed, options.validate(), || Sim::new(options), Sim::finish)
 }
 
 // ---- the simulation --------------------------------------------------------------------------
@@ -375,26 +374,6 @@ impl Node {
 }
 
 #[derive(Debug)]
-struct Network {
-    loss_percent: u64,
-    duplicate_percent: u64,
-    spike_percent: u64,
-    delay_us_max: u64,
-    in_flight: usize,
-    rng: Rng,
-}
-
-impl Network {
-    fn delay(&mut self) -> Duration {
-        let mut us = self.rng.range_inclusive(100, self.delay_us_max.max(100));
-        if self.rng.chance(self.spike_percent, 100) {
-            us *= self.rng.range_inclusive(5, 20);
-        }
-        Duration(us * 1_000)
-    }
-}
-
-#[derive(Debug)]
 struct Client {
     next_number: u64,
     /// Commands proposed and not yet seen applied, with when to send each (again).
@@ -428,9 +407,6 @@ impl FaultKind {
     }
 }
 
-/// A partition cuts the directed links (from, to) it holds.
-type Links = BTreeSet<(usize, usize)>;
-
 struct Sim<'a> {
     options: &'a RaftSimOptions,
     harness: Harness<Event, Links>,
@@ -450,33 +426,33 @@ struct Sim<'a> {
 impl<'a> Sim<'a> {
     fn new(options: &'a RaftSimOptions) -> Sim<'a> {
         // Separate streams, so a change in how one part draws does not reshuffle the others.
-        let mut master = Rng::new(options.seed);
-        let mut knobs = fork(&mut master);
-        let network_rng = fork(&mut master);
-        let fault_rng = fork(&mut master);
-        let client_rng = fork(&mut master);
-        let disk_rng = fork(&mut master);
+        let Streams {
+            mut master,
+            mut knobs,
+            network: network_rng,
+            fault: fault_rng,
+            client: client_rng,
+            disk: disk_rng,
+        } = Streams::new(options.seed);
         let f = &options.faults;
-        let upto = |rng: &mut Rng, max: u64| if max == 0 { 0 } else { rng.range_inclusive(0, max) };
-        let loss_percent = upto(&mut knobs, f.message_loss_percent_max);
-        let duplicate_percent = upto(&mut knobs, f.message_duplicate_percent_max);
-        let spike_percent = upto(&mut knobs, f.delay_spike_percent_max);
-        let delay_us_max = knobs.range_inclusive(1_000, f.network_delay_ms_max.max(1) * 1_000);
-        let mut faults = Vec::new();
-        for (enabled, kind) in [
+        let network_faults = NetworkFaults {
+            loss_percent_max: f.message_loss_percent_max,
+            duplicate_percent_max: f.message_duplicate_percent_max,
+            spike_percent_max: f.delay_spike_percent_max,
+            delay_us_max_min: 1_000,
+            delay_ms_max: f.network_delay_ms_max,
+        };
+        let network = Network::draw(&mut knobs, network_faults, IN_FLIGHT_MAX, network_rng);
+        let kinds = [
             (f.crashes, FaultKind::Crash),
             (f.crashes, FaultKind::PowerLoss),
             (f.partitions, FaultKind::Partition),
             (f.slow_disks, FaultKind::SlowDisk),
             (f.clock_jumps, FaultKind::ClockJump),
             (f.leadership_transfers, FaultKind::Transfer),
-        ] {
-            if enabled && (!f.swarm || knobs.chance(3, 4)) {
-                faults.push(kind);
-            }
-        }
-        let mean = f.fault_interval_ms_mean.max(1);
-        let fault_interval_ms_mean = knobs.range_inclusive(mean.div_ceil(4), mean * 2);
+        ];
+        let faults = draw_fault_kinds(&mut knobs, f.swarm, kinds);
+        let fault_interval_ms_mean = draw_fault_interval_ms_mean(&mut knobs, f.fault_interval_ms_mean);
         let crash_after_write_permille =
             if faults.contains(&FaultKind::Crash) { upto(&mut knobs, f.crash_after_write_permille_max) } else { 0 };
         // Small batches make catching up take many round trips; large ones few.
@@ -517,10 +493,10 @@ impl<'a> Sim<'a> {
                 nodes[0].config.replication_quorum,
                 nodes[0].config.election_quorum,
                 options.mutation,
-                loss_percent,
-                duplicate_percent,
-                spike_percent,
-                delay_us_max,
+                network.loss_percent,
+                network.duplicate_percent,
+                network.spike_percent,
+                network.delay_us_max,
                 faults,
                 nodes.iter().map(|n| n.compact_every).collect::<Vec<_>>(),
             ),
@@ -529,14 +505,7 @@ impl<'a> Sim<'a> {
             options,
             harness: Harness::new(options.safety_ms, options.liveness_ms, fault_rng, fault_interval_ms_mean, trace),
             nodes,
-            network: Network {
-                loss_percent,
-                duplicate_percent,
-                spike_percent,
-                delay_us_max,
-                in_flight: 0,
-                rng: network_rng,
-            },
+            network,
             client: Client {
                 next_number: 1,
                 pending: BTreeMap::new(),
@@ -563,16 +532,6 @@ impl<'a> Sim<'a> {
         self.stats.commands_committed = self.client.applied_at.len() as u64;
         self.stats.commands_duplicated = self.client.duplicates.len() as u64;
         self.harness.finish(self.options.seed, outcome.map(|_| ()), self.stats)
-    }
-
-    /// How long a crashed node stays down.
-    fn downtime(&mut self) -> Duration {
-        // Quick reboots land in the middle of an election or a replication round.
-        if self.harness.fault_rng.chance(1, 3) {
-            ms(self.harness.fault_rng.range_inclusive(1, 50))
-        } else {
-            ms(self.harness.fault_rng.range_inclusive(100, 3_000))
-        }
     }
 
     fn node_now(&self, i: usize) -> Instant {
@@ -852,7 +811,7 @@ impl<'a> Sim<'a> {
             None => self.crash_after_write_permille,
         };
         if self.harness.phase == Phase::Safety && self.harness.fault_rng.chance(permille, 1000) {
-            let downtime = self.downtime();
+            let downtime = self.harness.downtime();
             self.crash(i, downtime);
         }
         Ok(())
@@ -863,30 +822,17 @@ impl<'a> Sim<'a> {
     fn send(&mut self, from: usize, to: NodeId, message: Message) -> Result<(), String> {
         let to = self.index_of(to)?;
         self.stats.messages_sent += 1;
-        let lost = if self.cut(from, to) {
-            Some("cut")
-        } else if self.network.in_flight >= IN_FLIGHT_MAX {
-            Some("network full")
-        } else if self.network.rng.chance(self.network.loss_percent, 100) {
-            Some("lost")
-        } else {
-            None
+        let delays = match self.network.send(self.cut(from, to)) {
+            Ok(delays) => delays,
+            Err(why) => {
+                self.stats.messages_dropped += 1;
+                let (a, b) = (self.nodes[from].id, self.nodes[to].id);
+                self.harness.trace.line(self.harness.now, format_args!("n{a} -> n{b} {message}: {why}"));
+                return Ok(());
+            }
         };
-        if let Some(why) = lost {
-            self.stats.messages_dropped += 1;
-            let (a, b) = (self.nodes[from].id, self.nodes[to].id);
-            self.harness.trace.line(self.harness.now, format_args!("n{a} -> n{b} {message}: {why}"));
-            return Ok(());
-        }
-        let copies = if self.network.rng.chance(self.network.duplicate_percent, 100) {
-            self.stats.messages_duplicated += 1;
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let delay = self.network.delay();
-            self.network.in_flight += 1;
+        self.stats.messages_duplicated += delays.len() as u64 - 1;
+        for delay in delays {
             self.harness.schedule(self.harness.now + delay, Event::Deliver { from, to, message: message.clone() });
         }
         Ok(())
@@ -1015,11 +961,8 @@ impl<'a> Sim<'a> {
         }
         let leader = self.leader();
         let rng = &mut self.harness.fault_rng;
-        let mut links = BTreeSet::new();
-        let both = |links: &mut BTreeSet<(usize, usize)>, a: usize, b: usize| {
-            links.insert((a, b));
-            links.insert((b, a));
-        };
+        let mut links = Links::new();
+        let name = |i: usize| format!("n{}", i + 1);
         let variant = rng.below(4);
         let shape = match variant {
             0 => {
@@ -1027,10 +970,8 @@ impl<'a> Sim<'a> {
                     Some(leader) if rng.chance(1, 2) => leader,
                     _ => rng.below(total as u64) as usize,
                 };
-                for other in (0..total).filter(|o| *o != loner) {
-                    both(&mut links, loner, other);
-                }
-                format!("n{} isolated", loner + 1)
+                isolate(&mut links, loner, total);
+                format!("{} isolated", name(loner))
             }
             1 | 3 => {
                 // A random split into two non-empty sides.
@@ -1042,17 +983,8 @@ impl<'a> Sim<'a> {
                     second += 1;
                 }
                 side[second] = false;
-                for a in 0..total {
-                    for b in 0..total {
-                        if side[a] && !side[b] {
-                            both(&mut links, a, b);
-                        }
-                    }
-                }
-                let names = |want: bool| {
-                    (0..total).filter(|i| side[*i] == want).map(|i| format!("n{}", i + 1)).collect::<Vec<_>>().join(",")
-                };
-                format!("{} | {}", names(true), names(false))
+                split(&mut links, &side);
+                format!("{} | {}", show_side(&side, true, name), show_side(&side, false, name))
             }
             _ => {
                 // One-way: a node that can send but not hear, or hear but not send, or random
@@ -1068,16 +1000,9 @@ impl<'a> Sim<'a> {
                         format!("n{} cannot send", node + 1)
                     }
                     _ => {
-                        for a in 0..total {
-                            for b in (0..total).filter(|b| *b != a) {
-                                if rng.chance(1, 3) {
-                                    links.insert((a, b));
-                                }
-                            }
-                        }
+                        cut_one_way_at_random(&mut links, total, rng, 3);
                         links.insert((node, (node + 1) % total));
-                        let shown: Vec<String> = links.iter().map(|(a, b)| format!("n{}->n{}", a + 1, b + 1)).collect();
-                        format!("cut {}", shown.join(" "))
+                        format!("cut {}", show_links(&links, name))
                     }
                 }
             }
@@ -1144,7 +1069,7 @@ impl Scenario for Sim<'_> {
                         Some(leader) if self.harness.fault_rng.chance(1, 2) => leader,
                         _ => up[self.harness.fault_rng.below(up.len() as u64) as usize],
                     };
-                    let downtime = self.downtime();
+                    let downtime = self.harness.downtime();
                     self.crash(victim, downtime);
                     if self.may_swap_disk(victim) && self.swap_rng.chance(1, 4) {
                         self.swap_disk(victim);
@@ -1152,19 +1077,17 @@ impl Scenario for Sim<'_> {
                 }
             }
             FaultKind::PowerLoss => {
-                // Every node loses its unsynced writes at the same moment, and they boot
-                // again close together, so their election timers race as at a cold start.
-                let base = self.harness.fault_rng.range_inclusive(10, 1_000);
+                // Every node loses its unsynced writes at the same moment. (Crashing draws
+                // nothing from the fault stream, so the downtimes may all be drawn first.)
+                let downtimes = self.harness.power_loss_downtimes(total);
                 self.harness.trace.line(self.harness.now, format_args!("power loss: every node crashes"));
-                for i in 0..total {
-                    let downtime = ms(base + self.harness.fault_rng.range_inclusive(0, 30));
+                for (i, downtime) in downtimes.into_iter().enumerate() {
                     self.crash(i, downtime);
                 }
             }
             FaultKind::Partition => self.partition(),
             FaultKind::SlowDisk => {
-                let victim = self.harness.fault_rng.below(total as u64) as usize;
-                let until = self.harness.now + ms(self.harness.fault_rng.range_inclusive(100, 3_000));
+                let (victim, until) = self.harness.draw_spell(total, 100);
                 let node = &mut self.nodes[victim];
                 node.slow_disk_until = node.slow_disk_until.max(until);
                 self.stats.slow_disks += 1;
@@ -1211,9 +1134,7 @@ impl Scenario for Sim<'_> {
             self.harness.now,
             format_args!("liveness phase: faults stop, the network heals, crashed nodes restart"),
         );
-        self.network.loss_percent = 0;
-        self.network.duplicate_percent = 0;
-        self.network.spike_percent = 0;
+        self.network.calm();
         self.heal();
         for i in 0..self.nodes.len() {
             self.nodes[i].slow_disk_until = self.harness.now;
