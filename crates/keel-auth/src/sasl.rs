@@ -78,18 +78,26 @@ enum State {
 pub struct SaslSession {
     enabled: Vec<SaslMechanism>,
     state: State,
+    /// Why the exchange failed, in detail, for the server's log (the client gets Kafka's
+    /// generic message).
+    failure: Option<String>,
 }
 
 impl SaslSession {
     /// A connection on a listener that offers `enabled` (in the order SaslHandshake lists
     /// them).
     pub fn new(enabled: Vec<SaslMechanism>) -> SaslSession {
-        SaslSession { enabled, state: State::AwaitingHandshake }
+        SaslSession { enabled, state: State::AwaitingHandshake, failure: None }
     }
 
     /// The mechanisms a SaslHandshake answer lists.
     pub fn enabled_names(&self) -> Vec<&'static str> {
         self.enabled.iter().map(|m| m.name()).collect()
+    }
+
+    /// Why the exchange failed, in more detail than the client is told: for the log.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 
     /// Who the connection is, once authenticated.
@@ -136,7 +144,13 @@ impl SaslSession {
     pub fn authenticate(&mut self, bytes: &[u8], context: &mut impl SaslContext) -> SaslStep {
         let state = std::mem::replace(&mut self.state, State::Refused);
         let step = match state {
-            State::Handshaken(SaslMechanism::Plain) => plain(bytes, context),
+            State::Handshaken(SaslMechanism::Plain) => match plain(bytes, context) {
+                Ok(principal) => SaslStep::Authenticated { principal, bytes: Vec::new() },
+                Err(error) => {
+                    self.failure = Some(error.to_string());
+                    SaslStep::Refused(error.refusal())
+                }
+            },
             State::Handshaken(SaslMechanism::Scram(mechanism)) => {
                 let mut server = Box::new(ScramServer::new(mechanism, context.server_nonce()));
                 match scram_first(&mut server, mechanism, bytes, context) {
@@ -144,7 +158,10 @@ impl SaslSession {
                         self.state = State::Scram(server);
                         return SaslStep::Challenge(challenge);
                     }
-                    Err(refusal) => SaslStep::Refused(refusal),
+                    Err(error) => {
+                        self.failure = Some(error.to_string());
+                        SaslStep::Refused(error.refusal(mechanism))
+                    }
                 }
             }
             State::Scram(mut server) => match server.handle_client_final(bytes) {
@@ -152,7 +169,10 @@ impl SaslSession {
                     principal: KafkaPrincipal::user(success.username),
                     bytes: success.server_final,
                 },
-                Err(error) => SaslStep::Refused(error.refusal(server.mechanism())),
+                Err(error) => {
+                    self.failure = Some(error.to_string());
+                    SaslStep::Refused(error.refusal(server.mechanism()))
+                }
             },
             State::AwaitingHandshake | State::Authenticated(_) | State::Refused => SaslStep::Refused(Refusal::new(
                 ErrorCode::IllegalSaslState,
@@ -166,17 +186,12 @@ impl SaslSession {
     }
 }
 
-fn plain(bytes: &[u8], context: &impl SaslContext) -> SaslStep {
-    let verified = PlainResponse::parse(bytes).and_then(|response| {
-        let credentials = context.credentials(response.username());
-        let credential = preferred_credential(&credentials).ok_or(crate::PlainError::InvalidCredentials)?;
-        response.verify(credential)?;
-        Ok(KafkaPrincipal::user(response.username()))
-    });
-    match verified {
-        Ok(principal) => SaslStep::Authenticated { principal, bytes: Vec::new() },
-        Err(error) => SaslStep::Refused(error.refusal()),
-    }
+fn plain(bytes: &[u8], context: &impl SaslContext) -> Result<KafkaPrincipal, crate::PlainError> {
+    let response = PlainResponse::parse(bytes)?;
+    let credentials = context.credentials(response.username());
+    let credential = preferred_credential(&credentials).ok_or(crate::PlainError::InvalidCredentials)?;
+    response.verify(credential)?;
+    Ok(KafkaPrincipal::user(response.username()))
 }
 
 fn scram_first(
@@ -184,14 +199,14 @@ fn scram_first(
     mechanism: ScramMechanism,
     bytes: &[u8],
     context: &impl SaslContext,
-) -> Result<Vec<u8>, Refusal> {
-    let user = server.handle_client_first(bytes).map_err(|e| e.refusal(mechanism))?;
+) -> Result<Vec<u8>, crate::ScramError> {
+    let user = server.handle_client_first(bytes)?;
     let credential = context
         .credentials(&user)
         .into_iter()
         .find(|c| c.mechanism == mechanism)
         .unwrap_or_else(|| ScramCredential::fake_for(&user, mechanism, &context.fake_credential_secret()));
-    server.server_first(&credential).map_err(|e| e.refusal(mechanism))
+    server.server_first(&credential)
 }
 
 #[cfg(test)]
@@ -227,6 +242,18 @@ mod tests {
 
     /// A SCRAM client's messages for `password`, driven against `session`.
     fn scram_login(session: &mut SaslSession, mechanism: ScramMechanism, user: &str, password: &str) -> SaslStep {
+        scram_login_echoing(session, mechanism, user, password, "")
+    }
+
+    /// As [`scram_login`], with `prefix` in front of the nonce the client-final-message
+    /// echoes (librdkafka before 2.x sends its own nonce again there).
+    fn scram_login_echoing(
+        session: &mut SaslSession,
+        mechanism: ScramMechanism,
+        user: &str,
+        password: &str,
+        prefix: &str,
+    ) -> SaslStep {
         let client_nonce = "clientnonce";
         let bare = format!("n={user},r={client_nonce}");
         let SaslStep::Challenge(first) = session.authenticate(format!("n,,{bare}").as_bytes(), &mut users()) else {
@@ -240,7 +267,7 @@ mod tests {
         let salted = mechanism.salted_password(password.as_bytes(), &salt, iterations.parse().unwrap());
         let client_key = mechanism.hmac(&salted, b"Client Key");
         let stored_key = mechanism.hash(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c=biws,r={prefix}{nonce}");
         let auth_message = format!("{bare},{first},{without_proof}");
         let signature = mechanism.hmac(&stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
@@ -298,6 +325,18 @@ mod tests {
         for wrong in [&b"\0alice\0rabbit"[..], b"\0mallory\0wonderland", b"alice"] {
             assert!(matches!(plain(wrong), SaslStep::Refused(r) if r.code == ErrorCode::SaslAuthenticationFailed));
         }
+    }
+
+    #[test]
+    fn a_nonce_echoed_with_the_clients_own_in_front_is_accepted_as_kafka_does() {
+        let mut session = SaslSession::new(all());
+        session.handshake("SCRAM-SHA-512").unwrap();
+        let step = scram_login_echoing(&mut session, ScramMechanism::Sha512, "alice", "wonderland", "clientnonce");
+        assert!(matches!(step, SaslStep::Authenticated { .. }), "{step:?}");
+        let mut session = SaslSession::new(all());
+        session.handshake("SCRAM-SHA-512").unwrap();
+        let step = scram_login_echoing(&mut session, ScramMechanism::Sha512, "alice", "looking-glass", "clientnonce");
+        assert!(matches!(step, SaslStep::Refused(_)), "the proof still decides");
     }
 
     #[test]

@@ -229,8 +229,12 @@ impl ScramServer {
             return Err(ScramError::UnexpectedMessage { step: "client-final-message", state: state.name() });
         };
         let client_final = parse_client_final(message)?;
+        // RFC 5802 wants the nonce echoed exactly; Kafka's ScramSaslServer only checks that it
+        // ends with the one the server sent, and librdkafka before 2.x relies on that: it sends
+        // its own nonce again in front (seen with Debian's librdkafka 2.0.2 and kcat). The
+        // proof covers the message as sent, and the server's random part is still required.
         let expected_nonce = format!("{}{}", exchange.client_first.client_nonce, self.server_nonce);
-        if client_final.nonce != expected_nonce {
+        if !client_final.nonce.ends_with(&expected_nonce) {
             return Err(ScramError::NonceMismatch);
         }
         if client_final.channel_binding != exchange.client_first.gs2_header.as_bytes() {

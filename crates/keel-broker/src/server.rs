@@ -90,6 +90,9 @@ async fn connection(
     // On a SASL listener: the exchange, then who authenticated.
     let mut sasl =
         (protocol == SecurityProtocol::SaslPlaintext).then(|| SaslSession::new(broker.sasl_mechanisms.clone()));
+    // After a SaslHandshake v0 the mechanism's messages come as bare size-prefixed frames,
+    // not wrapped in SaslAuthenticate (Kafka still serves v0, for older kafka-python).
+    let mut bare_sasl = false;
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
     loop {
         let frame = match frames.decode(&mut buffer) {
@@ -118,6 +121,27 @@ async fn connection(
                 return;
             }
         };
+        if let Some(session) = sasl.as_mut().filter(|_| bare_sasl) {
+            let (bytes, done) = match session.authenticate(&frame, &mut BrokerSasl(&broker)) {
+                SaslStep::Challenge(bytes) => (bytes, false),
+                SaslStep::Authenticated { bytes, .. } => (bytes, true),
+                SaslStep::Refused(refusal) => {
+                    // A bare exchange has no error field: Kafka closes the connection.
+                    let detail = session.failure().unwrap_or(&refusal.message);
+                    tracing::info!(%peer, reason = %detail, "SASL authentication failed");
+                    return;
+                }
+            };
+            bare_sasl = !done;
+            let mut framed = Vec::with_capacity(4 + bytes.len());
+            framed.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&bytes);
+            if let Err(error) = stream.write_all(&framed).await {
+                tracing::debug!(%peer, %error, "connection write failed");
+                return;
+            }
+            continue;
+        }
         let response = match decode_request(frame) {
             Ok(request) => {
                 let version = request.header.api_version;
@@ -131,6 +155,7 @@ async fn connection(
                     }
                     (Some(session), RequestKind::SaslHandshake(r)) => {
                         let error = session.handshake(&r.mechanism).err();
+                        bare_sasl = error.is_none() && version == 0;
                         let mechanisms = session.enabled_names().into_iter().map(StrBytes::from_static_str).collect();
                         let code = error.map_or(0, |e| e.code.code());
                         Reply::Response(ResponseKind::SaslHandshake(
@@ -147,7 +172,8 @@ async fn connection(
                                 response.with_auth_bytes(bytes.into())
                             }
                             SaslStep::Refused(refusal) => {
-                                tracing::info!(%peer, reason = %refusal.message, "SASL authentication failed");
+                                let detail = session.failure().unwrap_or(&refusal.message);
+                                tracing::info!(%peer, reason = %detail, "SASL authentication failed");
                                 close_after = true;
                                 response
                                     .with_error_code(refusal.code.code())

@@ -54,8 +54,9 @@ pub const SUPPORTED_APIS: &[SupportedVersions] = &[
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::DescribeUserScramCredentials, 0, 0),
     api(ApiKey::AlterUserScramCredentials, 0, 0),
-    // Kafka 4.0 serves SaslHandshake v1 only (v0 sent raw SASL tokens; KIP-896).
-    api(ApiKey::SaslHandshake, 1, 1),
+    // v0 (bare SASL frames after it) stays, as in Kafka 4.0: older kafka-python sends it, and
+    // librdkafka before 2.6.1 looks for v0 before it will authenticate at all.
+    api(ApiKey::SaslHandshake, 0, 1),
     api(ApiKey::SaslAuthenticate, 0, 2),
 ];
 
