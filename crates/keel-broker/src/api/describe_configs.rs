@@ -91,13 +91,16 @@ impl Broker {
     pub(crate) fn broker_configs(&self) -> Vec<(&'static str, String)> {
         let c = &self.config;
         let d = &c.topic_defaults;
-        let (host, port) = &self.advertised;
+        let listeners = |show: &dyn Fn(&crate::config::KafkaListener) -> String| {
+            self.listeners.iter().map(|l| format!("{}://{}", l.name(), show(l))).collect::<Vec<_>>().join(",")
+        };
         vec![
             ("node.id", c.node_id.to_string()),
             ("broker.id", c.node_id.to_string()),
             ("log.dirs", c.data_dir.display().to_string()),
-            ("listeners", format!("PLAINTEXT://{}", c.listen)),
-            ("advertised.listeners", format!("PLAINTEXT://{host}:{port}")),
+            ("listeners", listeners(&|l| l.bind.to_string())),
+            ("advertised.listeners", listeners(&|l| format!("{}:{}", l.advertised.0, l.advertised.1))),
+            ("sasl.enabled.mechanisms", c.sasl_mechanisms.join(",")),
             ("auto.create.topics.enable", c.auto_create_topics_enable.to_string()),
             ("socket.request.max.bytes", c.socket_request_max_bytes.to_string()),
             ("num.partitions", d.num_partitions.to_string()),
