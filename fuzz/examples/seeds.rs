@@ -136,7 +136,11 @@ fn sasl() {
         let (first, last) = scram_messages(mechanism, "alice", "wonderland");
         seed(&format!("scram-{}-valid", mechanism.name()), 1 + 3 * selector, &[first.as_bytes(), last.as_bytes()]);
         let (first, last) = scram_messages(mechanism, "bob", "builder");
-        seed(&format!("scram-{}-unknown-user", mechanism.name()), 1 + 3 * selector, &[first.as_bytes(), last.as_bytes()]);
+        seed(
+            &format!("scram-{}-unknown-user", mechanism.name()),
+            1 + 3 * selector,
+            &[first.as_bytes(), last.as_bytes()],
+        );
     }
     // Session mode: the selector picks "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512".
     seed("session-plain", 2, &[b"\0alice\0wonderland"]);
@@ -163,7 +167,12 @@ fn record_batch() {
 
 fn gossip_datagram() {
     let sender = Sender { id: NodeId(2), address: Address::from("10.0.0.2:9093"), incarnation: Incarnation(300) };
-    let update = |id, status| Member { id: NodeId(id), address: Address::from("10.0.0.9:9093"), incarnation: Incarnation(7), status };
+    let update = |id, status| Member {
+        id: NodeId(id),
+        address: Address::from("10.0.0.9:9093"),
+        incarnation: Incarnation(7),
+        status,
+    };
     let bodies = [
         ("ping", Body::Ping { sequence: 5, prober: NodeId(2) }),
         ("ack", Body::Ack { sequence: 5, prober: NodeId(2), target: NodeId(3) }),
@@ -176,7 +185,12 @@ fn gossip_datagram() {
         let message = Message {
             sender: sender.clone(),
             body,
-            updates: vec![update(3, Status::Alive), update(4, Status::Suspect), update(5, Status::Dead), update(6, Status::Left)],
+            updates: vec![
+                update(3, Status::Alive),
+                update(4, Status::Suspect),
+                update(5, Status::Dead),
+                update(6, Status::Left),
+            ],
         };
         write("gossip_datagram", name, &message.encode());
     }
@@ -227,7 +241,13 @@ fn cluster_frame() {
         ("registered", Response::Registered { broker_epoch: BrokerEpoch(9), metadata_index: 40 }),
         ("topic-created", Response::TopicCreated { topic_id: TopicId(0xabcdef) }),
         ("done", Response::Done),
-        ("metadata", Response::Metadata { snapshot: Some((3, metadata_image().encode())), records: vec![(4, sample_records()[0].encode())] }),
+        (
+            "metadata",
+            Response::Metadata {
+                snapshot: Some((3, metadata_image().encode())),
+                records: vec![(4, sample_records()[0].encode())],
+            },
+        ),
     ];
     for (name, response) in responses {
         write("cluster_frame", &format!("response-{name}"), &frame_body(&response));
@@ -299,9 +319,13 @@ fn group_record() {
         bytes.extend_from_slice(value.as_deref().unwrap_or_default());
         write("group_record", name, &bytes);
     };
-    let offset = CommittedOffset { offset: 42, leader_epoch: 3, metadata: "m".into(), commit_timestamp_ms: 1_700_000_000_000 };
+    let offset =
+        CommittedOffset { offset: 42, leader_epoch: 3, metadata: "m".into(), commit_timestamp_ms: 1_700_000_000_000 };
     seed("offset", Record::Offset { group_id: "g".into(), topic: "orders".into(), partition: 1, value: Some(offset) });
-    seed("offset-tombstone", Record::Offset { group_id: "g".into(), topic: "orders".into(), partition: 1, value: None });
+    seed(
+        "offset-tombstone",
+        Record::Offset { group_id: "g".into(), topic: "orders".into(), partition: 1, value: None },
+    );
     let member = MemberRecord {
         member_id: "consumer-1".into(),
         group_instance_id: Some("instance-1".into()),

@@ -24,8 +24,13 @@ fn credential(mechanism: ScramMechanism) -> &'static ScramCredential {
         ScramMechanism::Sha512 => &SHA512,
     };
     cell.get_or_init(|| {
-        ScramCredential::from_password(mechanism, "wonderland", b"salt-of-alice".to_vec(), ScramMechanism::ITERATIONS_MIN)
-            .expect("a valid credential")
+        ScramCredential::from_password(
+            mechanism,
+            "wonderland",
+            b"salt-of-alice".to_vec(),
+            ScramMechanism::ITERATIONS_MIN,
+        )
+        .expect("a valid credential")
     })
 }
 
