@@ -1,4 +1,4 @@
-//! Fuzzes request decoding: `cargo +nightly fuzz run decode_request` (from `fuzz/`).
+//! Fuzzes request decoding (`bash fuzz/run.sh`, see fuzz/README.md).
 //! Any input must decode to a request or a typed error, never panic; a decoded request must
 //! survive an encode/decode round trip.
 #![no_main]

@@ -860,11 +860,17 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        let timestamp = batch_decode_info.min_timestamp + timestamp_delta;
+        // keel patch: the deltas come off the wire; an overflowing sum is a malformed record,
+        // not a panic (debug builds) or a silently wrapped value (release builds).
+        let Some(timestamp) = batch_decode_info.min_timestamp.checked_add(timestamp_delta) else {
+            bail!("Record timestamp overflows: base {} + delta {timestamp_delta}", batch_decode_info.min_timestamp);
+        };
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let offset = batch_decode_info.min_offset + offset_delta as i64;
+        let Some(offset) = batch_decode_info.min_offset.checked_add(i64::from(offset_delta)) else {
+            bail!("Record offset overflows: base {} + delta {offset_delta}", batch_decode_info.min_offset);
+        };
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key

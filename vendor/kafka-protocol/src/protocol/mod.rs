@@ -243,7 +243,14 @@ pub(crate) fn write_unknown_tagged_fields<B: ByteBufMut, R: RangeBounds<i32>>(
     range: R,
     unknown_tagged_fields: &BTreeMap<i32, Bytes>,
 ) -> Result<()> {
-    for (&k, v) in unknown_tagged_fields.range(range) {
+    // keel patch: a tag is an unsigned varint; decoders store tags of 2^31 and above as
+    // negative keys. `num_tagged_fields` counts them, so they are written too, last (their
+    // place in the wire's ascending order), whenever the range is open-ended.
+    let above_i32_max = match range.end_bound() {
+        std::ops::Bound::Unbounded => unknown_tagged_fields.range(..0),
+        _ => unknown_tagged_fields.range(0..0),
+    };
+    for (&k, v) in unknown_tagged_fields.range(range).chain(above_i32_max) {
         if v.len() > u32::MAX as usize {
             bail!("Tagged field is too long to encode ({} bytes)", v.len());
         }
