@@ -47,7 +47,6 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub topics: Topics,
     pub cluster_id: String,
-    pub(crate) advertised: (String, u16),
     /// The Kafka listeners, in config order (the first is the inter-broker one).
     pub(crate) listeners: Vec<KafkaListener>,
     /// The mechanisms SASL listeners offer.
@@ -91,7 +90,6 @@ impl Broker {
     pub fn open(config: BrokerConfig, link: ClusterLink, shutdown: watch::Receiver<bool>) -> Result<Broker, NodeError> {
         config.validate()?;
         let listeners = config.kafka_listeners()?;
-        let advertised = listeners[0].advertised.clone();
         let sasl_mechanisms = config.sasl_mechanisms()?;
         let mut secret = [0u8; 32];
         secret[..16].copy_from_slice(Uuid::new_v4().as_bytes());
@@ -108,7 +106,6 @@ impl Broker {
             config,
             topics,
             cluster_id,
-            advertised,
             listeners,
             sasl_mechanisms,
             sasl_secret,
@@ -120,9 +117,9 @@ impl Broker {
         })
     }
 
-    /// The host and port clients are told to use.
+    /// The host and port clients of the first listener are told to use.
     pub fn advertised(&self) -> (String, u16) {
-        self.advertised.clone()
+        self.listeners[0].advertised.clone()
     }
 
     /// Answers one request.

@@ -241,10 +241,7 @@ impl BrokerConfig {
         let Some(advertise) = &self.advertise else {
             return Ok((self.listen.ip().to_string(), self.listen.port()));
         };
-        let invalid = || ConfigError::AdvertiseAddress { value: advertise.clone() };
-        let (host, port) = advertise.rsplit_once(':').ok_or_else(invalid)?;
-        let port = port.parse().map_err(|_| invalid())?;
-        Ok((host.trim_matches(['[', ']']).to_string(), port))
+        host_port(advertise).ok_or_else(|| ConfigError::AdvertiseAddress { value: advertise.clone() })
     }
 
     /// The Kafka listeners, in order: `listeners` with `advertised_listeners`, or one
@@ -257,25 +254,17 @@ impl BrokerConfig {
         let mut advertised = BTreeMap::new();
         for entry in &self.advertised_listeners {
             let (protocol, address) = parse_listener("advertised_listeners", entry)?;
-            let invalid = |reason: &str| ConfigError::Listener {
-                setting: "advertised_listeners",
-                value: entry.clone(),
-                reason: reason.to_string(),
-            };
-            let (host, port) = address.rsplit_once(':').ok_or_else(|| invalid("must be PROTOCOL://HOST:PORT"))?;
-            let port: u16 = port.parse().map_err(|_| invalid("the port must be 0 to 65535"))?;
-            if advertised.insert(protocol, (host.trim_matches(['[', ']']).to_string(), port)).is_some() {
+            let invalid = |reason: &str| listener_error("advertised_listeners", entry, reason);
+            let host_port =
+                host_port(&address).ok_or_else(|| invalid("must be PROTOCOL://HOST:PORT, a port 0 to 65535"))?;
+            if advertised.insert(protocol, host_port).is_some() {
                 return Err(invalid("names its protocol twice"));
             }
         }
         let mut listeners: Vec<KafkaListener> = Vec::new();
         for entry in &self.listeners {
             let (protocol, address) = parse_listener("listeners", entry)?;
-            let invalid = |reason: &str| ConfigError::Listener {
-                setting: "listeners",
-                value: entry.clone(),
-                reason: reason.into(),
-            };
+            let invalid = |reason: &str| listener_error("listeners", entry, reason);
             let bind: SocketAddr = address.parse().map_err(|_| invalid("the address must be IP:PORT"))?;
             if listeners.iter().any(|l| l.protocol == protocol) {
                 return Err(invalid("names its protocol twice"));
@@ -284,11 +273,8 @@ impl BrokerConfig {
             listeners.push(KafkaListener { protocol, bind, advertised });
         }
         if let Some(protocol) = advertised.keys().next() {
-            return Err(ConfigError::Listener {
-                setting: "advertised_listeners",
-                value: protocol.name().to_string(),
-                reason: "names a protocol that no entry of listeners has".into(),
-            });
+            let reason = "names a protocol that no entry of listeners has";
+            return Err(listener_error("advertised_listeners", protocol.name(), reason));
         }
         Ok(listeners)
     }
@@ -334,13 +320,9 @@ impl BrokerConfig {
         let listeners = self.kafka_listeners()?;
         self.sasl_mechanisms()?;
         if !self.is_single_node() && listeners[0].protocol != SecurityProtocol::Plaintext {
-            return Err(ConfigError::Listener {
-                setting: "listeners",
-                value: self.listeners[0].clone(),
-                reason: "the first listener carries replication between brokers, which cannot authenticate yet: \
-                         list a PLAINTEXT listener first"
-                    .into(),
-            });
+            let reason = "the first listener carries replication between brokers, which cannot authenticate yet: \
+                          list a PLAINTEXT listener first";
+            return Err(listener_error("listeners", &self.listeners[0], reason));
         }
         let controllers = self.controller_voters()?;
         {
@@ -407,9 +389,19 @@ impl KafkaListener {
     }
 }
 
+fn listener_error(setting: &'static str, entry: &str, reason: &str) -> ConfigError {
+    ConfigError::Listener { setting, value: entry.to_string(), reason: reason.to_string() }
+}
+
+/// `HOST:PORT` (a bracketed IPv6 host too) into the host and the port.
+fn host_port(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.trim_matches(['[', ']']).to_string(), port.parse().ok()?))
+}
+
 /// `PROTOCOL://ADDRESS` into the protocol and the address.
 fn parse_listener(setting: &'static str, entry: &str) -> Result<(SecurityProtocol, String), ConfigError> {
-    let invalid = |reason: &str| ConfigError::Listener { setting, value: entry.to_string(), reason: reason.into() };
+    let invalid = |reason: &str| listener_error(setting, entry, reason);
     let (protocol, address) = entry.split_once("://").ok_or_else(|| invalid("must be PROTOCOL://HOST:PORT"))?;
     let protocol = match protocol {
         "PLAINTEXT" => SecurityProtocol::Plaintext,

@@ -74,9 +74,8 @@ impl RunningNode {
                 .collect();
         }
         let listener_addrs = bound.iter().map(|(l, _, address)| (l.name(), *address)).collect();
-        let advertised = config.kafka_listeners()?[0].advertised.clone();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let node = cluster::ClusterNode::start(&config, advertised, shutdown_rx.clone()).await?;
+        let node = cluster::ClusterNode::start(&config, shutdown_rx.clone()).await?;
         let link = node.link(keel_types::Duration::from_millis(config.replica_lag_time_max_ms));
         let broker_link = link.clone();
         let broker = tokio::task::spawn_blocking(move || Broker::open(config, broker_link, shutdown_rx)).await??;

@@ -122,32 +122,21 @@ async fn connection(
             }
         };
         if let Some(session) = sasl.as_mut().filter(|_| bare_sasl) {
-            let (bytes, done) = match session.authenticate(&frame, &mut BrokerSasl(&broker)) {
-                SaslStep::Challenge(bytes) => (bytes, false),
-                SaslStep::Authenticated { bytes, .. } => (bytes, true),
-                SaslStep::Refused(refusal) => {
-                    // A bare exchange has no error field: Kafka closes the connection.
-                    let detail = session.failure().unwrap_or(&refusal.message);
-                    tracing::info!(%peer, reason = %detail, "SASL authentication failed");
-                    return;
-                }
-            };
+            let Some((bytes, done)) = bare_sasl_answer(&broker, session, &frame, peer) else { return };
             bare_sasl = !done;
-            let mut framed = Vec::with_capacity(4 + bytes.len());
-            framed.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            framed.extend_from_slice(&bytes);
-            if let Err(error) = stream.write_all(&framed).await {
+            if let Err(error) = stream.write_all(&bytes).await {
                 tracing::debug!(%peer, %error, "connection write failed");
                 return;
             }
             continue;
         }
+        // A refused SASL exchange is answered, then the connection closes.
+        let mut close_after = false;
         let response = match decode_request(frame) {
             Ok(request) => {
                 let version = request.header.api_version;
                 let correlation_id = request.header.correlation_id;
                 let api_key = request.api_key;
-                let mut close_after = false;
                 let exchange = sasl.as_mut().filter(|s| s.principal().is_none());
                 let reply = match (exchange, request.body) {
                     (Some(session), _) if !session.allows(api_key as i16) => {
@@ -163,23 +152,9 @@ async fn connection(
                         ))
                     }
                     (Some(session), RequestKind::SaslAuthenticate(r)) => {
-                        let step = session.authenticate(&r.auth_bytes, &mut BrokerSasl(&broker));
-                        let response = SaslAuthenticateResponse::default();
-                        Reply::Response(ResponseKind::SaslAuthenticate(match step {
-                            SaslStep::Challenge(bytes) => response.with_auth_bytes(bytes.into()),
-                            SaslStep::Authenticated { principal, bytes } => {
-                                tracing::debug!(%peer, %principal, "authenticated");
-                                response.with_auth_bytes(bytes.into())
-                            }
-                            SaslStep::Refused(refusal) => {
-                                let detail = session.failure().unwrap_or(&refusal.message);
-                                tracing::info!(%peer, reason = %detail, "SASL authentication failed");
-                                close_after = true;
-                                response
-                                    .with_error_code(refusal.code.code())
-                                    .with_error_message(Some(StrBytes::from_string(refusal.message)))
-                            }
-                        }))
+                        let (response, refused) = sasl_authenticate(&broker, session, &r.auth_bytes, peer);
+                        close_after = refused;
+                        Reply::Response(ResponseKind::SaslAuthenticate(response))
                     }
                     (_, body) => {
                         let client = Client {
@@ -191,12 +166,6 @@ async fn connection(
                         broker.handle_from(&client, api_key, version, body).await
                     }
                 };
-                if close_after {
-                    if let Ok(bytes) = reply_bytes(reply, api_key, version, correlation_id) {
-                        let _ = stream.write_all(&bytes).await;
-                    }
-                    return;
-                }
                 match reply {
                     Reply::Response(response) => encode_response(api_key, version, correlation_id, &response),
                     Reply::None => continue,
@@ -229,15 +198,62 @@ async fn connection(
             tracing::debug!(%peer, %error, "connection write failed");
             return;
         }
+        if close_after {
+            return;
+        }
     }
 }
 
-/// The bytes of `reply`, if it is a response.
-fn reply_bytes(reply: Reply, api_key: ApiKey, version: i16, correlation_id: i32) -> Result<bytes::Bytes, String> {
-    match reply {
-        Reply::Response(response) => encode_response(api_key, version, correlation_id, &response),
-        _ => Err("no response".to_string()),
+/// SaslAuthenticate: the answer, and whether the exchange was refused (the connection then
+/// closes after the answer).
+fn sasl_authenticate(
+    broker: &Broker,
+    session: &mut SaslSession,
+    bytes: &[u8],
+    peer: SocketAddr,
+) -> (SaslAuthenticateResponse, bool) {
+    let response = SaslAuthenticateResponse::default();
+    match session.authenticate(bytes, &mut BrokerSasl(broker)) {
+        SaslStep::Challenge(bytes) => (response.with_auth_bytes(bytes.into()), false),
+        SaslStep::Authenticated { principal, bytes } => {
+            tracing::debug!(%peer, %principal, "authenticated");
+            (response.with_auth_bytes(bytes.into()), false)
+        }
+        SaslStep::Refused(refusal) => {
+            log_refused(session, &refusal, peer);
+            let message = Some(StrBytes::from_string(refusal.message));
+            (response.with_error_code(refusal.code.code()).with_error_message(message), true)
+        }
     }
+}
+
+/// One bare SASL frame after a SaslHandshake v0: the size-prefixed answer and whether the
+/// client is now authenticated, or `None` when refused (a bare exchange has no error field:
+/// Kafka closes the connection).
+fn bare_sasl_answer(
+    broker: &Broker,
+    session: &mut SaslSession,
+    frame: &[u8],
+    peer: SocketAddr,
+) -> Option<(Vec<u8>, bool)> {
+    let (bytes, done) = match session.authenticate(frame, &mut BrokerSasl(broker)) {
+        SaslStep::Challenge(bytes) => (bytes, false),
+        SaslStep::Authenticated { bytes, .. } => (bytes, true),
+        SaslStep::Refused(refusal) => {
+            log_refused(session, &refusal, peer);
+            return None;
+        }
+    };
+    let mut framed = Vec::with_capacity(4 + bytes.len());
+    framed.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&bytes);
+    Some((framed, done))
+}
+
+/// Logs why an exchange failed, in more detail than the client is told.
+fn log_refused(session: &SaslSession, refusal: &keel_types::Refusal, peer: SocketAddr) {
+    let detail = session.failure().unwrap_or(&refusal.message);
+    tracing::info!(%peer, reason = %detail, "SASL authentication failed");
 }
 
 /// What SaslAuthenticate needs of the broker: credentials from its replayed metadata image.

@@ -99,13 +99,12 @@ impl ClusterNode {
     }
 
     /// Starts the controller role (if this node has it), the cluster port, metadata replay and
-    /// the broker lifecycle. `advertised` is the Kafka listener brokers register.
-    pub async fn start(
-        config: &BrokerConfig,
-        advertised: (String, u16),
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<ClusterNode, NodeError> {
+    /// the broker lifecycle, registering every Kafka listener in `config` (with its bound
+    /// ports).
+    pub async fn start(config: &BrokerConfig, shutdown: watch::Receiver<bool>) -> Result<ClusterNode, NodeError> {
         let node = NodeId(config.node_id);
+        let listeners = config.kafka_listeners()?;
+        let advertised = &listeners[0].advertised;
         let mut voters = config.controller_voters()?;
         let roles = config.roles()?;
         // The cluster port. Port 0 (a cluster of one in tests) is the port the OS chose.
@@ -185,8 +184,7 @@ impl ClusterNode {
         let (want_shutdown, want_shutdown_rx) = watch::channel(false);
         let registration = Registration {
             node,
-            listeners: config
-                .kafka_listeners()?
+            listeners: listeners
                 .into_iter()
                 .map(|l| Listener { name: l.name().to_string(), host: l.advertised.0, port: l.advertised.1 })
                 .collect(),
